@@ -1,0 +1,1 @@
+"""FinCompress: compress a financial-sentiment BERT for CPU inference."""

