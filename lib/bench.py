@@ -62,3 +62,94 @@ def latency_ms(predict, inputs: list[dict], threads: int = 2, warmup: int = 10, 
     return {"median_ms": float(np.median(arr)), "p95_ms": float(np.percentile(arr, 95)),
             "p99_ms": float(np.percentile(arr, 99)), "mean_ms": float(arr.mean()), "n": len(times),
             "threads": threads}
+
+
+# --- The stage-05 harness: every variant measured the same way, each in a fresh process. ---
+
+def load_variant(variant: dict, out_dir) -> tuple:
+    """(predict_fn, tokenizer) for any variant format listed by stages 01-04."""
+    path = Path(out_dir) / variant["path"]
+    fmt = variant["format"]
+    if fmt == "hf":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        return torch_predict_fn(model), AutoTokenizer.from_pretrained(path)
+    if fmt == "pruned":
+        from lib import prune
+        return prune.load_predictor(path)
+    if fmt == "torch_int8":
+        from lib import quantize
+        return quantize.load_torch_int8(path)
+    if fmt == "onnx":
+        from lib import quantize
+        return quantize.load_onnx(path)
+    from lib.common import FinCompressError
+    raise FinCompressError(f"variant {variant['name']} has unknown format {fmt!r}; expected hf, pruned, torch_int8 or onnx")
+
+
+def peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure_variant(variant: dict, out_dir, texts: list[str], threads: int = 2, batch_size: int = 32,
+                    latency_n: int = 100, max_length: int = 128) -> dict:
+    """Load time, test logits (batch 32, timed as throughput), batch-1 latency, peak memory."""
+    torch.set_num_threads(threads)
+    rss_before = peak_rss_mb()
+    start = time.perf_counter()
+    predict, tokenizer = load_variant(variant, out_dir)
+    load_s = time.perf_counter() - start
+    batches = [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt")) for i in range(0, len(texts), batch_size)]
+    predict(batches[0])  # warm-up: first call pays one-off allocation and graph set-up
+    start = time.perf_counter()
+    logits = torch.cat([torch.as_tensor(predict(b)).float() for b in batches])
+    throughput = len(texts) / (time.perf_counter() - start)
+    # Natural-length real sentences at batch 1: what a production request looks like.
+    lat = latency_ms(predict, batch1_inputs(tokenizer, texts, seq_len=None, n=latency_n), threads, repeats=2)
+    path = Path(out_dir) / variant["path"]
+    return {"load_s": load_s, "throughput_per_s": throughput, "latency": lat, "logits": logits.tolist(),
+            "peak_rss_mb": peak_rss_mb(), "rss_before_load_mb": rss_before,
+            "disk_bytes": disk_bytes(path), "weight_bytes": weight_bytes(path)}
+
+
+def bootstrap_f1(labels, preds, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of macro-F1 over test-set resamples."""
+    from sklearn.metrics import f1_score
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n):
+        idx = rng.integers(0, len(labels), len(labels))
+        stats.append(f1_score(labels[idx], preds[idx], average="macro", labels=[0, 1, 2], zero_division=0))
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def expected_calibration_error(probs: np.ndarray, labels, bins: int = 15) -> float:
+    """ECE: |confidence - accuracy| averaged over equal-width confidence bins, weighted by bin size."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    correct = pred == np.asarray(labels)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(conf[in_bin].mean() - correct[in_bin].mean())
+    return float(ece)
+
+
+def _main(argv=None) -> int:
+    """`python -m lib.bench VARIANT_JSON OUT_DIR TEXTS_JSON RESULT_JSON THREADS`: one variant, one process."""
+    import json
+    import sys
+    variant_json, out_dir, texts_json, result_json, threads = (argv or sys.argv[1:])
+    result = measure_variant(json.loads(variant_json), out_dir, json.loads(Path(texts_json).read_text()),
+                             threads=int(threads))
+    from lib.common import write_json
+    write_json(Path(result_json), result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

