@@ -140,12 +140,12 @@ def expected_calibration_error(probs: np.ndarray, labels, bins: int = 15) -> flo
 
 
 def _main(argv=None) -> int:
-    """`python -m lib.bench VARIANT_JSON OUT_DIR TEXTS_JSON RESULT_JSON THREADS`: one variant, one process."""
+    """`python -m lib.bench VARIANT_JSON OUT_DIR TEXTS_JSON RESULT_JSON THREADS LATENCY_N`: one variant, one process."""
     import json
     import sys
-    variant_json, out_dir, texts_json, result_json, threads = (argv or sys.argv[1:])
+    variant_json, out_dir, texts_json, result_json, threads, latency_n = (argv or sys.argv[1:])
     result = measure_variant(json.loads(variant_json), out_dir, json.loads(Path(texts_json).read_text()),
-                             threads=int(threads))
+                             threads=int(threads), latency_n=int(latency_n))
     from lib.common import write_json
     write_json(Path(result_json), result)
     return 0

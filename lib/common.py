@@ -60,6 +60,8 @@ def atomic_dir(final: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for f in tmp.rglob("*"):  # some writers (safetensors) create 0600 files; artifacts are shared
+        f.chmod(0o755 if f.is_dir() else 0o644)
     old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():

@@ -123,9 +123,22 @@ def write_index(reports_dir: Path, statuses: dict) -> Path:
         link = f'<a href="{stage}.html">{stage}</a>' if report.is_file() else stage
         cells = "".join(f"<li>{html.escape(str(k))}: <b>{_fmt(v)}</b></li>" for k, v in headline.items())
         rows.append(f"<tr class='{status.split()[0]}'><td>{link}</td><td>{html.escape(status)}</td><td><ul>{cells}</ul></td></tr>")
-    page = INDEX_TEMPLATE.format(rows="\n".join(rows))
+    page = INDEX_TEMPLATE.format(rows="\n".join(rows), bench=_bench_table(reports_dir))
     write_text_atomic(reports_dir / "index.html", page)
     return reports_dir / "index.html"
+
+
+def _bench_table(reports_dir: Path) -> str:
+    """The stage-05 headline table, when the benchmark has run."""
+    path = reports_dir / "05_benchmark.json"
+    if not path.is_file():
+        return ""
+    table = json.loads(path.read_text())["metrics"].get("table", [])
+    if not table:
+        return ""
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r.values()) + "</tr>" for r in table)
+    return f"<h2>Benchmark (test set, CPU)</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def _fmt(v):
@@ -141,7 +154,9 @@ ul{{margin:0;padding-left:1.2em}}</style></head><body>
 <p>Each stage is a notebook executed by <code>run_all.py</code>; its metrics JSON sits next to its HTML.</p>
 <table><tr><th>stage</th><th>status</th><th>headline metrics</th></tr>
 {rows}
-</table></body></html>
+</table>
+{bench}
+</body></html>
 """
 
 

