@@ -1,0 +1,251 @@
+"""INT8 quantization: PyTorch dynamic PTQ and QAT, ONNX export, ONNX Runtime dynamic INT8, loaders."""
+import contextlib
+import copy
+import io
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from lib.common import FinCompressError, atomic_dir, read_json, write_json
+
+TORCH_WEIGHTS = "quantized_state.pt"
+ONNX_FILE = "model.onnx"
+META = "quantization.json"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@contextlib.contextmanager
+def quiet():
+    """torch.ao.quantization and the legacy quantized-tensor API warn that they are deprecated (still the
+    only eager INT8 CPU path in torch 2.13); the ONNX exporter prints progress. Neither helps a report."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        yield
+
+
+def group_of(name: str) -> str:
+    """Sensitivity group of a Linear/Embedding module name: embeddings, L<i> attention/ffn_in/ffn_out, head."""
+    m = re.search(r"layer\.(\d+)\.(attention|intermediate|output|ffn\.lin1|ffn\.lin2)", name)
+    if "embeddings" in name and not m:
+        return "embeddings"
+    if not m:
+        return "head"  # pooler and classifier
+    part = {"attention": "attention", "intermediate": "ffn_in", "ffn.lin1": "ffn_in"}.get(m.group(2), "ffn_out")
+    return f"L{m.group(1)} {part}"
+
+
+def quantizable(model) -> dict[str, str]:
+    """Every Linear and Embedding module name -> its sensitivity group, in model order."""
+    return {n: group_of(n) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+
+
+def modules_in(model, groups) -> list[str]:
+    return [n for n, g in quantizable(model).items() if g in set(groups)]
+
+
+def quantize_torch(model, keep_fp32=(), per_channel: bool = True):
+    """The one call into torch.ao dynamic quantization (swap this function to change backend).
+
+    Linear: INT8 weights (per output channel) and activations quantized per batch at run time.
+    Embedding: INT8 rows with a float scale per row. Modules named in keep_fp32 stay FP32.
+    """
+    from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
+                                       per_channel_dynamic_qconfig, quantize_dynamic)
+    linear_q = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    spec = {n: (float_qparams_weight_only_qconfig if isinstance(m, nn.Embedding) else linear_q)
+            for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding)) and n not in set(keep_fp32)}
+    with quiet():
+        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), spec, dtype=torch.qint8)
+
+
+def save_torch_int8(qmodel, config, tokenizer, out_dir: Path, meta: dict) -> None:
+    """state_dict (packed INT8 weights) + config + tokenizer + how to rebuild; all or nothing."""
+    with atomic_dir(Path(out_dir)) as tmp:
+        with quiet():
+            torch.save(qmodel.state_dict(), tmp / TORCH_WEIGHTS)
+        config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / META, meta)
+
+
+def load_torch_int8_model(path):
+    """Rebuild the FP32 architecture from config, quantize it the same way, then load the INT8 weights."""
+    path = Path(path)
+    if not (path / TORCH_WEIGHTS).is_file():
+        raise FinCompressError(f"{path} is not a torch_int8 model (no {TORCH_WEIGHTS}); pass a folder written by stage 03")
+    meta = read_json(path / META, "quantization metadata")
+    with quiet():
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(path))
+    qmodel = quantize_torch(model, meta["keep_fp32"], meta["per_channel"])
+    with quiet():
+        # Packed INT8 weights are TorchScript objects, which weights_only unpickling refuses; these
+        # files are our own stage output, not downloads.
+        state = torch.load(path / TORCH_WEIGHTS, map_location="cpu", weights_only=False)
+        qmodel.load_state_dict(state)
+    return qmodel.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def torch_predict(model):
+    @torch.inference_mode()
+    def predict(inputs: dict):
+        return model(**{k: v for k, v in inputs.items() if k in INPUT_NAMES}).logits
+    return predict
+
+
+def load_torch_int8(path):
+    """(predict(inputs) -> logits, tokenizer) for a saved torch_int8 variant."""
+    model, tokenizer = load_torch_int8_model(path)
+    return torch_predict(model), tokenizer
+
+
+# --- QAT: fake-quant fine-tuning, then the same conversion as PTQ ---------------------------------------
+
+
+def fake_quant_weight(w, per_channel: bool):
+    """Symmetric INT8 rounding of weights, as quantize_torch stores them; gradient passes straight through."""
+    amax = (w.detach().abs().amax(dim=1) if per_channel else w.detach().abs().max().reshape(1)).clamp(min=1e-8)
+    scale = (amax / 127.0).float()
+    zero = torch.zeros_like(scale, dtype=torch.int32)
+    if per_channel:
+        return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -128, 127)
+    return torch.fake_quantize_per_tensor_affine(w, scale, zero, -128, 127)
+
+
+def fake_quant_act(x, qmax: int = 127):
+    """Per-tensor affine rounding from the tensor's own range, like dynamic quantization at run time.
+    qmax 127: the x86/fbgemm dynamic kernels use reduce_range (7-bit activations)."""
+    lo, hi = x.detach().min().clamp(max=0), x.detach().max().clamp(min=0)
+    scale = ((hi - lo) / qmax).clamp(min=1e-8).float()
+    zero = torch.round(-lo / scale).clamp(0, qmax).int()
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, qmax)
+
+
+class FakeQuantLinear(nn.Linear):
+    """A Linear that trains on what its INT8 version will compute (straight-through estimator)."""
+
+    per_channel = True
+
+    def forward(self, x):
+        return F.linear(fake_quant_act(x), fake_quant_weight(self.weight, self.per_channel), self.bias)
+
+
+def _swap_linear(model, names, make) -> None:
+    """Replace each named Linear by make(old), in place."""
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        if isinstance(model.get_submodule(name), nn.Linear):
+            setattr(model.get_submodule(parent) if parent else model, child, make(model.get_submodule(name)))
+
+
+def _relink(old, cls, **attrs):
+    new = cls(old.in_features, old.out_features, bias=old.bias is not None, device=old.weight.device)
+    new.weight, new.bias = old.weight, old.bias  # the same Parameters: training updates them in place
+    for k, v in attrs.items():
+        setattr(new, k, v)
+    return new
+
+
+def prepare_qat(model, keep_fp32=(), per_channel: bool = True):
+    """A copy whose to-be-quantized Linear layers are fake-quantized for training."""
+    qat = copy.deepcopy(model)
+    names = [n for n in quantizable(qat) if n not in set(keep_fp32)]
+    _swap_linear(qat, names, lambda old: _relink(old, FakeQuantLinear, per_channel=per_channel))
+    return qat
+
+
+def convert_qat(qat, keep_fp32=(), per_channel: bool = True):
+    """Back to plain Linear layers holding the fine-tuned weights, then real INT8 via quantize_torch."""
+    plain = copy.deepcopy(qat).cpu()
+    names = [n for n, m in plain.named_modules() if isinstance(m, FakeQuantLinear)]
+    _swap_linear(plain, names, lambda old: _relink(old, nn.Linear))
+    return quantize_torch(plain, keep_fp32, per_channel)
+
+
+# --- ONNX ------------------------------------------------------------------------------------------------
+
+
+def example_inputs(tokenizer, texts: list[str]) -> dict:
+    """A padded batch of real sentences of different lengths: exercises the attention mask."""
+    if len(texts) < 2:
+        raise FinCompressError("ONNX export needs at least 2 example sentences to build a padded batch")
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
+    return {k: enc[k] for k in INPUT_NAMES if k in enc}
+
+
+def export_onnx(model, inputs: dict, path: Path) -> None:
+    """torch.export-based exporter (the supported one since torch 2.9), batch and sequence axes dynamic,
+    weights inside the one .onnx file so its size on disk is honest."""
+    from torch.export import Dim
+    batch, seq = Dim("batch", min=1, max=1024), Dim("sequence", min=2, max=512)
+    shapes = {k: {0: batch, 1: seq} for k in inputs}
+    model = copy.deepcopy(model).cpu().eval()
+    with quiet():
+        try:
+            torch.onnx.export(model, (), str(path), kwargs=inputs, input_names=list(inputs), output_names=["logits"],
+                              dynamic_shapes=shapes, dynamo=True, external_data=False)
+        except Exception as e:  # the exporter's own errors are pages long
+            raise FinCompressError(f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
+
+
+def onnx_nodes_for(onnx_path, module_names) -> list[str]:
+    """ONNX node names that implement the given torch modules, from the exporter's name-scope metadata."""
+    import onnx
+    wanted = set(module_names)
+    nodes = []
+    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        if any(f"'{m}'" in scopes for m in wanted):
+            nodes.append(node.name)
+    return nodes
+
+
+def quantize_onnx(src: Path, dst: Path, keep_fp32=(), per_channel: bool = True) -> None:
+    """ONNX Runtime dynamic INT8: MatMul weights and embedding Gathers; keep_fp32 modules excluded.
+
+    The pooler and classifier export as Gemm, which ORT has no dynamic INT8 kernel for: they stay FP32 (tiny).
+    Per-channel scales by default: on the MiniLM teacher per-tensor INT8 lost 0.74 test F1, per-channel none.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    exclude = onnx_nodes_for(src, keep_fp32)
+    logging.getLogger().setLevel(logging.ERROR)  # it logs a pre-processing hint at WARNING on every call
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     op_types_to_quantize=["MatMul", "Gather"], nodes_to_exclude=exclude)
+
+
+def onnx_session(path, threads: int = 2):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def load_onnx(path, threads: int = 2):
+    """(predict(inputs) -> logits, tokenizer) for an ONNX variant folder (model.onnx + tokenizer)."""
+    path = Path(path)
+    model_file = path / ONNX_FILE if path.is_dir() else path
+    if not model_file.is_file():
+        raise FinCompressError(f"{path} holds no {ONNX_FILE}; pass an onnx variant folder written by stage 03")
+    sess = onnx_session(model_file, threads)
+    names = [i.name for i in sess.get_inputs()]
+
+    def predict(inputs: dict):
+        feed = {n: np.ascontiguousarray(inputs[n].cpu().numpy().astype(np.int64)) for n in names}
+        return torch.from_numpy(sess.run(None, feed)[0])
+    return predict, AutoTokenizer.from_pretrained(model_file.parent)
+
+
+def logit_diff(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """How closely two models' logits agree: prediction agreement and max/mean absolute difference."""
+    d = (a.float() - b.float()).abs()
+    return {"agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean()), "max_abs_diff": float(d.max()),
+            "mean_abs_diff": float(d.mean())}

@@ -1,0 +1,281 @@
+"""Stage 03's study: every INT8 variant of one FP32 model, measured against it with one harness."""
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from lib import bench, quantize as q
+from lib.common import FinCompressError, atomic_dir, check_range, read_json, write_json
+from lib.data import load_splits, make_loader
+from lib.train import fit, scores
+
+GOALS = {"max_f1_drop_pts": 0.5, "min_size_ratio": 3.0, "min_speedup": 2.0}
+
+
+def student_source(out_dir: Path, student_dir: str) -> tuple[str, Path]:
+    """The student to quantize: an explicit folder, else stage 02's best student."""
+    if student_dir:
+        path = Path(student_dir).expanduser()
+        path = path if path.is_absolute() or path.exists() else Path(out_dir) / path
+        if not (path / "config.json").is_file():
+            raise FinCompressError(f"student_dir {student_dir} is not a save_pretrained folder (no config.json); "
+                                   "pass a model folder or leave it empty to use stage 02's best student")
+        return path.name, path
+    report = Path(out_dir) / "reports" / "02_distillation.json"
+    if not report.is_file():
+        raise FinCompressError(f"{report} is missing, so there is no best student to quantize; run stage 02 first "
+                               "(python run_all.py --only 02) or pass --set 03.student_dir=PATH")
+    best = read_json(report)["metrics"]["best_student"]
+    return best["name"], Path(out_dir) / best["path"]
+
+
+def sources(out_dir: Path, student_dir: str) -> list[tuple[str, Path]]:
+    """(name, folder) of the teacher and the student to quantize."""
+    name, student = student_source(out_dir, student_dir)
+    return [("teacher", Path(out_dir) / "checkpoints" / "teacher"), ("student" if name == "teacher" else name, student)]
+
+
+def load_fp32(path: Path):
+    """The FP32 source exactly as the benchmark loads it (default attention), in eval mode."""
+    if not (Path(path) / "config.json").is_file():
+        raise FinCompressError(f"{path} is not a model folder (no config.json); run the stage that writes it first")
+    with q.quiet():
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def run_logits(predict, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    logits, labels = [], []
+    for batch in loader:
+        logits.append(predict({k: v for k, v in batch.items() if k in q.INPUT_NAMES}).float())
+        labels.append(batch["labels"])
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(predict, loader, ref: torch.Tensor | None = None) -> dict:
+    """Scores, predictions (for confusion matrices) and agreement with the FP32 reference logits."""
+    logits, labels = run_logits(predict, loader)
+    out = {**scores(labels, logits.argmax(-1)), "labels": labels.tolist(), "preds": logits.argmax(-1).tolist(),
+           "logits": logits}
+    if ref is not None:
+        out["vs_fp32"] = q.logit_diff(logits, ref)
+    return out
+
+
+def sensitivity(model, loader, ref_f1: float, ref_logits, per_channel: bool) -> list[dict]:
+    """Val F1 drop when only one group is INT8 (the rest FP32), plus everything INT8 at once."""
+    groups = list(dict.fromkeys(q.quantizable(model).values()))
+    rows = []
+    for group in ["all"] + groups:
+        keep = [] if group == "all" else [n for n in q.quantizable(model) if n not in q.modules_in(model, [group])]
+        m = evaluate(q.torch_predict(q.quantize_torch(model, keep, per_channel)), loader, ref_logits)
+        rows.append({"group": group, "val_macro_f1": m["macro_f1"], "f1_drop_pts": 100 * (ref_f1 - m["macro_f1"]),
+                     **m["vs_fp32"]})
+    return rows
+
+
+def choose_fp32_groups(model, loader, ref_f1, ref_logits, sens, per_channel, max_drop_pts) -> tuple[list, float]:
+    """Greedy: keep the costliest groups FP32, one at a time, until full INT8 loses < max_drop_pts on val."""
+    ranked = sorted(sens[1:], key=lambda r: (r["f1_drop_pts"], r["mean_abs_diff"]), reverse=True)
+    keep, drop = [], sens[0]["f1_drop_pts"]
+    for row in ranked:
+        if drop < max_drop_pts:
+            break
+        keep.append(row["group"])
+        m = evaluate(q.torch_predict(q.quantize_torch(model, q.modules_in(model, keep), per_channel)), loader)
+        drop = 100 * (ref_f1 - m["macro_f1"])
+    return keep, drop
+
+
+def measure(record: dict, predict, lat_inputs, ref: dict, fp32: dict, threads: int) -> dict:
+    """Fill in test F1, agreement, size and latency of one saved variant, relative to its FP32 source."""
+    lat = bench.latency_ms(predict, lat_inputs, threads=threads)
+    path = Path(record.pop("abs_path"))
+    record.update(test_macro_f1=ref["macro_f1"], fp32_test_macro_f1=fp32["test"]["macro_f1"],
+                  f1_drop_pts=100 * (fp32["test"]["macro_f1"] - ref["macro_f1"]), params=fp32["params"],
+                  disk_bytes=bench.disk_bytes(path), weight_bytes=bench.weight_bytes(path), latency_ms=lat["median_ms"],
+                  latency=lat, speedup=fp32["latency"]["median_ms"] / lat["median_ms"],
+                  size_ratio=fp32["disk_bytes"] / bench.disk_bytes(path), **ref["vs_fp32"])
+    record["goals_met"] = (record["f1_drop_pts"] <= GOALS["max_f1_drop_pts"] and record["speedup"] >= GOALS["min_speedup"]
+                           and record["size_ratio"] >= GOALS["min_size_ratio"])
+    return record
+
+
+def _variant(name, fmt, parent, path, out_dir):
+    return {"name": name, "format": fmt, "parent": parent, "path": str(Path(path).relative_to(out_dir)), "abs_path": path}
+
+
+def _rel(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def fp32_reference(model, src: Path, out_dir: Path, val, test, lat_inputs, threads: int) -> dict:
+    """The FP32 PyTorch model every variant is compared with: F1, logits, size and latency."""
+    predict = q.torch_predict(model)
+    return {"path": _rel(src, out_dir), "params": bench.count_params(model), "disk_bytes": bench.disk_bytes(src),
+            "weight_bytes": bench.weight_bytes(src), "val": evaluate(predict, val), "test": evaluate(predict, test),
+            "latency": bench.latency_ms(predict, lat_inputs, threads=threads)}
+
+
+def save_onnx_variants(name, model, tokenizer, texts, qdir, out_dir, keep_mods, tol) -> tuple[list, dict]:
+    """FP32 ONNX (export + padded-batch parity check) and its ORT dynamic INT8 version."""
+    fp32_dir, int8_dir = qdir / f"{name}_onnx_fp32", qdir / f"{name}_onnx_int8"
+    example = q.example_inputs(tokenizer, texts)
+    with atomic_dir(fp32_dir) as tmp:
+        q.export_onnx(model, example, tmp / q.ONNX_FILE)
+        tokenizer.save_pretrained(tmp)
+        predict, _ = q.load_onnx(tmp)
+        with torch.inference_mode():
+            parity = q.logit_diff(predict(example), model(**example).logits)
+        if parity["max_abs_diff"] > tol:
+            raise FinCompressError(f"ONNX export of {name} disagrees with PyTorch (max |logit diff| "
+                                   f"{parity['max_abs_diff']:.2e} > {tol:g}); the export is wrong, not saved")
+        write_json(tmp / "parity.json", parity)
+    with atomic_dir(int8_dir) as tmp:
+        q.quantize_onnx(fp32_dir / q.ONNX_FILE, tmp / q.ONNX_FILE, keep_mods)
+        tokenizer.save_pretrained(tmp)
+    parity.update(batch_shape=list(example["input_ids"].shape))
+    return [_variant(f"{name}_onnx_fp32", "onnx", name, fp32_dir, out_dir),
+            _variant(f"{name}_onnx_int8", "onnx", name, int8_dir, out_dir)], parity
+
+
+def train_qat(name, model, tokenizer, splits, keep_mods, device, p) -> tuple:
+    """Short fake-quant fine-tuning at a low learning rate; returns the converted (real INT8) model."""
+    qat = q.prepare_qat(model, keep_mods, p["per_channel"])
+    train = make_loader(splits["train"], tokenizer, 32, p["max_length"], shuffle=True, seed=p["seed"])
+    val = make_loader(splits["val"], tokenizer, 64, p["max_length"])
+    result = fit(qat, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT")
+    return q.convert_qat(qat, keep_mods, p["per_channel"]), result["history"]
+
+
+def quantize_model(name: str, src: Path, out_dir: Path, data_dir: Path, device, p: dict) -> dict:
+    """PTQ (torch), ONNX FP32/INT8 and QAT INT8 of one model, each saved, reloaded from disk and measured."""
+    model, tokenizer = load_fp32(src)
+    splits = load_splits(data_dir)
+    val, test = (make_loader(splits[s], tokenizer, 64, p["max_length"]) for s in ("val", "test"))
+    texts = splits["test"]["text"].astype(str).tolist()
+    lat_inputs = bench.batch1_inputs(tokenizer, texts, seq_len=32, n=p["latency_n"])
+    fp32 = fp32_reference(model, src, out_dir, val, test, lat_inputs, p["threads"])
+    ref_f1, ref_logits = fp32["val"]["macro_f1"], fp32["val"]["logits"]
+    sens = sensitivity(model, val, ref_f1, ref_logits, p["per_channel"])
+    keep, val_drop = choose_fp32_groups(model, val, ref_f1, ref_logits, sens, p["per_channel"], p["max_f1_drop_pts"])
+    keep_mods, qdir = q.modules_in(model, keep), out_dir / "checkpoints" / "quantized"
+    meta = {"source": fp32["path"], "keep_fp32_groups": keep, "keep_fp32": keep_mods, "per_channel": p["per_channel"]}
+    q.save_torch_int8(q.quantize_torch(model, keep_mods, p["per_channel"]), model.config, tokenizer,
+                      qdir / f"{name}_torch_int8", meta | {"method": "ptq_dynamic"})
+    onnx_variants, parity = save_onnx_variants(name, model, tokenizer, texts[:8], qdir, out_dir, keep_mods, p["parity_tol"])
+    qat_model, qat_history = train_qat(name, model, tokenizer, splits, keep_mods, device, p)
+    q.save_torch_int8(qat_model, model.config, tokenizer, qdir / f"{name}_qat_int8", meta | {"method": "qat"})
+    variants = [_variant(f"{name}_torch_int8", "torch_int8", name, qdir / f"{name}_torch_int8", out_dir), *onnx_variants,
+                _variant(f"{name}_qat_int8", "torch_int8", name, qdir / f"{name}_qat_int8", out_dir)]
+    evals = {}
+    for v in variants:  # measured on the artifact reloaded from disk: what ships is what is scored
+        path = v["abs_path"]
+        predict, _ = q.load_onnx(path, p["threads"]) if v["format"] == "onnx" else q.load_torch_int8(path)
+        evals[v["name"]] = evaluate(predict, test, fp32["test"]["logits"])
+        measure(v, predict, lat_inputs, evals[v["name"]], fp32, p["threads"])
+    return {"name": name, "fp32": fp32, "sensitivity": sens, "keep_fp32_groups": keep, "val_drop_pts_with_keep": val_drop,
+            "onnx_parity": parity, "qat_history": qat_history, "variants": variants, "evals": evals}
+
+
+def public(result: dict) -> dict:
+    """The JSON-worthy part of quantize_model's result (no logits or per-sentence arrays)."""
+    fp32 = {k: v for k, v in result["fp32"].items() if k not in ("val", "test")}
+    fp32.update(val_macro_f1=result["fp32"]["val"]["macro_f1"], test_macro_f1=result["fp32"]["test"]["macro_f1"])
+    return {**{k: v for k, v in result.items() if k not in ("fp32", "evals")}, "fp32": fp32}
+
+
+def best_int8(result: dict) -> dict:
+    """The INT8 variant to ship: goals met first, then fastest."""
+    int8 = [v for v in result["variants"] if "fp32" not in v["name"]]
+    return max(int8, key=lambda v: (v["goals_met"], v["f1_drop_pts"] <= GOALS["max_f1_drop_pts"], v["speedup"]))
+
+
+def headline(results: list[dict]) -> dict:
+    out = {}
+    for r in results:
+        b = best_int8(r)
+        out.update({f"{r['name']} best INT8": b["name"], f"{r['name']} INT8 test macro-F1": b["test_macro_f1"],
+                    f"{r['name']} F1 drop (pts)": round(b["f1_drop_pts"], 2), f"{r['name']} size ratio": round(b["size_ratio"], 2),
+                    f"{r['name']} speedup": round(b["speedup"], 2)})
+    out["goals met"] = all(best_int8(r)["goals_met"] for r in results)
+    return out
+
+
+def check_params(p: dict) -> None:
+    check_range("max_length", p["max_length"], 8, 512)
+    check_range("latency_n", p["latency_n"], 1)
+    check_range("threads", p["threads"], 1)
+    check_range("qat_epochs", p["qat_epochs"], 1)
+    check_range("qat_lr", p["qat_lr"], 0, low_open=True)
+    check_range("parity_tol", p["parity_tol"], 0, low_open=True)
+    check_range("max_f1_drop_pts", p["max_f1_drop_pts"], 0)
+
+
+def variants_table(result: dict) -> pd.DataFrame:
+    """One model's FP32 source and every variant: quality, agreement, size, speed, goals."""
+    f = result["fp32"]
+    rows = [{"variant": f"{result['name']} (FP32 torch)", "test_macro_f1": f["test"]["macro_f1"], "f1_drop_pts": 0.0,
+             "disk_MB": f["disk_bytes"] / 1e6, "weight_MB": f["weight_bytes"] / 1e6, "params": f["params"],
+             "latency_ms": f["latency"]["median_ms"], "speedup": 1.0, "size_ratio": 1.0}]
+    cols = ["test_macro_f1", "f1_drop_pts", "params", "latency_ms", "speedup", "size_ratio", "agreement",
+            "max_abs_diff", "mean_abs_diff", "goals_met"]
+    rows += [{"variant": v["name"], **{c: v[c] for c in cols}, "disk_MB": v["disk_bytes"] / 1e6,
+              "weight_MB": v["weight_bytes"] / 1e6} for v in result["variants"]]
+    return pd.DataFrame(rows).set_index("variant").round(4)
+
+
+def sensitivity_table(result: dict) -> pd.DataFrame:
+    df = pd.DataFrame(result["sensitivity"]).set_index("group").round(4)
+    return df.assign(kept_fp32=[g in result["keep_fp32_groups"] for g in df.index])
+
+
+def plot_sensitivity(results: list[dict], max_drop: float):
+    """Val macro-F1 drop when one group alone is INT8; red bars are the groups the default keeps FP32."""
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 0.28 * len(results[0]["sensitivity"]) + 1.5),
+                             squeeze=False)
+    for ax, r in zip(axes[0], results):
+        df = sensitivity_table(r)
+        ax.barh(df.index, df["f1_drop_pts"], color=["tab:red" if k else "tab:blue" for k in df["kept_fp32"]])
+        ax.axvline(max_drop, color="grey", ls=":", label=f"{max_drop} pt budget")
+        ax.invert_yaxis()
+        ax.set(title=f"{r['name']}: val F1 drop, one group INT8", xlabel="F1 drop (points)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoffs(results: list[dict]):
+    """Test macro-F1, size on disk and batch-1 latency of every variant next to its FP32 source."""
+    df = pd.concat([variants_table(r) for r in results])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 0.35 * len(df) + 1.8))
+    for ax, col, title in zip(axes, ["test_macro_f1", "disk_MB", "latency_ms"],
+                              ["test macro-F1", "size on disk (MB)", "latency, batch 1, 32 tokens (ms)"]):
+        ax.barh(df.index, df[col], color=["grey" if "FP32 torch" in i else "tab:blue" for i in df.index])
+        ax.bar_label(ax.containers[0], fmt="%.3g", fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(title)
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
+    axes[0].set_xlim(max(0, df["test_macro_f1"].min() - 0.1), 1)
+    fig.tight_layout()
+    return fig
+
+
+def verdict(results: list[dict]) -> str:
+    """The study's reading of the numbers, per model, against the issue's goals."""
+    lines = []
+    for r in results:
+        b, qat = best_int8(r), next(v for v in r["variants"] if v["name"].endswith("_qat_int8"))
+        ptq = next(v for v in r["variants"] if v["name"].endswith("_torch_int8"))
+        kept = ", ".join(r["keep_fp32_groups"]) or "nothing"
+        lines.append(f"* **{r['name']}**: ship `{b['name']}` ({'goals MET' if b['goals_met'] else 'goals NOT met'}): "
+                     f"test macro-F1 {b['test_macro_f1']:.4f} vs FP32 {b['fp32_test_macro_f1']:.4f} "
+                     f"({-b['f1_drop_pts']:+.2f} pts), {b['size_ratio']:.2f}x smaller on disk, {b['speedup']:.2f}x faster "
+                     f"at batch 1. Kept FP32 to stay within budget on val: {kept}. QAT INT8 {qat['test_macro_f1']:.4f} "
+                     f"vs PTQ INT8 {ptq['test_macro_f1']:.4f}.")
+    lines.append("* Latency is one machine's reading (2 threads, batch 1, 32 tokens); rerun "
+                 "`python scripts/bench_quantize.py OUT_DIR` on a quiet machine before quoting it.")
+    return "\n".join(lines)

