@@ -20,9 +20,11 @@ NOTEBOOKS = REPO_ROOT / "notebooks_src"
 # Smoke-sized overrides: same code path, seconds instead of minutes.
 SMOKE = {
     "01_data_teacher": {"max_rows": 240, "epochs": 1, "batch_size": 16, "max_length": 48},
-    "04_pruning": {"head_levels": "0.25,0.5", "ffn_levels": "0.25,0.5", "rounds": 1, "recovery_epochs": 1,
-                   "importance_batches": 2, "batch_size": 16, "max_length": 48},
+    "04_pruning": {"head_levels": "0.5", "ffn_levels": "0.5", "rounds": 1, "recovery_epochs": 1, "importance_batches": 2,
+                   "batch_size": 16, "max_length": 48, "latency_sentences": 8, "latency_passes": 1},
     "02_distillation": {"epochs": 1, "batch_size": 16, "max_length": 48},
+    "03_quantization": {"max_length": 48, "latency_n": 4, "qat_epochs": 1},
+    "05_benchmark": {"max_test": 24, "latency_n": 8},
 }
 
 

@@ -23,10 +23,15 @@ def collect_variants(paths: dict) -> list[dict]:
     """The teacher plus every variant that stages 02-04 listed in their metrics JSON."""
     read_stage_metrics(paths["reports"], "01_data_teacher")  # a clear error if stage 01 never ran
     variants = [{"name": "teacher", "format": "hf", "path": "checkpoints/teacher", "parent": None, "stage": "01"}]
+    best_student = "student"
     for stage in COMPRESSION_STAGES:
         if (paths["reports"] / f"{stage}.json").is_file():
-            for v in read_stage_metrics(paths["reports"], stage)["metrics"].get("variants", []):
-                variants.append({k: v.get(k) for k in ("name", "format", "path", "parent")} | {"stage": stage[:2]})
+            metrics = read_stage_metrics(paths["reports"], stage)["metrics"]
+            best_student = metrics.get("best_student", {}).get("name", best_student)
+            for v in metrics.get("variants", []):
+                # stage 04 calls its source "student"; name the real one so lineages read end to end
+                parent = best_student if v.get("parent") == "student" else v.get("parent")
+                variants.append({k: v.get(k) for k in ("name", "format", "path")} | {"parent": parent, "stage": stage[:2]})
     return variants
 
 
@@ -132,7 +137,8 @@ def stage03_keep_groups(paths: dict) -> dict:
     if not (paths["reports"] / "03_quantization.json").is_file():
         return {}
     m = read_stage_metrics(paths["reports"], "03_quantization")["metrics"]
-    return {r["name"]: r.get("keep_fp32_groups", []) for r in m.get("models", [])}
+    # Stage 03 names the student after its training kind (student_kd_vanilla, ...); stage 04 calls it "student".
+    return {r["name"].split("_")[0]: r.get("keep_fp32_groups", []) for r in m.get("models", [])}
 
 
 def plot_tradeoffs(df: pd.DataFrame, recommended: str):

