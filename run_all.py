@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from lib.common import REPO_ROOT, FinCompressError, parse_parameters, stage_paths, write_json
+from lib.common import REPO_ROOT, FinCompressError, parse_parameters, run_cli, stage_paths, write_json
 from lib.report import STAGES, render_html, write_index
 
 NOTEBOOKS = REPO_ROOT / "notebooks_src"
@@ -189,8 +189,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except FinCompressError as e:
-        print(f"run_all: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, "run_all")

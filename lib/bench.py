@@ -1,6 +1,4 @@
 """Measuring models the same way everywhere: batch-1 latency, size on disk, parameter count."""
-import os
-import statistics
 import time
 from pathlib import Path
 
@@ -88,8 +86,19 @@ def load_variant(variant: dict, out_dir) -> tuple:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec, so every
+    benchmark subprocess would report the (large) notebook kernel's peak instead of its own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def measure_variant(variant: dict, out_dir, texts: list[str], threads: int = 2, batch_size: int = 32,

@@ -200,3 +200,13 @@ def start_stage(stage: str, scope: dict) -> dict:
     info = run_info(params["seed"], device, params)
     print(format_run_info(info))
     return {"stage": stage, "params": params, "device": device, "info": info, **stage_paths(params["out_dir"])}
+
+
+def run_cli(main, prog: str) -> None:
+    """Exit with main()'s code; a FinCompressError becomes one line on stderr and exit code 2."""
+    import sys
+    try:
+        sys.exit(main())
+    except FinCompressError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -231,7 +231,6 @@ def _row(val, test, agree) -> dict:
 
 def plot_f1(table: pd.DataFrame, target: float):
     """Val and test macro-F1 of every model, with the target and the teacher's test score as lines."""
-    import matplotlib.pyplot as plt
     ax = table[["val_macro_f1", "test_macro_f1"]].plot.bar(rot=0, figsize=(8, 3.6))
     lo = min(table[["val_macro_f1", "test_macro_f1"]].min().min(), target) - 0.05
     ax.set(ylim=(max(0, lo), 1.0), title="Macro-F1: students vs teacher", ylabel="macro-F1")

@@ -7,13 +7,12 @@
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lib.common import REPO_ROOT, FinCompressError
+from lib.common import REPO_ROOT, FinCompressError, run_cli
 from lib.data import LABELS
 
 DEFAULT_MODEL = REPO_ROOT / "artifacts" / "model"
@@ -101,6 +100,9 @@ def main(argv=None) -> int:
     if not texts:
         raise FinCompressError("nothing to classify; pass sentences as arguments or --csv FILE")
     from lib.bench import load_variant
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()  # a CLI's stderr is for its own one-line errors, not load reports
+    hf_logging.disable_progress_bar()
     variant = detect_variant(Path(args.model))
     try:
         predict, tokenizer = load_variant(variant, "/")
@@ -119,8 +121,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except FinCompressError as e:
-        print(f"predict: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, "predict")

@@ -243,7 +243,7 @@ def recommendation_text(row: pd.Series, df: pd.DataFrame, max_drop: float) -> st
              "6x smaller on disk": row["size_ratio_vs_teacher"] >= 6,
              f"test macro-F1 at most {max_drop} points below the teacher": row["f1_drop_points"] <= max_drop}
     lines = [f"**Ship `{row['name']}`** ({' -> '.join(lineage(df, row['name']))}): test macro-F1 {row['macro_f1']:.4f} "
-             f"(95% CI {row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}, {row['f1_drop_points']:+.2f} points vs teacher), "
+             f"(95% CI {row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}, {-row['f1_drop_points']:+.2f} points vs teacher), "
              f"{row['latency_median_ms']:.2f} ms median batch-1 latency ({row['speedup_vs_teacher']:.1f}x faster), "
              f"{row['disk_bytes'] / 1e6:.1f} MB on disk ({row['size_ratio_vs_teacher']:.1f}x smaller).", ""]
     lines += [f"* {'MET' if ok else 'NOT MET'}: {goal}" for goal, ok in goals.items()]

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib import bench, quantize as q  # noqa: E402
-from lib.common import FinCompressError, check_range, read_json  # noqa: E402
+from lib.common import check_range, read_json, run_cli  # noqa: E402
 from lib.data import load_splits  # noqa: E402
 from lib.quantize_study import GOALS, load_fp32  # noqa: E402
 
@@ -57,8 +57,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except FinCompressError as e:
-        print(f"bench_quantize: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, "bench_quantize")

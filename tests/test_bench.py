@@ -39,8 +39,11 @@ def test_harness_in_subprocess_matches(tiny_variant, tmp_path):
     root, variant = tiny_variant
     texts = tmp_path / "t.json"
     texts.write_text(json.dumps(TEXTS))
+    ballast = np.ones(200_000_000)  # 1.6 GB in the parent: must not show up as the child's peak memory
     r = ship.measure_in_subprocess(variant, root, texts, threads=1, latency_n=3)
     assert len(r["logits"]) == len(TEXTS) and r["latency"]["n"] == 6
+    assert r["peak_rss_mb"] < bench.peak_rss_mb() - 1000
+    del ballast
 
 
 def test_broken_variant_fails_with_its_name(tiny_variant, tmp_path):
