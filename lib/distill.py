@@ -184,24 +184,16 @@ def train_student(ctx: dict, kind: str) -> dict:
 def measure(ctx: dict, results: dict, seq_len: int = 32, threads: int = 2, rounds: int = 3) -> pd.DataFrame:
     """Params, size on disk and batch-1 CPU latency of the teacher and each student, on real test sentences.
 
-    Models are timed in interleaved rounds and each keeps its best round median: load from other
-    processes only ever adds time, so the fastest round is the closest to a quiet machine.
+    Models are timed in interleaved rounds and each keeps its fastest round (bench.fastest_latency).
     """
     models = {"teacher": (ctx["teacher"], ctx["teacher_dir"])}
     models |= {f"student_{k}": (r["model"], r["path"]) for k, r in results.items()}
     inputs = bench.batch1_inputs(ctx["tokenizer"], ctx["splits"]["test"]["text"].tolist(), seq_len=seq_len)
-    saved_threads = torch.get_num_threads()
-    runs = {name: [] for name in models}
-    try:
-        for _ in range(rounds):
-            for name, (model, _) in models.items():
-                fn = bench.torch_predict_fn(model.cpu())
-                runs[name].append(bench.latency_ms(fn, inputs, threads=threads, repeats=1)["median_ms"])
-    finally:
-        torch.set_num_threads(saved_threads)
+    predicts = {name: bench.torch_predict_fn(model.cpu()) for name, (model, _) in models.items()}
+    runs = bench.fastest_latency(predicts, inputs, threads=threads, rounds=rounds, repeats=1)
     rows = {name: {"layers": model.config.num_hidden_layers, "params": bench.count_params(model),
                    "disk_bytes": bench.disk_bytes(path), "weight_bytes": bench.weight_bytes(path),
-                   "latency_ms": float(np.min(runs[name]))} for name, (model, path) in models.items()}
+                   "latency_ms": runs[name]["median_ms"]} for name, (model, path) in models.items()}
     df = pd.DataFrame(rows).T
     df["speedup"] = df.loc["teacher", "latency_ms"] / df["latency_ms"]
     df["size_ratio"] = df.loc["teacher", "weight_bytes"] / df["weight_bytes"]

@@ -9,7 +9,7 @@ import seaborn as sns
 import torch.nn.functional as F
 
 from lib import bench, prune
-from lib.common import FinCompressError, check_range
+from lib.common import FinCompressError, check_range, relative_path
 from lib.data import load_splits, make_loader
 from lib.distill import kd_loss
 from lib.report import read_stage_metrics
@@ -126,22 +126,17 @@ def _round_summary(entry: dict) -> dict:
 def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2, passes: int = 2, n: int = 64) -> None:
     """Disk bytes and batch-1 latency of every base/level checkpoint, loaded back from disk.
 
-    Models are timed back to back and the best median of `passes` passes is kept: on a shared
-    machine the minimum is the figure least inflated by other processes.
+    Models are timed back to back and each keeps its fastest of `passes` passes (bench.fastest_latency).
     """
     for res in results.values():
         _, tok = load_classifier(str(res["base"]["path"]))
         check_range("latency_passes", passes, 1)
         inputs = bench.batch1_inputs(tok, texts, seq_len=seq_len, n=n)
         entries = [(res["base"], lambda p: load_classifier(str(p))[0])] + [(lv, prune.load_pruned) for lv in res["levels"]]
-        fns = [bench.torch_predict_fn(load(e["path"])) for e, load in entries]
-        for e, _ in entries:
-            e["disk_bytes"], e["weight_bytes"], e["latency"] = bench.disk_bytes(e["path"]), bench.weight_bytes(e["path"]), None
-        for _ in range(passes):
-            for (e, _), fn in zip(entries, fns):
-                lat = bench.latency_ms(fn, inputs, threads=threads)
-                if e["latency"] is None or lat["median_ms"] < e["latency"]["median_ms"]:
-                    e["latency"] = lat
+        fns = {i: bench.torch_predict_fn(load(e["path"])) for i, (e, load) in enumerate(entries)}
+        best = bench.fastest_latency(fns, inputs, threads=threads, rounds=passes)
+        for i, (e, _) in enumerate(entries):
+            e["disk_bytes"], e["weight_bytes"], e["latency"] = bench.disk_bytes(e["path"]), bench.weight_bytes(e["path"]), best[i]
         for lv in res["levels"]:
             lv["speedup"] = res["base"]["latency"]["median_ms"] / lv["latency"]["median_ms"]
 
@@ -203,7 +198,7 @@ def confusions(results: dict) -> dict:
 
 def variants(results: dict, root: Path) -> list[dict]:
     """The stage contract's deployable-model list: one `pruned` entry per model and level."""
-    return [{"name": f"{name}_pruned_{lv['name']}", "format": "pruned", "path": _rel(lv["path"], root),
+    return [{"name": f"{name}_pruned_{lv['name']}", "format": "pruned", "path": relative_path(lv["path"], root),
              "parent": name, "test_macro_f1": lv["test"]["macro_f1"], "params": lv["params"],
              "disk_bytes": lv["disk_bytes"], "latency_ms": lv["latency"]["median_ms"]}
             for name, res in results.items() for lv in res["levels"]]
@@ -221,14 +216,8 @@ def headline(results: dict) -> dict:
     return out
 
 
-def _rel(path, root: Path) -> str:
-    """Relative to out_dir as the stage contract asks; a student given outside it stays absolute."""
-    path = Path(path).resolve()
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
 def metrics(results: dict, root: Path) -> dict:
     """The JSON form of the results (paths relative to out_dir)."""
     def rel(e):
-        return {**e, "path": _rel(e["path"], root)}
+        return {**e, "path": relative_path(e["path"], root)}
     return {name: {"base": rel(res["base"]), "levels": [rel(lv) for lv in res["levels"]]} for name, res in results.items()}

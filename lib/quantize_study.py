@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lib import bench, quantize as q
-from lib.common import FinCompressError, atomic_dir, check_range, read_json, write_json
+from lib.common import FinCompressError, atomic_dir, check_range, read_json, relative_path, write_json
 from lib.data import load_splits, make_loader
 from lib.train import fit, scores
 
@@ -107,14 +107,10 @@ def _variant(name, fmt, parent, path, out_dir):
     return {"name": name, "format": fmt, "parent": parent, "path": str(Path(path).relative_to(out_dir)), "abs_path": path}
 
 
-def _rel(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
 def fp32_reference(model, src: Path, out_dir: Path, val, test, lat_inputs, threads: int) -> dict:
     """The FP32 PyTorch model every variant is compared with: F1, logits, size and latency."""
     predict = q.torch_predict(model)
-    return {"path": _rel(src, out_dir), "params": bench.count_params(model), "disk_bytes": bench.disk_bytes(src),
+    return {"path": relative_path(src, out_dir), "params": bench.count_params(model), "disk_bytes": bench.disk_bytes(src),
             "weight_bytes": bench.weight_bytes(src), "val": evaluate(predict, val), "test": evaluate(predict, test),
             "latency": bench.latency_ms(predict, lat_inputs, threads=threads)}
 
