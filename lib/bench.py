@@ -142,6 +142,41 @@ def measure_variant(variant: dict, out_dir, texts: list[str], threads: int = 2, 
             "disk_bytes": disk_bytes(path), "weight_bytes": weight_bytes(path)}
 
 
+def torch_model(variant: dict, out_dir):
+    """The nn.Module of a PyTorch FP32 variant (hf or pruned); None for the CPU-only INT8 and ONNX formats."""
+    path = Path(out_dir) / variant["path"]
+    if variant["format"] == "hf":
+        from transformers import AutoModelForSequenceClassification
+        return AutoModelForSequenceClassification.from_pretrained(path)
+    if variant["format"] == "pruned":
+        from lib import prune
+        return prune.load_pruned(path, attn_implementation="sdpa")
+    return None
+
+
+@torch.inference_mode()
+def gpu_throughput(variant: dict, out_dir, texts: list[str], device, batch_size: int = 32, max_length: int = 128):
+    """Sentences/s at batch 32 under bf16 autocast on `device`: the bulk-scoring figure; None for CPU-only formats."""
+    model = torch_model(variant, out_dir)
+    if model is None:
+        return None
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(Path(out_dir) / variant["path"])
+    model.to(device).eval()
+    batches = [{k: v.to(device) for k, v in tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
+                                                         max_length=max_length, return_tensors="pt").items()}
+               for i in range(0, len(texts), batch_size)]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        model(**batches[0])  # warm-up: kernel selection and allocator growth
+        sync()
+        start = time.perf_counter()
+        for b in batches:
+            model(**b)
+        sync()
+    return len(texts) / (time.perf_counter() - start)
+
+
 def bootstrap_f1(labels, preds, n: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95% percentile interval of macro-F1 over test-set resamples."""
     from sklearn.metrics import f1_score

@@ -27,12 +27,50 @@ def set_seed(seed: int) -> None:
 
 
 def resolve_device(gpu: bool) -> torch.device:
-    """The one place the device is chosen: --gpu means CUDA, anything else CPU."""
+    """The one place the device is chosen: --gpu means CUDA (this rank's GPU under a launcher), else CPU."""
     if not gpu:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise FinCompressError("--gpu was given but no CUDA device is visible; drop --gpu to run on the CPU")
+    _, local_rank, world = dist_env()
+    if world > 1:
+        if local_rank >= torch.cuda.device_count():
+            raise FinCompressError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) visible; "
+                                   "launch at most one process per GPU (torchrun --nproc_per_node)")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device("cuda")
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) as set by torchrun or accelerate launch; (0, 0, 1) when run plainly."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+_GROUPS = [0]  # process groups this process has made: each one gets its own port
+
+
+@contextmanager
+def data_parallel(device: torch.device):
+    """Join the launcher's ranks for one training run (yields False when not launched data-parallel).
+
+    The group is torn down afterwards because transformers' save_pretrained writes nothing on
+    ranks > 0 while a group exists, and every rank keeps its own copy of the outputs.
+    """
+    import torch.distributed as dist
+    rank, _, world = dist_env()
+    if world == 1:
+        yield False
+        return
+    port = os.environ.get("FINCOMPRESS_DDP_PORT")  # set by run_all: one port range per stage
+    # A fresh port per group: rank 0's kernel hosts the store, and a reused one could hold stale keys.
+    init = f"tcp://{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{int(port) + _GROUPS[0]}" if port else "env://"
+    _GROUPS[0] += 1
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        yield True
+    finally:
+        dist.destroy_process_group()
 
 
 def check_range(name: str, value, low=None, high=None, low_open=False) -> None:
@@ -44,6 +82,36 @@ def check_range(name: str, value, low=None, high=None, low_open=False) -> None:
         raise FinCompressError(f"parameter {name}={value!r} is out of range {left}{low}, {high}]; pass a value inside it")
 
 
+# Allowed range of each notebook parameter: (low, high, low excluded). Checked before a stage starts,
+# so a bad value costs no training time and writes nothing.
+RANGES = {"epochs": (1, None), "qat_epochs": (1, None), "recovery_epochs": (0, None), "rounds": (1, None),
+          "patience": (1, None), "lr": (0, None, True), "qat_lr": (0, None, True), "batch_size": (1, None),
+          "max_length": (8, 512), "latency_seq_len": (8, 512), "temperature": (0, None, True), "alpha": (0, 1),
+          "kd_alpha": (0, 1), "hidden_weight": (0, None), "attention_weight": (0, None), "weight_decay": (0, None),
+          "warmup_frac": (0, 1), "target_f1": (0, 1), "fiqa_threshold": (0, 1), "max_rows": (0, None),
+          "student_layers": (0, None), "importance_batches": (1, None), "threads": (1, None),
+          "latency_threads": (1, None), "latency_n": (1, None), "latency_sentences": (1, None),
+          "latency_passes": (1, None), "max_f1_drop_pts": (0, None), "max_drop_points": (0, None),
+          "parity_tol": (0, None, True), "max_test": (0, None), "seed": (0, None)}
+
+
+def check_params(params: dict) -> None:
+    """Range-check every known parameter; sparsity lists (`*_levels`) need each share in [0, 1)."""
+    for name, value in params.items():
+        if name in RANGES:
+            low, high, *open_ = RANGES[name]
+            check_range(name, value, low, high, low_open=bool(open_))
+        elif name.endswith("_levels"):
+            for part in str(value).split(","):
+                try:
+                    share = float(part)
+                except ValueError:
+                    raise FinCompressError(f"parameter {name}={value!r} must be comma-separated numbers like '0.3,0.5'") from None
+                if not 0 <= share < 1:
+                    raise FinCompressError(f"parameter {name} has {share}; each sparsity must be in [0, 1) since every "
+                                           "layer keeps at least one unit")
+
+
 @contextmanager
 def atomic_dir(final: Path):
     """Yield a temp dir next to `final`; it replaces `final` only if the block finishes.
@@ -53,6 +121,8 @@ def atomic_dir(final: Path):
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a process that was killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes 0700; artifacts are meant to be shared
     try:
@@ -201,6 +271,7 @@ def start_stage(stage: str, scope: dict) -> dict:
     """
     source = (REPO_ROOT / "notebooks_src" / f"{stage}.py").read_text(encoding="utf-8")
     params = {name: scope[name] for name in parse_parameters(source)}
+    check_params(params)
     set_seed(params["seed"])
     device = resolve_device(params.get("gpu", False))
     info = run_info(params["seed"], device, params)

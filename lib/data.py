@@ -148,6 +148,28 @@ def load_rows(data_dir: str | None, agreement: str = "AllAgree", threshold: floa
     return rows, malformed, "huggingface-hub"
 
 
+def transfer_sentences(data_dir: str | None, kept: pd.DataFrame, agreement: str) -> list[str]:
+    """PhraseBank sentences below the chosen agreement level, none of them in our splits: unlabeled
+    in-domain text that distillation can have the teacher label (a transfer set, as in Hinton et al.)."""
+    if agreement == "50Agree":
+        return []
+    if data_dir:
+        path = Path(data_dir) / "financial_phrasebank" / PHRASEBANK_FILES["50Agree"]
+        if not path.is_file():  # optional: distillation then uses the labeled sentences alone
+            print(f"no {path}: no transfer set for distillation")
+            return []
+        texts = [r["text"] for r in parse_phrasebank(path)[0]]
+    else:
+        from datasets import load_dataset
+        texts = [r["sentence"].strip() for r in load_dataset("takala/financial_phrasebank", "sentences_50agree", split="train")]
+    seen, out = {normalize(t) for t in kept["text"]}, []
+    for t in texts:
+        if normalize(t) not in seen:
+            seen.add(normalize(t))
+            out.append(t)
+    return out
+
+
 def stratified_split(df: pd.DataFrame, seed: int, val_frac: float = 0.15, test_frac: float = 0.15) -> dict:
     """70/15/15 by default, stratified on the label, deterministic for a seed."""
     train, rest = train_test_split(df, test_size=val_frac + test_frac, stratify=df["label"], random_state=seed)
@@ -166,16 +188,29 @@ def prepare_data(out_dir: Path, data_dir: str | None = None, seed: int = 42, agr
         # Smoke runs: a stratified subsample so every class still appears in every split.
         df, _ = train_test_split(df, train_size=max_rows, stratify=df["label"], random_state=seed)
     splits = stratified_split(df, seed)
+    # De-duplicated against every parsed row, not only the kept ones: a dropped conflicting text stays out too.
+    transfer = transfer_sentences(None if origin == "huggingface-hub" else origin, pd.DataFrame(rows), agreement)
+    if max_rows:
+        transfer = transfer[:max_rows]
     with atomic_dir(Path(out_dir)) as tmp:
         for name, part in splits.items():
             part.assign(label_name=part["label"].map(LABELS.__getitem__)).to_csv(tmp / f"{name}.csv", index=False)
+        pd.DataFrame({"text": transfer, "source": "phrasebank_below_" + agreement.lower()}).to_csv(
+            tmp / "transfer.csv", index=False)
         summary = {"origin": origin, "agreement": agreement, "threshold": threshold, "rows_parsed": len(rows),
                    "malformed_lines": malformed, **dedup, "rows_kept": len(df),
-                   "split_sizes": {k: len(v) for k, v in splits.items()},
+                   "split_sizes": {k: len(v) for k, v in splits.items()}, "transfer_sentences": len(transfer),
                    "class_counts": {k: _counts(v) for k, v in splits.items()},
                    "source_counts": {s: _counts(df[df["source"] == s]) for s in sorted(df["source"].unique())}}
         write_json(tmp / "summary.json", summary)
     return summary
+
+
+def load_transfer(data_dir: Path) -> pd.DataFrame:
+    """The unlabeled transfer sentences (label -1); empty when stage 01 wrote none."""
+    path = Path(data_dir) / "transfer.csv"
+    df = pd.read_csv(path, keep_default_na=False) if path.is_file() else pd.DataFrame(columns=["text", "source"])
+    return df.assign(label=-1)[["text", "label", "source"]]
 
 
 def _counts(df: pd.DataFrame) -> dict:

