@@ -120,19 +120,19 @@ def write_results(df: pd.DataFrame, results_dir: Path, info: dict) -> None:
         write_json(tmp / "benchmark.json", {"run_info": info, "variants": df.to_dict("records")})
 
 
-def all_variants(paths: dict, stacked: bool = True, trim_vocab: bool = True) -> list[dict]:
+def all_variants(paths: dict, stacked: bool = True, trim_vocab: bool = True, vocab_frequent: int = 5000) -> list[dict]:
     """Every variant stages 01-04 listed, plus the stacked ones (and their vocabulary-trimmed twins) built now."""
     variants = collect_variants(paths)
     if stacked:
         splits = load_splits(paths["data"])
         vocab_texts = splits["train"]["text"].tolist() + splits["val"]["text"].tolist() if trim_vocab else None
         variants += build_stacked(paths, variants, splits["test"]["text"].tolist(), stage03_keep_groups(paths),
-                                  vocab_texts=vocab_texts)
+                                  vocab_texts=vocab_texts, vocab_frequent=vocab_frequent)
     return variants
 
 
 def build_stacked(paths: dict, variants: list[dict], texts: list[str], keep_groups: dict, tol: float = 1e-3,
-                  vocab_texts: list[str] | None = None) -> list[dict]:
+                  vocab_texts: list[str] | None = None, vocab_frequent: int = 0) -> list[dict]:
     """Pruned model -> ONNX -> ORT INT8 for every pruned variant: compression stacked as it would ship.
 
     With `vocab_texts`, each also gets a `_vocab` twin whose vocabulary keeps only the tokens those texts use.
@@ -147,7 +147,7 @@ def build_stacked(paths: dict, variants: list[dict], texts: list[str], keep_grou
             model, tokenizer = prune.load_pruned(src), AutoTokenizer.from_pretrained(src)
             name = v["name"]
             if trim:
-                model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts)
+                model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts, vocab_frequent)
                 name += "_vocab"
                 print(f"{name}: {len(kept)} of the vocabulary's tokens kept")
             root = v["name"].split("_")[0]  # "student_h50_f50" -> "student": reuse its stage-03 FP32 choices

@@ -3,17 +3,20 @@
 The word-embedding matrix is half of MiniLM's parameters (30,522 x 384) and head/FFN pruning never
 touches it, yet financial sentences use a fraction of the bert-base-uncased vocabulary. Every single
 character (and its ## form) is kept as well, so a word the corpus never showed is split into smaller
-kept pieces rather than turned into [UNK].
+kept pieces rather than turned into [UNK]. The first `frequent` ids are kept too: BERT's vocabulary
+lists whole words by corpus frequency, so they are the most common words, a prior for the words of
+future text that the domain sample never showed; trimming without it costs more test F1.
 """
 import torch
 
 from lib.common import FinCompressError
 
 
-def kept_token_ids(tokenizer, texts: list[str]) -> list[int]:
-    """Old ids to keep, ascending: special tokens, every single character, every token `texts` use."""
+def kept_token_ids(tokenizer, texts: list[str], frequent: int = 0) -> list[int]:
+    """Old ids to keep, ascending: special tokens, every single character, every token `texts` use,
+    and the first `frequent` ids (the most common words)."""
     vocab = tokenizer.get_vocab()
-    used = set(tokenizer.all_special_ids)
+    used = set(tokenizer.all_special_ids) | set(range(min(frequent, len(vocab))))
     for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
         used.update(ids)
     used.update(i for t, i in vocab.items() if len(t) == 1 or (t.startswith("##") and len(t) == 3))
@@ -34,9 +37,9 @@ def trimmed_tokenizer(tokenizer, keep: list[int]):
                          mask_token=tokenizer.mask_token, model_max_length=tokenizer.model_max_length, **kw)
 
 
-def trim_vocab(model, tokenizer, texts: list[str]):
+def trim_vocab(model, tokenizer, texts: list[str], frequent: int = 0):
     """(model, tokenizer, kept old ids) with the embedding matrix cut to the tokens `texts` need."""
-    keep = kept_token_ids(tokenizer, texts)
+    keep = kept_token_ids(tokenizer, texts, frequent)
     new_tokenizer = trimmed_tokenizer(tokenizer, keep)
     old = model.get_input_embeddings()
     new = torch.nn.Embedding(len(keep), old.embedding_dim, padding_idx=new_tokenizer.pad_token_id)

@@ -28,6 +28,7 @@ threads = 2  # CPU threads every variant is pinned to
 max_drop_points = 1.5  # largest test macro-F1 loss vs the teacher a shippable model may have
 stacked = True  # build pruned -> ONNX INT8 combinations
 trim_vocab = True  # also build stacked twins whose vocabulary keeps only the tokens of the train and val sentences
+vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the most common words)
 max_test = 0  # 0 uses the whole test set, smoke runs use the first few sentences
 latency_n = 100  # real test sentences timed one at a time (each twice, after warm-up)
 
@@ -42,10 +43,12 @@ run = common.start_stage("05_benchmark", globals())
 # ## Variants
 # Listed by each stage in its metrics JSON; the stacked ones are built now. A `_vocab` twin keeps only
 # the WordPiece tokens the train and val sentences use (plus every single character, so no word becomes
-# `[UNK]`): the embedding matrix is most of a small model's bytes, and head/FFN pruning never touches it.
+# `[UNK]`) and the first `vocab_frequent` ids, which BERT's vocabulary orders by word frequency (a prior
+# for words future text will bring): the embedding matrix is most of a small model's bytes, and
+# head/FFN pruning never touches it.
 
 # %%
-variants = ship.all_variants(run, stacked, trim_vocab)
+variants = ship.all_variants(run, stacked, trim_vocab, vocab_frequent)
 display(Markdown("\n".join(f"* `{v['name']}` ({v['format']}, from stage {v['stage']})" for v in variants)))
 
 # %% [markdown]

@@ -97,6 +97,28 @@ def test_fit_learns_and_keeps_best_weights(tmp_path):
     assert (tmp_path / "log.csv").read_text().startswith("epoch,train_loss,val_loss,val_f1,val_acc,lr,seconds")
 
 
+def test_mixed_precision_path_with_cuda_autocast_mocked(monkeypatch):
+    """--gpu trains under bf16 autocast. With no GPU here, CUDA's autocast is swapped for the CPU's
+    bf16 autocast, so the amp branch of the loop (bf16 logits, fp32 losses) still runs and learns."""
+    seen = []
+    monkeypatch.setattr(train, "autocast", lambda device, enabled: torch.autocast("cpu", dtype=torch.bfloat16,
+                                                                                  enabled=enabled))
+
+    def loss_fn(model, batch):
+        logits = model(**train.model_inputs(batch)).logits
+        seen.append(logits.dtype)
+        return torch.nn.functional.cross_entropy(logits.float(), batch["labels"]), {}
+    torch.manual_seed(0)
+    model = tiny_bert()
+    x = torch.randint(5, 64, (48, 8))
+    batches = [{"input_ids": x[i:i + 8], "attention_mask": torch.ones(8, 8, dtype=torch.long), "labels": x[i:i + 8, 0] % 3}
+               for i in range(0, 48, 8)]
+    out = train.fit(model, batches, batches, torch.device("cpu"), epochs=4, lr=3e-3, patience=4, loss_fn=loss_fn, amp=True)
+    assert set(seen) == {torch.bfloat16}
+    assert out["history"][-1]["train_loss"] < out["history"][0]["train_loss"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
 def test_fit_rejects_bad_ranges():
     with pytest.raises(FinCompressError, match="epochs"):
         train.fit(tiny_bert(), [], [], torch.device("cpu"), epochs=-1, lr=1e-3)

@@ -32,6 +32,13 @@ def test_kept_ids_cover_corpus_specials_and_characters(tok):
     assert len(keep) < 2100  # ~2,000 single characters and ## forms, plus the few corpus tokens, of 30,522
 
 
+def test_frequent_prior_keeps_the_first_ids(tok):
+    keep = vocab.kept_token_ids(tok, CORPUS, frequent=4000)
+    assert set(range(4000)) <= set(keep) and tok.convert_tokens_to_ids("market") in keep  # id 3006 < 4000
+    assert tok.convert_tokens_to_ids("volcano") not in keep  # id 12779
+    assert len(vocab.kept_token_ids(tok, CORPUS, frequent=10**6)) == len(tok.get_vocab())
+
+
 def test_trimmed_model_gives_same_logits_on_covered_text(tok):
     model = full_vocab_model()
     enc = tok(CORPUS, padding=True, return_tensors="pt")
