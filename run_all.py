@@ -192,12 +192,12 @@ def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
     return not error, error
 
 
-def join_launcher(args, stages: list[str]) -> tuple[int, list[str]]:
+def join_launcher(args, stages: list[str]) -> list[str]:
     """Under torchrun every rank runs the same stages in lock-step, so that the training inside them is
     data-parallel; ranks > 0 work in a scratch copy of the outputs, so only rank 0 writes the real ones."""
     rank, _, world = dist_env()
     if world == 1:
-        return 0, stages
+        return stages
     import torch.distributed as dist
     dist.init_process_group("gloo")  # run_all's own group: a barrier, so rank 0 writes nothing before replicas copied
     main_out = Path(args.out_dir).resolve()
@@ -210,7 +210,25 @@ def join_launcher(args, stages: list[str]) -> tuple[int, list[str]]:
     dist.barrier()
     # Kernels are new processes: each stage's group gets its own port, hosted by rank 0's kernel.
     os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
-    return rank, stages
+    return stages
+
+
+def run_interruptible(stage: str, params: dict, reports: Path, state: dict) -> tuple[bool, str]:
+    """run_stage, except that Ctrl-C records the stage as not done and exits 130."""
+    if dist_env()[2] > 1:
+        os.environ["FINCOMPRESS_DDP_PORT"] = str(int(os.environ["MASTER_PORT"]) + 1 + 100 * STAGES.index(stage))
+    try:
+        with forward_interrupt() as hits:
+            result = run_stage(stage, params, reports)
+        if hits:
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        # Checkpoints are swapped in atomically, so the stage's previous outputs are still whole.
+        write_json(reports / ".state.json", state)
+        print(f"run_all: interrupted during {stage}; its previous outputs are untouched and the next run "
+              f"starts again at {stage}", file=sys.stderr)
+        raise SystemExit(130) from None
+    return result
 
 
 def main(argv=None) -> int:
@@ -220,7 +238,7 @@ def main(argv=None) -> int:
     check_overrides(args, stages, declared)
     # Every rank takes rank 0's skip decisions (its state and reports), or their collectives would not match.
     decide = stage_paths(args.out_dir)["reports"]
-    rank, stages = join_launcher(args, stages)
+    stages = join_launcher(args, stages)
     plan = {s: stage_parameters(s, declared[s], args) for s in stages}
     reports = stage_paths(args.out_dir)["reports"]
     state = load_state(decide)
@@ -235,19 +253,7 @@ def main(argv=None) -> int:
         print(f"=== {stage}: {plan[stage]}", flush=True)
         start = time.time()
         state.pop(stage, None)
-        if dist_env()[2] > 1:
-            os.environ["FINCOMPRESS_DDP_PORT"] = str(int(os.environ["MASTER_PORT"]) + 1 + 100 * STAGES.index(stage))
-        try:
-            with forward_interrupt() as hits:
-                ok, error = run_stage(stage, plan[stage], reports)
-            if hits:
-                raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            # Checkpoints are swapped in atomically, so the stage's previous outputs are still whole.
-            write_json(reports / ".state.json", state)
-            print(f"run_all: interrupted during {stage}; its previous outputs are untouched and the next run "
-                  f"starts again at {stage}", file=sys.stderr)
-            return 130
+        ok, error = run_interruptible(stage, plan[stage], reports, state)
         timings[stage] = round(time.time() - start, 1)
         statuses[stage] = f"ok ({timings[stage]:.0f} s)" if ok else f"failed: {error}"
         print(f"=== {stage}: {statuses[stage]}", flush=True)
