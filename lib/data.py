@@ -164,8 +164,9 @@ def transfer_sentences(data_dir: str | None, kept: pd.DataFrame, agreement: str)
         texts = [r["sentence"].strip() for r in load_dataset("takala/financial_phrasebank", "sentences_50agree", split="train")]
     seen, out = {normalize(t) for t in kept["text"]}, []
     for t in texts:
-        if normalize(t) not in seen:
-            seen.add(normalize(t))
+        key = normalize(t)
+        if key not in seen:
+            seen.add(key)
             out.append(t)
     return out
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lib import bench
-from lib.common import FinCompressError, check_range, set_seed
+from lib.common import FinCompressError, check_params, set_seed
 from lib.data import LABELS, load_splits, load_transfer, make_loader
 from lib.train import evaluate, fit, load_classifier, model_inputs, predict, public, save_checkpoint
 
@@ -111,20 +111,9 @@ def intermediate_loss_fn(teacher, mapping, alpha, temperature, hidden_weight, at
     return loss_fn
 
 
-def check_hparams(h: dict) -> None:
-    check_range("alpha", h["alpha"], 0, 1)
-    check_range("temperature", h["temperature"], 0, low_open=True)
-    check_range("hidden_weight", h["hidden_weight"], 0)
-    check_range("attention_weight", h["attention_weight"], 0)
-    for name in ("epochs", "patience", "batch_size"):
-        check_range(name, h[name], 1)
-    check_range("lr", h["lr"], 0, low_open=True)
-    check_range("max_length", h["max_length"], 8, 512)
-
-
 def setup(run: dict, **hparams) -> dict:
     """Teacher, splits, loaders, the teacher's own val/test scores and its training-set logits."""
-    check_hparams(hparams)
+    check_params(hparams)
     teacher_dir = run["checkpoints"] / "teacher"
     if not (teacher_dir / "config.json").is_file():
         raise FinCompressError(f"no teacher checkpoint at {teacher_dir}; run stage 01 first (python run_all.py --only 01)")

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib import bench
 from lib.common import FinCompressError, atomic_dir, check_range, write_json, write_text_atomic
 from lib.train import evaluate, fit, model_inputs, to_device
 
@@ -266,9 +265,3 @@ def load_pruned(path, attn_implementation: str = "eager"):
         state.update(load_file(f))
     model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-def load_predictor(path):
-    """(predict_fn, tokenizer) for the benchmark harness: predict_fn(inputs) -> logits."""
-    from transformers import AutoTokenizer
-    return bench.torch_predict_fn(load_pruned(path)), AutoTokenizer.from_pretrained(path)

@@ -9,7 +9,7 @@ import seaborn as sns
 import torch.nn.functional as F
 
 from lib import bench, prune
-from lib.common import FinCompressError, check_range, relative_path
+from lib.common import FinCompressError, check_params, check_range, relative_path, sparsities
 from lib.data import load_splits, make_loader
 from lib.distill import kd_loss
 from lib.report import read_stage_metrics
@@ -18,16 +18,7 @@ from lib.train import evaluate, load_classifier, model_inputs, predict, public
 
 def parse_levels(head_levels: str, ffn_levels: str) -> list[tuple[float, float]]:
     """Pairs (head fraction, FFN fraction) from two comma-separated lists, in increasing order."""
-    def floats(name, text):
-        try:
-            vals = [float(x) for x in str(text).split(",") if x.strip()]
-        except ValueError:
-            raise FinCompressError(f"parameter {name}={text!r} must be comma-separated numbers like '0.3,0.5'") from None
-        for v in vals:
-            if not 0 <= v < 1:
-                raise FinCompressError(f"parameter {name} has {v}; each sparsity must be in [0, 1) since every layer keeps a unit")
-        return vals
-    heads, ffn = floats("head_levels", head_levels), floats("ffn_levels", ffn_levels)
+    heads, ffn = sparsities("head_levels", head_levels), sparsities("ffn_levels", ffn_levels)
     if not heads or len(heads) != len(ffn):
         raise FinCompressError(f"head_levels and ffn_levels need the same number (>= 1) of values; got {len(heads)} and {len(ffn)}")
     levels = list(zip(heads, ffn))
@@ -83,8 +74,7 @@ def prunable_params(model) -> int:
 
 def prune_model(name: str, source: Path, run: dict, levels: list, hp: dict) -> dict:
     """Prune one checkpoint level by level (each continues the previous), saving and testing each level."""
-    check_range("kd_alpha", hp["kd_alpha"], 0, 1)
-    check_range("temperature", hp["temperature"], 0, low_open=True)
+    check_params(hp)
     splits, device = load_splits(run["data"]), run["device"]
     model, tok = load_classifier(str(source))
     model.to(device)

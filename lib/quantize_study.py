@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lib import bench, quantize as q
-from lib.common import FinCompressError, atomic_dir, check_range, read_json, relative_path, write_json
+from lib.common import FinCompressError, atomic_dir, read_json, relative_path, write_json
 from lib.data import load_splits, make_loader
 from lib.train import fit, scores
 
@@ -198,16 +198,6 @@ def headline(results: list[dict]) -> dict:
                     f"{r['name']} speedup": round(b["speedup"], 2)})
     out["goals met"] = all(best_int8(r)["goals_met"] for r in results)
     return out
-
-
-def check_params(p: dict) -> None:
-    check_range("max_length", p["max_length"], 8, 512)
-    check_range("latency_n", p["latency_n"], 1)
-    check_range("threads", p["threads"], 1)
-    check_range("qat_epochs", p["qat_epochs"], 1)
-    check_range("qat_lr", p["qat_lr"], 0, low_open=True)
-    check_range("parity_tol", p["parity_tol"], 0, low_open=True)
-    check_range("max_f1_drop_pts", p["max_f1_drop_pts"], 0)
 
 
 def variants_table(result: dict) -> pd.DataFrame:

@@ -140,23 +140,24 @@ def build_stacked(paths: dict, variants: list[dict], texts: list[str], keep_grou
     from lib import prune, quantize as q, vocab
     from lib.quantize_study import save_onnx_variants
     from transformers import AutoTokenizer
+
+    def int8(name, model, tokenizer, keep, parent):
+        made, parity = save_onnx_variants(name, model, tokenizer, texts[:8], paths["checkpoints"] / "stacked",
+                                          paths["root"], keep, tol)
+        m = next(m for m in made if m["name"].endswith("onnx_int8"))
+        print(f"stacked {m['name']}: ONNX parity max |logit diff| {parity['max_abs_diff']:.2e}")
+        return {"name": m["name"], "format": "onnx", "path": m["path"], "parent": parent, "stage": "05"}
     stacked = []
     for v in [v for v in variants if v["format"] == "pruned"]:
         src = paths["root"] / v["path"]
-        for trim in [False, True] if vocab_texts else [False]:
-            model, tokenizer = prune.load_pruned(src), AutoTokenizer.from_pretrained(src)
-            name = v["name"]
-            if trim:
-                model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts, vocab_frequent)
-                name += "_vocab"
-                print(f"{name}: {len(kept)} of the vocabulary's tokens kept")
-            root = v["name"].split("_")[0]  # "student_h50_f50" -> "student": reuse its stage-03 FP32 choices
-            keep = q.modules_in(model, keep_groups.get(root, []))
-            made, parity = save_onnx_variants(name, model, tokenizer, texts[:8], paths["checkpoints"] / "stacked",
-                                              paths["root"], keep, tol)
-            int8 = next(m for m in made if m["name"].endswith("onnx_int8"))
-            print(f"stacked {int8['name']}: ONNX parity max |logit diff| {parity['max_abs_diff']:.2e}")
-            stacked.append({"name": int8["name"], "format": "onnx", "path": int8["path"], "parent": v["name"], "stage": "05"})
+        model, tokenizer = prune.load_pruned(src), AutoTokenizer.from_pretrained(src)
+        root = v["name"].split("_")[0]  # "student_h50_f50" -> "student": reuse its stage-03 FP32 choices
+        keep = q.modules_in(model, keep_groups.get(root, []))
+        stacked.append(int8(v["name"], model, tokenizer, keep, v["name"]))
+        if vocab_texts:  # trimming swaps only the word-embedding table, so the FP32 choices above still hold
+            model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts, vocab_frequent)
+            print(f"{v['name']}_vocab: {len(kept)} of the vocabulary's tokens kept")
+            stacked.append(int8(f"{v['name']}_vocab", model, tokenizer, keep, v["name"]))
     return stacked
 
 

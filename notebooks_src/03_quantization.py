@@ -51,7 +51,6 @@ from IPython.display import Markdown, display
 from lib import common, report, quantize_study as qs
 
 run = common.start_stage("03_quantization", globals())
-qs.check_params(run["params"])
 models = qs.sources(run["root"], student_dir)
 display(Markdown(", ".join(f"**{name}**: `{path}`" for name, path in models)))
 

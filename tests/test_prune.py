@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from lib import prune, prune_stage
+from lib import bench, prune, prune_stage
 from lib.common import FinCompressError, stage_paths
 from lib.data import make_loader
 from lib.train import resolve_model_source
@@ -158,7 +158,7 @@ def test_pruned_model_reloads_with_same_shapes_and_logits(tmp_path, tokenizer):
     assert prune.unit_counts(loaded) == prune.unit_counts(model)
     assert prune.get_spec(loaded) == prune.get_spec(model)
     assert torch.allclose(logits(model), logits(loaded), atol=1e-6)
-    predict, tok = prune.load_predictor(tmp_path / "pruned")
+    predict, tok = bench.load_variant({"name": "pruned", "format": "pruned", "path": "pruned"}, tmp_path)
     assert torch.allclose(predict(inputs()), logits(model), atol=1e-6) and tok.vocab_size == tokenizer.vocab_size
 
 
@@ -195,7 +195,7 @@ def test_notebook_04_smoke(smoke_run):
         assert all(lv["params"] < base["params"] and lv["disk_bytes"] < base["disk_bytes"] for lv in levels)
         assert all(min(lv["counts"]["heads"]) >= 1 for lv in levels)
     teacher_50 = next(v for v in variants if v["name"] == "teacher_pruned_50")
-    predict, tok = prune.load_predictor(smoke_run / teacher_50["path"])
+    predict, tok = bench.load_variant(teacher_50, smoke_run)
     assert predict(dict(tok("Profit rose", return_tensors="pt"))).shape == (1, 3)
     assert any(k.endswith("batch-1 speedup") for k in metrics["headline"])
     html = (smoke_run / "reports" / "04_pruning.html").read_text()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from lib import bench, quantize as q, quantize_study as qs
+from lib import bench, common, quantize as q, quantize_study as qs
 from lib.common import FinCompressError
 from lib.train import resolve_model_source
 
@@ -125,7 +125,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(FinCompressError, match="not a save_pretrained folder"):
         qs.student_source(tmp_path, "no/such/student")
     with pytest.raises(FinCompressError, match="qat_lr"):
-        qs.check_params({"max_length": 48, "latency_n": 4, "threads": 2, "qat_epochs": 1, "qat_lr": 0.0,
+        common.check_params({"max_length": 48, "latency_n": 4, "threads": 2, "qat_epochs": 1, "qat_lr": 0.0,
                          "parity_tol": 1e-4, "max_f1_drop_pts": 0.5})
 
 

@@ -101,17 +101,9 @@ def test_out_of_range_parameter_stops_before_anything_runs(tmp_path, setting, ne
 
 
 def test_missing_data_dir_stops_before_anything_runs(tmp_path):
-    proc = run_all_cli(tmp_path, "--data-dir", str(tmp_path / "nowhere"))
+    proc = run_pipeline(tmp_path, "--data-dir", str(tmp_path / "nowhere"))  # the last --data-dir wins
     assert proc.returncode == 2 and "--data-dir" in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "reports").exists()
-
-
-def run_all_cli(out_dir, *args):
-    import subprocess
-    import sys
-    from tests.conftest import REPO
-    return subprocess.run([sys.executable, "run_all.py", "--out-dir", str(out_dir), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_gpu_plan_uses_bigger_batches_and_a_finbert_step():

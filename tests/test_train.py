@@ -81,13 +81,18 @@ def test_bad_teacher_paths(tmp_path):
     assert train.resolve_model_source("ProsusAI/finbert") == "ProsusAI/finbert"
 
 
+def readable_batches():
+    """48 random sentences of 8 tokens whose label is readable from the first token, in batches of 8."""
+    x = torch.randint(5, 64, (48, 8))
+    y = (x[:, 0] % 3)
+    return [{"input_ids": x[i:i + 8], "attention_mask": torch.ones(8, 8, dtype=torch.long), "labels": y[i:i + 8]}
+            for i in range(0, 48, 8)]
+
+
 def test_fit_learns_and_keeps_best_weights(tmp_path):
     torch.manual_seed(0)
     model = tiny_bert()
-    x = torch.randint(5, 64, (48, 8))
-    y = (x[:, 0] % 3)  # the label is readable from the first token
-    batches = [{"input_ids": x[i:i + 8], "attention_mask": torch.ones(8, 8, dtype=torch.long), "labels": y[i:i + 8]}
-               for i in range(0, 48, 8)]
+    batches = readable_batches()
     out = train.fit(model, batches, batches, torch.device("cpu"), epochs=6, lr=3e-3, patience=6,
                     log_path=tmp_path / "log.csv")
     assert out["history"][-1]["train_loss"] < out["history"][0]["train_loss"]
@@ -110,9 +115,7 @@ def test_mixed_precision_path_with_cuda_autocast_mocked(monkeypatch):
         return torch.nn.functional.cross_entropy(logits.float(), batch["labels"]), {}
     torch.manual_seed(0)
     model = tiny_bert()
-    x = torch.randint(5, 64, (48, 8))
-    batches = [{"input_ids": x[i:i + 8], "attention_mask": torch.ones(8, 8, dtype=torch.long), "labels": x[i:i + 8, 0] % 3}
-               for i in range(0, 48, 8)]
+    batches = readable_batches()
     out = train.fit(model, batches, batches, torch.device("cpu"), epochs=4, lr=3e-3, patience=4, loss_fn=loss_fn, amp=True)
     assert set(seen) == {torch.bfloat16}
     assert out["history"][-1]["train_loss"] < out["history"][0]["train_loss"]
