@@ -28,7 +28,8 @@ SMOKE = {
     "04_pruning": {"head_levels": "0.5", "ffn_levels": "0.5", "rounds": 1, "recovery_epochs": 1, "importance_batches": 2,
                    "batch_size": 16, "max_length": 48, "latency_sentences": 8, "latency_passes": 1},
     "02_distillation": {"epochs": 1, "batch_size": 16, "max_length": 48},
-    "03_quantization": {"max_length": 48, "latency_n": 4, "qat_epochs": 1},
+    # max_f1_drop_pts: one of the ~36 smoke val sentences moves F1 by ~3 points
+    "03_quantization": {"max_length": 48, "latency_n": 4, "qat_epochs": 1, "max_f1_drop_pts": 5.0},
     "05_benchmark": {"max_test": 24, "latency_n": 8},
 }
 

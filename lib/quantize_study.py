@@ -69,21 +69,31 @@ def sensitivity(model, loader, ref_f1: float, ref_logits, per_channel: bool) -> 
     groups = list(dict.fromkeys(q.quantizable(model).values()))
     rows = []
     for group in ["all"] + groups:
-        keep = [] if group == "all" else [n for n in q.quantizable(model) if n not in q.modules_in(model, [group])]
+        mods = list(q.quantizable(model)) if group == "all" else q.modules_in(model, [group])
+        keep = [n for n in q.quantizable(model) if n not in mods]
         m = evaluate(q.torch_predict(q.quantize_torch(model, keep, per_channel)), loader, ref_logits)
+        params = sum(model.get_submodule(n).weight.numel() for n in mods)
         rows.append({"group": group, "val_macro_f1": m["macro_f1"], "f1_drop_pts": 100 * (ref_f1 - m["macro_f1"]),
-                     **m["vs_fp32"]})
+                     "params": params, **m["vs_fp32"]})
     return rows
 
 
+def fp32_order(sens: list[dict]) -> list[str]:
+    """Groups in the order they are kept FP32: most logit change per weight first, not most F1 drop.
+
+    One flipped val sentence moves F1 by ~0.2 points; ranking by it once put the embedding table
+    (half the bytes, a tiny logit change) first and gave an "INT8" model 1.4x smaller instead of 3x.
+    """
+    return [r["group"] for r in sorted(sens[1:], key=lambda r: r["mean_abs_diff"] / max(1, r["params"]), reverse=True)]
+
+
 def choose_fp32_groups(model, loader, ref_f1, ref_logits, sens, per_channel, max_drop_pts) -> tuple[list, float]:
-    """Greedy: keep the costliest groups FP32, one at a time, until full INT8 loses < max_drop_pts on val."""
-    ranked = sorted(sens[1:], key=lambda r: (r["f1_drop_pts"], r["mean_abs_diff"]), reverse=True)
+    """Greedy: keep groups FP32 in fp32_order, one at a time, until full INT8 loses < max_drop_pts on val."""
     keep, drop = [], sens[0]["f1_drop_pts"]
-    for row in ranked:
+    for group in fp32_order(sens):
         if drop < max_drop_pts:
             break
-        keep.append(row["group"])
+        keep.append(group)
         m = evaluate(q.torch_predict(q.quantize_torch(model, q.modules_in(model, keep), per_channel)), loader)
         drop = 100 * (ref_f1 - m["macro_f1"])
     return keep, drop

@@ -27,9 +27,9 @@
 #   rounding (straight-through estimator), then the same conversion as PTQ. Its F1 is that of the
 #   converted INT8 model that ships.
 #
-# A per-group **sensitivity** scan on validation decides what stays FP32: the default keeps the
-# fewest groups FP32 that hold the INT8 model within `max_f1_drop_pts` of FP32. Test data is only
-# used for the final figures. Sizes are bytes on disk of the saved folder (weights, config, tokenizer).
+# A per-group **sensitivity** scan on validation decides what stays FP32: groups are kept FP32 one
+# at a time, those whose INT8 version changes the logits most per weight first, until the INT8 model
+# is within `max_f1_drop_pts` of FP32 on val. Test data is only used for the final figures. Sizes are bytes on disk of the saved folder (weights, config, tokenizer).
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/ and reports/ are; stages 01 and 02 are read from here

@@ -146,3 +146,13 @@ def test_notebook_03_smoke(smoke_run):
     assert "goals met" in metrics["headline"]
     html = (smoke_run / "reports" / "03_quantization.html").read_text()
     assert len(re.findall(r"data:image/png;base64", html)) >= 4
+
+
+def test_fp32_order_ranks_by_logit_change_per_weight_not_noisy_f1():
+    from lib.quantize_study import fp32_order
+    sens = [{"group": "all", "f1_drop_pts": 0.6, "mean_abs_diff": 0.1, "params": 100},
+            # the F1 drop is the largest, but it is one flipped sentence: the logits barely move
+            {"group": "embeddings", "f1_drop_pts": 0.46, "mean_abs_diff": 0.005, "params": 11_000_000},
+            {"group": "L0 ffn_out", "f1_drop_pts": 0.2, "mean_abs_diff": 0.05, "params": 600_000},
+            {"group": "L1 ffn_in", "f1_drop_pts": 0.3, "mean_abs_diff": 0.03, "params": 600_000}]
+    assert fp32_order(sens) == ["L0 ffn_out", "L1 ffn_in", "embeddings"]
