@@ -66,11 +66,11 @@ def evaluate(predict, loader, ref: torch.Tensor | None = None) -> dict:
 
 def sensitivity(model, loader, ref_f1: float, ref_logits, per_channel: bool) -> list[dict]:
     """Val F1 drop when only one group is INT8 (the rest FP32), plus everything INT8 at once."""
-    groups = list(dict.fromkeys(q.quantizable(model).values()))
+    names = q.quantizable(model)
     rows = []
-    for group in ["all"] + groups:
-        mods = list(q.quantizable(model)) if group == "all" else q.modules_in(model, [group])
-        keep = [n for n in q.quantizable(model) if n not in mods]
+    for group in ["all"] + list(dict.fromkeys(names.values())):
+        mods = [n for n, g in names.items() if group in ("all", g)]
+        keep = [n for n, g in names.items() if group not in ("all", g)]
         m = evaluate(q.torch_predict(q.quantize_torch(model, keep, per_channel)), loader, ref_logits)
         params = sum(model.get_submodule(n).weight.numel() for n in mods)
         rows.append({"group": group, "val_macro_f1": m["macro_f1"], "f1_drop_pts": 100 * (ref_f1 - m["macro_f1"]),
