@@ -83,7 +83,7 @@ def fastest_latency(predicts: dict, inputs: list[dict], threads: int = 2, rounds
 
 # --- The stage-05 harness: every variant measured the same way, each in a fresh process. ---
 
-def load_variant(variant: dict, out_dir) -> tuple:
+def load_variant(variant: dict, out_dir, threads: int = 2) -> tuple:
     """(predict_fn, tokenizer) for any variant format listed by stages 01-04."""
     path = Path(out_dir) / variant["path"]
     fmt = variant["format"]
@@ -95,7 +95,7 @@ def load_variant(variant: dict, out_dir) -> tuple:
         return quantize.load_torch_int8(path)
     if fmt == "onnx":
         from lib import quantize
-        return quantize.load_onnx(path)
+        return quantize.load_onnx(path, threads)
     from lib.common import FinCompressError
     raise FinCompressError(f"variant {variant['name']} has unknown format {fmt!r}; expected hf, pruned, torch_int8 or onnx")
 
@@ -122,7 +122,7 @@ def measure_variant(variant: dict, out_dir, texts: list[str], threads: int = 2, 
     torch.set_num_threads(threads)
     rss_before = peak_rss_mb()
     start = time.perf_counter()
-    predict, tokenizer = load_variant(variant, out_dir)
+    predict, tokenizer = load_variant(variant, out_dir, threads)
     load_s = time.perf_counter() - start
     batches = [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
                               return_tensors="pt")) for i in range(0, len(texts), batch_size)]
@@ -201,17 +201,13 @@ def expected_calibration_error(probs: np.ndarray, labels, bins: int = 15) -> flo
     return float(ece)
 
 
-def _main(argv=None) -> int:
-    """`python -m lib.bench VARIANT_JSON OUT_DIR TEXTS_JSON RESULT_JSON THREADS LATENCY_N`: one variant, one process."""
+def measure_to_file(variant: dict, out_dir, texts_json, result_json, threads: int, latency_n: int) -> None:
+    """Child-process entry of the stage-05 harness: measure one variant, write its result or its error as JSON."""
     import json
-    import sys
-    variant_json, out_dir, texts_json, result_json, threads, latency_n = (argv or sys.argv[1:])
-    result = measure_variant(json.loads(variant_json), out_dir, json.loads(Path(texts_json).read_text()),
-                             threads=int(threads), latency_n=int(latency_n))
     from lib.common import write_json
+    try:
+        result = measure_variant(variant, out_dir, json.loads(Path(texts_json).read_text()),
+                                 threads=threads, latency_n=latency_n)
+    except Exception as e:  # reported by the parent as one line naming the variant
+        result = {"error": f"{type(e).__name__}: {e}"}
     write_json(Path(result_json), result)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

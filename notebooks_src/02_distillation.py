@@ -39,7 +39,7 @@
 out_dir = "."  # where data/ and checkpoints/teacher from stage 01 are, and students are written
 gpu = False  # train on CUDA with bf16 autocast
 seed = 42  # seed for shuffling and dropout, reset before each student
-student_layers = 0  # student depth, 0 picks teacher layers // 3 (2 for MiniLM, 4 for FinBERT)
+student_layers = 0  # student depth, 0 picks half the teacher layers (3 for MiniLM, 6 for FinBERT)
 epochs = 4  # upper bound per student, early stopping may end sooner
 lr = 1e-4  # AdamW peak learning rate
 batch_size = 32  # training batch size (evaluation uses twice this)

@@ -98,8 +98,8 @@ def test_layer_map_is_evenly_spaced_and_ends_at_top(n, k, expected):
 
 
 def test_student_layers_auto_and_bad_values():
-    assert distill.resolve_student_layers(6, 0) == 2
-    assert distill.resolve_student_layers(12, 0) == 4
+    assert distill.resolve_student_layers(6, 0) == 3
+    assert distill.resolve_student_layers(12, 0) == 6
     for bad in (7, -1):
         with pytest.raises(FinCompressError, match="student_layers"):
             distill.resolve_student_layers(6, bad)
