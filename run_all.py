@@ -71,11 +71,14 @@ def select_stages(only: list[str]) -> list[str]:
     return [s for s in stages if s in picked]
 
 
-def parse_value(text: str):
+def parse_value(text: str, default):
+    """A --set value as a Python literal; a str parameter takes the text as written (quotes optional),
+    so `--set head_levels=0.3,0.5` is not read as a tuple."""
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+    return text if isinstance(default, str) and not isinstance(value, str) else value
 
 
 def stage_parameters(stage: str, declared: dict, args) -> dict:
@@ -97,7 +100,7 @@ def stage_parameters(stage: str, declared: dict, args) -> dict:
         if target and not stage.startswith(target):
             continue
         if name in declared:
-            params[name] = parse_value(value)
+            params[name] = parse_value(value, declared[name]["default"])
     for name, value in params.items():
         default = declared[name]["default"]
         if not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int)):

@@ -53,6 +53,15 @@ def test_unknown_parameter_is_an_error():
         run_all.select_stages(["09"])
 
 
+def test_set_values_take_the_type_of_the_default():
+    pruning = parse_parameters((run_all.NOTEBOOKS / "04_pruning.py").read_text())
+    for text in ["04.head_levels=0.3,0.5,0.7", '04.head_levels="0.3,0.5,0.7"']:
+        params = run_all.stage_parameters("04_pruning", pruning, run_all.parse_args(["--set", text]))
+        assert params["head_levels"] == "0.3,0.5,0.7"
+    params = run_all.stage_parameters("04_pruning", pruning, run_all.parse_args(["--set", "04.lr=5e-5"]))
+    assert params["lr"] == 5e-5
+
+
 def test_failing_stage_renders_error_and_exits_nonzero(tmp_path):
     proc = run_pipeline(tmp_path, "--only", "01", "--set", "01.teacher=/no/such/model")
     assert proc.returncode == 1
