@@ -86,6 +86,9 @@ def fastest_latency(predicts: dict, inputs: list[dict], threads: int = 2, rounds
 def load_variant(variant: dict, out_dir, threads: int = 2) -> tuple:
     """(predict_fn, tokenizer) for any variant format listed by stages 01-04."""
     path = Path(out_dir) / variant["path"]
+    if not path.exists():  # else transformers takes the path for a Hub repo id and says so
+        from lib.common import FinCompressError
+        raise FinCompressError(f"{path} does not exist; re-run the stage that writes variant {variant['name']}")
     fmt = variant["format"]
     if fmt in ("hf", "pruned"):
         from transformers import AutoTokenizer
