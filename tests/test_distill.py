@@ -107,7 +107,8 @@ def test_student_layers_auto_and_bad_values():
 
 def test_student_copies_mapped_layers_embeddings_and_head():
     teacher = tiny_teacher(6)
-    student, mapping = distill.build_student(teacher, 0)
+    assert distill.build_student(teacher, 0)[1] == [1, 3, 5]  # the default: half the depth
+    student, mapping = distill.build_student(teacher, 2)
     assert type(student) is type(teacher) and mapping == [2, 5]
     assert student.config.num_hidden_layers == 2 and student.config.distill_layer_map == [2, 5]
     assert teacher.config.num_hidden_layers == 6  # the teacher's config is not mutated
@@ -183,7 +184,7 @@ def test_notebook_02_smoke(smoke_run):
         assert v["format"] == "hf" and v["parent"] == "teacher" and not v["path"].startswith("/")
         assert (smoke_run / v["path"] / "config.json").is_file() and v["params"] < m["teacher"]["params"]
         info = json.loads((smoke_run / v["path"] / "checkpoint_info.json").read_text())
-        assert info["layer_map"] == m["layer_map"] == [2, 5]
+        assert info["layer_map"] == m["layer_map"] == [1, 3, 5]
         assert 0 <= v["test_macro_f1"] <= 1 and v["disk_bytes"] > 0 and v["latency_ms"] > 0
     best = max(m["variants"], key=lambda v: v["val_macro_f1"])
     assert m["best_student"] == {"name": best["name"], "path": best["path"]}
