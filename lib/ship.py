@@ -40,6 +40,8 @@ PRELOAD = ["lib.bench", "lib.prune", "lib.quantize", "onnxruntime", "transformer
 
 def fork_server():
     """A clean process that forks one child per variant: no state from this kernel, imports already done."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows: a fresh interpreter per variant
+        return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     return ctx

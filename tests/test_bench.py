@@ -46,6 +46,16 @@ def test_harness_in_subprocess_matches(tiny_variant, tmp_path):
     del ballast
 
 
+def test_harness_without_forkserver_spawns(tiny_variant, tmp_path, monkeypatch):
+    root, variant = tiny_variant
+    texts = tmp_path / "t.json"
+    texts.write_text(json.dumps(TEXTS))
+    monkeypatch.setattr(ship.multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # as on Windows
+    assert ship.fork_server().get_start_method() == "spawn"
+    r = ship.measure_in_subprocess(variant, root, texts, threads=1, latency_n=3)
+    assert len(r["logits"]) == len(TEXTS) and r["load_s"] > 0
+
+
 def test_broken_variant_fails_with_its_name(tiny_variant, tmp_path):
     root, _ = tiny_variant
     texts = tmp_path / "t.json"
