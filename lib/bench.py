@@ -1,9 +1,12 @@
 """Measuring models the same way everywhere: batch-1 latency, size on disk, parameter count."""
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from lib.common import FinCompressError, write_json
 
 
 def count_params(model) -> int:
@@ -87,7 +90,6 @@ def load_variant(variant: dict, out_dir, threads: int = 2) -> tuple:
     """(predict_fn, tokenizer) for any variant format listed by stages 01-04."""
     path = Path(out_dir) / variant["path"]
     if not path.exists():  # else transformers takes the path for a Hub repo id and says so
-        from lib.common import FinCompressError
         raise FinCompressError(f"{path} does not exist; re-run the stage that writes variant {variant['name']}")
     fmt = variant["format"]
     if fmt in ("hf", "pruned"):
@@ -99,7 +101,6 @@ def load_variant(variant: dict, out_dir, threads: int = 2) -> tuple:
     if fmt == "onnx":
         from lib import quantize
         return quantize.load_onnx(path, threads)
-    from lib.common import FinCompressError
     raise FinCompressError(f"variant {variant['name']} has unknown format {fmt!r}; expected hf, pruned, torch_int8 or onnx")
 
 
@@ -206,8 +207,6 @@ def expected_calibration_error(probs: np.ndarray, labels, bins: int = 15) -> flo
 
 def measure_to_file(variant: dict, out_dir, texts_json, result_json, threads: int, latency_n: int) -> None:
     """Child-process entry of the stage-05 harness: measure one variant, write its result or its error as JSON."""
-    import json
-    from lib.common import write_json
     try:
         result = measure_variant(variant, out_dir, json.loads(Path(texts_json).read_text()),
                                  threads=threads, latency_n=latency_n)

@@ -35,10 +35,16 @@ def test_harness_fields_are_present_and_sane(tiny_variant):
     assert r["disk_bytes"] > r["weight_bytes"] > 0
 
 
-def test_harness_in_subprocess_matches(tiny_variant, tmp_path):
+@pytest.fixture
+def texts(tmp_path):
+    """The test sentences as the JSON file the stage-05 harness hands each variant process."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(TEXTS))
+    return path
+
+
+def test_harness_in_subprocess_matches(tiny_variant, texts):
     root, variant = tiny_variant
-    texts = tmp_path / "t.json"
-    texts.write_text(json.dumps(TEXTS))
     ballast = np.ones(200_000_000)  # 1.6 GB in the parent: must not show up as the child's peak memory
     r = ship.measure_in_subprocess(variant, root, texts, threads=1, latency_n=3)
     assert len(r["logits"]) == len(TEXTS) and r["latency"]["n"] == 6
@@ -46,20 +52,16 @@ def test_harness_in_subprocess_matches(tiny_variant, tmp_path):
     del ballast
 
 
-def test_harness_without_forkserver_spawns(tiny_variant, tmp_path, monkeypatch):
+def test_harness_without_forkserver_spawns(tiny_variant, texts, monkeypatch):
     root, variant = tiny_variant
-    texts = tmp_path / "t.json"
-    texts.write_text(json.dumps(TEXTS))
     monkeypatch.setattr(ship.multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # as on Windows
     assert ship.fork_server().get_start_method() == "spawn"
     r = ship.measure_in_subprocess(variant, root, texts, threads=1, latency_n=3)
     assert len(r["logits"]) == len(TEXTS) and r["load_s"] > 0
 
 
-def test_broken_variant_fails_with_its_name(tiny_variant, tmp_path):
+def test_broken_variant_fails_with_its_name(tiny_variant, texts):
     root, _ = tiny_variant
-    texts = tmp_path / "t.json"
-    texts.write_text(json.dumps(TEXTS))
     with pytest.raises(ship.FinCompressError, match="variant ghost .*nope does not exist; re-run"):
         ship.measure_in_subprocess({"name": "ghost", "format": "hf", "path": "nope"}, root, texts, 1, 2)
 
