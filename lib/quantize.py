@@ -182,8 +182,14 @@ def example_inputs(tokenizer, texts: list[str]) -> dict:
 
 
 def export_onnx(model, inputs: dict, path: Path) -> None:
-    """torch.export-based exporter (the supported one since torch 2.9), batch and sequence axes dynamic,
-    weights inside the one .onnx file so its size on disk is honest."""
+    """BERT classifiers: the fused graph of lib.onnx_graph (about 1.5x faster at batch 1 once INT8).
+    Anything else: the torch.export-based exporter. Batch and sequence axes dynamic, weights inside the
+    one .onnx file so its size on disk is honest."""
+    from lib import onnx_graph
+    if onnx_graph.supports(model):
+        import onnx
+        onnx.save(onnx_graph.bert_graph(copy.deepcopy(model)), str(path))
+        return
     from torch.export import Dim
     batch, seq = Dim("batch", min=1, max=1024), Dim("sequence", min=2, max=512)
     shapes = {k: {0: batch, 1: seq} for k in inputs}
@@ -197,7 +203,8 @@ def export_onnx(model, inputs: dict, path: Path) -> None:
 
 
 def onnx_nodes_for(onnx_path, module_names) -> list[str]:
-    """ONNX node names that implement the given torch modules, from the exporter's name-scope metadata."""
+    """ONNX node names that implement the given torch modules, from the name-scope metadata that
+    torch.onnx and lib.onnx_graph both write (a fused Attention node lists its query, key and value)."""
     import onnx
     wanted = set(module_names)
     nodes = []
@@ -209,7 +216,7 @@ def onnx_nodes_for(onnx_path, module_names) -> list[str]:
 
 
 def quantize_onnx(src: Path, dst: Path, keep_fp32=(), per_channel: bool = True) -> None:
-    """ONNX Runtime dynamic INT8: MatMul weights and embedding Gathers; keep_fp32 modules excluded.
+    """ONNX Runtime dynamic INT8: MatMul and fused Attention weights, embedding Gathers; keep_fp32 modules excluded.
 
     The pooler and classifier export as Gemm, which ORT has no dynamic INT8 kernel for: they stay FP32 (tiny).
     Per-channel scales by default: on the MiniLM teacher per-tensor INT8 lost 0.74 test F1, per-channel none.
@@ -218,7 +225,7 @@ def quantize_onnx(src: Path, dst: Path, keep_fp32=(), per_channel: bool = True) 
     exclude = onnx_nodes_for(src, keep_fp32)
     logging.getLogger().setLevel(logging.ERROR)  # it logs a pre-processing hint at WARNING on every call
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     op_types_to_quantize=["MatMul", "Gather"], nodes_to_exclude=exclude)
+                     op_types_to_quantize=["MatMul", "Attention", "Gather"], nodes_to_exclude=exclude)
 
 
 def onnx_session(path, threads: int = 2):

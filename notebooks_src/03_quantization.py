@@ -20,16 +20,21 @@
 # * **PyTorch dynamic INT8** (`torch_int8`): Linear weights INT8 per output channel, activations
 #   quantized per batch at run time; embedding rows INT8 with a scale per row (they are over half
 #   of a small BERT's bytes, so leaving them FP32 would cap the size gain below 2x).
-# * **ONNX FP32** (`onnx`): the same model exported with dynamic batch and sequence axes, checked
-#   against PyTorch on a padded batch. Not INT8: it shows what the runtime alone buys.
-# * **ONNX Runtime dynamic INT8** (`onnx`): MatMul weights and embedding tables INT8.
+# * **ONNX FP32** (`onnx`): the same model as an ONNX graph with dynamic batch and sequence axes,
+#   checked against PyTorch on a padded batch. Not INT8: it shows what the runtime alone buys. A BERT
+#   classifier is written straight from its weights with ONNX Runtime's fused `Attention` op (one node
+#   per attention block instead of about 13: at batch 1 a small BERT's time is per-node overhead);
+#   other architectures go through `torch.onnx.export`.
+# * **ONNX Runtime dynamic INT8** (`onnx`): MatMul and fused-attention weights and the word and
+#   token-type embedding tables INT8.
 # * **QAT INT8** (`torch_int8`): a short fine-tuning in which the Linear layers see their INT8
 #   rounding (straight-through estimator), then the same conversion as PTQ. Its F1 is that of the
 #   converted INT8 model that ships.
 #
 # A per-group **sensitivity** scan on validation decides what stays FP32: groups are kept FP32 one
 # at a time, those whose INT8 version changes the logits most per weight first, until the INT8 model
-# is within `max_f1_drop_pts` of FP32 on val. Test data is only used for the final figures. Sizes are bytes on disk of the saved folder (weights, config, tokenizer).
+# is within `max_f1_drop_pts` of FP32 on val. Test data is only used for the final figures. Sizes are
+# bytes on disk of the saved folder (weights, config, tokenizer).
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/ and reports/ are; stages 01 and 02 are read from here

