@@ -92,6 +92,7 @@ RANGES = {"epochs": (1, None), "qat_epochs": (1, None), "recovery_epochs": (0, N
           "student_layers": (0, None), "importance_batches": (1, None), "threads": (1, None),
           "latency_threads": (1, None), "latency_n": (1, None), "latency_sentences": (1, None),
           "latency_passes": (1, None), "max_f1_drop_pts": (0, None), "max_drop_points": (0, None),
+          "min_speedup": (0, None), "min_size_ratio": (0, None),
           "parity_tol": (0, None, True), "max_test": (0, None), "seed": (0, None), "vocab_frequent": (0, None)}
 
 

@@ -1,7 +1,6 @@
-"""Stage 05: gather every variant, benchmark them identically, pick the one to ship, export it."""
+"""Stage 05: gather every variant (building the stacked ones) and benchmark them identically, each in its own process."""
 import json
 import multiprocessing
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from lib import bench
-from lib.common import FinCompressError, atomic_dir, write_json, write_text_atomic
-from lib.data import LABELS, load_splits
+from lib.common import FinCompressError, atomic_dir, write_json
+from lib.data import load_splits
 from lib.report import read_stage_metrics
 from lib.train import scores
 
@@ -110,21 +109,6 @@ def run_benchmark(paths: dict, variants: list[dict], threads: int = 2, max_test:
     return df
 
 
-def pareto_front(df: pd.DataFrame, cost: str, quality: str = "macro_f1") -> pd.Series:
-    """True for variants no other variant beats on both cost (lower) and quality (higher)."""
-    c, q = df[cost].to_numpy(), df[quality].to_numpy()
-    dominated = [((c <= c[i]) & (q >= q[i]) & ((c < c[i]) | (q > q[i]))).any() for i in range(len(df))]
-    return pd.Series(~np.array(dominated), index=df.index)
-
-
-def recommend(df: pd.DataFrame, max_drop_points: float = 1.5, latency_tie: float = 0.1) -> pd.Series:
-    """Fastest variant within max_drop_points of the teacher's test macro-F1; variants within
-    latency_tie (10%, about the run-to-run spread of the timings) of it count as tied, and the smallest wins."""
-    ok = df[df["f1_drop_points"] <= max_drop_points]
-    tied = ok[ok["latency_median_ms"] <= ok["latency_median_ms"].min() * (1 + latency_tie)]
-    return tied.sort_values(["disk_bytes", "latency_median_ms"]).iloc[0]
-
-
 def write_results(df: pd.DataFrame, results_dir: Path, info: dict) -> None:
     """results/benchmark.csv and .json, written atomically together."""
     with atomic_dir(Path(results_dir)) as tmp:
@@ -180,122 +164,3 @@ def stage03_keep_groups(paths: dict) -> dict:
     m = read_stage_metrics(paths["reports"], "03_quantization")["metrics"]
     # Stage 03 names the student after its training kind (student_kd_vanilla, ...); stage 04 calls it "student".
     return {r["name"].split("_")[0]: r.get("keep_fp32_groups", []) for r in m.get("models", [])}
-
-
-def plot_tradeoffs(df: pd.DataFrame, recommended: str):
-    """F1 vs batch-1 latency and vs size on disk, Pareto frontier joined, the recommendation circled."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    for ax, cost, label in [(axes[0], "latency_median_ms", "batch-1 median latency (ms)"),
-                            (axes[1], "disk_bytes", "size on disk (bytes)")]:
-        front = df[pareto_front(df, cost)].sort_values(cost)
-        for stage, g in df.groupby("stage"):
-            ax.scatter(g[cost], g["macro_f1"], label=f"stage {stage}", s=40)
-        ax.plot(front[cost], front["macro_f1"], "k--", lw=1, label="Pareto frontier")
-        rec = df[df["name"] == recommended]
-        ax.scatter(rec[cost], rec["macro_f1"], s=220, facecolors="none", edgecolors="red", lw=2, label="recommended")
-        for _, r in df.iterrows():
-            ax.annotate(r["name"], (r[cost], r["macro_f1"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set(xscale="log", xlabel=label, ylabel="test macro-F1", title=f"Macro-F1 vs {label.split(' (')[0]}")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_retention(df: pd.DataFrame):
-    """Per-class F1 of each variant as a share of the teacher's: where compression hurts first."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    cols = [f"f1_{l}" for l in LABELS]
-    ret = df.set_index("name")[cols] / df.iloc[0][cols].astype(float).values
-    fig, ax = plt.subplots(figsize=(6, 0.32 * len(ret) + 1.2))
-    sns.heatmap(ret.rename(columns=lambda c: c[3:]), annot=True, fmt=".3f", cmap="RdYlGn", vmin=0.9, vmax=1.02,
-                cbar=False, ax=ax)
-    ax.set(title="Per-class F1 retained vs teacher", ylabel="")
-    fig.tight_layout()
-    return fig
-
-
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    t = df[["name", "format", "macro_f1", "f1_ci_low", "f1_ci_high", "f1_drop_points", "teacher_agreement", "ece",
-            "latency_median_ms", "latency_p95_ms", "latency_p99_ms", "speedup_vs_teacher", "throughput_b32_per_s",
-            "disk_bytes", "size_ratio_vs_teacher", "peak_rss_mb", "load_s"]
-           + [c for c in ["gpu_throughput_b32_per_s"] if c in df]].copy()
-    t["disk_MB"] = t.pop("disk_bytes") / 1e6
-    return t.set_index("name").round(3)
-
-
-def lineage(df: pd.DataFrame, name: str) -> list[str]:
-    """teacher -> student -> pruned -> INT8: the chain of parents of a variant."""
-    parents = dict(zip(df["name"], df["parent"]))
-    chain = [name]
-    while parents.get(chain[-1]) and chain[-1] != "teacher":
-        chain.append(parents[chain[-1]])
-    return chain[::-1]
-
-
-def model_card(row: pd.Series, df: pd.DataFrame, info: dict, max_drop: float) -> str:
-    t = df.iloc[0]
-    return f"""# FinCompress sentiment model: {row['name']}
-
-3-class financial sentiment (0 negative, 1 neutral, 2 positive) for English news sentences, headlines
-and microblog posts. Chosen by FinCompress stage 05 as the fastest variant whose test macro-F1 is within
-{max_drop} points of the teacher.
-
-- Lineage: {' -> '.join(lineage(df, row['name']))}
-- Format: {row['format']} ({'ONNX Runtime, dynamic INT8' if row['format'] == 'onnx' else 'PyTorch'})
-- Data: Financial PhraseBank v1.0 (AllAgree) + FiQA-2018 task 1, de-duplicated, stratified 70/15/15 split
-
-## Test-set figures (same {info['params'].get('threads', 2)}-thread CPU harness as the teacher)
-| | this model | teacher |
-|---|---|---|
-| macro-F1 (95% bootstrap CI) | {row['macro_f1']:.4f} ({row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}) | {t['macro_f1']:.4f} |
-| F1 negative / neutral / positive | {row['f1_negative']:.3f} / {row['f1_neutral']:.3f} / {row['f1_positive']:.3f} | {t['f1_negative']:.3f} / {t['f1_neutral']:.3f} / {t['f1_positive']:.3f} |
-| agreement with teacher | {row['teacher_agreement']:.3f} | 1 |
-| expected calibration error | {row['ece']:.4f} | {t['ece']:.4f} |
-| batch-1 latency median / p95 (ms) | {row['latency_median_ms']:.2f} / {row['latency_p95_ms']:.2f} | {t['latency_median_ms']:.2f} / {t['latency_p95_ms']:.2f} |
-| size on disk (MB) | {row['disk_bytes'] / 1e6:.1f} | {t['disk_bytes'] / 1e6:.1f} |
-
-Measured on {info['hardware']['cpu']}, git {info['git_commit']}, seed {info['seed']}.
-
-## Use
-    python -m lib.predict --model artifacts/model "Operating profit rose to EUR 13.1 mn"
-
-## Limitations
-Trained on English financial news and stock microblogs; FiQA labels are thresholded continuous scores, so
-short informal posts are the least reliable. Negative is the smallest class and the first to lose recall.
-Texts longer than 128 tokens are rejected unless truncation is asked for.
-"""
-
-
-def export_recommended(row: pd.Series, df: pd.DataFrame, paths: dict, info: dict, max_drop: float) -> Path:
-    """artifacts/model: the recommended model's files, its model card and metrics, written atomically."""
-    dest = paths["root"] / "artifacts" / "model"
-    with atomic_dir(dest) as tmp:
-        shutil.copytree(paths["root"] / row["path"], tmp, dirs_exist_ok=True)
-        write_text_atomic(tmp / "MODEL_CARD.md", model_card(row, df, info, max_drop))
-        write_json(tmp / "metrics.json", {"variant": row.to_dict(), "teacher": df.iloc[0].to_dict(),
-                                          "labels": LABELS, "run_info": info})
-    return dest
-
-
-def recommendation_text(row: pd.Series, df: pd.DataFrame, max_drop: float) -> str:
-    """The plain-language verdict: what to ship, what it costs, and whether the study's goals were met."""
-    goals = {"8x faster than the FP32 PyTorch teacher at batch 1": row["speedup_vs_teacher"] >= 8,
-             "6x smaller on disk": row["size_ratio_vs_teacher"] >= 6,
-             f"test macro-F1 at most {max_drop} points below the teacher": row["f1_drop_points"] <= max_drop}
-    lines = [f"**Ship `{row['name']}`** ({' -> '.join(lineage(df, row['name']))}): test macro-F1 {row['macro_f1']:.4f} "
-             f"(95% CI {row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}, {-row['f1_drop_points']:+.2f} points vs teacher), "
-             f"{row['latency_median_ms']:.2f} ms median batch-1 latency ({row['speedup_vs_teacher']:.1f}x faster), "
-             f"{row['disk_bytes'] / 1e6:.1f} MB on disk ({row['size_ratio_vs_teacher']:.1f}x smaller).", ""]
-    lines += [f"* {'MET' if ok else 'NOT MET'}: {goal}" for goal, ok in goals.items()]
-    front = df[pareto_front(df, "latency_median_ms")]["name"].tolist()
-    lines += ["", f"Pareto-optimal on F1 vs latency: {', '.join(front)}."]
-    return "\n".join(lines)
-
-
-def index_table(df: pd.DataFrame) -> list[dict]:
-    """The headline columns that reports/index.html shows."""
-    cols = ["name", "macro_f1", "f1_drop_points", "latency_median_ms", "speedup_vs_teacher", "disk_bytes",
-            "size_ratio_vs_teacher"]
-    return df[cols].round(4).to_dict("records")

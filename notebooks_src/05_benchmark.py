@@ -28,6 +28,8 @@ gpu = False  # also measure GPU throughput at batch 32 (latency is always measur
 seed = 42  # seeds the bootstrap and anything random
 threads = 2  # CPU threads every variant is pinned to
 max_drop_points = 1.5  # largest test macro-F1 loss vs the teacher a shippable model may have
+min_speedup = 8.0  # batch-1 speed-up over the FP32 PyTorch teacher the shipped model should reach
+min_size_ratio = 6.0  # times smaller on disk than the teacher the shipped model should be
 stacked = True  # build pruned -> ONNX INT8 combinations
 trim_vocab = True  # also build stacked twins whose vocabulary keeps only the tokens of the train and val sentences
 vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the most common words)
@@ -37,7 +39,7 @@ latency_n = 100  # real test sentences timed one at a time (each twice, after wa
 # %%
 from IPython.display import Markdown, display
 
-from lib import common, report, ship
+from lib import common, decide, report, ship
 
 run = common.start_stage("05_benchmark", globals())
 
@@ -59,30 +61,32 @@ display(Markdown("\n".join(f"* `{v['name']}` ({v['format']}, from stage {v['stag
 # %%
 results = ship.run_benchmark(run, variants, threads, max_test, latency_n, gpu=run["device"] if gpu else None)
 ship.write_results(results, run["root"] / "results", run["info"])
-display(ship.summary_table(results))
+display(decide.summary_table(results))
 
 # %% [markdown]
 # ## Trade-offs
 # Log-scale cost on x; the dashed line joins the variants no other variant beats on both axes.
 
 # %%
-recommended = ship.recommend(results, max_drop_points)
-ship.plot_tradeoffs(results, recommended["name"]);
-ship.plot_retention(results);
+goals = {"max_drop_points": max_drop_points, "min_speedup": min_speedup, "min_size_ratio": min_size_ratio}
+recommended = decide.recommend(results, **goals)
+decide.plot_tradeoffs(results, recommended["name"]);
+decide.plot_retention(results);
 
 # %% [markdown]
 # ## Recommendation and export
-# The recommended model is copied to `artifacts/model` with a model card; `python -m lib.predict` serves it.
+# The fastest variant that meets all three goals (F1 budget, speed-up, size); if none does, the fastest
+# within the F1 budget. It is copied to `artifacts/model` with a model card; `python -m lib.predict` serves it.
 
 # %%
-display(Markdown(ship.recommendation_text(recommended, results, max_drop_points)))
-exported = ship.export_recommended(recommended, results, run, run["info"], max_drop_points)
+display(Markdown(decide.recommendation_text(recommended, results, goals)))
+exported = decide.export_recommended(recommended, results, run, run["info"], goals)
 print(f"exported to {exported}")
 
 # %%
 report.write_stage_metrics(run, "05_benchmark", run["info"],
                            {"variants_measured": len(results), "recommended": recommended.to_dict(),
-                            "table": ship.index_table(results), "artifact": str(exported)},
+                            "table": decide.index_table(results), "artifact": str(exported)},
                            {"recommended": recommended["name"], "recommended test macro-F1": recommended["macro_f1"],
                             "speedup vs teacher": recommended["speedup_vs_teacher"],
                             "size ratio vs teacher": recommended["size_ratio_vs_teacher"]})

@@ -1,4 +1,4 @@
-"""lib/bench.py and lib/ship.py: the harness on a tiny model, statistics, frontier, recommendation."""
+"""lib/bench.py and lib/ship.py: the harness on a tiny model, statistics, the stage 05 smoke run."""
 import json
 
 import numpy as np
@@ -83,26 +83,6 @@ def test_ece_known_values():
     assert bench.expected_calibration_error(confident_right, labels) == pytest.approx(0.1)
     half_right = np.array([[0.9, 0.05, 0.05]] * 4)  # always says class 0 at 0.9; right half the time
     assert bench.expected_calibration_error(half_right, labels) == pytest.approx(0.4)
-
-
-def test_pareto_front_and_recommendation():
-    df = pd.DataFrame({"name": ["teacher", "a", "b", "c"], "macro_f1": [0.90, 0.895, 0.85, 0.89],
-                       "latency_median_ms": [10.0, 3.0, 1.0, 4.0], "disk_bytes": [100, 30, 10, 40],
-                       "f1_drop_points": [0.0, 0.5, 5.0, 1.0]})
-    assert ship.pareto_front(df, "latency_median_ms").tolist() == [True, True, True, False]
-    assert ship.recommend(df, 1.5)["name"] == "a"  # b is faster but loses 5 points
-    assert ship.recommend(df, 6.0)["name"] == "b"
-    # within timing noise (10%) of the fastest, the smaller variant is the one to ship
-    twin = pd.concat([df, pd.DataFrame({"name": ["a_vocab"], "macro_f1": [0.893], "latency_median_ms": [3.2],
-                                        "disk_bytes": [20], "f1_drop_points": [0.7]})], ignore_index=True)
-    assert ship.recommend(twin, 1.5)["name"] == "a_vocab"
-    assert ship.recommend(twin, 1.5, latency_tie=0.0)["name"] == "a"
-
-
-def test_lineage():
-    df = pd.DataFrame({"name": ["teacher", "student", "student_p50", "student_p50_onnx_int8"],
-                       "parent": [None, "teacher", "student", "student_p50"]})
-    assert ship.lineage(df, "student_p50_onnx_int8") == ["teacher", "student", "student_p50", "student_p50_onnx_int8"]
 
 
 def test_stage05_smoke(smoke_run):
