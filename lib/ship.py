@@ -158,9 +158,9 @@ def build_stacked(paths: dict, variants: list[dict], texts: list[str], keep_grou
 
 
 def stage03_keep_groups(paths: dict) -> dict:
-    """Which module groups stage 03's sensitivity study kept in FP32, per source model."""
+    """Which module groups stage 03's sensitivity study kept in FP32 for ONNX Runtime INT8, per source model."""
     if not (paths["reports"] / "03_quantization.json").is_file():
         return {}
     m = read_stage_metrics(paths["reports"], "03_quantization")["metrics"]
     # Stage 03 names the student after its training kind (student_kd_vanilla, ...); stage 04 calls it "student".
-    return {r["name"].split("_")[0]: r.get("keep_fp32_groups", []) for r in m.get("models", [])}
+    return {r["name"].split("_")[0]: r.get("onnx_keep_fp32_groups", r.get("keep_fp32_groups", [])) for r in m.get("models", [])}

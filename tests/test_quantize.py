@@ -157,3 +157,17 @@ def test_fp32_order_ranks_by_logit_change_per_weight_not_noisy_f1():
             {"group": "L0 ffn_out", "f1_drop_pts": 0.2, "mean_abs_diff": 0.05, "params": 600_000},
             {"group": "L1 ffn_in", "f1_drop_pts": 0.3, "mean_abs_diff": 0.03, "params": 600_000}]
     assert fp32_order(sens) == ["L0 ffn_out", "L1 ffn_in", "embeddings"]
+
+
+def test_onnx_fp32_groups_are_chosen_on_onnx_runtime_val_f1(tiny, tokenizer):
+    import pandas as pd
+    from lib.data import make_loader
+    df = pd.DataFrame({"text": SENTENCES * 4, "label": [0, 1, 2, 1] * 4})
+    loader = make_loader(df, tokenizer, 8, 32)
+    ref = qs.evaluate(q.torch_predict(tiny), loader)
+    sens = qs.sensitivity(tiny, loader, ref["macro_f1"], ref["logits"], True)
+    keep, drop = qs.choose_onnx_fp32_groups(tiny, tokenizer, loader, ref["macro_f1"], sens, 100.0, SENTENCES)
+    assert keep == [] and drop < 100.0  # any loss is within a 100-point budget: everything INT8
+    # a budget nothing meets keeps every group FP32, in the sensitivity order
+    keep, _ = qs.choose_onnx_fp32_groups(tiny, tokenizer, loader, ref["macro_f1"], sens, -1.0, SENTENCES)
+    assert keep == qs.fp32_order(sens)
