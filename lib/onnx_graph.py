@@ -1,7 +1,7 @@
 """A BERT classifier written straight into an ONNX graph with ONNX Runtime's fused contrib ops.
 
 Why: at batch 1 a small BERT in ONNX Runtime spends its time on per-node overhead, not arithmetic.
-torch.onnx's graph for transformers 5 BERT has ~13 nodes per attention block (Q/K/V MatMuls, Reshapes,
+torch.onnx's graph for transformers 5 BERT has over a dozen nodes per attention block (Q/K/V MatMuls, Reshapes,
 Transposes, Softmax, mask arithmetic) that ORT's fusion passes no longer recognise. Writing the graph
 from the weights puts each attention block into one `com.microsoft.Attention` node (packed QKV weights,
 raw 0/1 mask), which ORT's dynamic quantizer turns into `QAttention`; the rest is plain ONNX that ORT

@@ -181,12 +181,12 @@ def example_inputs(tokenizer, texts: list[str]) -> dict:
     return {k: enc[k] for k in INPUT_NAMES if k in enc}
 
 
-def export_onnx(model, inputs: dict, path: Path) -> None:
-    """BERT classifiers: the fused graph of lib.onnx_graph (about 1.5x faster at batch 1 once INT8).
-    Anything else: the torch.export-based exporter. Batch and sequence axes dynamic, weights inside the
-    one .onnx file so its size on disk is honest."""
+def export_onnx(model, inputs: dict, path: Path, fused: bool = True) -> None:
+    """BERT classifiers: the fused graph of lib.onnx_graph (1.2-1.3x faster at batch 1 once INT8, see
+    scripts/bench_onnx_graph.py). Anything else, or fused=False: the torch.export-based exporter.
+    Batch and sequence axes dynamic, weights inside the one .onnx file so its size on disk is honest."""
     from lib import onnx_graph
-    if onnx_graph.supports(model):
+    if fused and onnx_graph.supports(model):
         import onnx
         onnx.save(onnx_graph.bert_graph(copy.deepcopy(model)), str(path))
         return

@@ -79,3 +79,14 @@ def test_relative_positions_are_refused():
     model = tiny_bert(layers=1)
     model.config.position_embedding_type = "relative_key"
     assert "relative_key" in onnx_graph.why_unsupported(model)
+
+
+def test_fused_false_uses_torch_onnx_for_a_bert_too(tokenizer, tmp_path):
+    model = tiny_bert(layers=1)
+    batch = q.example_inputs(tokenizer, SENTENCES)
+    q.export_onnx(model, batch, tmp_path / q.ONNX_FILE, fused=False)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / q.ONNX_FILE)).graph.node}
+    assert "Attention" not in ops and "Softmax" in ops
+    tokenizer.save_pretrained(tmp_path)
+    with torch.inference_mode():
+        assert q.logit_diff(q.load_onnx(tmp_path)[0](batch), model(**batch).logits)["max_abs_diff"] < 1e-4
