@@ -16,10 +16,16 @@ def pareto_front(df: pd.DataFrame, cost: str, quality: str = "macro_f1") -> pd.S
     return pd.Series(~np.array(dominated), index=df.index)
 
 
+def goal_checks(df: pd.DataFrame, max_drop_points: float, min_speedup: float, min_size_ratio: float) -> dict:
+    """Each deployment goal, in words -> whether each variant meets it (a boolean Series)."""
+    return {f"{min_speedup}x faster than the FP32 PyTorch teacher at batch 1": df["speedup_vs_teacher"] >= min_speedup,
+            f"{min_size_ratio}x smaller on disk": df["size_ratio_vs_teacher"] >= min_size_ratio,
+            f"test macro-F1 at most {max_drop_points} points below the teacher": df["f1_drop_points"] <= max_drop_points}
+
+
 def meets_goals(df: pd.DataFrame, max_drop_points: float, min_speedup: float, min_size_ratio: float) -> pd.Series:
     """True for variants at once within the F1 budget, at least min_speedup faster and min_size_ratio smaller."""
-    return ((df["f1_drop_points"] <= max_drop_points) & (df["speedup_vs_teacher"] >= min_speedup)
-            & (df["size_ratio_vs_teacher"] >= min_size_ratio))
+    return pd.concat(goal_checks(df, max_drop_points, min_speedup, min_size_ratio).values(), axis=1).all(axis=1)
 
 
 def recommend(df: pd.DataFrame, max_drop_points: float = 1.5, min_speedup: float = 8.0, min_size_ratio: float = 6.0,
@@ -141,11 +147,7 @@ def export_recommended(row: pd.Series, df: pd.DataFrame, paths: dict, info: dict
 
 def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: dict) -> str:
     """The plain-language verdict: what to ship, what it costs, and whether the study's goals were met."""
-    met = {f"{goals['min_speedup']}x faster than the FP32 PyTorch teacher at batch 1":
-           row["speedup_vs_teacher"] >= goals["min_speedup"],
-           f"{goals['min_size_ratio']}x smaller on disk": row["size_ratio_vs_teacher"] >= goals["min_size_ratio"],
-           f"test macro-F1 at most {goals['max_drop_points']} points below the teacher":
-           row["f1_drop_points"] <= goals["max_drop_points"]}
+    met = {goal: bool(ok.iloc[0]) for goal, ok in goal_checks(row.to_frame().T, **goals).items()}
     lines = [f"**Ship `{row['name']}`**, {choice_rule(row, goals)} "
              f"({' -> '.join(lineage(df, row['name']))}): test macro-F1 {row['macro_f1']:.4f} "
              f"(95% CI {row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}, {-row['f1_drop_points']:+.2f} points vs teacher), "

