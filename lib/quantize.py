@@ -170,6 +170,20 @@ def convert_qat(qat, keep_fp32=(), per_channel: bool = True):
     return quantize_torch(plain, keep_fp32, per_channel)
 
 
+def train_qat(name, model, tokenizer, splits, keep_mods, device, p) -> tuple:
+    """Short fake-quant fine-tuning at a low learning rate; returns the converted (real INT8) model."""
+    # Imported here so that loading an INT8 model (predict, the benchmark) does not pull in the training stack.
+    from lib.common import set_seed
+    from lib.data import make_loader
+    from lib.train import fit
+    set_seed(p["seed"])  # the same shuffles and dropout however many random draws the stage made before
+    qat = prepare_qat(model, keep_mods, p["per_channel"])
+    train = make_loader(splits["train"], tokenizer, 32, p["max_length"], shuffle=True, seed=p["seed"])
+    val = make_loader(splits["val"], tokenizer, 64, p["max_length"])
+    result = fit(qat, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT")
+    return convert_qat(qat, keep_mods, p["per_channel"]), result["history"]
+
+
 # --- ONNX ------------------------------------------------------------------------------------------------
 
 

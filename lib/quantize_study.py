@@ -10,7 +10,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from lib import bench, quantize as q
 from lib.common import FinCompressError, atomic_dir, read_json, relative_path, write_json
 from lib.data import load_splits, make_loader
-from lib.train import fit, scores
+from lib.train import scores
 
 GOALS = {"max_f1_drop_pts": 0.5, "min_size_ratio": 3.0, "min_speedup": 2.0}
 
@@ -166,26 +166,6 @@ def save_onnx_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods) -> Path:
     return qdir / f"{name}_onnx_int8"
 
 
-def onnx_records(name, fp32_dir: Path, int8_dir: Path, out_dir) -> list[dict]:
-    return [_variant(f"{name}_onnx_fp32", "onnx", name, fp32_dir, out_dir),
-            _variant(f"{name}_onnx_int8", "onnx", name, int8_dir, out_dir)]
-
-
-def save_onnx_variants(name, model, tokenizer, texts, qdir, out_dir, keep_mods, tol) -> tuple[list, dict]:
-    """FP32 ONNX (export + padded-batch parity check) and its ORT dynamic INT8 version."""
-    fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts, qdir, tol)
-    return onnx_records(name, fp32_dir, save_onnx_int8(name, fp32_dir, tokenizer, qdir, keep_mods), out_dir), parity
-
-
-def train_qat(name, model, tokenizer, splits, keep_mods, device, p) -> tuple:
-    """Short fake-quant fine-tuning at a low learning rate; returns the converted (real INT8) model."""
-    qat = q.prepare_qat(model, keep_mods, p["per_channel"])
-    train = make_loader(splits["train"], tokenizer, 32, p["max_length"], shuffle=True, seed=p["seed"])
-    val = make_loader(splits["val"], tokenizer, 64, p["max_length"])
-    result = fit(qat, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT")
-    return q.convert_qat(qat, keep_mods, p["per_channel"]), result["history"]
-
-
 def quantize_model(name: str, src: Path, out_dir: Path, data_dir: Path, device, p: dict) -> dict:
     """PTQ (torch), ONNX FP32/INT8 and QAT INT8 of one model, each saved, reloaded from disk and measured."""
     model, tokenizer = load_fp32(src)
@@ -205,8 +185,9 @@ def quantize_model(name: str, src: Path, out_dir: Path, data_dir: Path, device, 
     fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, p["parity_tol"])
     onnx_keep, onnx_val_drop = choose_onnx_fp32_groups(model, tokenizer, fp32_dir, val, ref_f1, sens, p["max_f1_drop_pts"])
     int8_dir = save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))
-    onnx_variants = onnx_records(name, fp32_dir, int8_dir, out_dir)
-    qat_model, qat_history = train_qat(name, model, tokenizer, splits, keep_mods, device, p)
+    onnx_variants = [_variant(f"{name}_onnx_fp32", "onnx", name, fp32_dir, out_dir),
+                     _variant(f"{name}_onnx_int8", "onnx", name, int8_dir, out_dir)]
+    qat_model, qat_history = q.train_qat(name, model, tokenizer, splits, keep_mods, device, p)
     q.save_torch_int8(qat_model, model.config, tokenizer, qdir / f"{name}_qat_int8", meta | {"method": "qat"})
     variants = [_variant(f"{name}_torch_int8", "torch_int8", name, qdir / f"{name}_torch_int8", out_dir), *onnx_variants,
                 _variant(f"{name}_qat_int8", "torch_int8", name, qdir / f"{name}_qat_int8", out_dir)]

@@ -134,15 +134,16 @@ def build_stacked(paths: dict, variants: list[dict], texts: list[str], keep_grou
     With `vocab_texts`, each also gets a `_vocab` twin whose vocabulary keeps only the tokens those texts use.
     """
     from lib import prune, quantize as q, vocab
-    from lib.quantize_study import save_onnx_variants
+    from lib.quantize_study import save_onnx_fp32, save_onnx_int8
     from transformers import AutoTokenizer
 
     def int8(name, model, tokenizer, keep, parent):
-        made, parity = save_onnx_variants(name, model, tokenizer, texts[:8], paths["checkpoints"] / "stacked",
-                                          paths["root"], keep, tol)
-        m = next(m for m in made if m["name"].endswith("onnx_int8"))
-        print(f"stacked {m['name']}: ONNX parity max |logit diff| {parity['max_abs_diff']:.2e}")
-        return {"name": m["name"], "format": "onnx", "path": m["path"], "parent": parent, "stage": "05"}
+        qdir = paths["checkpoints"] / "stacked"
+        fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, tol)
+        path = save_onnx_int8(name, fp32_dir, tokenizer, qdir, keep)
+        print(f"stacked {name}_onnx_int8: ONNX parity max |logit diff| {parity['max_abs_diff']:.2e}")
+        return {"name": f"{name}_onnx_int8", "format": "onnx", "path": str(path.relative_to(paths["root"])),
+                "parent": parent, "stage": "05"}
     stacked = []
     for v in [v for v in variants if v["format"] == "pruned"]:
         src = paths["root"] / v["path"]

@@ -93,6 +93,19 @@ def test_onnx_int8_smaller_and_respects_exclusions(tiny, tokenizer, tmp_path):
     assert q.onnx_nodes_for(tmp_path / "fp32.onnx", ["classifier"])
 
 
+def test_qat_does_not_depend_on_random_draws_made_before_it(tiny, tokenizer):
+    import pandas as pd
+    rows = pd.DataFrame({"text": SENTENCES * 2, "label": [2, 0, 0, 1] * 2})
+    p = {"per_channel": True, "max_length": 32, "seed": 0, "qat_epochs": 1, "qat_lr": 1e-3}
+    logits = []
+    for draws in (0, 7):
+        torch.rand(draws)  # e.g. a different number of evaluations or exports earlier in stage 03
+        model, history = q.train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"), p)
+        with torch.inference_mode():
+            logits.append(model(**padded(tokenizer)).logits)
+    assert len(history) == 1 and torch.equal(logits[0], logits[1])
+
+
 def test_qat_trains_through_rounding_and_converts(tiny, tokenizer):
     qat = q.prepare_qat(tiny)
     assert isinstance(qat.bert.encoder.layer[0].attention.self.query, q.FakeQuantLinear)
