@@ -88,32 +88,36 @@ def fp32_order(sens: list[dict]) -> list[str]:
     return [r["group"] for r in sorted(sens[1:], key=lambda r: r["mean_abs_diff"] / max(1, r["params"]), reverse=True)]
 
 
-def choose_fp32_groups(model, loader, ref_f1, ref_logits, sens, per_channel, max_drop_pts) -> tuple[list, float]:
-    """Greedy: keep groups FP32 in fp32_order, one at a time, until full INT8 loses < max_drop_pts on val."""
-    keep, drop = [], sens[0]["f1_drop_pts"]
-    for group in fp32_order(sens):
-        if drop < max_drop_pts:
-            break
-        keep.append(group)
-        m = evaluate(q.torch_predict(q.quantize_torch(model, q.modules_in(model, keep), per_channel)), loader)
-        drop = 100 * (ref_f1 - m["macro_f1"])
+def greedy_keep(order: list[str], drop_with, drop: float, max_drop_pts: float) -> tuple[list, float]:
+    """Keep groups FP32 in `order`, one at a time, until full INT8 loses < max_drop_pts on val.
+    drop_with(keep) is the val F1 drop with the groups in `keep` FP32; `drop` is the drop with none kept."""
+    keep = []
+    while drop >= max_drop_pts and len(keep) < len(order):
+        keep.append(order[len(keep)])
+        drop = drop_with(keep)
     return keep, drop
 
 
+def choose_fp32_groups(model, loader, ref_f1, sens, per_channel, max_drop_pts) -> tuple[list, float]:
+    """greedy_keep for PyTorch dynamic INT8, starting from the sensitivity study's all-INT8 drop."""
+    def drop_with(keep):
+        m = evaluate(q.torch_predict(q.quantize_torch(model, q.modules_in(model, keep), per_channel)), loader)
+        return 100 * (ref_f1 - m["macro_f1"])
+    return greedy_keep(fp32_order(sens), drop_with, sens[0]["f1_drop_pts"], max_drop_pts)
+
+
 def choose_onnx_fp32_groups(model, tokenizer, fp32_dir: Path, loader, ref_f1, sens, max_drop_pts) -> tuple[list, float]:
-    """The same greedy for ONNX Runtime INT8 of the saved FP32 graph, measured on its own val F1: its activations
-    are full 8-bit (PyTorch's x86 kernels use 7), so it often needs fewer FP32 groups, and an FP32 MatMul left
-    among INT8 ones costs more batch-1 time than the INT8 one it replaces."""
+    """greedy_keep, same order, for ONNX Runtime INT8 of the saved FP32 graph, measured on its own val F1: its
+    activations are full 8-bit (PyTorch's x86 kernels use 7), so it often needs fewer FP32 groups, and an FP32
+    MatMul left among INT8 ones costs more batch-1 time than the INT8 one it replaces."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tokenizer.save_pretrained(tmp)
-        keep, order = [], fp32_order(sens)
-        while True:
+
+        def drop_with(keep):
             q.quantize_onnx(fp32_dir / q.ONNX_FILE, tmp / q.ONNX_FILE, q.modules_in(model, keep))
-            drop = 100 * (ref_f1 - evaluate(q.load_onnx(tmp)[0], loader)["macro_f1"])
-            if drop < max_drop_pts or len(keep) == len(order):
-                return keep, drop
-            keep.append(order[len(keep)])
+            return 100 * (ref_f1 - evaluate(q.load_onnx(tmp)[0], loader)["macro_f1"])
+        return greedy_keep(fp32_order(sens), drop_with, drop_with([]), max_drop_pts)
 
 
 def measure(record: dict, predict, lat_inputs, ref: dict, fp32: dict, threads: int) -> dict:
@@ -176,7 +180,7 @@ def quantize_model(name: str, src: Path, out_dir: Path, data_dir: Path, device, 
     fp32 = fp32_reference(model, src, out_dir, val, test, lat_inputs, p["threads"])
     ref_f1, ref_logits = fp32["val"]["macro_f1"], fp32["val"]["logits"]
     sens = sensitivity(model, val, ref_f1, ref_logits, p["per_channel"])
-    keep, val_drop = choose_fp32_groups(model, val, ref_f1, ref_logits, sens, p["per_channel"], p["max_f1_drop_pts"])
+    keep, val_drop = choose_fp32_groups(model, val, ref_f1, sens, p["per_channel"], p["max_f1_drop_pts"])
     keep_mods, qdir = q.modules_in(model, keep), out_dir / "checkpoints" / "quantized"
     meta = {"source": fp32["path"], "keep_fp32_groups": keep, "keep_fp32": keep_mods, "per_channel": p["per_channel"]}
     q.save_torch_int8(q.quantize_torch(model, keep_mods, p["per_channel"]), model.config, tokenizer,

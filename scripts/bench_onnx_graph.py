@@ -8,7 +8,6 @@ turn, three rounds of 200 real test sentences each, so machine noise hits both a
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +15,13 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import prune, quantize as q  # noqa: E402
+from lib import bench, prune, quantize as q  # noqa: E402
 from lib.common import FinCompressError, run_cli  # noqa: E402
 
 
-def median_ms(sess, feeds) -> float:
-    for f in feeds[:20]:
-        sess.run(None, f)
-    times = []
-    for f in feeds:
-        t0 = time.perf_counter()
-        sess.run(None, f)
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+def median_ms(sess, feeds, threads: int) -> float:
+    """One round: bench.latency_ms's warm-up and timing, straight on the session (no torch conversion)."""
+    return bench.latency_ms(lambda f: sess.run(None, f), feeds, threads=threads, warmup=20, repeats=1)["median_ms"]
 
 
 def main():
@@ -56,7 +49,7 @@ def main():
             rounds = {g: [] for g in sessions}
             for _ in range(3):
                 for g, s in sessions.items():
-                    rounds[g].append(median_ms(s, feeds))
+                    rounds[g].append(median_ms(s, feeds, args.threads))
             a, b = np.median(rounds["torch_onnx"]), np.median(rounds["fused"])
             print(f"{label}: torch.onnx graph {a:.3f} ms, fused graph {b:.3f} ms median batch-1 ({a / b:.2f}x); "
                   f"rounds {[round(x, 3) for x in rounds['torch_onnx']]} vs {[round(x, 3) for x in rounds['fused']]}")

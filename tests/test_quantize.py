@@ -166,6 +166,18 @@ def test_fp32_order_ranks_by_logit_change_per_weight_not_noisy_f1():
     assert fp32_order(sens) == ["L0 ffn_out", "L1 ffn_in", "embeddings"]
 
 
+def test_greedy_keep_stops_at_the_first_prefix_within_budget():
+    calls = []
+
+    def drop_with(keep):
+        calls.append(list(keep))
+        return {1: 2.0, 2: 0.5, 3: 0.1}[len(keep)]
+    assert qs.greedy_keep(["a", "b", "c"], drop_with, 3.0, 1.0) == (["a", "b"], 0.5)
+    assert calls == [["a"], ["a", "b"]]
+    assert qs.greedy_keep(["a", "b", "c"], drop_with, 0.5, 1.0) == ([], 0.5)  # already within budget
+    assert qs.greedy_keep(["a", "b", "c"], drop_with, 3.0, 0.0) == (["a", "b", "c"], 0.1)  # budget never met
+
+
 def test_onnx_fp32_groups_are_chosen_on_onnx_runtime_val_f1(tiny, tokenizer, tmp_path):
     import pandas as pd
     from lib.data import make_loader
