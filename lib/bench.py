@@ -1,4 +1,4 @@
-"""Measuring models the same way everywhere: batch-1 latency, size on disk, parameter count."""
+"""Measuring models the same way everywhere: batch-1 latency, size on disk, parameter count, the stage-05 child."""
 import json
 import time
 from pathlib import Path
@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.common import FinCompressError, write_json
+from lib import variants
+from lib.common import write_json
+from lib.variants import Variant
 
 
 def count_params(model) -> int:
@@ -36,16 +38,6 @@ def batch1_inputs(tokenizer, texts: list[str], seq_len: int | None = 32, n: int 
     else:
         enc = [tokenizer(t, truncation=True, max_length=512, return_tensors="pt") for t in texts[:n]]
     return [dict(e) for e in enc]
-
-
-def torch_predict_fn(model):
-    """Wrap a PyTorch classifier as inputs -> logits for the timing harness."""
-    model.eval()
-
-    @torch.inference_mode()
-    def predict(inputs: dict):
-        return model(**inputs).logits
-    return predict
 
 
 def latency_ms(predict, inputs: list[dict], threads: int = 2, warmup: int = 10, repeats: int = 3) -> dict:
@@ -86,24 +78,6 @@ def fastest_latency(predicts: dict, inputs: list[dict], threads: int = 2, rounds
 
 # --- The stage-05 harness: every variant measured the same way, each in a fresh process. ---
 
-def load_variant(variant: dict, out_dir, threads: int = 2) -> tuple:
-    """(predict_fn, tokenizer) for any variant format listed by stages 01-04."""
-    path = Path(out_dir) / variant["path"]
-    if not path.exists():  # else transformers takes the path for a Hub repo id and says so
-        raise FinCompressError(f"{path} does not exist; re-run the stage that writes variant {variant['name']}")
-    fmt = variant["format"]
-    if fmt in ("hf", "pruned"):
-        from transformers import AutoTokenizer
-        return torch_predict_fn(torch_model(variant, out_dir)), AutoTokenizer.from_pretrained(path)
-    if fmt == "torch_int8":
-        from lib import quantize
-        return quantize.load_torch_int8(path)
-    if fmt == "onnx":
-        from lib import quantize
-        return quantize.load_onnx(path, threads)
-    raise FinCompressError(f"variant {variant['name']} has unknown format {fmt!r}; expected hf, pruned, torch_int8 or onnx")
-
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MB.
 
@@ -120,13 +94,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure_variant(variant: dict, out_dir, texts: list[str], threads: int = 2, batch_size: int = 32,
+def measure_variant(variant: Variant, out_dir, texts: list[str], threads: int = 2, batch_size: int = 32,
                     latency_n: int = 100, max_length: int = 128) -> dict:
     """Load time, test logits (batch 32, timed as throughput), batch-1 latency, peak memory."""
     torch.set_num_threads(threads)
     rss_before = peak_rss_mb()
     start = time.perf_counter()
-    predict, tokenizer = load_variant(variant, out_dir, threads)
+    predict, tokenizer = variants.load(variant, out_dir, threads)
     load_s = time.perf_counter() - start
     batches = [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
                               return_tensors="pt")) for i in range(0, len(texts), batch_size)]
@@ -136,35 +110,20 @@ def measure_variant(variant: dict, out_dir, texts: list[str], threads: int = 2, 
     throughput = len(texts) / (time.perf_counter() - start)
     # Natural-length real sentences at batch 1: what a production request looks like.
     lat = latency_ms(predict, batch1_inputs(tokenizer, texts, seq_len=None, n=latency_n), threads, repeats=2)
-    path = Path(out_dir) / variant["path"]
+    path = variant.location(out_dir)
     return {"load_s": load_s, "throughput_per_s": throughput, "latency": lat, "logits": logits.tolist(),
             "peak_rss_mb": peak_rss_mb(), "rss_before_load_mb": rss_before,
             "disk_bytes": disk_bytes(path), "weight_bytes": weight_bytes(path)}
 
 
-def torch_model(variant: dict, out_dir, attn_implementation: str | None = None):
-    """The nn.Module of a PyTorch FP32 variant (hf or pruned); None for the CPU-only INT8 and ONNX formats.
-
-    attn_implementation None keeps each format's own default (transformers' for hf, eager for pruned)."""
-    path = Path(out_dir) / variant["path"]
-    if variant["format"] == "hf":
-        from transformers import AutoModelForSequenceClassification
-        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        return AutoModelForSequenceClassification.from_pretrained(path, **extra)
-    if variant["format"] == "pruned":
-        from lib import prune
-        return prune.load_pruned(path, attn_implementation=attn_implementation or "eager")
-    return None
-
-
 @torch.inference_mode()
-def gpu_throughput(variant: dict, out_dir, texts: list[str], device, batch_size: int = 32, max_length: int = 128):
+def gpu_throughput(variant: Variant, out_dir, texts: list[str], device, batch_size: int = 32, max_length: int = 128):
     """Sentences/s at batch 32 under bf16 autocast on `device`: the bulk-scoring figure; None for CPU-only formats."""
-    model = torch_model(variant, out_dir, attn_implementation="sdpa")
+    model = variants.load_torch(variant, out_dir, attn_implementation="sdpa")
     if model is None:
         return None
     from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(Path(out_dir) / variant["path"])
+    tokenizer = AutoTokenizer.from_pretrained(variant.location(out_dir))
     model.to(device).eval()
     batches = [{k: v.to(device) for k, v in tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
                                                          max_length=max_length, return_tensors="pt").items()}
@@ -180,32 +139,7 @@ def gpu_throughput(variant: dict, out_dir, texts: list[str], device, batch_size:
     return len(texts) / (time.perf_counter() - start)
 
 
-def bootstrap_f1(labels, preds, n: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of macro-F1 over test-set resamples."""
-    from sklearn.metrics import f1_score
-    labels, preds = np.asarray(labels), np.asarray(preds)
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n):
-        idx = rng.integers(0, len(labels), len(labels))
-        stats.append(f1_score(labels[idx], preds[idx], average="macro", labels=[0, 1, 2], zero_division=0))
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
-
-
-def expected_calibration_error(probs: np.ndarray, labels, bins: int = 15) -> float:
-    """ECE: |confidence - accuracy| averaged over equal-width confidence bins, weighted by bin size."""
-    conf, pred = probs.max(1), probs.argmax(1)
-    correct = pred == np.asarray(labels)
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        in_bin = (conf > lo) & (conf <= hi)
-        if in_bin.any():
-            ece += in_bin.mean() * abs(conf[in_bin].mean() - correct[in_bin].mean())
-    return float(ece)
-
-
-def measure_to_file(variant: dict, out_dir, texts_json, result_json, threads: int, latency_n: int) -> None:
+def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads: int, latency_n: int) -> None:
     """Child-process entry of the stage-05 harness: measure one variant, write its result or its error as JSON."""
     try:
         result = measure_variant(variant, out_dir, json.loads(Path(texts_json).read_text()),

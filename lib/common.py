@@ -1,4 +1,4 @@
-"""Plumbing every stage shares: user-facing errors, seeding, device, atomic writes, run metadata."""
+"""Plumbing every stage shares: seeding, device, data-parallel groups, atomic writes, run metadata."""
 import json
 import os
 import platform
@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.errors import FinCompressError  # noqa: F401  (re-exported: the one user-facing error)
+from lib.params import check_range, parse_parameters  # noqa: F401  (re-exported for technique code and tests)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class FinCompressError(Exception):
-    """A problem the user can fix; printed as one line, never as a traceback."""
 
 
 def set_seed(seed: int) -> None:
@@ -71,51 +70,6 @@ def data_parallel(device: torch.device):
         yield True
     finally:
         dist.destroy_process_group()
-
-
-def check_range(name: str, value, low=None, high=None, low_open=False) -> None:
-    """Reject an out-of-range parameter with a message that names it and the allowed range."""
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and value > high
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        raise FinCompressError(f"parameter {name}={value!r} is out of range {left}{low}, {high}]; pass a value inside it")
-
-
-# Allowed range of each notebook parameter: (low, high, low excluded). Checked before a stage starts,
-# so a bad value costs no training time and writes nothing.
-RANGES = {"epochs": (1, None), "qat_epochs": (1, None), "recovery_epochs": (0, None), "rounds": (1, None),
-          "patience": (1, None), "lr": (0, None, True), "qat_lr": (0, None, True), "batch_size": (1, None),
-          "max_length": (8, 512), "latency_seq_len": (8, 512), "temperature": (0, None, True), "alpha": (0, 1),
-          "kd_alpha": (0, 1), "hidden_weight": (0, None), "attention_weight": (0, None), "weight_decay": (0, None),
-          "warmup_frac": (0, 1), "target_f1": (0, 1), "fiqa_threshold": (0, 1), "max_rows": (0, None),
-          "student_layers": (0, None), "importance_batches": (1, None), "threads": (1, None),
-          "latency_threads": (1, None), "latency_n": (1, None), "latency_sentences": (1, None),
-          "latency_passes": (1, None), "max_f1_drop_pts": (0, None), "max_drop_points": (0, None),
-          "min_speedup": (0, None), "min_size_ratio": (0, None),
-          "parity_tol": (0, None, True), "max_test": (0, None), "seed": (0, None), "vocab_frequent": (0, None)}
-
-
-def sparsities(name: str, text) -> list[float]:
-    """A comma-separated list of shares of units to remove, each in [0, 1)."""
-    try:
-        vals = [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise FinCompressError(f"parameter {name}={text!r} must be comma-separated numbers like '0.3,0.5'") from None
-    for v in vals:
-        if not 0 <= v < 1:
-            raise FinCompressError(f"parameter {name} has {v}; each sparsity must be in [0, 1) since every layer keeps a unit")
-    return vals
-
-
-def check_params(params: dict) -> None:
-    """Range-check every known parameter; sparsity lists (`*_levels`) need each share in [0, 1)."""
-    for name, value in params.items():
-        if name in RANGES:
-            low, high, *open_ = RANGES[name]
-            check_range(name, value, low, high, low_open=bool(open_))
-        elif name.endswith("_levels"):
-            sparsities(name, value)
 
 
 @contextmanager
@@ -246,45 +200,10 @@ def format_run_info(info: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_parameters(source: str) -> dict:
-    """`name = default  # help` lines of a percent-format notebook's parameters cell."""
-    import ast
-    lines = source.splitlines()
-    try:
-        start = next(i for i, l in enumerate(lines) if l.startswith("# %%") and "parameters" in l)
-    except StopIteration:
-        raise FinCompressError("notebook has no '# %% tags=[\"parameters\"]' cell") from None
-    params = {}
-    for line in lines[start + 1:]:
-        if line.startswith("# %%"):
-            break
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        code, _, help_text = line.partition("#")
-        name, _, value = code.partition("=")
-        params[name.strip()] = {"default": ast.literal_eval(value.strip()), "help": help_text.strip()}
-    return params
-
-
 def stage_paths(out_dir) -> dict:
     out = Path(out_dir).resolve()
     return {"root": out, "data": out / "data", "checkpoints": out / "checkpoints", "logs": out / "logs",
             "reports": out / "reports"}
-
-
-def start_stage(stage: str, scope: dict) -> dict:
-    """Seed, device and paths for a notebook; prints the run info that heads every report.
-
-    `scope` is the notebook's globals(): the names come from its own parameters cell.
-    """
-    source = (REPO_ROOT / "notebooks_src" / f"{stage}.py").read_text(encoding="utf-8")
-    params = {name: scope[name] for name in parse_parameters(source)}
-    check_params(params)
-    set_seed(params["seed"])
-    device = resolve_device(params.get("gpu", False))
-    info = run_info(params["seed"], device, params)
-    print(format_run_info(info))
-    return {"stage": stage, "params": params, "device": device, "info": info, **stage_paths(params["out_dir"])}
 
 
 def run_cli(main, prog: str) -> None:

@@ -12,35 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib import variants
 from lib.common import REPO_ROOT, FinCompressError, run_cli
 from lib.data import LABELS
 
 DEFAULT_MODEL = REPO_ROOT / "artifacts" / "model"
-
-
-def detect_variant(path: Path) -> dict:
-    """Which loader a model folder or file needs, from the files it holds."""
-    path = Path(path)
-    if not path.exists():
-        raise FinCompressError(f"model {path} does not exist; run `python run_all.py` (it exports artifacts/model) "
-                               "or pass --model PATH")
-    if path.is_file() and path.suffix == ".onnx":
-        return {"name": path.stem, "format": "onnx", "path": str(path.parent.resolve())}
-    if path.is_dir():
-        if (path / "model.onnx").is_file():
-            fmt = "onnx"
-        elif (path / "pruning_spec.json").is_file():
-            fmt = "pruned"
-        elif (path / "quantized_state.pt").is_file():
-            fmt = "torch_int8"
-        elif (path / "config.json").is_file():
-            fmt = "hf"
-        else:
-            fmt = None
-        if fmt:
-            return {"name": path.name, "format": fmt, "path": str(path.resolve())}
-    raise FinCompressError(f"{path} is not a model: expected a save_pretrained folder, a pruned or INT8 checkpoint, "
-                           "or a folder with model.onnx")
 
 
 def read_csv_texts(path: Path, column: str) -> list[str]:
@@ -99,13 +75,15 @@ def main(argv=None) -> int:
     texts = list(args.texts) + (read_csv_texts(Path(args.csv), args.column) if args.csv else [])
     if not texts:
         raise FinCompressError("nothing to classify; pass sentences as arguments or --csv FILE")
-    from lib.bench import load_variant
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()  # a CLI's stderr is for its own one-line errors, not load reports
     hf_logging.disable_progress_bar()
-    variant = detect_variant(Path(args.model))
+    if not Path(args.model).exists():
+        raise FinCompressError(f"model {args.model} does not exist; run `python run_all.py` (it exports artifacts/model) "
+                               "or pass --model PATH")
+    variant = variants.detect(Path(args.model))
     try:
-        predict, tokenizer = load_variant(variant, "/")
+        predict, tokenizer = variants.load(variant)
     except (OSError, ValueError, RuntimeError) as e:
         raise FinCompressError(f"cannot load model {args.model} ({type(e).__name__}: {str(e).splitlines()[0][:100]}); "
                                "re-export it with run_all.py or pass another --model") from None

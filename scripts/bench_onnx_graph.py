@@ -15,7 +15,7 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import bench, prune, quantize as q  # noqa: E402
+from lib import bench, onnx_runtime, prune, quantize as q  # noqa: E402
 from lib.common import FinCompressError, run_cli  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def main():
             sessions = {}
             for graph in ("torch_onnx", "fused"):
                 q.quantize_onnx(tmp / f"{graph}.onnx", tmp / f"{graph}_int8.onnx", q.modules_in(model, groups))
-                sessions[graph] = q.onnx_session(tmp / f"{graph}_int8.onnx", args.threads)
+                sessions[graph] = onnx_runtime.session(tmp / f"{graph}_int8.onnx", args.threads)
             rounds = {g: [] for g in sessions}
             for _ in range(3):
                 for g, s in sessions.items():

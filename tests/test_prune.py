@@ -1,4 +1,4 @@
-"""Structured pruning: exact removal, parameter accounting, no re-selection, reload, bad input, notebook 04."""
+"""lib/prune.py: exact removal, parameter accounting, no re-selection, reload, bad input."""
 import json
 
 import pandas as pd
@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import bench, prune, prune_stage
-from lib.common import FinCompressError, stage_paths
+from lib import losses, prune, variants
+from lib.common import FinCompressError
 from lib.data import make_loader
+from lib.variants import Variant
 
 HIDDEN, HEADS, HEAD_DIM, FFN, LAYERS = 32, 4, 8, 64, 3
 CPU = torch.device("cpu")
@@ -127,7 +128,7 @@ def test_removed_units_are_not_selected_again(loader):
 
 def test_prune_to_reaches_target_with_recovery(loader, tmp_path):
     model = tiny_model()
-    loss_fn = prune_stage.recovery_loss(torch.zeros(len(loader.dataset), 3), temperature=2.0, alpha=0.5)
+    loss_fn = losses.precomputed_kd_loss(torch.zeros(len(loader.dataset), 3), alpha=0.5, temperature=2.0)
     log = prune.prune_to(model, loader, loader, CPU, head_fraction=0.5, ffn_fraction=0.25, rounds=2,
                          recovery_epochs=1, lr=1e-3, loss_fn=loss_fn, batches=1, log_dir=tmp_path)
     counts = prune.unit_counts(model)
@@ -152,7 +153,7 @@ def test_pruned_model_reloads_with_same_shapes_and_logits(tmp_path, tokenizer):
     assert prune.unit_counts(loaded) == prune.unit_counts(model)
     assert prune.get_spec(loaded) == prune.get_spec(model)
     assert torch.allclose(logits(model), logits(loaded), atol=1e-6)
-    predict, tok = bench.load_variant({"name": "pruned", "format": "pruned", "path": "pruned"}, tmp_path)
+    predict, tok = variants.load(Variant("pruned", "pruned", "pruned"), tmp_path)
     assert torch.allclose(predict(inputs()), logits(model), atol=1e-6) and tok.vocab_size == tokenizer.vocab_size
 
 
@@ -160,37 +161,3 @@ def test_load_pruned_rejects_a_plain_checkpoint(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     with pytest.raises(FinCompressError, match="not a pruned checkpoint"):
         prune.load_pruned(tmp_path)
-
-
-@pytest.mark.parametrize("heads,ffn,msg", [("0.3,1.2", "0.3,0.5", r"in \[0, 1\)"), ("0.3", "0.3,0.5", "same number"),
-                                           ("0.5,0.3", "0.5,0.3", "increase"), ("a", "0.3", "comma-separated")])
-def test_parse_levels_rejects_bad_input(heads, ffn, msg):
-    with pytest.raises(FinCompressError, match=msg):
-        prune_stage.parse_levels(heads, ffn)
-
-
-def test_sources_name_the_missing_inputs(tmp_path):
-    run = stage_paths(tmp_path)
-    with pytest.raises(FinCompressError, match="no teacher checkpoint"):
-        prune_stage.sources(run, "none")
-    tiny_model().save_pretrained(run["checkpoints"] / "teacher")
-    assert list(prune_stage.sources(run, "none")) == ["teacher"]
-    with pytest.raises(FinCompressError, match="02_distillation.json is missing.*student_dir=none"):
-        prune_stage.sources(run, "")
-
-
-def test_notebook_04_smoke(smoke_run):
-    metrics = json.loads((smoke_run / "reports" / "04_pruning.json").read_text())
-    variants = metrics["metrics"]["variants"]
-    assert {v["parent"] for v in variants} >= {"teacher"} and all(v["format"] == "pruned" for v in variants)
-    for model in metrics["metrics"]["models"].values():
-        base, levels = model["base"], model["levels"]
-        assert [lv["params"] for lv in levels] == sorted((lv["params"] for lv in levels), reverse=True)
-        assert all(lv["params"] < base["params"] and lv["disk_bytes"] < base["disk_bytes"] for lv in levels)
-        assert all(min(lv["counts"]["heads"]) >= 1 for lv in levels)
-    teacher_50 = next(v for v in variants if v["name"] == "teacher_pruned_50")
-    predict, tok = bench.load_variant(teacher_50, smoke_run)
-    assert predict(dict(tok("Profit rose", return_tensors="pt"))).shape == (1, 3)
-    assert any(k.endswith("batch-1 speedup") for k in metrics["headline"])
-    html = (smoke_run / "reports" / "04_pruning.html").read_text()
-    assert html.count("data:image/png") >= 3

@@ -1,4 +1,4 @@
-"""INT8 quantization: disk round trips, ONNX parity, real size reduction, QAT conversion, stage 03 smoke run."""
+"""lib/quantize.py: INT8 disk round trips, ONNX parity, real size reduction, QAT conversion."""
 import json
 import re
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import bench, common, quantize as q, quantize_study as qs
+from lib import bench, quantize as q
 from lib.common import FinCompressError
 
 SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
@@ -128,66 +128,3 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         q.load_torch_int8(tmp_path)
     with pytest.raises(FinCompressError, match="holds no model.onnx"):
         q.load_onnx(tmp_path)
-    with pytest.raises(FinCompressError, match="02_distillation.json is missing"):
-        qs.student_source(tmp_path, "")
-    with pytest.raises(FinCompressError, match="not a save_pretrained folder"):
-        qs.student_source(tmp_path, "no/such/student")
-    with pytest.raises(FinCompressError, match="qat_lr"):
-        common.check_params({"max_length": 48, "latency_n": 4, "threads": 2, "qat_epochs": 1, "qat_lr": 0.0,
-                         "parity_tol": 1e-4, "max_f1_drop_pts": 0.5})
-
-
-def test_notebook_03_smoke(smoke_run):
-    metrics = json.loads((smoke_run / "reports" / "03_quantization.json").read_text())
-    variants = metrics["metrics"]["variants"]
-    assert {v["format"] for v in variants} == {"torch_int8", "onnx"}
-    assert len(variants) == 8 and len({v["parent"] for v in variants}) == 2
-    for v in variants:
-        assert (smoke_run / v["path"]).is_dir() and v["disk_bytes"] == bench.disk_bytes(smoke_run / v["path"])
-        assert v["latency_ms"] > 0 and v["params"] > 0 and 0 <= v["test_macro_f1"] <= 1
-        if "int8" in v["name"]:
-            assert v["size_ratio"] >= 3.0, f"{v['name']} only {v['size_ratio']:.2f}x smaller"
-        predict, tok = (q.load_onnx if v["format"] == "onnx" else q.load_torch_int8)(smoke_run / v["path"])
-        assert predict(dict(tok(SENTENCES, padding=True, return_tensors="pt"))).shape == (4, 3)
-    for model in metrics["metrics"]["models"]:
-        assert model["onnx_parity"]["max_abs_diff"] < 1e-4 and model["sensitivity"][0]["group"] == "all"
-    assert "goals met" in metrics["headline"]
-    html = (smoke_run / "reports" / "03_quantization.html").read_text()
-    assert len(re.findall(r"data:image/png;base64", html)) >= 4
-
-
-def test_fp32_order_ranks_by_logit_change_per_weight_not_noisy_f1():
-    from lib.quantize_study import fp32_order
-    sens = [{"group": "all", "f1_drop_pts": 0.6, "mean_abs_diff": 0.1, "params": 100},
-            # the F1 drop is the largest, but it is one flipped sentence: the logits barely move
-            {"group": "embeddings", "f1_drop_pts": 0.46, "mean_abs_diff": 0.005, "params": 11_000_000},
-            {"group": "L0 ffn_out", "f1_drop_pts": 0.2, "mean_abs_diff": 0.05, "params": 600_000},
-            {"group": "L1 ffn_in", "f1_drop_pts": 0.3, "mean_abs_diff": 0.03, "params": 600_000}]
-    assert fp32_order(sens) == ["L0 ffn_out", "L1 ffn_in", "embeddings"]
-
-
-def test_greedy_keep_stops_at_the_first_prefix_within_budget():
-    calls = []
-
-    def drop_with(keep):
-        calls.append(list(keep))
-        return {1: 2.0, 2: 0.5, 3: 0.1}[len(keep)]
-    assert qs.greedy_keep(["a", "b", "c"], drop_with, 3.0, 1.0) == (["a", "b"], 0.5)
-    assert calls == [["a"], ["a", "b"]]
-    assert qs.greedy_keep(["a", "b", "c"], drop_with, 0.5, 1.0) == ([], 0.5)  # already within budget
-    assert qs.greedy_keep(["a", "b", "c"], drop_with, 3.0, 0.0) == (["a", "b", "c"], 0.1)  # budget never met
-
-
-def test_onnx_fp32_groups_are_chosen_on_onnx_runtime_val_f1(tiny, tokenizer, tmp_path):
-    import pandas as pd
-    from lib.data import make_loader
-    df = pd.DataFrame({"text": SENTENCES * 4, "label": [0, 1, 2, 1] * 4})
-    loader = make_loader(df, tokenizer, 8, 32)
-    ref = qs.evaluate(q.torch_predict(tiny), loader)
-    sens = qs.sensitivity(tiny, loader, ref["macro_f1"], ref["logits"], True)
-    fp32_dir, _ = qs.save_onnx_fp32("tiny", tiny, tokenizer, SENTENCES, tmp_path, 1e-4)
-    keep, drop = qs.choose_onnx_fp32_groups(tiny, tokenizer, fp32_dir, loader, ref["macro_f1"], sens, 100.0)
-    assert keep == [] and drop < 100.0  # any loss is within a 100-point budget: everything INT8
-    # a budget nothing meets keeps every group FP32, in the sensitivity order
-    keep, _ = qs.choose_onnx_fp32_groups(tiny, tokenizer, fp32_dir, loader, ref["macro_f1"], sens, -1.0)
-    assert keep == qs.fp32_order(sens)

@@ -1,0 +1,95 @@
+"""Stage 05: every variant listed before it, plus the stacked ones built here, benchmarked by one harness;
+the recommendation against the deployment goals, and its export."""
+from pathlib import Path
+
+from lib import goals, harness, prune, quantize as q, ship, vocab
+from lib.data import load_splits
+from lib.onnx_export import save_onnx_fp32, save_onnx_int8
+from lib.stages.base import Stage as BaseStage
+from lib.variants import Variant
+
+QUANTIZATION = "03_quantization"  # its per-model choice of FP32 groups is reused for the stacked INT8 models
+
+
+class Stage(BaseStage):
+    NAME = "05_benchmark"
+    STEPS = ("gather", "benchmark", "recommend", "export")
+
+    def gather(self) -> list[Variant]:
+        """Every variant earlier stages listed, plus the stacked ones (and their vocabulary-trimmed twins) built now."""
+        self.variants = self.upstream_variants()
+        if self.p.stacked:
+            splits = load_splits(self.paths["data"])
+            vocab_texts = splits["train"]["text"].tolist() + splits["val"]["text"].tolist() if self.p.trim_vocab else None
+            self.variants += build_stacked(self.paths, self.variants, splits["test"]["text"].tolist(),
+                                           self.onnx_keep_groups(), vocab_texts=vocab_texts,
+                                           vocab_frequent=self.p.vocab_frequent)
+        return self.variants
+
+    def describe(self) -> str:
+        return "\n".join(f"* `{v.name}` ({v.format}, {v.precision}, from {v.stage}: {' -> '.join(v.techniques)})"
+                         for v in self.variants)
+
+    def onnx_keep_groups(self) -> dict:
+        """Module groups stage 03 kept FP32 for ONNX Runtime INT8, by the name of the FP32 model it quantized."""
+        if not (self.paths["reports"] / f"{QUANTIZATION}.json").is_file():
+            return {}
+        return {m["name"]: m["onnx_keep_fp32_groups"] for m in self.result_of(QUANTIZATION).metrics["models"]}
+
+    def benchmark(self):
+        """The harness over every variant, the teacher first; results/benchmark.{csv,json}."""
+        test = load_splits(self.paths["data"])["test"]
+        test = test.iloc[:self.p.max_test] if self.p.max_test else test
+        self.df = harness.run_benchmark(self.paths["root"], test, self.variants, self.p.threads, self.p.latency_n,
+                                        gpu=self.device if self.p.gpu else None)
+        harness.write_results(self.df, self.paths["root"] / "results", self.info)
+        return self.df
+
+    def stage_goals(self) -> list[goals.Goal]:
+        return goals.from_params(self.params)
+
+    def recommend(self):
+        self.recommended = ship.recommend(self.df, self.stage_goals())
+        return self.recommended
+
+    def export(self) -> Path:
+        """artifacts/model: the recommended variant with its model card; `python -m lib.predict` serves it."""
+        self.exported = ship.export_recommended(self.recommended, self.df, self.paths, self.info, self.stage_goals())
+        return self.exported
+
+    def outcome(self) -> dict:
+        rec = self.recommended
+        return {"metrics": {"variants_measured": len(self.df), "recommended": rec.to_dict(),
+                            "table": ship.index_table(self.df), "artifact": str(self.exported)},
+                "headline": {"recommended": rec["name"], "recommended test macro-F1": rec["macro_f1"],
+                             "speedup vs teacher": rec["speedup"], "size ratio vs teacher": rec["size_ratio"]},
+                "goals": goals.check_all(self.stage_goals(), rec, rec["name"]),
+                "verdict": ship.recommendation_text(rec, self.df, self.stage_goals())}
+
+
+def build_stacked(paths: dict, variants: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,
+                  vocab_texts: list[str] | None = None, vocab_frequent: int = 0) -> list[Variant]:
+    """Pruned model -> ONNX -> ORT INT8 for every pruned variant: compression stacked as it would ship.
+
+    With `vocab_texts`, each also gets a `_vocab` twin whose vocabulary keeps only the tokens those texts use.
+    """
+    from transformers import AutoTokenizer
+    qdir = paths["checkpoints"] / "stacked"
+
+    def int8(v: Variant, name, model, tokenizer, keep, trimmed):
+        fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, tol)
+        path = save_onnx_int8(name, fp32_dir, tokenizer, qdir, keep)
+        print(f"stacked {name}_onnx_int8: ONNX parity max |logit diff| {parity['max_abs_diff']:.2e}")
+        steps = ("vocab_trim",) * trimmed + ("onnx_export", "onnx_int8")
+        return v.derive(f"{name}_onnx_int8", "onnx", path.relative_to(paths["root"]), steps, Stage.NAME, "int8")
+    stacked = []
+    for v in [v for v in variants if v.format == "pruned"]:
+        src = v.location(paths["root"])
+        model, tokenizer = prune.load_pruned(src), AutoTokenizer.from_pretrained(src)
+        keep = q.modules_in(model, keep_groups.get(v.source, []))  # the FP32 choice made for the model it was pruned from
+        stacked.append(int8(v, v.name, model, tokenizer, keep, False))
+        if vocab_texts:  # trimming swaps only the word-embedding table, so the FP32 choices above still hold
+            model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts, vocab_frequent)
+            print(f"{v.name}_vocab: {len(kept)} of the vocabulary's tokens kept")
+            stacked.append(int8(v, f"{v.name}_vocab", model, tokenizer, keep, True))
+    return stacked

@@ -1,0 +1,208 @@
+"""Stage 02: three students cut from the teacher (no teacher, vanilla KD, intermediate KD), compared and timed."""
+import time
+
+import pandas as pd
+
+from lib import bench, goals, pipeline, stats
+from lib.common import FinCompressError, relative_path, set_seed
+from lib.data import LABELS, load_splits, load_transfer, make_loader
+from lib.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
+from lib.losses import precomputed_kd_loss
+from lib.stages.base import Stage as BaseStage
+from lib.train import evaluate, fit, load_classifier, predict, public, save_checkpoint
+from lib.variants import torch_predictor
+
+KINDS = ("baseline", "kd_vanilla", "kd_intermediate")
+
+
+class Stage(BaseStage):
+    NAME = "02_distillation"
+    STEPS = ("setup", "train_baseline", "train_kd_vanilla", "train_kd_intermediate", "compare", "measure")
+
+    def setup(self) -> None:
+        """Teacher, splits, loaders, the teacher's own val/test scores and its training-set logits."""
+        p, device = self.p, self.device
+        self.teacher_variant = self.sources("none")["teacher"]
+        self.teacher_dir = self.teacher_variant.location(self.paths["root"])
+        self.target_f1 = self.result_of(pipeline.SOURCE).metrics["target_f1"]
+        self.splits = load_splits(self.paths["data"])
+        self.teacher, self.tokenizer = load_classifier(str(self.teacher_dir))
+        self.teacher.to(device).eval()
+        self.teacher_layers = n = self.teacher.config.num_hidden_layers
+        self.student_layers = k = resolve_student_layers(n, p.student_layers)
+        self.layer_map = layer_map(n, k)
+        self.val_loader = make_loader(self.splits["val"], self.tokenizer, p.batch_size * 2, p.max_length)
+        self.test_loader = make_loader(self.splits["test"], self.tokenizer, p.batch_size * 2, p.max_length)
+        # KD students also learn from the unlabeled transfer sentences, appended after the labeled ones
+        parts = [self.splits["train"], load_transfer(self.paths["data"])] if p.transfer else [self.splits["train"]]
+        self.kd_train = pd.concat(parts, ignore_index=True)
+        # unshuffled, so row i of the logits is training sentence i, the idx every batch carries
+        ordered = make_loader(self.kd_train, self.tokenizer, p.batch_size * 2, p.max_length)
+        self.teacher_logits = predict(self.teacher, ordered, device, p.gpu, desc="teacher logits")["logits"].to(device)
+        self.teacher_val = evaluate(self.teacher, self.val_loader, device, p.gpu, desc="teacher val")
+        self.teacher_test = evaluate(self.teacher, self.test_loader, device, p.gpu, desc="teacher test")
+        self.results = {}
+
+    def describe(self) -> str:
+        return (f"Teacher: {self.teacher_layers} layers, val macro-F1 {self.teacher_val['macro_f1']:.4f}, test "
+                f"{self.teacher_test['macro_f1']:.4f}. Student: {self.student_layers} layers, copied from teacher "
+                f"layers {self.layer_map} (0-based). KD training set: {len(self.splits['train'])} labeled + "
+                f"{len(self.kd_train) - len(self.splits['train'])} unlabeled transfer sentences.")
+
+    def train_baseline(self) -> dict:
+        return self.train("baseline")
+
+    def train_kd_vanilla(self) -> dict:
+        return self.train("kd_vanilla")
+
+    def train_kd_intermediate(self) -> dict:
+        return self.train("kd_intermediate")
+
+    def train(self, kind: str) -> dict:
+        """Build a fresh student from the teacher, train it one way (see KINDS), evaluate, save."""
+        if kind not in KINDS:
+            raise FinCompressError(f"unknown student kind {kind!r}; use one of {', '.join(KINDS)}")
+        p, device = self.p, self.device
+        set_seed(p.seed)  # each student sees the same shuffles and dropout whatever ran before it
+        student, mapping = build_student(self.teacher, self.student_layers)
+        loss_fn = {"baseline": None,
+                   "kd_vanilla": precomputed_kd_loss(self.teacher_logits, p.alpha, p.temperature),
+                   "kd_intermediate": intermediate_loss_fn(self.teacher, mapping, p.alpha, p.temperature,
+                                                           p.hidden_weight, p.attention_weight)}[kind]
+        rows = self.splits["train"] if kind == "baseline" else self.kd_train
+        train_loader = make_loader(rows, self.tokenizer, p.batch_size, p.max_length, shuffle=True, seed=p.seed,
+                                   pin_memory=device.type == "cuda")
+        start = time.time()
+        result = fit(student, train_loader, self.val_loader, device, epochs=p.epochs, lr=p.lr, patience=p.patience,
+                     log_path=self.paths["logs"] / f"student_{kind}_training.csv", amp=p.gpu, desc=kind,
+                     **({"loss_fn": loss_fn} if loss_fn else {}))
+        seconds = round(time.time() - start, 1)
+        test = evaluate(student, self.test_loader, device, p.gpu, desc=f"{kind} test")
+        val = result["val"]
+        agree = {"val": stats.agreement(val, self.teacher_val), "test": stats.agreement(test, self.teacher_test)}
+        path = self.paths["checkpoints"] / f"student_{kind}"
+        info = {"kind": kind, "parent": "teacher", "layer_map": mapping, "teacher_layers": self.teacher_layers,
+                "hyperparameters": self.params, "best_epoch": result["best_epoch"], "val_macro_f1": val["macro_f1"],
+                "test_macro_f1": test["macro_f1"], "teacher_agreement": agree,
+                "num_parameters": bench.count_params(student), "labels": LABELS, "train_seconds": seconds}
+        save_checkpoint(student.cpu(), self.tokenizer, path, info)
+        self.results[kind] = {"kind": kind, "model": student, "history": result["history"], "val": val, "test": test,
+                              "best_epoch": result["best_epoch"], "agreement": agree, "path": path, "info": info}
+        return self.results[kind]
+
+    def compare(self) -> pd.DataFrame:
+        """Val/test macro-F1, per-class test F1, negative recall and agreement with the teacher, per model."""
+        rows = {"teacher": _row(self.teacher_val, self.teacher_test, {"val": 1.0, "test": 1.0})}
+        rows |= {f"student_{k}": _row(r["val"], r["test"], r["agreement"]) for k, r in self.results.items()}
+        df = pd.DataFrame(rows).T
+        df["test_gap_vs_teacher"] = df["test_macro_f1"] - df.loc["teacher", "test_macro_f1"]
+        self.table = df.round(4)
+        return self.table
+
+    def measure(self) -> pd.DataFrame:
+        """Params, size on disk and batch-1 CPU latency of the teacher and each student, on real test sentences.
+
+        Models are timed in interleaved rounds and each keeps its fastest round (bench.fastest_latency)."""
+        p = self.p
+        models = {"teacher": (self.teacher, self.teacher_dir)}
+        models |= {f"student_{k}": (r["model"], r["path"]) for k, r in self.results.items()}
+        inputs = bench.batch1_inputs(self.tokenizer, self.splits["test"]["text"].tolist(), seq_len=p.latency_seq_len,
+                                     n=p.latency_n)
+        predicts = {name: torch_predictor(model.cpu()) for name, (model, _) in models.items()}
+        runs = bench.fastest_latency(predicts, inputs, threads=p.threads, rounds=3, repeats=1)
+        rows = {name: {"layers": model.config.num_hidden_layers, "params": bench.count_params(model),
+                       "disk_bytes": bench.disk_bytes(path), "weight_bytes": bench.weight_bytes(path),
+                       "latency_ms": runs[name]["median_ms"]} for name, (model, path) in models.items()}
+        df = pd.DataFrame(rows).T
+        df["speedup"] = df.loc["teacher", "latency_ms"] / df["latency_ms"]
+        df["size_ratio"] = df.loc["teacher", "weight_bytes"] / df["weight_bytes"]
+        self.sizes = df.astype({"layers": int, "params": int, "disk_bytes": int, "weight_bytes": int})
+        return self.sizes
+
+    def best_kind(self) -> str:
+        """Selected on validation macro-F1 only: test stays untouched for the final comparison."""
+        return max(self.results, key=lambda k: self.results[k]["val"]["macro_f1"])
+
+    def best(self) -> str:
+        return f"student_{self.best_kind()}"
+
+    def tests(self) -> dict:
+        return {"teacher test": self.teacher_test, **{f"{k} test": r["test"] for k, r in self.results.items()}}
+
+    def plot_f1(self):
+        """Val and test macro-F1 of every model, with the target and the F1 budget below the teacher as lines."""
+        table, target = self.table, self.target_f1
+        ax = table[["val_macro_f1", "test_macro_f1"]].plot.bar(rot=0, figsize=(8, 3.6))
+        lo = min(table[["val_macro_f1", "test_macro_f1"]].min().min(), target) - 0.05
+        ax.set(ylim=(max(0, lo), 1.0), title="Macro-F1: students vs teacher", ylabel="macro-F1")
+        ax.axhline(target, color="red", ls=":", label=f"target {target:.2f}")
+        budget = self.p.max_f1_drop_pts
+        ax.axhline(table.loc["teacher", "test_macro_f1"] - budget / 100, color="grey", ls="--",
+                   label=f"teacher test - {budget} pts")
+        for c in ax.containers:
+            ax.bar_label(c, fmt="%.3f", fontsize=7)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.figure.tight_layout()
+        return ax.figure
+
+    def goal_checks(self) -> list[dict]:
+        best = self.best()
+        row = {"f1_drop_pts": -100 * self.table.loc[best, "test_gap_vs_teacher"], "speedup": self.sizes.loc[best, "speedup"]}
+        return goals.check_all(goals.from_params(self.params), row, best)
+
+    def outcome(self) -> dict:
+        return {"metrics": self._metrics(), "headline": self._headline(), "verdict": self.verdict(),
+                "goals": self.goal_checks(), "variants": self.variants()}
+
+    def variants(self) -> list:
+        root = self.paths["root"]
+        return [self.teacher_variant.derive(f"student_{k}", "hf", relative_path(r["path"], root), f"student_{k}",
+                                            self.NAME, test_macro_f1=r["test"]["macro_f1"],
+                                            val_macro_f1=r["val"]["macro_f1"],
+                                            params=int(self.sizes.loc[f"student_{k}", "params"]),
+                                            disk_bytes=int(self.sizes.loc[f"student_{k}", "disk_bytes"]),
+                                            latency_ms=float(self.sizes.loc[f"student_{k}", "latency_ms"]))
+                for k, r in self.results.items()]
+
+    def verdict(self) -> str:
+        """The reading of the run, written from the numbers."""
+        t, s, best = self.table, self.sizes, self.best()
+        kd_gain = (t.loc[best, "test_macro_f1"] - t.loc["student_baseline", "test_macro_f1"]) * 100
+        return "\n".join(goals.lines(self.goal_checks()) + [
+            f"* Best student by validation macro-F1: **{best}**; test macro-F1 {t.loc[best, 'test_macro_f1']:.4f}, "
+            f"{t.loc[best, 'test_gap_vs_teacher'] * 100:+.2f} points vs the teacher; {kd_gain:+.2f} points vs the "
+            "no-teacher baseline.",
+            f"* Negative recall on test: teacher {t.loc['teacher', 'test_negative_recall']:.3f}, best student "
+            f"{t.loc[best, 'test_negative_recall']:.3f}, baseline {t.loc['student_baseline', 'test_negative_recall']:.3f}.",
+            f"* It agrees with the teacher on {t.loc[best, 'agreement_test']:.1%} of test sentences.",
+            f"* {s.loc[best, 'params'] / 1e6:.1f} M parameters vs {s.loc['teacher', 'params'] / 1e6:.1f} M; weights "
+            f"{s.loc[best, 'size_ratio']:.2f}x smaller; batch-1 CPU latency {s.loc[best, 'latency_ms']:.2f} ms vs "
+            f"{s.loc['teacher', 'latency_ms']:.2f} ms ({s.loc[best, 'speedup']:.2f}x faster).",
+            "* The embeddings are a large fixed share of a small BERT, so parameters shrink less than depth does."])
+
+    def _metrics(self) -> dict:
+        root, best = self.paths["root"], self.best()
+        return {"teacher": {"val": public(self.teacher_val), "test": public(self.teacher_test),
+                            **self.sizes.loc["teacher"].to_dict()},
+                "students": {k: {"val": public(r["val"]), "test": public(r["test"]), "agreement": r["agreement"],
+                                 "best_epoch": r["best_epoch"], "history": r["history"]} for k, r in self.results.items()},
+                "comparison": self.table.to_dict("index"), "sizes": self.sizes.to_dict("index"),
+                "best_student": {"name": best, "path": relative_path(self.results[self.best_kind()]["path"], root)},
+                "student_layers": self.student_layers, "layer_map": self.layer_map, "target_f1": self.target_f1,
+                "kd_training_rows": {"labeled": len(self.splits["train"]),
+                                     "transfer": len(self.kd_train) - len(self.splits["train"])},
+                "hyperparameters": self.params}
+
+    def _headline(self) -> dict:
+        t, b = self.table, self.best()
+        return {"best student": b, "best student test macro-F1": float(t.loc[b, "test_macro_f1"]),
+                "teacher test macro-F1": float(t.loc["teacher", "test_macro_f1"]),
+                "test gap (points)": float(t.loc[b, "test_gap_vs_teacher"] * 100),
+                "speedup batch-1": float(self.sizes.loc[b, "speedup"]), "agreement": float(t.loc[b, "agreement_test"])}
+
+
+def _row(val, test, agree) -> dict:
+    return {"val_macro_f1": val["macro_f1"], "test_macro_f1": test["macro_f1"],
+            **{f"test_f1_{c}": f for c, f in test["per_class_f1"].items()},
+            "test_negative_recall": stats.class_recall(test, LABELS.index("negative")),
+            "agreement_val": agree["val"], "agreement_test": agree["test"]}

@@ -1,0 +1,227 @@
+"""Stage 04: the teacher and the best student pruned level by level (heads and FFN neurons), KD recovery, timing."""
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from lib import bench, prune
+from lib.common import FinCompressError, relative_path
+from lib.data import load_splits, make_loader
+from lib.losses import precomputed_kd_loss
+from lib.params import sparsities
+from lib.stages.base import Stage as BaseStage
+from lib.train import evaluate, load_classifier, predict, public
+from lib.variants import Variant, torch_predictor
+
+
+class Stage(BaseStage):
+    NAME = "04_pruning"
+    STEPS = ("pick_models", "prune", "measure")
+
+    def pick_models(self) -> dict[str, Variant]:
+        """Sparsity levels, and the models to prune by role (teacher, student)."""
+        self.levels = parse_levels(self.p.head_levels, self.p.ffn_levels)
+        self.models = self.sources(self.p.student_dir)
+        return self.models
+
+    def describe(self) -> str:
+        return (f"Pruning **{', '.join(self.models)}** to levels {[level_name(l) for l in self.levels]} "
+                "(% of heads, % of FFN neurons removed).")
+
+    def prune(self) -> dict:
+        """Each model pruned level by level; each level's checkpoint written as soon as it is reached."""
+        self.results = {role: prune_model(role, v, self.paths, self.device, self.levels, self.params)
+                        for role, v in self.models.items()}
+        return self.results
+
+    def measure(self) -> pd.DataFrame:
+        """Every checkpoint reloaded from disk and timed on real test sentences, one at a time."""
+        p = self.p
+        texts = load_splits(self.paths["data"])["test"]["text"].tolist()
+        measure(self.results, texts, p.latency_seq_len, p.threads, p.latency_passes, p.latency_n)
+        return table(self.results)
+
+    def outcome(self) -> dict:
+        root = self.paths["root"]
+        variants = [self.models[role].derive(f"{role}_pruned_{lv['name']}", "pruned", relative_path(lv["path"], root),
+                                             "prune", self.NAME, test_macro_f1=lv["test"]["macro_f1"],
+                                             val_macro_f1=lv["val"]["macro_f1"], params=lv["params"],
+                                             disk_bytes=lv["disk_bytes"], latency_ms=lv["latency"]["median_ms"],
+                                             head_fraction=lv["head_fraction"], ffn_fraction=lv["ffn_fraction"])
+                    for role, res in self.results.items() for lv in res["levels"]]
+        return {"metrics": {"models": metrics(self.results, root), "hyperparameters": self.params},
+                "headline": headline(self.results), "verdict": verdict(self.results), "variants": variants}
+
+
+def parse_levels(head_levels: str, ffn_levels: str) -> list[tuple[float, float]]:
+    """Pairs (head fraction, FFN fraction) from two comma-separated lists, in increasing order."""
+    heads, ffn = sparsities("head_levels", head_levels), sparsities("ffn_levels", ffn_levels)
+    if not heads or len(heads) != len(ffn):
+        raise FinCompressError(f"head_levels and ffn_levels need the same number (>= 1) of values; got {len(heads)} and {len(ffn)}")
+    levels = list(zip(heads, ffn))
+    if levels != sorted(levels) or any(b[1] < a[1] for a, b in zip(levels, levels[1:])):
+        raise FinCompressError("head_levels and ffn_levels must both increase: each level continues pruning the previous one")
+    return levels
+
+
+def level_name(level: tuple[float, float]) -> str:
+    h, f = (round(x * 100) for x in level)
+    return f"{h}" if h == f else f"h{h}_f{f}"
+
+
+def prunable_params(model) -> int:
+    """Weights structured pruning can remove: Q/K/V, attention output and FFN matrices (+ their sliced biases)."""
+    n = 0
+    for block in prune.layers(model):
+        att = block.attention
+        n += sum(p.numel() for m in (att.self.query, att.self.key, att.self.value) for p in m.parameters())
+        n += att.output.dense.weight.numel() + block.output.dense.weight.numel()
+        n += sum(p.numel() for p in block.intermediate.dense.parameters())
+    return n
+
+
+def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p: dict) -> dict:
+    """Prune one checkpoint level by level (each continues the previous), saving and testing each level."""
+    splits, src = load_splits(paths["data"]), source.location(paths["root"])
+    model, tok = load_classifier(str(src))
+    model.to(device)
+
+    def loader(df, bs, shuffle=False):
+        return make_loader(df, tok, bs, p["max_length"], shuffle=shuffle, seed=p["seed"])
+    train, val, test = loader(splits["train"], p["batch_size"], True), loader(splits["val"], 64), loader(splits["test"], 64)
+    base = {"path": src, "params": bench.count_params(model), "prunable": prunable_params(model),
+            "test": evaluate(model, test, device, desc="test"), "counts": prune.unit_counts(model)}
+    # The unpruned model is the KD teacher of every recovery round: its logits are fixed, so compute once.
+    teacher_logits = predict(model, loader(splits["train"], 64), device, desc="kd targets")["logits"]
+    loss_fn = precomputed_kd_loss(teacher_logits, p["alpha"], p["temperature"])
+    out = {"name": name, "base": base, "levels": []}
+    for level in levels:
+        start, label = time.time(), level_name(level)
+        log = prune.prune_to(model, train, val, device, head_fraction=level[0], ffn_fraction=level[1],
+                             rounds=p["rounds"], recovery_epochs=p["recovery_epochs"], lr=p["lr"], loss_fn=loss_fn,
+                             method=p["importance"], batches=p["importance_batches"], log_dir=paths["logs"],
+                             desc=f"prune_{name}_{label}")
+        path = paths["checkpoints"] / "pruned" / f"{name}_{label}"
+        prune.save_pruned(model.cpu(), tok, path, {"parent": str(src), "head_fraction": level[0],
+                                                   "ffn_fraction": level[1], "hyperparameters": p})
+        model.to(device)
+        out["levels"].append({"name": label, "head_fraction": level[0], "ffn_fraction": level[1], "path": path,
+                              "counts": prune.unit_counts(model), "params": bench.count_params(model),
+                              "sparsity": 1 - prunable_params(model) / base["prunable"],
+                              "val": public(evaluate(model, val, device, desc="val")),
+                              "test": public(evaluate(model, test, device, desc="test")),
+                              "rounds": [_round_summary(r) for r in log], "seconds": round(time.time() - start, 1)})
+    base["test"] = public(base["test"])
+    return out
+
+
+def _round_summary(entry: dict) -> dict:
+    """A round for the JSON: head indices removed (original numbering), neuron counts only (they are many)."""
+    return {"round": entry["round"], "heads_removed": entry["removed"]["heads"],
+            "neurons_removed": [len(x) for x in entry["removed"]["neurons"]], "val_macro_f1": entry["val_macro_f1"],
+            "history": entry.get("history", [])}
+
+
+def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2, passes: int = 2, n: int = 64) -> None:
+    """Disk bytes and batch-1 latency of every base/level checkpoint, loaded back from disk.
+
+    Models are timed back to back and each keeps its fastest of `passes` passes (bench.fastest_latency)."""
+    for res in results.values():
+        _, tok = load_classifier(str(res["base"]["path"]))
+        inputs = bench.batch1_inputs(tok, texts, seq_len=seq_len, n=n)
+        entries = [(res["base"], lambda p: load_classifier(str(p))[0])] + [(lv, prune.load_pruned) for lv in res["levels"]]
+        fns = {i: torch_predictor(load(e["path"])) for i, (e, load) in enumerate(entries)}
+        best = bench.fastest_latency(fns, inputs, threads=threads, rounds=passes)
+        for i, (e, _) in enumerate(entries):
+            e["disk_bytes"], e["weight_bytes"], e["latency"] = bench.disk_bytes(e["path"]), bench.weight_bytes(e["path"]), best[i]
+        for lv in res["levels"]:
+            lv["speedup"] = res["base"]["latency"]["median_ms"] / lv["latency"]["median_ms"]
+
+
+def table(results: dict) -> pd.DataFrame:
+    rows = {}
+    for name, res in results.items():
+        b = res["base"]
+        for lv in [{"name": "0", **b, "speedup": 1.0, "sparsity": 0.0}] + res["levels"]:
+            rows[f"{name} {lv['name']}"] = {
+                "heads": sum(lv["counts"]["heads"]), "ffn neurons": sum(lv["counts"]["neurons"]),
+                "prunable sparsity": lv["sparsity"], "test macro-F1": lv["test"]["macro_f1"],
+                "ΔF1 (points)": 100 * (lv["test"]["macro_f1"] - b["test"]["macro_f1"]), "params (M)": lv["params"] / 1e6,
+                "params kept": lv["params"] / b["params"], "disk MB": lv["disk_bytes"] / 1e6,
+                "weights MB": lv["weight_bytes"] / 1e6, "latency ms": lv["latency"]["median_ms"], "speedup": lv["speedup"]}
+    return pd.DataFrame(rows).T.round(4)
+
+
+def plot_kept(results: dict):
+    """Heatmaps of the share of heads and FFN neurons each layer keeps, per model and level."""
+    fig, axes = plt.subplots(2, len(results), figsize=(5.5 * len(results), 5.5), squeeze=False)
+    for col, (name, res) in enumerate(results.items()):
+        base = res["base"]["counts"]
+        for row, kind in enumerate(("heads", "neurons")):
+            kept = np.array([lv["counts"][kind] for lv in res["levels"]], dtype=float)
+            sns.heatmap(kept / np.array(base[kind]), annot=kept.astype(int), fmt="d", vmin=0, vmax=1, cmap="viridis",
+                        ax=axes[row, col], yticklabels=[lv["name"] for lv in res["levels"]],
+                        xticklabels=range(len(base[kind])), annot_kws={"fontsize": 7})
+            axes[row, col].set(title=f"{name}: {kind} kept (of {base[kind][0]} per layer)", xlabel="layer",
+                               ylabel="level (% removed)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curve(results: dict):
+    """Test macro-F1 and batch-1 speedup against the share of prunable weights removed."""
+    fig, (ax_f1, ax_sp) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, res in results.items():
+        xs = [0.0] + [lv["sparsity"] for lv in res["levels"]]
+        ax_f1.plot(xs, [res["base"]["test"]["macro_f1"]] + [lv["test"]["macro_f1"] for lv in res["levels"]],
+                   marker="o", label=name)
+        ax_sp.plot(xs, [1.0] + [lv["speedup"] for lv in res["levels"]], marker="o", label=name)
+        ax_f1.axhline(res["base"]["test"]["macro_f1"] - 0.01, ls=":", color=ax_f1.lines[-1].get_color(), lw=1)
+    ax_f1.set(title="Test macro-F1 vs sparsity (dotted: 1 point below unpruned)", xlabel="share of prunable weights removed")
+    ax_sp.set(title="Batch-1 CPU speedup vs sparsity", xlabel="share of prunable weights removed", ylabel="x faster")
+    for ax in (ax_f1, ax_sp):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusions(results: dict) -> dict:
+    out = {}
+    for name, res in results.items():
+        out[f"{name} unpruned"] = res["base"]["test"]
+        out.update({f"{name} {lv['name']}%": lv["test"] for lv in res["levels"]})
+    return out
+
+
+def headline(results: dict) -> dict:
+    """Each model's strongest level: F1 change, parameter share kept, speedup."""
+    out = {}
+    for name, res in results.items():
+        lv = res["levels"][-1]
+        out[f"{name} unpruned test macro-F1"] = res["base"]["test"]["macro_f1"]
+        out[f"{name} {lv['name']}% pruned test macro-F1"] = lv["test"]["macro_f1"]
+        out[f"{name} {lv['name']}% params kept"] = lv["params"] / res["base"]["params"]
+        out[f"{name} {lv['name']}% batch-1 speedup"] = lv["speedup"]
+    return out
+
+
+def verdict(results: dict) -> str:
+    """Per model, what its strongest level costs and buys (the level to ship is stage 05's call, on all variants)."""
+    lines = []
+    for name, res in results.items():
+        lv, base = res["levels"][-1], res["base"]
+        lines.append(f"* **{name}** at {lv['name']}% removed: test macro-F1 {lv['test']['macro_f1']:.4f} "
+                     f"({100 * (lv['test']['macro_f1'] - base['test']['macro_f1']):+.2f} points vs unpruned, val "
+                     f"{lv['val']['macro_f1']:.4f}), {lv['params'] / base['params']:.0%} of the parameters, "
+                     f"{lv['speedup']:.2f}x faster at batch 1.")
+    return "\n".join(lines)
+
+
+def metrics(results: dict, root: Path) -> dict:
+    """The JSON form of the results (paths relative to out_dir)."""
+    def rel(e):
+        return {**e, "path": relative_path(e["path"], root)}
+    return {name: {"base": rel(res["base"]), "levels": [rel(lv) for lv in res["levels"]]} for name, res in results.items()}

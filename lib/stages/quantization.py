@@ -1,0 +1,224 @@
+"""Stage 03: every INT8 variant of the teacher and the best student, each measured against its FP32 source."""
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from lib import bench, goals, quantize as q, sensitivity as sens
+from lib.common import FinCompressError, relative_path
+from lib.data import load_splits, make_loader
+from lib.onnx_export import save_onnx_fp32, save_onnx_int8
+from lib.stages.base import Stage as BaseStage
+from lib.variants import Variant, torch_predictor
+
+
+class Stage(BaseStage):
+    NAME = "03_quantization"
+    STEPS = ("pick_models", "quantize_teacher", "quantize_student")
+
+    def pick_models(self) -> list[Variant]:
+        """The FP32 sources: stage 01's teacher and stage 02's best student (or student_dir)."""
+        found = self.sources(self.p.student_dir)
+        self.models = [found["teacher"]]
+        if "student" in found:  # a student folder that happens to be called teacher must not clash with it
+            v = found["student"]
+            self.models.append(replace(v, name="student") if v.name == "teacher" else v)
+        self.results = []
+        return self.models
+
+    def describe(self) -> str:
+        return ", ".join(f"**{v.name}**: `{v.path}`" for v in self.models)
+
+    def quantize_teacher(self) -> dict:
+        self.results.append(quantize_model(self.models[0], self.paths, self.device, self.params))
+        return self.results[-1]
+
+    def quantize_student(self) -> dict | None:
+        if len(self.models) > 1:
+            self.results.append(quantize_model(self.models[1], self.paths, self.device, self.params))
+            return self.results[-1]
+        return None
+
+    def stage_goals(self) -> list[goals.Goal]:
+        return goals.from_params(self.params, ref="its FP32 source")
+
+    def outcome(self) -> dict:
+        gs, checks = self.stage_goals(), []
+        for r in self.results:  # each model is judged by the INT8 variant it would ship
+            best = best_int8(r, gs)
+            checks += goals.check_all(gs, best.metrics, best.name)
+        return {"metrics": {"models": [json_view(r) for r in self.results]}, "goals": checks,
+                "headline": headline(self.results, gs), "verdict": verdict(self.results, gs, checks),
+                "variants": [v for r in self.results for v in r["variants"]]}
+
+
+def load_fp32(path: Path):
+    """The FP32 source exactly as the benchmark loads it (default attention), in eval mode."""
+    if not (Path(path) / "config.json").is_file():
+        raise FinCompressError(f"{path} is not a model folder (no config.json); run the stage that writes it first")
+    with q.quiet():
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def fp32_reference(model, src: Path, root: Path, val, test, lat_inputs, threads: int) -> dict:
+    """The FP32 PyTorch model every variant is compared with: F1, logits, size and latency."""
+    predict = torch_predictor(model)
+    return {"path": relative_path(src, root), "params": bench.count_params(model), "disk_bytes": bench.disk_bytes(src),
+            "weight_bytes": bench.weight_bytes(src), "val": sens.evaluate_predictor(predict, val),
+            "test": sens.evaluate_predictor(predict, test),
+            "latency": bench.latency_ms(predict, lat_inputs, threads=threads)}
+
+
+def measure(variant: Variant, path: Path, predict, lat_inputs, ref: dict, fp32: dict, p: dict) -> Variant:
+    """Test F1, agreement, size and latency of one saved variant, relative to its FP32 source."""
+    lat = bench.latency_ms(predict, lat_inputs, threads=p["threads"])
+    m = dict(test_macro_f1=ref["macro_f1"], fp32_test_macro_f1=fp32["test"]["macro_f1"],
+             f1_drop_pts=100 * (fp32["test"]["macro_f1"] - ref["macro_f1"]), params=fp32["params"],
+             disk_bytes=bench.disk_bytes(path), weight_bytes=bench.weight_bytes(path), latency_ms=lat["median_ms"],
+             latency=lat, speedup=fp32["latency"]["median_ms"] / lat["median_ms"],
+             size_ratio=fp32["disk_bytes"] / bench.disk_bytes(path), **ref["vs_fp32"])
+    return variant.with_metrics(**m, goals_met=goals.all_met(goals.from_params(p, ref="its FP32 source"), m))
+
+
+def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
+    """PTQ (torch), ONNX FP32/INT8 and QAT INT8 of one model, each saved, reloaded from disk and measured."""
+    name, root, src = source.name, paths["root"], source.location(paths["root"])
+    model, tokenizer = load_fp32(src)
+    splits = load_splits(paths["data"])
+    val, test = (make_loader(splits[s], tokenizer, 64, p["max_length"]) for s in ("val", "test"))
+    texts = splits["test"]["text"].astype(str).tolist()
+    lat_inputs = bench.batch1_inputs(tokenizer, texts, seq_len=p["latency_seq_len"], n=p["latency_n"])
+    fp32 = fp32_reference(model, src, root, val, test, lat_inputs, p["threads"])
+    ref_f1, ref_logits = fp32["val"]["macro_f1"], fp32["val"]["logits"]
+    scan = sens.sensitivity(model, val, ref_f1, ref_logits, p["per_channel"])
+    keep, val_drop = sens.choose_fp32_groups(model, val, ref_f1, scan, p["per_channel"], p["max_f1_drop_pts"])
+    keep_mods, qdir = q.modules_in(model, keep), paths["checkpoints"] / "quantized"
+    meta = {"source": fp32["path"], "keep_fp32_groups": keep, "keep_fp32": keep_mods, "per_channel": p["per_channel"]}
+    q.save_torch_int8(q.quantize_torch(model, keep_mods, p["per_channel"]), model.config, tokenizer,
+                      qdir / f"{name}_torch_int8", meta | {"method": "ptq_dynamic"})
+    # One FP32 export serves the ONNX FP32-group choice and the saved INT8 variant.
+    fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, p["parity_tol"])
+    onnx_keep, onnx_val_drop = sens.choose_onnx_fp32_groups(model, tokenizer, fp32_dir, val, ref_f1, scan,
+                                                            p["max_f1_drop_pts"])
+    int8_dir = save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))
+    qat_model, qat_history = q.train_qat(name, model, tokenizer, splits, keep_mods, device, p)
+    q.save_torch_int8(qat_model, model.config, tokenizer, qdir / f"{name}_qat_int8", meta | {"method": "qat"})
+    made = {"torch_int8": ("torch_int8", "torch_int8", "int8"), "onnx_fp32": ("onnx", ("onnx_export",), "fp32"),
+            "onnx_int8": ("onnx", ("onnx_export", "onnx_int8"), "int8"), "qat_int8": ("torch_int8", "qat_int8", "int8")}
+    by_method, evals = {}, {}
+    for method, (fmt, technique, precision) in made.items():  # measured reloaded from disk: what ships is scored
+        path = qdir / f"{name}_{method}"
+        predict, _ = q.load_onnx(path, p["threads"]) if fmt == "onnx" else q.load_torch_int8(path)
+        v = source.derive(f"{name}_{method}", fmt, relative_path(path, root), technique, Stage.NAME, precision)
+        evals[v.name] = sens.evaluate_predictor(predict, test, fp32["test"]["logits"])
+        by_method[method] = measure(v, path, predict, lat_inputs, evals[v.name], fp32, p)
+    return {"name": name, "fp32": fp32, "sensitivity": scan, "keep_fp32_groups": keep, "val_drop_pts_with_keep": val_drop,
+            "onnx_keep_fp32_groups": onnx_keep, "onnx_val_drop_pts_with_keep": onnx_val_drop, "onnx_parity": parity,
+            "qat_history": qat_history, "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
+
+
+def json_view(result: dict) -> dict:
+    """The JSON-worthy part of quantize_model's result (no logits or per-sentence arrays; variants by name)."""
+    fp32 = {k: v for k, v in result["fp32"].items() if k not in ("val", "test")}
+    fp32.update(val_macro_f1=result["fp32"]["val"]["macro_f1"], test_macro_f1=result["fp32"]["test"]["macro_f1"])
+    skip = ("fp32", "evals", "variants", "by_method")
+    return {**{k: v for k, v in result.items() if k not in skip}, "fp32": fp32,
+            "variants": {method: v.name for method, v in result["by_method"].items()}}
+
+
+def best_int8(result: dict, gs: list) -> Variant:
+    """The INT8 variant to ship: goals met first, then within the F1 budget, then fastest."""
+    budget = next(g for g in gs if g.name == "max_f1_drop_pts")
+    int8 = [v for v in result["variants"] if v.precision == "int8"]
+    return max(int8, key=lambda v: (v.metrics["goals_met"], budget.met(v.metrics["f1_drop_pts"]), v.metrics["speedup"]))
+
+
+def headline(results: list[dict], gs: list) -> dict:
+    out = {}
+    for r in results:
+        b = best_int8(r, gs)
+        out.update({f"{r['name']} best INT8": b.name, f"{r['name']} INT8 test macro-F1": b.metrics["test_macro_f1"],
+                    f"{r['name']} F1 drop (pts)": round(b.metrics["f1_drop_pts"], 2),
+                    f"{r['name']} size ratio": round(b.metrics["size_ratio"], 2),
+                    f"{r['name']} speedup": round(b.metrics["speedup"], 2)})
+    out["goals met"] = all(best_int8(r, gs).metrics["goals_met"] for r in results)
+    return out
+
+
+def variants_table(result: dict) -> pd.DataFrame:
+    """One model's FP32 source and every variant: quality, agreement, size, speed, goals."""
+    f = result["fp32"]
+    rows = [{"variant": f"{result['name']} (FP32 torch)", "test_macro_f1": f["test"]["macro_f1"], "f1_drop_pts": 0.0,
+             "disk_MB": f["disk_bytes"] / 1e6, "weight_MB": f["weight_bytes"] / 1e6, "params": f["params"],
+             "latency_ms": f["latency"]["median_ms"], "speedup": 1.0, "size_ratio": 1.0}]
+    cols = ["test_macro_f1", "f1_drop_pts", "params", "latency_ms", "speedup", "size_ratio", "agreement",
+            "max_abs_diff", "mean_abs_diff", "goals_met"]
+    rows += [{"variant": v.name, **{c: v.metrics[c] for c in cols}, "disk_MB": v.metrics["disk_bytes"] / 1e6,
+              "weight_MB": v.metrics["weight_bytes"] / 1e6} for v in result["variants"]]
+    return pd.DataFrame(rows).set_index("variant").round(4)
+
+
+def sensitivity_table(result: dict) -> pd.DataFrame:
+    df = pd.DataFrame(result["sensitivity"]).set_index("group").round(4)
+    return df.assign(kept_fp32=[g in result["keep_fp32_groups"] for g in df.index])
+
+
+def plot_sensitivity(results: list[dict], max_drop: float):
+    """Val macro-F1 drop when one group alone is INT8; red bars are the groups the default keeps FP32."""
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 0.28 * len(results[0]["sensitivity"]) + 1.5),
+                             squeeze=False)
+    for ax, r in zip(axes[0], results):
+        df = sensitivity_table(r)
+        ax.barh(df.index, df["f1_drop_pts"], color=["tab:red" if k else "tab:blue" for k in df["kept_fp32"]])
+        ax.axvline(max_drop, color="grey", ls=":", label=f"{max_drop} pt budget")
+        ax.invert_yaxis()
+        ax.set(title=f"{r['name']}: val F1 drop, one group INT8", xlabel="F1 drop (points)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoffs(results: list[dict]):
+    """Test macro-F1, size on disk and batch-1 latency of every variant next to its FP32 source."""
+    df = pd.concat([variants_table(r) for r in results])
+    fp32_rows = {f"{r['name']} (FP32 torch)" for r in results}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 0.35 * len(df) + 1.8))
+    for ax, col, title in zip(axes, ["test_macro_f1", "disk_MB", "latency_ms"],
+                              ["test macro-F1", "size on disk (MB)", "latency, batch 1, 32 tokens (ms)"]):
+        ax.barh(df.index, df[col], color=["grey" if i in fp32_rows else "tab:blue" for i in df.index])
+        ax.bar_label(ax.containers[0], fmt="%.3g", fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(title)
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
+    axes[0].set_xlim(max(0, df["test_macro_f1"].min() - 0.1), 1)
+    fig.tight_layout()
+    return fig
+
+
+def int8_confusions(result: dict) -> dict:
+    """Test predictions of the FP32 source and each of its INT8 variants, for confusion matrices."""
+    return {f"{result['name']} FP32": result["fp32"]["test"],
+            **{v.name: result["evals"][v.name] for v in result["variants"] if v.precision == "int8"}}
+
+
+def verdict(results: list[dict], gs: list, checks: list[dict]) -> str:
+    """The study's reading of the numbers, per model, against the stage's goals."""
+    lines = goals.lines(checks)
+    for r in results:
+        b, m = best_int8(r, gs), r["by_method"]
+        kept = ", ".join(r["keep_fp32_groups"]) or "nothing"
+        kept_onnx = ", ".join(r["onnx_keep_fp32_groups"]) or "nothing"
+        bm = b.metrics
+        lines.append(f"* **{r['name']}**: ship `{b.name}` ({'goals MET' if bm['goals_met'] else 'goals NOT met'}): "
+                     f"test macro-F1 {bm['test_macro_f1']:.4f} vs FP32 {bm['fp32_test_macro_f1']:.4f} "
+                     f"({-bm['f1_drop_pts']:+.2f} pts), {bm['size_ratio']:.2f}x smaller on disk, {bm['speedup']:.2f}x "
+                     f"faster at batch 1. Kept FP32 to stay within budget on val: {kept} (PyTorch), {kept_onnx} "
+                     f"(ONNX Runtime). QAT INT8 {m['qat_int8'].metrics['test_macro_f1']:.4f} "
+                     f"vs PTQ INT8 {m['torch_int8'].metrics['test_macro_f1']:.4f}.")
+    lines.append("* Latency is one machine's reading (2 threads, batch 1, 32 tokens); rerun "
+                 "`python scripts/bench_quantize.py OUT_DIR` on a quiet machine before quoting it.")
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Stage 02 (lib/stages/distillation.py): the smoke run's three students, their variants and the stage's goals."""
+import json
+import re
+
+import pytest
+
+from lib.errors import FinCompressError
+from lib.stages import distillation
+
+
+def test_missing_teacher_says_run_stage_01(tmp_path):
+    with pytest.raises(FinCompressError, match="run stage 01 first"):
+        distillation.Stage({"out_dir": str(tmp_path)}).setup()
+
+
+def test_notebook_02_smoke(smoke_run):
+    report = json.loads((smoke_run / "reports" / "02_distillation.json").read_text())
+    assert report["stage"] == "02_distillation"
+    m, variants = report["metrics"], report["variants"]
+    names = [v["name"] for v in variants]
+    assert names == ["student_baseline", "student_kd_vanilla", "student_kd_intermediate"]
+    for v in variants:
+        assert v["format"] == "hf" and v["source"] == "teacher" and not v["path"].startswith("/")
+        assert v["techniques"] == ["finetune", v["name"]] and v["stage"] == "02_distillation"
+        assert (smoke_run / v["path"] / "config.json").is_file() and v["metrics"]["params"] < m["teacher"]["params"]
+        info = json.loads((smoke_run / v["path"] / "checkpoint_info.json").read_text())
+        assert info["layer_map"] == m["layer_map"] == [1, 3, 5]
+        assert 0 <= v["metrics"]["test_macro_f1"] <= 1 and v["metrics"]["disk_bytes"] > 0 and v["metrics"]["latency_ms"] > 0
+    best = max(variants, key=lambda v: v["metrics"]["val_macro_f1"])
+    assert m["best_student"] == {"name": best["name"], "path": best["path"]}
+    for name in ["teacher", *names]:
+        row = m["comparison"][name]
+        assert 0 <= row["agreement_test"] <= 1 and set(m["sizes"][name]) >= {"params", "disk_bytes", "latency_ms"}
+    assert report["headline"]["best student"] == best["name"]
+    assert [g["goal"] for g in report["goals"]] == ["max_f1_drop_pts", "min_speedup"]
+    assert all(g["subject"] == best["name"] for g in report["goals"]) and m["target_f1"] == 0.87  # stage 01's goal
+    html = (smoke_run / "reports" / "02_distillation.html").read_text()
+    # curves, F1 bars, confusions, per-class F1 (the template's CSS holds one more data URL, not counted)
+    assert len(re.findall(r'<img[^>]+src="data:image/png', html)) >= 4
+    assert "Traceback" not in html

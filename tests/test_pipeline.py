@@ -1,0 +1,14 @@
+"""lib/pipeline.py: stage order comes from each stage's kind, so the benchmark stays last whatever is added."""
+from lib import pipeline
+
+
+def test_run_order_is_source_techniques_benchmark():
+    assert pipeline.NAMES == ["01_data_teacher", "02_distillation", "03_quantization", "04_pruning", "05_benchmark"]
+    assert pipeline.producers("05_benchmark") == pipeline.NAMES[:-1]
+    assert pipeline.before("03_quantization") == ["01_data_teacher", "02_distillation"]
+
+
+def test_a_technique_listed_after_the_benchmark_still_runs_before_it():
+    declared = [*pipeline.DECLARED, pipeline.StageEntry("06_lowrank", "06", "technique")]
+    order = [s.name for s in pipeline.in_run_order(declared)]
+    assert order[-2:] == ["06_lowrank", "05_benchmark"] and order[0] == "01_data_teacher"
