@@ -240,8 +240,8 @@ def main(argv=None) -> int:
     check_overrides(args, stages, declared)
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise FinCompressError(f"--data-dir {args.data_dir} is not a folder; pass one laid out like ../shared/data")
-    # Every rank takes rank 0's skip decisions (its state and reports), or their collectives would not match.
-    decide = stage_paths(args.out_dir)["reports"]
+    # Every rank takes rank 0's skip decisions (its state, reports, and out_dir in the keys), or their collectives would not match.
+    decide, main_out = stage_paths(args.out_dir)["reports"], str(Path(args.out_dir).resolve())
     stages = join_launcher(args, stages)
     plan = {s: stage_parameters(s, declared[s], args) for s in stages}
     reports = stage_paths(args.out_dir)["reports"]
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     statuses, timings, failed = {}, {}, None
     for stage in stages:
         # Upstream keys come from the state, so a re-run upstream stage re-keys everything after it.
-        key = fingerprint(stage, plan[stage], [state.get(s) for s in STAGES[:STAGES.index(stage)]])
+        key = fingerprint(stage, {**plan[stage], "out_dir": main_out}, [state.get(s) for s in STAGES[:STAGES.index(stage)]])
         if not args.force and up_to_date(stage, key, state, decide):
             statuses[stage], timings[stage] = "ok (unchanged, skipped)", 0.0
             print(f"=== {stage}: unchanged since its last successful run, skipped (--force to redo)", flush=True)

@@ -28,7 +28,7 @@ def mixed_loss(student_logits, teacher_logits, labels, alpha: float, temperature
     labeled = labels >= 0  # transfer-set sentences (label -1) have soft targets only
     ce = (F.cross_entropy(student_logits[labeled].float(), labels[labeled]) if labeled.any()
           else student_logits.sum() * 0.0)
-    return alpha * kd + (1 - alpha) * ce, {"kd": kd.item(), "ce": ce.item()}
+    return alpha * kd + (1 - alpha) * ce, {"kd": kd.detach(), "ce": ce.detach()}
 
 
 def hidden_mse(student_states, teacher_states, attention_mask):
@@ -108,7 +108,7 @@ def intermediate_loss_fn(teacher, mapping, alpha, temperature, hidden_weight, at
         # hidden_states[0] is the embedding output, so layer i's output sits at i + 1
         hid = hidden_mse(s.hidden_states[1:], [t.hidden_states[j + 1] for j in mapping], mask)
         att = attention_mse(s.attentions, [t.attentions[j] for j in mapping], mask)
-        parts.update(hidden=hid.item(), attention=att.item())
+        parts.update(hidden=hid.detach(), attention=att.detach())
         return loss + hidden_weight * hid + attention_weight * att, parts
     return loss_fn
 
