@@ -230,13 +230,14 @@ def preflight(args) -> tuple[list[str], dict, str | None]:
     return stages, declared, teacher_family(args, stages, declared)
 
 
-def run_stages(stages: list[str], plan: dict, args, decide: Path, reports: Path) -> tuple[dict, dict, str | None]:
+def run_stages(stages: list[str], plan: dict, args, decide: Path, reports: Path, main_out: str) -> tuple[dict, dict, str | None]:
     """Each stage in order, skipping those unchanged since their last success; stops at the first failure."""
     state = load_state(decide)
     statuses, timings = {}, {}
     for stage in stages:
         # Upstream keys come from the state, so a re-run upstream stage re-keys everything after it.
-        key = fingerprint(stage, plan[stage], [state.get(s) for s in pipeline.before(stage)])
+        # Rank 0's out_dir, not this rank's scratch copy: every rank must reach rank 0's skip decisions.
+        key = fingerprint(stage, {**plan[stage], "out_dir": main_out}, [state.get(s) for s in pipeline.before(stage)])
         if not args.force and up_to_date(stage, key, state, decide):
             statuses[stage], timings[stage] = "ok (unchanged, skipped)", 0.0
             print(f"=== {stage}: unchanged since its last successful run, skipped (--force to redo)", flush=True)
@@ -263,12 +264,12 @@ def main(argv=None) -> int:
         for s in stages:
             print(f"{s}: {json.dumps(stage_parameters(s, declared[s], args, family))}")
         return 0
-    # Every rank takes rank 0's skip decisions (its state and reports), or their collectives would not match.
-    decide = stage_paths(args.out_dir)["reports"]
+    # Every rank takes rank 0's skip decisions (its state, reports, and out_dir in the keys), or their collectives would not match.
+    decide, main_out = stage_paths(args.out_dir)["reports"], str(Path(args.out_dir).resolve())
     stages = join_launcher(args, stages)
     plan = {s: stage_parameters(s, declared[s], args, family) for s in stages}
     reports = stage_paths(args.out_dir)["reports"]
-    statuses, timings, failed = run_stages(stages, plan, args, decide, reports)
+    statuses, timings, failed = run_stages(stages, plan, args, decide, reports, main_out)
     previous = json.loads((reports / "run_all.json").read_text())["status"] if (reports / "run_all.json").is_file() else {}
     write_json(reports / "run_all.json", {"stages": stages, "status": {**previous, **statuses}, "seconds": timings,
                                          "smoke": args.smoke, "gpu": args.gpu, "parameters": plan})

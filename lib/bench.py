@@ -41,16 +41,23 @@ def batch1_inputs(tokenizer, texts: list[str], seq_len: int | None = 32, n: int 
 
 
 def latency_ms(predict, inputs: list[dict], threads: int = 2, warmup: int = 10, repeats: int = 3) -> dict:
-    """Batch-1 latency over real inputs after warm-up, threads pinned: median, p95, p99 in ms."""
+    """Batch-1 latency over real inputs after warm-up, threads pinned: median, p95, p99 in ms.
+
+    The caller's thread count is restored afterwards: a stage that times on 2 threads must not run
+    the rest of its work (a sensitivity scan, training) on 2 threads of a 16-core host."""
+    saved = torch.get_num_threads()
     torch.set_num_threads(threads)
-    for inp in inputs[:warmup]:
-        predict(inp)
-    times = []
-    for _ in range(repeats):
-        for inp in inputs:
-            start = time.perf_counter()
+    try:
+        for inp in inputs[:warmup]:
             predict(inp)
-            times.append((time.perf_counter() - start) * 1000)
+        times = []
+        for _ in range(repeats):
+            for inp in inputs:
+                start = time.perf_counter()
+                predict(inp)
+                times.append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(saved)
     arr = np.array(times)
     return {"median_ms": float(np.median(arr)), "p95_ms": float(np.percentile(arr, 95)),
             "p99_ms": float(np.percentile(arr, 99)), "mean_ms": float(arr.mean()), "n": len(times),
@@ -63,16 +70,12 @@ def fastest_latency(predicts: dict, inputs: list[dict], threads: int = 2, rounds
     Load from other processes only ever adds time, so the fastest round is the figure closest
     to a quiet machine, and interleaving exposes every model to the same background.
     """
-    saved = torch.get_num_threads()
     best = {}
-    try:
-        for _ in range(rounds):
-            for name, predict in predicts.items():
-                lat = latency_ms(predict, inputs, threads=threads, repeats=repeats)
-                if name not in best or lat["median_ms"] < best[name]["median_ms"]:
-                    best[name] = lat
-    finally:
-        torch.set_num_threads(saved)
+    for _ in range(rounds):
+        for name, predict in predicts.items():
+            lat = latency_ms(predict, inputs, threads=threads, repeats=repeats)
+            if name not in best or lat["median_ms"] < best[name]["median_ms"]:
+                best[name] = lat
     return best
 
 

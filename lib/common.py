@@ -1,4 +1,5 @@
 """Plumbing every stage shares: seeding, device, data-parallel groups, atomic writes, run metadata."""
+import datetime
 import json
 import os
 import platform
@@ -50,7 +51,7 @@ _GROUPS = [0]  # process groups this process has made: each one gets its own por
 
 
 @contextmanager
-def data_parallel(device: torch.device):
+def data_parallel(device: torch.device, timeout_s: float = 1800):
     """Join the launcher's ranks for one training run (yields False when not launched data-parallel).
 
     The group is torn down afterwards because transformers' save_pretrained writes nothing on
@@ -65,7 +66,8 @@ def data_parallel(device: torch.device):
     # A fresh port per group: rank 0's kernel hosts the store, and a reused one could hold stale keys.
     init = f"tcp://{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{int(port) + _GROUPS[0]}" if port else "env://"
     _GROUPS[0] += 1
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init, rank=rank, world_size=world)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=timeout_s))
     try:
         yield True
     finally:

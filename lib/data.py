@@ -1,13 +1,13 @@
-"""Financial PhraseBank + FiQA-2018 task 1: parse, label, de-duplicate, split, batch."""
+"""Financial PhraseBank + FiQA-2018 task 1: parse, label, de-duplicate, split (batching: lib.batching)."""
 import json
 import os
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import torch
 from sklearn.model_selection import train_test_split
 
+from lib.batching import LengthGroupedSampler, TextDataset, make_loader  # noqa: F401  (re-exported: their old home)
 from lib.common import FinCompressError, atomic_dir, write_json
 
 LABELS = ["negative", "neutral", "positive"]
@@ -226,71 +226,3 @@ def load_splits(data_dir: Path) -> dict:
     if missing:
         raise FinCompressError(f"{data_dir} has no {', '.join(missing)} split; run stage 01 (python run_all.py --only 01) first")
     return {s: pd.read_csv(data_dir / f"{s}.csv", keep_default_na=False) for s in SPLITS}
-
-
-class TextDataset(torch.utils.data.Dataset):
-    def __init__(self, df: pd.DataFrame):
-        self.texts = df["text"].astype(str).tolist()
-        self.labels = df["label"].astype(int).tolist()
-
-    def __len__(self):
-        return len(self.texts)
-
-    def __getitem__(self, i):
-        return self.texts[i], self.labels[i], i
-
-
-class LengthGroupedSampler(torch.utils.data.Sampler):
-    """Shuffled order in which neighbours have similar length, so dynamically padded batches waste little.
-
-    As in transformers' group_by_length: a random permutation is cut into mega-batches of `mega`
-    batches, each sorted by length, then the batches are shuffled. A new order every epoch; under
-    data parallelism every rank draws the same order and takes every world-th item of each batch.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, rank: int = 0, world: int = 1, mega: int = 50):
-        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
-        self.rank, self.world, self.mega, self.epoch = rank, world, mega, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self):
-        return -(-len(self.lengths) // self.world)
-
-    def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1  # without set_epoch (single process) the next epoch still gets a new order
-        order = torch.randperm(len(self.lengths), generator=gen).tolist()
-        size = self.batch_size * self.world * self.mega
-        order = [i for k in range(0, len(order), size) for i in sorted(order[k:k + size], key=self.lengths.__getitem__)]
-        # Batches in random order, not short to long: a stage that scores importance on the first
-        # few batches must see typical sentences, and training gets no length ramp within an epoch.
-        step = self.batch_size * self.world
-        full = len(order) // step  # a short last batch stays last, so ranks keep batch-aligned slices
-        order = [i for c in torch.randperm(full, generator=gen).tolist() for i in order[c * step:(c + 1) * step]] \
-            + order[full * step:]
-        order += order[:len(self) * self.world - len(order)]  # equal share per rank
-        return iter(order[self.rank::self.world])
-
-
-def make_loader(df: pd.DataFrame, tokenizer, batch_size: int, max_length: int, shuffle: bool = False,
-                seed: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Batches padded to their own longest sentence (dynamic padding), not to max_length.
-
-    Training (shuffle) batches group sentences of similar length: about half the tokens of a plain shuffle.
-    """
-    def collate(items):
-        texts, labels, idx = zip(*items)
-        enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        enc["labels"] = torch.tensor(labels)
-        enc["idx"] = torch.tensor(idx)  # lets distillation look up precomputed teacher logits
-        return dict(enc)
-
-    dataset = TextDataset(df)
-    sampler = None
-    if shuffle:
-        lengths = [len(ids) for ids in tokenizer(dataset.texts, truncation=True, max_length=max_length)["input_ids"]]
-        sampler = LengthGroupedSampler(lengths, batch_size, seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                                       pin_memory=pin_memory)

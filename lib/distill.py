@@ -62,6 +62,6 @@ def intermediate_loss_fn(teacher, mapping, alpha, temperature, hidden_weight, at
         # hidden_states[0] is the embedding output, so layer i's output sits at i + 1
         hid = hidden_mse(s.hidden_states[1:], [t.hidden_states[j + 1] for j in mapping], mask)
         att = attention_mse(s.attentions, [t.attentions[j] for j in mapping], mask)
-        parts.update(hidden=hid.item(), attention=att.item())
+        parts.update(hidden=hid.detach(), attention=att.detach())
         return loss + hidden_weight * hid + attention_weight * att, parts
     return loss_fn

@@ -18,7 +18,7 @@ def mixed_loss(student_logits, teacher_logits, labels, alpha: float, temperature
     labeled = labels >= 0  # transfer-set sentences (label -1) have soft targets only
     ce = (F.cross_entropy(student_logits[labeled].float(), labels[labeled]) if labeled.any()
           else student_logits.sum() * 0.0)
-    return alpha * kd + (1 - alpha) * ce, {"kd": kd.item(), "ce": ce.item()}
+    return alpha * kd + (1 - alpha) * ce, {"kd": kd.detach(), "ce": ce.detach()}
 
 
 def precomputed_kd_loss(logits_table, alpha: float, temperature: float):

