@@ -6,23 +6,22 @@
     torchrun --standalone --nproc_per_node=4 run_all.py --gpu   # data-parallel training on 4 GPUs
 """
 import argparse
-import hashlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from lib import pipeline
-from lib.common import REPO_ROOT, FinCompressError, dist_env, run_cli, stage_paths, write_json
-from lib.params import PLAN_ENV, check_values, model_config, model_family, parse_parameters, parse_value
-from lib.render import render_html, write_index
+from lib import pipeline, preflight as checks
+from lib.common import FinCompressError, dist_env, run_cli, stage_paths, write_json
+from lib.params import check_values, model_config, model_family, parse_parameters, parse_value
+from lib.render import write_index
+from lib.runlock import RunLock
+from lib.runstate import (NOTEBOOKS, damaged_outputs, fingerprint, forget, load_state, record_outputs,
+                          up_to_date, writes_log)
+from lib.stagerun import run_interruptible
 from lib.train import FINBERT, PACKAGED_TEACHER
-
-NOTEBOOKS = REPO_ROOT / "notebooks_src"
 
 
 def parse_args(argv=None):
@@ -43,6 +42,10 @@ def parse_args(argv=None):
 def available_stages() -> list[str]:
     """The registry's stages whose notebook exists, in run order."""
     return [s.name for s in pipeline.STAGES if (NOTEBOOKS / f"{s.name}.py").is_file()]
+
+
+def parameters_cell(stage: str) -> dict:
+    return parse_parameters((NOTEBOOKS / f"{stage}.py").read_text(encoding="utf-8"))
 
 
 def select_stages(only: list[str]) -> list[str]:
@@ -97,98 +100,44 @@ def teacher_family(args, stages: list[str], declared: dict) -> str | None:
 
 
 def check_overrides(args, stages: list[str], declared: dict) -> None:
-    """papermill only warns about unknown parameters; here they are an error."""
+    """papermill only warns about unknown parameters; here they are an error. `--set 02.x` names stage 02's x
+    even when 02 is not in this run (checked against its cell, then unused); `--set x` the stages that run."""
+    everything = available_stages()
     for item in args.set:
         key, sep, _ = item.partition("=")
         if not sep:
             raise FinCompressError(f"--set {item!r} needs NAME=VALUE")
         target, _, name = key.rpartition(".")
-        scope = [s for s in stages if not target or target in (s, pipeline.entry(s).key)]
-        if not any(name in declared[s] for s in scope):
-            known = sorted({n for s in scope for n in declared[s]})
-            raise FinCompressError(f"unknown parameter {name!r} for {', '.join(scope) or target}; known: {', '.join(known)}")
+        if name == "out_dir":
+            raise FinCompressError(f"--set {item}: pass --out-dir instead (the run's lock and records live there)")
+        scope = [s for s in everything if target in (s, pipeline.entry(s).key)] if target else stages
+        if not scope:
+            names = ", ".join(f"{pipeline.entry(s).key} ({s})" for s in everything)
+            raise FinCompressError(f"--set {item}: there is no stage {target!r}; the stages are {names}")
+        cells = {s: declared.get(s) or parameters_cell(s) for s in scope}
+        if not any(name in cell for cell in cells.values()):
+            known = sorted({n for cell in cells.values() for n in cell})
+            raise FinCompressError(f"unknown parameter {name!r} for {', '.join(scope)}; known: {', '.join(known)}")
 
 
-def fingerprint(stage: str, params: dict, upstream: list[str]) -> str:
-    """Hash of what a stage's result depends on: its notebook, lib code, parameters, input data, upstream runs."""
-    h = hashlib.sha256()
-    h.update((NOTEBOOKS / f"{stage}.py").read_bytes())
-    for f in sorted((REPO_ROOT / "lib").rglob("*.py")):
-        h.update(str(f.relative_to(REPO_ROOT)).encode() + f.read_bytes())
-    h.update(json.dumps(params, sort_keys=True).encode())
-    if params.get("data_dir"):
-        for f in sorted(Path(params["data_dir"]).rglob("*")):
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update(json.dumps(upstream).encode())
-    return h.hexdigest()[:16]
-
-
-def load_state(reports: Path) -> dict:
-    path = reports / ".state.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def up_to_date(stage: str, key: str, state: dict, reports: Path) -> bool:
-    outputs = [reports / f"{stage}.json", reports / f"{stage}.html"]
-    return state.get(stage) == key and all(p.is_file() for p in outputs)
-
-
-@contextmanager
-def forward_interrupt():
-    """Ctrl-C while a notebook runs: pass it to the kernel (which runs in its own session, so the terminal's
-    signal never reaches it); the cell stops, unwinds its atomic saves, and run_all then stops. A second Ctrl-C
-    stops run_all at once."""
-    import psutil
-    hits = []
-
-    def handler(signum, frame):
-        hits.append(signum)
-        if len(hits) > 1:
-            raise KeyboardInterrupt
-        for child in psutil.Process().children():
-            try:
-                os.killpg(child.pid, signal.SIGINT)
-            except (ProcessLookupError, PermissionError):
-                pass
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield hits
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
-    """Execute one notebook; its HTML is rendered whether it succeeded or not."""
-    import jupytext
-    import nbformat
-    import papermill
-    nb = jupytext.read(NOTEBOOKS / f"{stage}.py")
-    executed = reports / "executed" / f"{stage}.ipynb"
-    executed.parent.mkdir(parents=True, exist_ok=True)
-    error = ""
-    # The kernel inherits this: the notebook takes its parameter names from the plan instead of parsing them again.
-    os.environ[PLAN_ENV] = json.dumps({"stage": stage, "names": list(params)})
-    try:
-        papermill.execute_notebook(nb, str(executed), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
-                                   progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
-    except papermill.PapermillExecutionError as e:
-        error = f"{e.ename}: {e.evalue}".splitlines()[0]
-    finally:
-        os.environ.pop(PLAN_ENV, None)
-    render_html(nbformat.read(executed, as_version=4), reports / f"{stage}.html")
-    return not error, error
-
-
-def join_launcher(args, stages: list[str]) -> list[str]:
+def join_launcher(args, stages: list[str], take_out_dir) -> tuple[list[str], tuple]:
     """Under torchrun every rank runs the same stages in lock-step, so that the training inside them is
-    data-parallel; ranks > 0 work in a scratch copy of the outputs, so only rank 0 writes the real ones."""
+    data-parallel; ranks > 0 work in a scratch copy of the outputs, so only rank 0 writes the real ones.
+    Rank 0 alone takes the out dir (take_out_dir: its lock, then its records); every rank gets its answer."""
     rank, _, world = dist_env()
     if world == 1:
-        return stages
+        return stages, take_out_dir()
     import torch.distributed as dist
     dist.init_process_group("gloo")  # run_all's own group: a barrier, so rank 0 writes nothing before replicas copied
+    box = [None]
+    if rank == 0:
+        try:
+            box = [("ok", take_out_dir())]
+        except FinCompressError as e:  # e.g. another run holds the out dir: every rank stops with the same line
+            box = [("error", str(e))]
+    dist.broadcast_object_list(box, src=0)
+    if box[0][0] == "error":
+        raise FinCompressError(box[0][1])
     main_out = Path(args.out_dir).resolve()
     if rank > 0:
         args.out_dir = str(main_out / ".ddp" / f"rank{rank}")
@@ -199,56 +148,65 @@ def join_launcher(args, stages: list[str]) -> list[str]:
     dist.barrier()
     # Kernels are new processes: each stage's group gets its own port, hosted by rank 0's kernel.
     os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
-    return stages
+    return stages, box[0][1]
 
 
-def run_interruptible(stage: str, params: dict, reports: Path, state: dict) -> tuple[bool, str]:
-    """run_stage, except that Ctrl-C records the stage as not done and exits 130."""
-    if dist_env()[2] > 1:
-        os.environ["FINCOMPRESS_DDP_PORT"] = str(int(os.environ["MASTER_PORT"]) + 1 + 100 * pipeline.NAMES.index(stage))
-    try:
-        with forward_interrupt() as hits:
-            result = run_stage(stage, params, reports)
-        if hits:
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        # Checkpoints are swapped in atomically, so the stage's previous outputs are still whole.
-        write_json(reports / ".state.json", state)
-        print(f"run_all: interrupted during {stage}; its previous outputs are untouched and the next run "
-              f"starts again at {stage}", file=sys.stderr)
-        raise SystemExit(130) from None
-    return result
+def take_out_dir(lock: RunLock, root: Path, stages: list[str]) -> tuple[dict, dict]:
+    """Lock the out dir, then read its records: the state, and which selected stages' outputs are damaged.
+    A damaged output of an earlier stage left out of this run stops it: the stages after it would read it."""
+    lock.acquire()
+    state = load_state(stage_paths(root)["reports"])
+    damaged = damaged_outputs(state, root)
+    first = min(pipeline.NAMES.index(s) for s in stages)
+    for stage, problem in damaged.items():
+        if stage not in stages and pipeline.NAMES.index(stage) < first:
+            key = pipeline.entry(stage).key
+            raise FinCompressError(f"{problem} (written by stage {stage}); re-run it: python run_all.py --only {key}")
+    return state, {s: p for s, p in damaged.items() if s in stages}
 
 
-def preflight(args) -> tuple[list[str], dict, str | None]:
-    """What is checked before anything runs: the stages, every parameter name, the data dir, the teacher's family."""
+def preflight(args) -> tuple[list[str], dict]:
+    """Everything checked before anything is written: the stages, every parameter (name, value, range), the out
+    dir, and when stage 01 runs its teacher and its data. Returns the stages and each one's parameters."""
     stages = select_stages(args.only)
-    declared = {s: parse_parameters((NOTEBOOKS / f"{s}.py").read_text(encoding="utf-8")) for s in stages}
+    declared = {s: parameters_cell(s) for s in stages}
     check_overrides(args, stages, declared)
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise FinCompressError(f"--data-dir {args.data_dir} is not a folder; pass one laid out like ../shared/data")
-    return stages, declared, teacher_family(args, stages, declared)
+    checks.check_out_dir(args.out_dir)
+    if pipeline.SOURCE in stages:
+        source = stage_parameters(pipeline.SOURCE, declared[pipeline.SOURCE], args)
+        checks.check_teacher(source["teacher"])
+        checks.check_data(source)
+    family = teacher_family(args, stages, declared)
+    return stages, {s: stage_parameters(s, declared[s], args, family) for s in stages}
 
 
-def run_stages(stages: list[str], plan: dict, args, decide: Path, reports: Path, main_out: str) -> tuple[dict, dict, str | None]:
-    """Each stage in order, skipping those unchanged since their last success; stops at the first failure."""
-    state = load_state(decide)
+def run_stages(stages: list[str], plan: dict, args, records: tuple, main_out: Path) -> tuple[dict, dict, str | None]:
+    """Each stage in order, skipping those unchanged since their last success whose outputs are whole; stops at
+    the first failure. records: rank 0's state and damaged outputs, read under the out dir's lock."""
+    (state, damaged), decide = records, stage_paths(main_out)["reports"]
+    root, reports = Path(args.out_dir).resolve(), stage_paths(args.out_dir)["reports"]
     statuses, timings = {}, {}
     for stage in stages:
         # Upstream keys come from the state, so a re-run upstream stage re-keys everything after it.
         # Rank 0's out_dir, not this rank's scratch copy: every rank must reach rank 0's skip decisions.
-        key = fingerprint(stage, {**plan[stage], "out_dir": main_out}, [state.get(s) for s in pipeline.before(stage)])
+        key = fingerprint(stage, {**plan[stage], "out_dir": str(main_out)}, [state.get(s) for s in pipeline.before(stage)])
         if not args.force and up_to_date(stage, key, state, decide):
-            statuses[stage], timings[stage] = "ok (unchanged, skipped)", 0.0
-            print(f"=== {stage}: unchanged since its last successful run, skipped (--force to redo)", flush=True)
-            continue
+            if stage not in damaged:
+                statuses[stage], timings[stage] = "ok (unchanged, skipped)", 0.0
+                print(f"=== {stage}: unchanged since its last successful run, skipped (--force to redo)", flush=True)
+                continue
+            print(f"=== {stage}: {damaged[stage]}; running the stage again", flush=True)
         print(f"=== {stage}: {plan[stage]}", flush=True)
-        start = time.time()
-        state.pop(stage, None)
+        start, log = time.time(), writes_log(reports, stage)
+        forget(state, stage)
+        write_json(reports / ".state.json", state)  # a run killed mid-stage leaves it not done: the next run redoes it
         ok, error = run_interruptible(stage, plan[stage], reports, state)
         timings[stage] = round(time.time() - start, 1)
         statuses[stage] = f"ok ({timings[stage]:.0f} s)" if ok else f"failed: {error}"
         print(f"=== {stage}: {statuses[stage]}", flush=True)
+        record_outputs(state, stage, log, root, keep=ok)
         if ok:
             state[stage] = key
         write_json(reports / ".state.json", state)
@@ -259,17 +217,28 @@ def run_stages(stages: list[str], plan: dict, args, decide: Path, reports: Path,
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stages, declared, family = preflight(args)
+    stages, plan = preflight(args)
     if args.dry_run:
         for s in stages:
-            print(f"{s}: {json.dumps(stage_parameters(s, declared[s], args, family))}")
+            print(f"{s}: {json.dumps(plan[s])}")
         return 0
     # Every rank takes rank 0's skip decisions (its state, reports, and out_dir in the keys), or their collectives would not match.
-    decide, main_out = stage_paths(args.out_dir)["reports"], str(Path(args.out_dir).resolve())
-    stages = join_launcher(args, stages)
-    plan = {s: stage_parameters(s, declared[s], args, family) for s in stages}
+    main_out = Path(args.out_dir).resolve()
+    lock = RunLock(main_out)
+    try:
+        stages, records = join_launcher(args, stages, lambda: take_out_dir(lock, main_out, stages))
+        # ranks > 0 now work in their scratch copy (join_launcher moved args.out_dir there)
+        plan = {s: {**plan[s], **({"out_dir": str(Path(args.out_dir).resolve())} if "out_dir" in plan[s] else {})}
+                for s in stages}
+        statuses, timings, failed = run_stages(stages, plan, args, records, main_out)
+        return report_run(args, stages, plan, statuses, timings, failed)
+    finally:
+        lock.release()
+
+
+def report_run(args, stages: list[str], plan: dict, statuses: dict, timings: dict, failed: str | None) -> int:
+    """reports/run_all.json and index.html, the last line, the exit code."""
     reports = stage_paths(args.out_dir)["reports"]
-    statuses, timings, failed = run_stages(stages, plan, args, decide, reports, main_out)
     previous = json.loads((reports / "run_all.json").read_text())["status"] if (reports / "run_all.json").is_file() else {}
     write_json(reports / "run_all.json", {"stages": stages, "status": {**previous, **statuses}, "seconds": timings,
                                          "smoke": args.smoke, "gpu": args.gpu, "parameters": plan})

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from lib.errors import FinCompressError  # noqa: F401  (re-exported: the one user-facing error)
+from lib.manifest import record_write, write_manifest
 from lib.params import check_range, parse_parameters  # noqa: F401  (re-exported for technique code and tests)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ def atomic_dir(final: Path):
     """Yield a temp dir next to `final`; it replaces `final` only if the block finishes.
 
     An interrupted or failed save leaves the previous `final` untouched, so a later
-    stage never loads a half-written checkpoint.
+    stage never loads a half-written checkpoint. The folder arrives with its MANIFEST.json (lib.manifest).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +90,7 @@ def atomic_dir(final: Path):
     tmp.chmod(0o755)  # mkdtemp makes 0700; artifacts are meant to be shared
     try:
         yield tmp
+        write_manifest(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -100,6 +102,7 @@ def atomic_dir(final: Path):
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+    record_write(final)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

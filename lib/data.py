@@ -1,6 +1,7 @@
 """Financial PhraseBank + FiQA-2018 task 1: parse, label, de-duplicate, split (batching: lib.batching)."""
 import json
 import os
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,13 @@ PHRASEBANK_FILES = {"AllAgree": "Sentences_AllAgree.txt", "75Agree": "Sentences_
                     "66Agree": "Sentences_66Agree.txt", "50Agree": "Sentences_50Agree.txt"}
 FIQA_FILES = {"fiqa_headline": "task1_headline_ABSA_train.json", "fiqa_post": "task1_post_ABSA_train.json"}
 SPLITS = ("train", "val", "test")
+# Records in each released file (../shared/data/README.md); a file missing more than 1% of them is damaged.
+EXPECTED = {"Sentences_AllAgree.txt": 2264, "Sentences_75Agree.txt": 3453, "Sentences_66Agree.txt": 4217,
+            "Sentences_50Agree.txt": 4846, FIQA_FILES["fiqa_headline"]: 436, FIQA_FILES["fiqa_post"]: 675}
+PHRASEBANK_HUB, FIQA_HUB = "takala/financial_phrasebank", "TheFinAI/fiqa-sentiment-classification"
+# The Hub's PhraseBank came with a loading script, which datasets >= 4 does not run; its release zip is read instead.
+PHRASEBANK_ZIP = "data/FinancialPhraseBank-v1.0.zip"
+FIQA_FILE_OF_TYPE = {"headline": FIQA_FILES["fiqa_headline"], "post": FIQA_FILES["fiqa_post"]}
 
 
 def normalize(text: str) -> str:
@@ -32,8 +40,7 @@ def score_to_label(score: float, threshold: float = 0.1) -> int:
     return LABEL2ID["neutral"]
 
 
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
+def _decode(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -43,8 +50,12 @@ def _read_text(path: Path) -> str:
 
 def parse_phrasebank(path: Path) -> tuple[list[dict], int]:
     """Rows from a `sentence@label` file (split on the last @) and the number of malformed lines."""
+    return phrasebank_rows(Path(path).read_bytes())
+
+
+def phrasebank_rows(raw: bytes) -> tuple[list[dict], int]:
     rows, bad = [], 0
-    for line in _read_text(path).splitlines():
+    for line in _decode(raw).splitlines():
         if not line.strip():
             continue
         text, sep, label = line.rpartition("@")
@@ -59,11 +70,15 @@ def parse_phrasebank(path: Path) -> tuple[list[dict], int]:
 def parse_fiqa(path: Path, source: str, threshold: float = 0.1) -> tuple[list[dict], int]:
     """Rows from a FiQA task-1 JSON file; a sentence's label is its mean target score, thresholded."""
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(_decode(Path(path).read_bytes()))
     except json.JSONDecodeError as e:
         raise FinCompressError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); restore the original FiQA file")
     if not isinstance(data, dict):
         raise FinCompressError(f"{path} should hold a JSON object keyed by id; restore the original FiQA file")
+    return fiqa_rows(data, source, threshold)
+
+
+def fiqa_rows(data: dict, source: str, threshold: float = 0.1) -> tuple[list[dict], int]:
     rows, bad = [], 0
     for entry in data.values():
         try:
@@ -97,8 +112,29 @@ def deduplicate(rows: list[dict]) -> tuple[list[dict], dict]:
                   "conflicting_rows_dropped": conflict_rows}
 
 
-def read_local(data_dir: Path, agreement: str = "AllAgree", threshold: float = 0.1) -> tuple[list[dict], dict]:
-    """Parse the ../shared/data layout; returns rows and per-file malformed counts."""
+def collect(parsed: dict[str, tuple], allow_partial: bool) -> tuple[list[dict], dict, list[str]]:
+    """parsed: source -> (where, file name, rows, malformed). Rows, malformed counts, and a note per known file
+    missing over 1% of its records (an error unless the user allows partial data)."""
+    rows, malformed, partial = [], {}, []
+    for src, (where, name, got, bad) in parsed.items():
+        if not got:
+            raise FinCompressError(f"{where} has no valid lines ({bad} malformed); expected the original file format, "
+                                   "see ../shared/data/README.md")
+        expected = EXPECTED.get(name)
+        if expected and max(expected - len(got), bad) > 0.01 * expected:
+            partial.append(f"{where}: {len(got):,} of the {expected:,} expected records read ({bad:,} malformed, "
+                           f"{max(expected - len(got), 0):,} missing)")
+            if not allow_partial:
+                raise FinCompressError(f"{partial[-1]}; restore the original file (see ../shared/data/README.md) or "
+                                       "pass --set 01.allow_partial_data=True to train on what is there")
+        rows += got
+        malformed[src] = bad
+    return rows, malformed, partial
+
+
+def read_local(data_dir: Path, agreement: str = "AllAgree", threshold: float = 0.1,
+               allow_partial: bool = False) -> tuple[list[dict], dict, list[str]]:
+    """Parse the ../shared/data layout: rows, per-file malformed counts, and notes on files allowed to be partial."""
     data_dir = Path(data_dir)
     if agreement not in PHRASEBANK_FILES:
         raise FinCompressError(f"unknown PhraseBank agreement level {agreement!r}; use one of {list(PHRASEBANK_FILES)}")
@@ -107,45 +143,76 @@ def read_local(data_dir: Path, agreement: str = "AllAgree", threshold: float = 0
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise FinCompressError(f"data dir {data_dir} lacks {', '.join(missing)}; point --data-dir at a folder laid out like ../shared/data")
-    rows, malformed = [], {}
+    parsed = {}
     for src, path in files.items():
         got, bad = parse_phrasebank(path) if src == "phrasebank" else parse_fiqa(path, src, threshold)
-        if not got:
-            raise FinCompressError(f"{path} has no valid lines ({bad} malformed); expected the original file format, see ../shared/data/README.md")
-        rows += got
-        malformed[src] = bad
-    return rows, malformed
+        parsed[src] = (str(path), path.name, got, bad)
+    return collect(parsed, allow_partial)
 
 
-def read_hub(agreement: str = "AllAgree", threshold: float = 0.1) -> tuple[list[dict], dict]:
-    """Same data from the Hugging Face Hub, for users with internet and no local copy."""
+def phrasebank_members(zip_path: Path) -> dict[str, bytes]:
+    """The sentence files, licence and datasheet of the PhraseBank release zip, by file name."""
+    with zipfile.ZipFile(zip_path) as zf:
+        keep = {*PHRASEBANK_FILES.values(), "License.txt", "README.txt"}
+        found = {Path(n).name: zf.read(n) for n in zf.namelist() if Path(n).name in keep}
+    missing = sorted(set(PHRASEBANK_FILES.values()) - set(found))
+    if missing:
+        raise FinCompressError(f"{zip_path} lacks {', '.join(missing)}; the Hub copy of {PHRASEBANK_HUB} has changed shape")
+    return found
+
+
+def fiqa_task1(rows: list[dict]) -> dict[str, dict]:
+    """Hub rows (one per sentence and target) back into task 1's JSON: one entry per sentence, its targets in `info`."""
+    files: dict[str, dict] = {name: {} for name in FIQA_FILE_OF_TYPE.values()}
+    by_text: dict[tuple, dict] = {}
+    for r in rows:
+        if r.get("type") not in FIQA_FILE_OF_TYPE:
+            raise FinCompressError(f"FiQA row of type {r.get('type')!r}; expected headline or post ({FIQA_HUB} changed shape)")
+        key = (r["type"], r["sentence"].strip())
+        if key not in by_text:
+            entries = files[FIQA_FILE_OF_TYPE[r["type"]]]
+            by_text[key] = entries[str(len(entries))] = {"sentence": r["sentence"], "info": []}
+        by_text[key]["info"].append({"target": r.get("target"), "aspects": r.get("aspect"),
+                                     "sentiment_score": str(r["score"])})
+    return files
+
+
+def hub_downloads(revisions: dict | None = None) -> tuple[Path, list[dict]]:
+    """The PhraseBank release zip and every FiQA task-1 row (train/valid/test together are task 1's training set)."""
     from datasets import load_dataset
-    pb = load_dataset("takala/financial_phrasebank", f"sentences_{agreement.lower()}", split="train")
-    names = pb.features["label"].names
-    rows = [{"text": r["sentence"].strip(), "label": LABEL2ID[names[r["label"]]], "source": "phrasebank"} for r in pb]
-    fiqa = load_dataset("TheFinAI/fiqa-sentiment-classification")
-    for split in fiqa.values():
-        for r in split:
-            src = f"fiqa_{r['type']}" if r.get("type") in ("headline", "post") else "fiqa"
-            rows.append({"text": r["sentence"].strip(), "label": score_to_label(float(r["score"]), threshold),
-                         "source": src, "score": float(r["score"])})
-    return rows, {}
+    from huggingface_hub import hf_hub_download
+    revs = revisions or {}
+    zip_path = hf_hub_download(PHRASEBANK_HUB, PHRASEBANK_ZIP, repo_type="dataset", revision=revs.get(PHRASEBANK_HUB))
+    fiqa = load_dataset(FIQA_HUB, revision=revs.get(FIQA_HUB))
+    return Path(zip_path), [r for split in fiqa.values() for r in split]
 
 
-def load_rows(data_dir: str | None, agreement: str = "AllAgree", threshold: float = 0.1) -> tuple[list[dict], dict, str]:
+def read_hub(agreement: str = "AllAgree", threshold: float = 0.1,
+             allow_partial: bool = False) -> tuple[list[dict], dict, list[str]]:
+    """Same data from the Hugging Face Hub, read as the local files are: the release zip, FiQA grouped per sentence."""
+    zip_path, fiqa = hub_downloads()
+    name, entries = PHRASEBANK_FILES[agreement], fiqa_task1(fiqa)
+    parsed = {"phrasebank": (f"{PHRASEBANK_HUB} {name}", name, *phrasebank_rows(phrasebank_members(zip_path)[name]))}
+    for src, file in FIQA_FILES.items():
+        parsed[src] = (f"{FIQA_HUB} {file}", file, *fiqa_rows(entries[file], src, threshold))
+    return collect(parsed, allow_partial)
+
+
+def load_rows(data_dir: str | None, agreement: str = "AllAgree", threshold: float = 0.1,
+              allow_partial: bool = False) -> tuple[list[dict], dict, list[str], str]:
     """Local dir (argument, then FINCOMPRESS_DATA_DIR), else the Hub; one error naming both if neither works."""
     data_dir = data_dir or os.environ.get("FINCOMPRESS_DATA_DIR")
     if data_dir:
         if not Path(data_dir).is_dir():
             raise FinCompressError(f"data dir {data_dir} does not exist; pass --data-dir PATH (layout of ../shared/data)")
-        rows, malformed = read_local(Path(data_dir), agreement, threshold)
-        return rows, malformed, str(Path(data_dir).resolve())
+        return (*read_local(Path(data_dir), agreement, threshold, allow_partial), str(Path(data_dir).resolve()))
     try:
-        rows, malformed = read_hub(agreement, threshold)
+        return (*read_hub(agreement, threshold, allow_partial), "huggingface-hub")
+    except FinCompressError:
+        raise
     except Exception as e:  # any network/hub failure ends in the same advice
         raise FinCompressError("no data: pass --data-dir PATH (or set FINCOMPRESS_DATA_DIR) to a copy laid out like "
                                f"../shared/data, or run online so the Hub data sets can be fetched ({type(e).__name__})") from None
-    return rows, malformed, "huggingface-hub"
 
 
 def transfer_sentences(data_dir: str | None, kept: pd.DataFrame, agreement: str) -> list[str]:
@@ -160,8 +227,7 @@ def transfer_sentences(data_dir: str | None, kept: pd.DataFrame, agreement: str)
             return []
         texts = [r["text"] for r in parse_phrasebank(path)[0]]
     else:
-        from datasets import load_dataset
-        texts = [r["sentence"].strip() for r in load_dataset("takala/financial_phrasebank", "sentences_50agree", split="train")]
+        texts = [r["text"] for r in phrasebank_rows(phrasebank_members(hub_downloads()[0])[PHRASEBANK_FILES["50Agree"]])[0]]
     seen, out = {normalize(t) for t in kept["text"]}, []
     for t in texts:
         key = normalize(t)
@@ -180,9 +246,10 @@ def stratified_split(df: pd.DataFrame, seed: int, val_frac: float = 0.15, test_f
 
 
 def prepare_data(out_dir: Path, data_dir: str | None = None, seed: int = 42, agreement: str = "AllAgree",
-                 threshold: float = 0.1, max_rows: int = 0) -> dict:
-    """Build the splits, write them as CSV (atomically) and return a summary of what was done."""
-    rows, malformed, origin = load_rows(data_dir, agreement, threshold)
+                 threshold: float = 0.1, max_rows: int = 0, allow_partial: bool = False) -> dict:
+    """Build the splits, write them as CSV (atomically) and return a summary of what was done. Files are checked
+    whole on the full parse; smoke runs (max_rows) sample afterwards."""
+    rows, malformed, partial, origin = load_rows(data_dir, agreement, threshold, allow_partial)
     kept, dedup = deduplicate(rows)
     df = pd.DataFrame(kept)[["text", "label", "source"]]
     if max_rows and max_rows < len(df):
@@ -199,7 +266,7 @@ def prepare_data(out_dir: Path, data_dir: str | None = None, seed: int = 42, agr
         pd.DataFrame({"text": transfer, "source": "phrasebank_below_" + agreement.lower()}).to_csv(
             tmp / "transfer.csv", index=False)
         summary = {"origin": origin, "agreement": agreement, "threshold": threshold, "rows_parsed": len(rows),
-                   "malformed_lines": malformed, **dedup, "rows_kept": len(df),
+                   "malformed_lines": malformed, "partial_data": partial, **dedup, "rows_kept": len(df),
                    "split_sizes": {k: len(v) for k, v in splits.items()}, "transfer_sentences": len(transfer),
                    "class_counts": {k: _counts(v) for k, v in splits.items()},
                    "source_counts": {s: _counts(df[df["source"] == s]) for s in sorted(df["source"].unique())}}

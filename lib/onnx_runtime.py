@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lib import manifest
 from lib.errors import FinCompressError
 from lib.variants import ONNX_FILE
 
@@ -28,6 +29,7 @@ def load(path, threads: int = 2):
     """(predict, tokenizer) for an ONNX variant folder (model.onnx + tokenizer) or a .onnx file beside one."""
     path = Path(path)
     model_file = path / ONNX_FILE if path.is_dir() else path
+    manifest.check(model_file.parent)
     if not model_file.is_file():
         raise FinCompressError(f"{path} holds no {ONNX_FILE}; pass an onnx variant folder written by stage 03")
     from transformers import AutoTokenizer

@@ -3,7 +3,8 @@ and presets. A line reads `name = default  # help [tag] [tag]`; the trailing tag
 
     [min X] [max X] [above X] [in A..B]   allowed range (inclusive; `above` excludes X)
     [one of a, b, c]                      allowed values
-    [levels]                              comma-separated shares, each in [0, 1)
+    [levels]                              comma-separated shares, each in [0, 1), increasing; a cell's
+                                          [levels] lists pair up level by level (same length)
     [smoke V] [gpu V] [bert-base V]       presets: run_all --smoke, --gpu, a teacher of that family
 
 Help text holds no `=` (papermill's parser splits on it). Torch-free: run_all's pre-flight stays light.
@@ -26,21 +27,32 @@ TAG = re.compile(r"\s*\[([^\[\]]+)\]\s*$")
 PLAN_ENV = "FINCOMPRESS_STAGE_PLAN"
 
 
+def range_text(low=None, high=None, low_open=False) -> str:
+    """An allowed range as people write it: '>= 1', '> 0', '<= 512', 'in [0, 1]', 'in (0, 1]'."""
+    if low is None:
+        return f"<= {high}"
+    if high is None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"in {'(' if low_open else '['}{low}, {high}]"
+
+
 def check_range(name: str, value, low=None, high=None, low_open=False) -> None:
     """Reject an out-of-range value with a message that names it and the allowed range."""
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and value > high
     if too_low or too_high:
-        left = "(" if low_open else "["
-        raise FinCompressError(f"parameter {name}={value!r} is out of range {left}{low}, {high}]; pass a value inside it")
+        raise FinCompressError(f"parameter {name}={value!r} is out of range: it must be "
+                               f"{range_text(low, high, low_open)}; pass a value inside it")
 
 
 def sparsities(name: str, text) -> list[float]:
-    """A comma-separated list of shares of units to remove, each in [0, 1)."""
+    """A comma-separated list of shares of units to remove, each in [0, 1); at least one."""
     try:
         vals = [float(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
         raise FinCompressError(f"parameter {name}={text!r} must be comma-separated numbers like '0.3,0.5'") from None
+    if not vals:
+        raise FinCompressError(f"parameter {name} is empty; pass comma-separated shares like '0.3,0.5'")
     for v in vals:
         if not 0 <= v < 1:
             raise FinCompressError(f"parameter {name} has {v}; each sparsity must be in [0, 1) since every layer keeps a unit")
@@ -73,6 +85,9 @@ class Param:
     def check(self, value) -> None:
         """Type of the default (an int passes for a float), then range, allowed values, sparsity list."""
         d = self.default
+        if value == "" and not isinstance(d, str):
+            kind = {int: "an integer", float: "a number", bool: "True or False"}.get(type(d), "a value")
+            raise FinCompressError(f"parameter {self.name} is empty; pass {kind} like its default {d!r}")
         if not isinstance(value, type(d)) and not (isinstance(d, float) and isinstance(value, int)):
             raise FinCompressError(f"parameter {self.name}={value!r} should be a {type(d).__name__} like its default {d!r}")
         if self.low is not None or self.high is not None:
@@ -136,11 +151,19 @@ def parse_parameters(source: str) -> dict[str, Param]:
 
 
 def check_values(spec: dict[str, Param], values: dict) -> None:
-    """Every value against its Param; a name the cell does not declare is an error."""
+    """Every value against its Param (a name the cell does not declare is an error), then the [levels] lists
+    together: one level each, in increasing order, each continuing the previous."""
     for name, value in values.items():
         if name not in spec:
             raise FinCompressError(f"unknown parameter {name!r}; known: {', '.join(spec)}")
         spec[name].check(value)
+    levels = {name: sparsities(name, value) for name, value in values.items() if spec[name].levels}
+    if len({len(v) for v in levels.values()}) > 1:
+        counts = ", ".join(f"{name} {len(v)}" for name, v in levels.items())
+        raise FinCompressError(f"{' and '.join(levels)} need the same number of values (one per level); got {counts}")
+    for name, v in levels.items():
+        if v != sorted(v):
+            raise FinCompressError(f"parameter {name}={values[name]!r} must increase: each level continues pruning the previous one")
 
 
 def notebook_values(stage: str, scope, notebook: Path) -> dict:

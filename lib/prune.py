@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib import train
+from lib import manifest, train
 from lib.batching import pinned
 from lib.common import FinCompressError, atomic_dir, check_range, write_json, write_text_atomic
 from lib.parallel import rank0_value
@@ -264,6 +264,7 @@ def load_pruned(path, attn_implementation: str = "eager"):
     path = Path(path)
     if not (path / SPEC_FILE).is_file() or not (path / "config.json").is_file():
         raise FinCompressError(f"{path} is not a pruned checkpoint (needs config.json and {SPEC_FILE}); run stage 04 first")
+    manifest.check(path)
     spec = json.loads((path / SPEC_FILE).read_text(encoding="utf-8"))
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn_implementation)

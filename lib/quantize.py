@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from lib import manifest
 from lib.common import FinCompressError, atomic_dir, read_json, write_json
 from lib.variants import INPUT_NAMES, ONNX_FILE, TORCH_WEIGHTS, torch_predictor
 
@@ -79,6 +80,7 @@ def load_torch_int8_model(path):
     path = Path(path)
     if not (path / TORCH_WEIGHTS).is_file():
         raise FinCompressError(f"{path} is not a torch_int8 model (no {TORCH_WEIGHTS}); pass a folder written by stage 03")
+    manifest.check(path)
     meta = read_json(path / META, "quantization metadata")
     with quiet():
         model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(path))

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from lib import manifest
 from lib.batching import make_loader, pinned
 from lib.common import FinCompressError, atomic_dir, check_range, data_parallel, dist_env, write_json, write_text_atomic
 from lib.data import LABEL2ID, LABELS, load_splits
@@ -60,6 +62,8 @@ def attention_for(device, maps: bool = False) -> str:
 def load_classifier(name: str, attn_implementation: str = "eager"):
     """Model + tokenizer with our id2label; a pretrained sentiment head is remapped, not discarded."""
     source = resolve_model_source(name)
+    if Path(source).is_dir():
+        manifest.check(source)  # a damaged checkpoint of ours: one line naming the file and the stage to re-run
     try:
         config = AutoConfig.from_pretrained(source)
         old = {int(i): str(n).lower() for i, n in config.id2label.items()}
@@ -69,9 +73,10 @@ def load_classifier(name: str, attn_implementation: str = "eager"):
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation=attn_implementation,
                                                                    **extra)
-    except OSError as e:
-        raise FinCompressError(f"cannot load model {name!r} ({str(e).splitlines()[0][:120]}); offline, use "
-                               f"{PACKAGED_TEACHER} or a local folder") from None
+    except (OSError, SafetensorError) as e:  # a folder we did not write (no manifest) can still be damaged
+        fix = "pass a complete save_pretrained folder" if Path(source).is_dir() else "offline, use a local folder"
+        raise FinCompressError(f"cannot load model {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                               f"{fix} or {PACKAGED_TEACHER}") from None
     if keep_head:
         remap_classifier(model, old)
     model.config.id2label = dict(enumerate(LABELS))

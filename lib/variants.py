@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from lib import manifest
 from lib.errors import FinCompressError
 
 # The files that make up each format; each format's `marker` file identifies a folder of that format.
@@ -69,6 +70,7 @@ def _tokenizer(path):
 
 def _hf_module(path, attn_implementation=None):
     from transformers import AutoModelForSequenceClassification
+    manifest.check(path)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     return AutoModelForSequenceClassification.from_pretrained(path, **extra)
 

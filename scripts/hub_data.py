@@ -9,22 +9,16 @@ import hashlib
 import json
 import shutil
 import sys
-import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from any working directory
 
 from lib.common import FinCompressError, atomic_dir, run_cli, write_json  # noqa: E402
-from lib.data import FIQA_FILES, PHRASEBANK_FILES, read_local  # noqa: E402
+from lib.data import FIQA_HUB as FIQA, PHRASEBANK_HUB as PHRASEBANK, PHRASEBANK_ZIP  # noqa: E402,F401
+from lib.data import fiqa_task1, hub_downloads, phrasebank_members, read_local  # noqa: E402
 
-PHRASEBANK = "takala/financial_phrasebank"
-FIQA = "TheFinAI/fiqa-sentiment-classification"
 TWEETS = "zeroshot/twitter-financial-news-sentiment"
-# The Hub's PhraseBank came with a loading script, which datasets >= 4 does not run; the release zip beside it is read instead.
-PHRASEBANK_ZIP = "data/FinancialPhraseBank-v1.0.zip"
-PHRASEBANK_KEEP = set(PHRASEBANK_FILES.values()) | {"License.txt", "README.txt"}
 TWEETS_CSV = "sent_train.csv"
-FIQA_FILE_OF_TYPE = {"headline": FIQA_FILES["fiqa_headline"], "post": FIQA_FILES["fiqa_post"]}
 
 
 def hub_revisions(teacher: str | None = None) -> dict:
@@ -45,32 +39,6 @@ def cache_key(revs: dict) -> str:
     return hashlib.sha256(json.dumps(revs, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def phrasebank_members(zip_path: Path) -> dict[str, bytes]:
-    """The sentence files, licence and datasheet of the PhraseBank release zip, by file name."""
-    with zipfile.ZipFile(zip_path) as zf:
-        found = {Path(n).name: zf.read(n) for n in zf.namelist() if Path(n).name in PHRASEBANK_KEEP}
-    missing = sorted(set(PHRASEBANK_FILES.values()) - set(found))
-    if missing:
-        raise FinCompressError(f"{zip_path} lacks {', '.join(missing)}; the Hub copy of {PHRASEBANK} has changed shape")
-    return found
-
-
-def fiqa_task1(rows: list[dict]) -> dict[str, dict]:
-    """Hub rows (one per sentence and target) back into task 1's JSON: one entry per sentence, its targets in `info`."""
-    files: dict[str, dict] = {name: {} for name in FIQA_FILE_OF_TYPE.values()}
-    by_text: dict[tuple, dict] = {}
-    for r in rows:
-        if r.get("type") not in FIQA_FILE_OF_TYPE:
-            raise FinCompressError(f"FiQA row of type {r.get('type')!r}; expected headline or post ({FIQA} changed shape)")
-        key = (r["type"], r["sentence"].strip())
-        if key not in by_text:
-            entries = files[FIQA_FILE_OF_TYPE[r["type"]]]
-            by_text[key] = entries[str(len(entries))] = {"sentence": r["sentence"], "info": []}
-        by_text[key]["info"].append({"target": r.get("target"), "aspects": r.get("aspect"),
-                                     "sentiment_score": str(r["score"])})
-    return files
-
-
 def write_layout(dest: Path, zip_path: Path, fiqa_rows: list[dict], tweets_csv: Path, revs: dict) -> dict:
     """Write the ../shared/data layout atomically; it replaces `dest` only if lib.data reads it back whole."""
     with atomic_dir(Path(dest)) as tmp:
@@ -83,24 +51,21 @@ def write_layout(dest: Path, zip_path: Path, fiqa_rows: list[dict], tweets_csv: 
         (tmp / "twitter_financial_news").mkdir()
         shutil.copyfile(tweets_csv, tmp / "twitter_financial_news" / TWEETS_CSV)
         write_json(tmp / "REVISIONS.json", revs)
-        rows, malformed = read_local(tmp)
-        counts = {src: sum(r["source"] == src for r in rows) for src in ("phrasebank", *FIQA_FILES)}
+        rows, malformed, _ = read_local(tmp)  # whole files only: a short download is an error, nothing is replaced
+        counts = {src: sum(r["source"] == src for r in rows) for src in ("phrasebank", "fiqa_headline", "fiqa_post")}
     return {"rows": counts, "malformed": malformed}
 
 
 def fetch(dest: Path) -> dict:
     """Download the three data sets at their current revisions and write them to `dest`."""
-    from datasets import load_dataset
     from huggingface_hub import hf_hub_download
     revs = hub_revisions()
     try:
-        zip_path = hf_hub_download(PHRASEBANK, PHRASEBANK_ZIP, repo_type="dataset", revision=revs[PHRASEBANK])
-        fiqa = load_dataset(FIQA, revision=revs[FIQA])
+        zip_path, rows = hub_downloads(revs)
         tweets = hf_hub_download(TWEETS, TWEETS_CSV, repo_type="dataset", revision=revs[TWEETS])
     except Exception as e:
         raise FinCompressError(f"download from the Hugging Face Hub failed ({type(e).__name__}: {e})".splitlines()[0]) from None
-    rows = [r for split in fiqa.values() for r in split]  # train/valid/test together are task 1's training set
-    return write_layout(dest, Path(zip_path), rows, Path(tweets), revs)
+    return write_layout(dest, zip_path, rows, Path(tweets), revs)
 
 
 def main(argv=None) -> int:

@@ -97,6 +97,36 @@ def test_no_local_data_and_no_hub_names_both_ways(monkeypatch):
         data.load_rows(None)
 
 
+def test_hub_reader_takes_the_release_zip_and_groups_fiqa_targets_per_sentence(tmp_path, monkeypatch):
+    """No Hub here: synthetic files in the Hub's layout. takala/financial_phrasebank is read from its release zip
+    (its loading script no longer runs); the Hub's FiQA has one row per target, grouped back to one sentence."""
+    import zipfile
+
+    import datasets
+    import huggingface_hub
+    with zipfile.ZipFile(tmp_path / "pb.zip", "w") as zf:
+        for level in data.PHRASEBANK_FILES.values():
+            zf.writestr(f"FinancialPhraseBank-v1.0/{level}", "Profit rose .@positive\nSales fell .@negative\n")
+    fiqa = {"train": [{"sentence": "A up, B down", "target": "A", "aspect": "x", "score": 0.5, "type": "headline"},
+                      {"sentence": "A up, B down", "target": "B", "aspect": "x", "score": -0.2, "type": "headline"}],
+            "test": [{"sentence": "$X to the moon", "target": "X", "aspect": "y", "score": 0.8, "type": "post"}]}
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **k: str(tmp_path / "pb.zip"))
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, **k: fiqa)
+    monkeypatch.setattr(data, "EXPECTED", {**{f: 2 for f in data.PHRASEBANK_FILES.values()},
+                                           **{f: 1 for f in data.FIQA_FILES.values()}})
+    rows, malformed, partial = data.read_hub("75Agree")
+    assert [(r["text"], r["label"], r["source"]) for r in rows] == [
+        ("Profit rose .", 2, "phrasebank"), ("Sales fell .", 0, "phrasebank"),
+        ("A up, B down", 2, "fiqa_headline"), ("$X to the moon", 2, "fiqa_post")]  # mean of 0.5 and -0.2 is 0.15
+    assert rows[2]["score"] == pytest.approx(0.15) and partial == [] and set(malformed.values()) == {0}
+    monkeypatch.setattr(data, "EXPECTED", {**data.EXPECTED, "Sentences_75Agree.txt": 3453})  # a short release
+    monkeypatch.delenv("FINCOMPRESS_DATA_DIR", raising=False)
+    with pytest.raises(FinCompressError, match="takala/financial_phrasebank Sentences_75Agree.txt: 2 of the 3,453"):
+        data.load_rows(None, "75Agree")  # one line naming the file, not the generic "no data" advice
+    transfer = data.transfer_sentences(None, pd.DataFrame({"text": ["profit rose ."]}), "AllAgree")
+    assert transfer == ["Sales fell ."]  # the 50Agree file of the same zip, minus the kept sentences
+
+
 def test_file_with_only_malformed_lines_is_an_error(tmp_path, data_dir):
     import shutil
     shutil.copytree(data_dir, tmp_path / "d")

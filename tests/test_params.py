@@ -40,14 +40,23 @@ def test_tags_become_ranges_choices_and_presets():
 
 
 @pytest.mark.parametrize("name,value,needle", [
-    ("epochs", 0, "epochs=0 is out of range"), ("alpha", 1.5, "alpha=1.5 is out of range"),
-    ("lr", 0.0, "lr=0.0 is out of range (0"), ("importance", "random", "must be one of taylor, entropy"),
-    ("batch_size", "many", "should be a int"), ("levels", "0.3,1.2", "each sparsity must be in [0, 1)")])
+    ("epochs", 0, "epochs=0 is out of range: it must be >= 1;"), ("alpha", 1.5, "alpha=1.5 is out of range: it must be in [0, 1];"),
+    ("lr", 0.0, "lr=0.0 is out of range: it must be > 0;"), ("importance", "random", "must be one of taylor, entropy"),
+    ("batch_size", "many", "should be a int"), ("levels", "0.3,1.2", "each sparsity must be in [0, 1)"),
+    ("levels", "", "levels is empty"), ("epochs", "", "epochs is empty; pass an integer like its default 8"),
+    ("levels", "0.5,0.3", "must increase")])
 def test_values_are_checked_against_their_line(name, value, needle):
     spec = params.parse_parameters(CELL)
     with pytest.raises(FinCompressError, match=needle.replace("(", r"\(").replace("[", r"\[").replace(")", r"\)")):
         params.check_values(spec, {name: value})
     params.check_values(spec, {"alpha": 1, "lr": 2e-5})  # an int passes for a float
+
+
+def test_a_cells_levels_lists_pair_up():
+    spec = params.parse_parameters('# %% tags=["parameters"]\nheads = "0.3"  # h [levels]\nffn = "0.3"  # f [levels]\n')
+    params.check_values(spec, {"heads": "0.3,0.5", "ffn": "0.2,0.5"})
+    with pytest.raises(FinCompressError, match="heads and ffn need the same number of values"):
+        params.check_values(spec, {"heads": "0.3,0.5", "ffn": "0.5"})
 
 
 @pytest.mark.parametrize("line,needle", [("x = 1  # help [smok 1]", "unknown annotation"),

@@ -30,17 +30,19 @@ def test_unknown_parameter_is_an_error():
 def test_set_values_take_the_type_of_the_default():
     pruning = parse_parameters((run_all.NOTEBOOKS / "04_pruning.py").read_text())
     for text in ["04.head_levels=0.3,0.5,0.7", '04.head_levels="0.3,0.5,0.7"']:
-        params = run_all.stage_parameters("04_pruning", pruning, run_all.parse_args(["--set", text]))
+        args = run_all.parse_args(["--set", text, "--set", "04.ffn_levels=0.3,0.5,0.7"])  # levels pair up
+        params = run_all.stage_parameters("04_pruning", pruning, args)
         assert params["head_levels"] == "0.3,0.5,0.7"
     params = run_all.stage_parameters("04_pruning", pruning, run_all.parse_args(["--set", "04.lr=5e-5"]))
     assert params["lr"] == 5e-5
 
 
 def test_failing_stage_renders_error_and_exits_nonzero(tmp_path):
-    broken = tmp_path / "teacher_without_weights"  # its config reads, so pre-flight passes; stage 01 cannot load it
-    broken.mkdir()
+    broken = tmp_path / "teacher_with_garbage_weights"  # config and weights are there, so pre-flight passes; stage 01
+    broken.mkdir()                                      # cannot load them (a folder of someone else's: no manifest)
     (broken / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
                                                     "num_attention_heads": 2, "intermediate_size": 64}))
+    (broken / "model.safetensors").write_bytes(b"\0" * 64)
     out = tmp_path / "out"
     proc = run_pipeline(out, "--only", "01", "--set", f"01.teacher={broken}")
     assert proc.returncode == 1

@@ -200,6 +200,7 @@ def test_data_parallel_training_under_torchrun(tmp_path, data_dir):
     assert (tmp_path / "reports" / "01_data_teacher.json").is_file()
     # 168 training rows at batch 16: 6 steps per rank instead of 11 on one process
     assert "6/6" in proc.stdout + proc.stderr and "11/11" not in proc.stdout + proc.stderr
+    assert not list(tmp_path.rglob(".run_all.lock"))  # rank 0 held the one lock and released it; no rank took its own
     # Run again: every rank must skip the unchanged stage (a replica that re-ran it would wait for rank 0 for ever)
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("unchanged since its last successful run") == 2, again.stdout

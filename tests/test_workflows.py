@@ -170,7 +170,15 @@ def phrasebank_zip(path: Path) -> Path:
     return path
 
 
-def test_hub_rows_become_the_local_layout(tmp_path):
+@pytest.fixture
+def tiny_release(monkeypatch):
+    """The synthetic files below are whole releases: 3 sentences per PhraseBank file, FiQA 1 headline and 1 post."""
+    from lib import data
+    monkeypatch.setattr(data, "EXPECTED", {**{name: 3 for name in data.PHRASEBANK_FILES.values()},
+                                           **{name: 1 for name in data.FIQA_FILES.values()}})
+
+
+def test_hub_rows_become_the_local_layout(tmp_path, tiny_release):
     hub = load_script("hub_data")
     rows = [{"sentence": "Shell cuts jobs", "target": "Shell", "aspect": "x", "score": 0.5, "type": "headline"},
             {"sentence": "Shell cuts jobs", "target": "BP", "aspect": "y", "score": -0.1, "type": "headline"},
@@ -198,7 +206,17 @@ def test_unexpected_hub_shape_writes_nothing(tmp_path):
     assert hub.cache_key({"a": "1", "b": "2"}) == hub.cache_key({"b": "2", "a": "1"}) != hub.cache_key({"a": "1", "b": "3"})
 
 
-def test_fetch_reads_each_data_set_at_the_revision_it_keys_on(tmp_path, monkeypatch):
+def test_a_short_hub_download_is_an_error_and_writes_nothing(tmp_path, tiny_release):
+    hub = load_script("hub_data")
+    rows = [{"sentence": "Up", "target": "t", "aspect": "a", "score": 0.4, "type": "post"}]  # no headline at all
+    tweets = tmp_path / "t.csv"
+    tweets.write_text("text,label\n")
+    with pytest.raises(FinCompressError, match="task1_headline_ABSA_train.json has no valid lines"):
+        hub.write_layout(tmp_path / "data", phrasebank_zip(tmp_path / "pb.zip"), rows, tweets, {})
+    assert not (tmp_path / "data").exists()
+
+
+def test_fetch_reads_each_data_set_at_the_revision_it_keys_on(tmp_path, monkeypatch, tiny_release):
     import datasets
     import huggingface_hub
     hub = load_script("hub_data")

@@ -17,7 +17,7 @@ class Stage(BaseStage):
         """Parse, de-duplicate and split 70/15/15 (stratified, seeded); writes data/*.csv."""
         p = self.p
         self.summary = data.prepare_data(self.paths["data"], p.data_dir or None, p.seed, p.agreement,
-                                         p.fiqa_threshold, p.max_rows)
+                                         p.fiqa_threshold, p.max_rows, p.allow_partial_data)
         return self.summary
 
     def train_teacher(self) -> dict:
@@ -51,6 +51,8 @@ class Stage(BaseStage):
                    "test_by_source": self.by_source.to_dict("index"), "target_f1": self.p.target_f1, "target_met": met}
         headline = {"teacher val macro-F1": r["val"]["macro_f1"], "teacher test macro-F1": r["test"]["macro_f1"],
                     "target met": met}
+        if self.summary["partial_data"]:  # first, so the index page says it before any figure
+            headline = {"PARTIAL DATA (allow_partial_data)": "; ".join(self.summary["partial_data"]), **headline}
         verdict = "\n".join(goals.lines(checks) + interpretation(r, self.summary, self.by_source, self.p.target_f1))
         return {"metrics": metrics, "headline": headline, "verdict": verdict, "goals": checks, "variants": [teacher]}
 
@@ -58,7 +60,9 @@ class Stage(BaseStage):
 def data_summary(s: dict) -> str:
     sizes = ", ".join(f"{k} {v}" for k, v in s["split_sizes"].items())
     bad = sum(s["malformed_lines"].values())
-    return (f"Source: `{s['origin']}` (PhraseBank {s['agreement']}). Parsed **{s['rows_parsed']}** sentences; "
+    partial = "".join(f"**Partial data, allowed by `allow_partial_data`**: {note}. Every figure below comes from "
+                      "this incomplete data.\n\n" for note in s.get("partial_data", []))
+    return partial + (f"Source: `{s['origin']}` (PhraseBank {s['agreement']}). Parsed **{s['rows_parsed']}** sentences; "
             f"skipped **{bad}** malformed lines {s['malformed_lines']}; removed **{s['duplicates_removed']}** duplicates; "
             f"dropped **{s['conflicting_texts_dropped']}** texts ({s['conflicting_rows_dropped']} rows) with conflicting "
             f"labels. Kept **{s['rows_kept']}**: {sizes}. Also saved: **{s.get('transfer_sentences', 0)}** unlabeled "

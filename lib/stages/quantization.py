@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from lib import bench, goals, quantize as q, sensitivity as sens
+from lib import bench, goals, manifest, quantize as q, sensitivity as sens
 from lib.common import FinCompressError, relative_path
 from lib.data import load_splits, make_loader
 from lib.onnx_export import save_onnx_fp32, save_onnx_int8
@@ -58,6 +58,7 @@ def load_fp32(path: Path):
     """The FP32 source exactly as the benchmark loads it (default attention), in eval mode."""
     if not (Path(path) / "config.json").is_file():
         raise FinCompressError(f"{path} is not a model folder (no config.json); run the stage that writes it first")
+    manifest.check(path)
     with q.quiet():
         model = AutoModelForSequenceClassification.from_pretrained(path)
     return model.eval(), AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,78 @@
+"""Executing one stage notebook for run_all: papermill in a kernel of its own, Ctrl-C passed on to it, its report
+rendered whether it succeeded or not."""
+import json
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from lib import pipeline
+from lib.common import REPO_ROOT, dist_env, write_json
+from lib.params import PLAN_ENV
+from lib.render import render_html
+from lib.runstate import NOTEBOOKS
+
+
+@contextmanager
+def forward_interrupt():
+    """Ctrl-C while a notebook runs: pass it to the kernel (which runs in its own session, so the terminal's
+    signal never reaches it); the cell stops, unwinds its atomic saves, and run_all then stops. A second Ctrl-C
+    stops run_all at once."""
+    import psutil
+    hits = []
+
+    def handler(signum, frame):
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+        for child in psutil.Process().children():
+            try:
+                os.killpg(child.pid, signal.SIGINT)
+            except (ProcessLookupError, PermissionError):
+                pass
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield hits
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
+    """Execute one notebook; its HTML is rendered whether it succeeded or not."""
+    import jupytext
+    import nbformat
+    import papermill
+    nb = jupytext.read(NOTEBOOKS / f"{stage}.py")
+    executed = reports / "executed" / f"{stage}.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    error = ""
+    # The kernel inherits this: the notebook takes its parameter names from the plan instead of parsing them again.
+    os.environ[PLAN_ENV] = json.dumps({"stage": stage, "names": list(params)})
+    try:
+        papermill.execute_notebook(nb, str(executed), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
+                                   progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+    except papermill.PapermillExecutionError as e:
+        error = f"{e.ename}: {e.evalue}".splitlines()[0]
+    finally:
+        os.environ.pop(PLAN_ENV, None)
+    render_html(nbformat.read(executed, as_version=4), reports / f"{stage}.html")
+    return not error, error
+
+
+def run_interruptible(stage: str, params: dict, reports: Path, state: dict) -> tuple[bool, str]:
+    """run_stage, except that Ctrl-C records the stage as not done and exits 130."""
+    if dist_env()[2] > 1:
+        os.environ["FINCOMPRESS_DDP_PORT"] = str(int(os.environ["MASTER_PORT"]) + 1 + 100 * pipeline.NAMES.index(stage))
+    try:
+        with forward_interrupt() as hits:
+            result = run_stage(stage, params, reports)
+        if hits:
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        # Checkpoints are swapped in atomically, so the stage's previous outputs are still whole.
+        write_json(reports / ".state.json", state)
+        print(f"run_all: interrupted during {stage}; its previous outputs are untouched and the next run "
+              f"starts again at {stage}", file=sys.stderr)
+        raise SystemExit(130) from None
+    return result
