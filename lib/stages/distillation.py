@@ -8,8 +8,9 @@ from lib.common import FinCompressError, relative_path, set_seed
 from lib.data import LABELS, load_splits, load_transfer, make_loader
 from lib.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
 from lib.losses import precomputed_kd_loss
+from lib.parallel import rank0_only
 from lib.stages.base import Stage as BaseStage
-from lib.train import evaluate, fit, load_classifier, predict, public, save_checkpoint
+from lib.train import attention_for, evaluate, fit, load_classifier, predict, public, save_checkpoint
 from lib.variants import torch_predictor
 
 KINDS = ("baseline", "kd_vanilla", "kd_intermediate")
@@ -26,7 +27,8 @@ class Stage(BaseStage):
         self.teacher_dir = self.teacher_variant.location(self.paths["root"])
         self.target_f1 = self.result_of(pipeline.SOURCE).metrics["target_f1"]
         self.splits = load_splits(self.paths["data"])
-        self.teacher, self.tokenizer = load_classifier(str(self.teacher_dir))
+        # eager: intermediate KD reads the teacher's attention maps (SDPA returns none)
+        self.teacher, self.tokenizer = load_classifier(str(self.teacher_dir), attention_for(device, maps=True))
         self.teacher.to(device).eval()
         self.teacher_layers = n = self.teacher.config.num_hidden_layers
         self.student_layers = k = resolve_student_layers(n, p.student_layers)
@@ -65,6 +67,9 @@ class Stage(BaseStage):
         p, device = self.p, self.device
         set_seed(p.seed)  # each student sees the same shuffles and dropout whatever ran before it
         student, mapping = build_student(self.teacher, self.student_layers)
+        attention = attention_for(device, maps=kind == "kd_intermediate")  # SDPA on CUDA unless maps are read
+        if student.config._attn_implementation != attention:
+            student.set_attn_implementation(attention)
         loss_fn = {"baseline": None,
                    "kd_vanilla": precomputed_kd_loss(self.teacher_logits, p.alpha, p.temperature),
                    "kd_intermediate": intermediate_loss_fn(self.teacher, mapping, p.alpha, p.temperature,
@@ -108,15 +113,8 @@ class Stage(BaseStage):
         models |= {f"student_{k}": (r["model"], r["path"]) for k, r in self.results.items()}
         inputs = bench.batch1_inputs(self.tokenizer, self.splits["test"]["text"].tolist(), seq_len=p.latency_seq_len,
                                      n=p.latency_n)
-        predicts = {name: torch_predictor(model.cpu()) for name, (model, _) in models.items()}
-        runs = bench.fastest_latency(predicts, inputs, threads=p.threads, rounds=3, repeats=1)
-        rows = {name: {"layers": model.config.num_hidden_layers, "params": bench.count_params(model),
-                       "disk_bytes": bench.disk_bytes(path), "weight_bytes": bench.weight_bytes(path),
-                       "latency_ms": runs[name]["median_ms"]} for name, (model, path) in models.items()}
-        df = pd.DataFrame(rows).T
-        df["speedup"] = df.loc["teacher", "latency_ms"] / df["latency_ms"]
-        df["size_ratio"] = df.loc["teacher", "weight_bytes"] / df["weight_bytes"]
-        self.sizes = df.astype({"layers": int, "params": int, "disk_bytes": int, "weight_bytes": int})
+        # batch-1 CPU timing on an idle CPU: rank 0 alone under a launcher, the others receive its table
+        self.sizes = rank0_only(sizes_and_latency, models, inputs, p.threads)
         return self.sizes
 
     def best_kind(self) -> str:
@@ -199,6 +197,19 @@ class Stage(BaseStage):
                 "teacher test macro-F1": float(t.loc["teacher", "test_macro_f1"]),
                 "test gap (points)": float(t.loc[b, "test_gap_vs_teacher"] * 100),
                 "speedup batch-1": float(self.sizes.loc[b, "speedup"]), "agreement": float(t.loc[b, "agreement_test"])}
+
+
+def sizes_and_latency(models: dict, inputs: list[dict], threads: int) -> pd.DataFrame:
+    """models: name -> (model, folder). Layers, params, bytes and fastest-round batch-1 CPU latency, vs the teacher."""
+    predicts = {name: torch_predictor(model.cpu()) for name, (model, _) in models.items()}
+    runs = bench.fastest_latency(predicts, inputs, threads=threads, rounds=3, repeats=1)
+    rows = {name: {"layers": model.config.num_hidden_layers, "params": bench.count_params(model),
+                   "disk_bytes": bench.disk_bytes(path), "weight_bytes": bench.weight_bytes(path),
+                   "latency_ms": runs[name]["median_ms"]} for name, (model, path) in models.items()}
+    df = pd.DataFrame(rows).T
+    df["speedup"] = df.loc["teacher", "latency_ms"] / df["latency_ms"]
+    df["size_ratio"] = df.loc["teacher", "weight_bytes"] / df["weight_bytes"]
+    return df.astype({"layers": int, "params": int, "disk_bytes": int, "weight_bytes": int})
 
 
 def _row(val, test, agree) -> dict:

@@ -11,9 +11,10 @@ from lib import bench, prune
 from lib.common import FinCompressError, relative_path
 from lib.data import load_splits, make_loader
 from lib.losses import precomputed_kd_loss
+from lib.parallel import rank0_only
 from lib.params import sparsities
 from lib.stages.base import Stage as BaseStage
-from lib.train import evaluate, load_classifier, predict, public
+from lib.train import attention_for, evaluate, load_classifier, predict, public
 from lib.variants import Variant, torch_predictor
 
 
@@ -41,7 +42,8 @@ class Stage(BaseStage):
         """Every checkpoint reloaded from disk and timed on real test sentences, one at a time."""
         p = self.p
         texts = load_splits(self.paths["data"])["test"]["text"].tolist()
-        measure(self.results, texts, p.latency_seq_len, p.threads, p.latency_passes, p.latency_n)
+        # CPU timing on an idle CPU: rank 0 alone under a launcher, the others receive its figures
+        self.results = rank0_only(measure, self.results, texts, p.latency_seq_len, p.threads, p.latency_passes, p.latency_n)
         return table(self.results)
 
     def outcome(self) -> dict:
@@ -85,17 +87,18 @@ def prunable_params(model) -> int:
 
 def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p: dict) -> dict:
     """Prune one checkpoint level by level (each continues the previous), saving and testing each level."""
-    splits, src = load_splits(paths["data"]), source.location(paths["root"])
-    model, tok = load_classifier(str(src))
+    splits, src, amp = load_splits(paths["data"]), source.location(paths["root"]), p["gpu"]
+    model, tok = load_classifier(str(src), attention_for(device, maps=p["importance"] == "entropy"))
     model.to(device)
 
     def loader(df, bs, shuffle=False):
         return make_loader(df, tok, bs, p["max_length"], shuffle=shuffle, seed=p["seed"])
     train, val, test = loader(splits["train"], p["batch_size"], True), loader(splits["val"], 64), loader(splits["test"], 64)
     base = {"path": src, "params": bench.count_params(model), "prunable": prunable_params(model),
-            "test": evaluate(model, test, device, desc="test"), "counts": prune.unit_counts(model)}
-    # The unpruned model is the KD teacher of every recovery round: its logits are fixed, so compute once.
-    teacher_logits = predict(model, loader(splits["train"], 64), device, desc="kd targets")["logits"]
+            "test": evaluate(model, test, device, amp, desc="test"), "counts": prune.unit_counts(model)}
+    # The unpruned model is the KD teacher of every recovery round: its logits are fixed, so compute once, and
+    # keep them on the device, where each recovery batch looks its rows up without a trip to the host.
+    teacher_logits = predict(model, loader(splits["train"], 64), device, amp, desc="kd targets")["logits"].to(device)
     loss_fn = precomputed_kd_loss(teacher_logits, p["alpha"], p["temperature"])
     out = {"name": name, "base": base, "levels": []}
     for level in levels:
@@ -103,7 +106,7 @@ def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p
         log = prune.prune_to(model, train, val, device, head_fraction=level[0], ffn_fraction=level[1],
                              rounds=p["rounds"], recovery_epochs=p["recovery_epochs"], lr=p["lr"], loss_fn=loss_fn,
                              method=p["importance"], batches=p["importance_batches"], log_dir=paths["logs"],
-                             desc=f"prune_{name}_{label}")
+                             desc=f"prune_{name}_{label}", amp=amp)
         path = paths["checkpoints"] / "pruned" / f"{name}_{label}"
         prune.save_pruned(model.cpu(), tok, path, {"parent": str(src), "head_fraction": level[0],
                                                    "ffn_fraction": level[1], "hyperparameters": p})
@@ -111,8 +114,8 @@ def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p
         out["levels"].append({"name": label, "head_fraction": level[0], "ffn_fraction": level[1], "path": path,
                               "counts": prune.unit_counts(model), "params": bench.count_params(model),
                               "sparsity": 1 - prunable_params(model) / base["prunable"],
-                              "val": public(evaluate(model, val, device, desc="val")),
-                              "test": public(evaluate(model, test, device, desc="test")),
+                              "val": public(evaluate(model, val, device, amp, desc="val")),
+                              "test": public(evaluate(model, test, device, amp, desc="test")),
                               "rounds": [_round_summary(r) for r in log], "seconds": round(time.time() - start, 1)})
     base["test"] = public(base["test"])
     return out
@@ -125,8 +128,8 @@ def _round_summary(entry: dict) -> dict:
             "history": entry.get("history", [])}
 
 
-def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2, passes: int = 2, n: int = 64) -> None:
-    """Disk bytes and batch-1 latency of every base/level checkpoint, loaded back from disk.
+def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2, passes: int = 2, n: int = 64) -> dict:
+    """Disk bytes and batch-1 latency of every base/level checkpoint, loaded back from disk; returns `results`.
 
     Models are timed back to back and each keeps its fastest of `passes` passes (bench.fastest_latency)."""
     for res in results.values():
@@ -139,6 +142,7 @@ def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2
             e["disk_bytes"], e["weight_bytes"], e["latency"] = bench.disk_bytes(e["path"]), bench.weight_bytes(e["path"]), best[i]
         for lv in res["levels"]:
             lv["speedup"] = res["base"]["latency"]["median_ms"] / lv["latency"]["median_ms"]
+    return results
 
 
 def table(results: dict) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from lib import bench, goals, manifest, quantize as q, sensitivity as sens
 from lib.common import FinCompressError, relative_path
 from lib.data import load_splits, make_loader
 from lib.onnx_export import save_onnx_fp32, save_onnx_int8
+from lib.parallel import rank0_only
 from lib.stages.base import Stage as BaseStage
 from lib.variants import Variant, torch_predictor
 
@@ -85,13 +86,24 @@ def measure(variant: Variant, path: Path, predict, lat_inputs, ref: dict, fp32: 
 
 
 def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
-    """PTQ (torch), ONNX FP32/INT8 and QAT INT8 of one model, each saved, reloaded from disk and measured."""
-    name, root, src = source.name, paths["root"], source.location(paths["root"])
-    model, tokenizer = load_fp32(src)
+    """PTQ (torch), ONNX FP32/INT8 and QAT INT8 of one model, each saved, reloaded from disk and measured. Under
+    a launcher rank 0 alone does the CPU-only INT8 work and the CPU timing; QAT trains data-parallel on every rank."""
+    model, tokenizer = load_fp32(source.location(paths["root"]))
     splits = load_splits(paths["data"])
     val, test = (make_loader(splits[s], tokenizer, 64, p["max_length"]) for s in ("val", "test"))
     texts = splits["test"]["text"].astype(str).tolist()
     lat_inputs = bench.batch1_inputs(tokenizer, texts, seq_len=p["latency_seq_len"], n=p["latency_n"])
+    ptq = rank0_only(post_training, source, model, tokenizer, paths, val, texts, test, lat_inputs, p)
+    qat_model, qat_history = q.train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p)
+    by_method, evals = rank0_only(save_and_measure, source, qat_model, model.config, tokenizer, paths, test,
+                                  lat_inputs, ptq, p)
+    return {"name": source.name, **{k: v for k, v in ptq.items() if k != "meta"}, "qat_history": qat_history,
+            "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
+
+
+def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, test, lat_inputs, p: dict) -> dict:
+    """The FP32 reference, the sensitivity scan, the FP32 groups each runtime keeps, PTQ INT8 and ONNX FP32/INT8, saved."""
+    name, root, src = source.name, paths["root"], source.location(paths["root"])
     fp32 = fp32_reference(model, src, root, val, test, lat_inputs, p["threads"])
     ref_f1, ref_logits = fp32["val"]["macro_f1"], fp32["val"]["logits"]
     scan = sens.sensitivity(model, val, ref_f1, ref_logits, p["per_channel"])
@@ -104,21 +116,27 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, p["parity_tol"])
     onnx_keep, onnx_val_drop = sens.choose_onnx_fp32_groups(model, tokenizer, fp32_dir, val, ref_f1, scan,
                                                             p["max_f1_drop_pts"])
-    int8_dir = save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))
-    qat_model, qat_history = q.train_qat(name, model, tokenizer, splits, keep_mods, device, p)
-    q.save_torch_int8(qat_model, model.config, tokenizer, qdir / f"{name}_qat_int8", meta | {"method": "qat"})
+    save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))
+    return {"fp32": fp32, "sensitivity": scan, "keep_fp32_groups": keep, "val_drop_pts_with_keep": val_drop,
+            "onnx_keep_fp32_groups": onnx_keep, "onnx_val_drop_pts_with_keep": onnx_val_drop, "onnx_parity": parity,
+            "meta": meta}
+
+
+def save_and_measure(source: Variant, qat_model, config, tokenizer, paths: dict, test, lat_inputs, ptq: dict,
+                     p: dict) -> tuple[dict, dict]:
+    """Save the QAT INT8 model, then reload every saved variant from disk and score and time it: what ships is measured."""
+    name, root, qdir = source.name, paths["root"], paths["checkpoints"] / "quantized"
+    q.save_torch_int8(qat_model, config, tokenizer, qdir / f"{name}_qat_int8", ptq["meta"] | {"method": "qat"})
     made = {"torch_int8": ("torch_int8", "torch_int8", "int8"), "onnx_fp32": ("onnx", ("onnx_export",), "fp32"),
             "onnx_int8": ("onnx", ("onnx_export", "onnx_int8"), "int8"), "qat_int8": ("torch_int8", "qat_int8", "int8")}
     by_method, evals = {}, {}
-    for method, (fmt, technique, precision) in made.items():  # measured reloaded from disk: what ships is scored
+    for method, (fmt, technique, precision) in made.items():
         path = qdir / f"{name}_{method}"
         predict, _ = q.load_onnx(path, p["threads"]) if fmt == "onnx" else q.load_torch_int8(path)
         v = source.derive(f"{name}_{method}", fmt, relative_path(path, root), technique, Stage.NAME, precision)
-        evals[v.name] = sens.evaluate_predictor(predict, test, fp32["test"]["logits"])
-        by_method[method] = measure(v, path, predict, lat_inputs, evals[v.name], fp32, p)
-    return {"name": name, "fp32": fp32, "sensitivity": scan, "keep_fp32_groups": keep, "val_drop_pts_with_keep": val_drop,
-            "onnx_keep_fp32_groups": onnx_keep, "onnx_val_drop_pts_with_keep": onnx_val_drop, "onnx_parity": parity,
-            "qat_history": qat_history, "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
+        evals[v.name] = sens.evaluate_predictor(predict, test, ptq["fp32"]["test"]["logits"])
+        by_method[method] = measure(v, path, predict, lat_inputs, evals[v.name], ptq["fp32"], p)
+    return by_method, evals
 
 
 def json_view(result: dict) -> dict:
