@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-if not __package__:  # `python path/to/lib/predict.py`: make the package importable from any working directory
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if not __package__:  # `python path/to/lib/predict.py`, from any working directory: import lib as a package, and
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # keep lib/'s modules from shadowing top-level ones
 
 import numpy as np  # noqa: E402
 
