@@ -1,102 +1,133 @@
-"""Classify financial sentences with a shipped model.
+"""Classify financial sentences with a shipped model, streaming, so it fits a shell pipeline.
 
     python -m lib.predict "Operating profit rose 20%" "Sales fell"
-    python -m lib.predict --csv headlines.csv --column text --json
-    python -m lib.predict --model checkpoints/teacher "..."     # PyTorch checkpoint, pruned or ONNX too
+    python -m lib.predict --csv headlines.csv --column text --json      # --csv - reads the CSV from stdin
+    cat sentences.txt | python -m lib.predict --json                    # piped stdin: one sentence per line
+    python -m lib.predict --model checkpoints/teacher "..."             # PyTorch, pruned, INT8 or ONNX
+
+An ONNX model needs only numpy, onnxruntime and tokenizers; other formats import torch when they load.
+Input is read and answered in chunks, so a CSV of any length runs in constant memory. A text longer than
+the model's max length (128 tokens for artifacts/model) is an error unless --truncate; nothing is cut
+silently. An error stops the run at the chunk holding the bad row: every line written before is complete.
 """
 import argparse
-import csv
+import itertools
 import json
+import os
+import sys
 from pathlib import Path
 
-import numpy as np
-import torch
+if not __package__:  # `python path/to/lib/predict.py`, from any working directory: import lib as a package, and
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # keep lib/'s modules from shadowing top-level ones
 
-from lib import variants
-from lib.common import REPO_ROOT, FinCompressError, run_cli
-from lib.data import LABELS
+import numpy as np  # noqa: E402
 
-DEFAULT_MODEL = REPO_ROOT / "artifacts" / "model"
+from lib import serving  # noqa: E402
+from lib.errors import FinCompressError  # noqa: E402
 
-
-def read_csv_texts(path: Path, column: str) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise FinCompressError(f"CSV file {path} does not exist")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise FinCompressError(f"{path} is not UTF-8 (bad byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                               "re-save it as UTF-8") from None
-    rows = list(csv.DictReader(text.splitlines()))
-    if not rows or column not in rows[0]:
-        found = ", ".join(rows[0]) if rows else "no rows"
-        raise FinCompressError(f"{path} has no column {column!r} (found: {found}); pass --column NAME")
-    return [r[column] or "" for r in rows]
-
-
-def check_texts(texts: list[str], tokenizer, max_length: int, truncate: bool) -> None:
-    """Empty texts are rejected; texts longer than the model reads are rejected unless --truncate."""
-    for i, t in enumerate(texts, 1):
-        if not t.strip():
-            raise FinCompressError(f"text {i} is empty; pass a non-empty sentence")
-        n = len(tokenizer(t, truncation=False)["input_ids"])
-        if n > max_length and not truncate:
-            raise FinCompressError(f"text {i} is {n} tokens, longer than the {max_length} the model reads; "
-                                   "shorten it or pass --truncate")
-
-
-def classify(predict, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities (negative, neutral, positive) for each text."""
-    out = []
-    for i in range(0, len(texts), batch_size):
-        enc = dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                             return_tensors="pt"))
-        out.append(torch.softmax(torch.as_tensor(predict(enc)).float(), -1).numpy())
-    return np.concatenate(out)
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "artifacts" / "model"
+CHUNK_ROWS = 2048  # rows read, checked and answered at a time: bounds memory, and each chunk is sorted by length
+# Characters that end a line for str.splitlines() or a terminal, shown escaped so each table row stays one line.
+ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0",
+                         **{c: f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}})
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m lib.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("texts", nargs="*", help="sentences to classify")
-    p.add_argument("--csv", help="a UTF-8 CSV file with one sentence per row")
+    p.add_argument("texts", nargs="*", help="sentences to classify (else --csv, else piped stdin, one per line)")
+    p.add_argument("--csv", help="a UTF-8 CSV file with a header row, or - for a CSV on stdin")
     p.add_argument("--column", default="text", help="CSV column holding the sentences (default: text)")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder or .onnx file (default: artifacts/model)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens the model reads (default: 128)")
+    p.add_argument("--max-length", type=int, help="tokens the model reads (default: the model's, else 128)")
     p.add_argument("--truncate", action="store_true", help="cut texts longer than --max-length instead of failing")
-    p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, with the input row number")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per model call (default: 32)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for the model and the tokenizer (default: 2)")
     return p.parse_args(argv)
+
+
+def rows_of(args) -> tuple[str, str, object]:
+    """(what a row is called, where rows come from, iterator of (row number, text)) for the one source given."""
+    if args.csv is not None:
+        if args.texts:
+            raise FinCompressError("pass sentences as arguments or with --csv, not both")
+        return "row", "stdin" if args.csv == "-" else args.csv, serving.csv_rows(args.csv, args.column)
+    if args.texts:
+        return "text", "the arguments", enumerate(args.texts, 1)
+    if sys.stdin is None or sys.stdin.isatty():
+        raise FinCompressError("nothing to classify; pass sentences as arguments, --csv FILE, or pipe one per line")
+    return "line", "stdin", serving.line_rows(sys.stdin.buffer)
+
+
+def check_chunk(kind: str, chunk: list, encodings: list, max_length: int) -> None:
+    """An empty text, or one longer than the model reads (without --truncate), stops the run before any output."""
+    for (n, text), enc in zip(chunk, encodings):
+        if not text.strip():
+            raise FinCompressError(f"{kind} {n} is empty; pass a non-empty sentence")
+        if len(enc.ids) > max_length:
+            raise FinCompressError(f"{kind} {n} is {len(enc.ids)} tokens, longer than the {max_length} the model "
+                                   "reads; shorten it or pass --truncate")
+
+
+def classify(model: "serving.Model", encodings: list, batch_size: int) -> np.ndarray:
+    """Class probabilities in input order. Batches are formed after sorting by length, so each pads only
+    to its own longest sentence."""
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+    probs = np.empty((len(encodings), len(model.labels)), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        probs[rows] = serving.softmax(model.run(serving.pad([encodings[i] for i in rows], model.pad_id)))
+    return probs
+
+
+def write_chunk(out, chunk: list, probs: np.ndarray, labels: list, as_json: bool) -> None:
+    lines = []
+    for (n, text), p in zip(chunk, probs):
+        scores = {f"p_{l}": round(float(x), 4) for l, x in zip(labels, p)}
+        label = labels[int(p.argmax())]
+        lines.append(json.dumps({"row": n, "label": label, **scores, "text": text}) if as_json else
+                     "\t".join([label, *map(str, scores.values()), text.translate(ESCAPES)]))
+    out.write("\n".join(lines) + "\n")
+    out.flush()  # a reader downstream in a pipeline gets each chunk as soon as it is answered
+
+
+def check_args(args, model: "serving.Model") -> int:
+    """The max length to apply: --max-length checked against what the model and its tokenizer allow."""
+    max_length = args.max_length if args.max_length is not None else model.max_length
+    least = model.tokenizer.num_special_tokens_to_add(False) + 1
+    if max_length < least:
+        raise FinCompressError(f"--max-length {max_length} leaves no room for text after the model's special "
+                               f"tokens; pass --max-length {least} or more")
+    if model.max_positions and max_length > model.max_positions:
+        raise FinCompressError(f"--max-length {max_length} is more than the {model.max_positions} positions "
+                               f"{args.model} has; pass --max-length {model.max_positions} or less")
+    return max_length
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    texts = list(args.texts) + (read_csv_texts(Path(args.csv), args.column) if args.csv else [])
-    if not texts:
-        raise FinCompressError("nothing to classify; pass sentences as arguments or --csv FILE")
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()  # a CLI's stderr is for its own one-line errors, not load reports
-    hf_logging.disable_progress_bar()
-    if not Path(args.model).exists():
-        raise FinCompressError(f"model {args.model} does not exist; run `python run_all.py` (it exports artifacts/model) "
-                               "or pass --model PATH")
-    variant = variants.detect(Path(args.model))
-    try:
-        predict, tokenizer = variants.load(variant)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise FinCompressError(f"cannot load model {args.model} ({type(e).__name__}: {str(e).splitlines()[0][:100]}); "
-                               "re-export it with run_all.py or pass another --model") from None
-    check_texts(texts, tokenizer, args.max_length, args.truncate)
-    probs = classify(predict, tokenizer, texts, args.max_length)
-    if not args.json:
-        print("label\t" + "\t".join(f"p_{l}" for l in LABELS) + "\ttext")
-    for text, p in zip(texts, probs):
-        row = {"label": LABELS[int(p.argmax())], **{f"p_{l}": round(float(x), 4) for l, x in zip(LABELS, p)},
-               "text": text}
-        print(json.dumps(row) if args.json else "\t".join(str(v) for v in row.values()))
+    if args.batch_size < 1 or args.threads < 1:
+        raise FinCompressError("--batch-size and --threads must be at least 1")
+    os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # the tokenizer's thread pool reads it at its first batch
+    kind, where, rows = rows_of(args)
+    chunk = list(itertools.islice(rows, CHUNK_ROWS))  # input problems surface before the model loads
+    if not chunk:
+        raise FinCompressError(f"{where} has no {kind}s to classify" + (" (only a header)" if kind == "row" else ""))
+    model = serving.load(Path(args.model), args.threads)
+    max_length = check_args(args, model)
+    serving.set_truncation(model.tokenizer, max_length if args.truncate else None)
+    header = None if args.json else "\t".join(["label", *(f"p_{l}" for l in model.labels), "text"])
+    while chunk:
+        encodings = model.tokenizer.encode_batch([text for _, text in chunk])
+        check_chunk(kind, chunk, encodings, max_length)
+        if header:  # only once the first chunk is known good: a failed run prints nothing
+            print(header)
+            header = None
+        write_chunk(sys.stdout, chunk, classify(model, encodings, args.batch_size), model.labels, args.json)
+        chunk = list(itertools.islice(rows, CHUNK_ROWS))
     return 0
 
 
 if __name__ == "__main__":
-    run_cli(main, "predict")
+    serving.run_cli(main, "predict")

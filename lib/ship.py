@@ -1,14 +1,9 @@
-"""What to ship: Pareto frontiers, the deployment goals, the recommended variant, its model card and export."""
-import shutil
-from pathlib import Path
-
+"""What to ship: Pareto frontiers, the deployment goals, the recommended variant (lib/export.py writes it out)."""
 import numpy as np
 import pandas as pd
 
-from lib.common import atomic_dir, write_json, write_text_atomic
 from lib.data import LABELS
 from lib.goals import Goal
-from lib.variants import FORMATS
 
 
 def pareto_front(df: pd.DataFrame, cost: str, quality: str = "macro_f1") -> pd.Series:
@@ -101,51 +96,6 @@ def choice_rule(row: pd.Series, goals: list[Goal]) -> str:
     if meets_goals(row.to_frame().T, goals).iloc[0]:
         return "the fastest variant that meets every goal: " + "; ".join(g.text for g in goals)
     return f"the fastest variant with {budget(goals).text} (none met every goal)"
-
-
-def model_card(row: pd.Series, df: pd.DataFrame, info: dict, goals: list[Goal]) -> str:
-    t = df.iloc[0]
-    return f"""# FinCompress sentiment model: {row['name']}
-
-3-class financial sentiment (0 negative, 1 neutral, 2 positive) for English news sentences, headlines
-and microblog posts. Chosen by FinCompress stage 05 as {choice_rule(row, goals)}.
-
-- Lineage: {' -> '.join(lineage(df, row['name']))}
-- Techniques, in order: {row['techniques']}
-- Format: {row['format']} ({FORMATS[row['format']].runtime}, {row['precision'].upper()} weights)
-- Data: Financial PhraseBank v1.0 (AllAgree) + FiQA-2018 task 1, de-duplicated, stratified 70/15/15 split
-
-## Test-set figures (same {info['params']['threads']}-thread CPU harness as the teacher)
-| | this model | teacher |
-|---|---|---|
-| macro-F1 (95% bootstrap CI) | {row['macro_f1']:.4f} ({row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}) | {t['macro_f1']:.4f} |
-| F1 negative / neutral / positive | {row['f1_negative']:.3f} / {row['f1_neutral']:.3f} / {row['f1_positive']:.3f} | {t['f1_negative']:.3f} / {t['f1_neutral']:.3f} / {t['f1_positive']:.3f} |
-| agreement with teacher | {row['teacher_agreement']:.3f} | 1 |
-| expected calibration error | {row['ece']:.4f} | {t['ece']:.4f} |
-| batch-1 latency median / p95 (ms) | {row['latency_median_ms']:.2f} / {row['latency_p95_ms']:.2f} | {t['latency_median_ms']:.2f} / {t['latency_p95_ms']:.2f} |
-| size on disk (MB) | {row['disk_bytes'] / 1e6:.1f} | {t['disk_bytes'] / 1e6:.1f} |
-
-Measured on {info['hardware']['cpu']}, git {info['git_commit']}, seed {info['seed']}.
-
-## Use
-    python -m lib.predict --model artifacts/model "Operating profit rose to EUR 13.1 mn"
-
-## Limitations
-Trained on English financial news and stock microblogs; FiQA labels are thresholded continuous scores, so
-short informal posts are the least reliable. Negative is the smallest class and the first to lose recall.
-Texts longer than 128 tokens are rejected unless truncation is asked for.
-"""
-
-
-def export_recommended(row: pd.Series, df: pd.DataFrame, paths: dict, info: dict, goals: list[Goal]) -> Path:
-    """artifacts/model: the recommended model's files, its model card and metrics, written atomically."""
-    dest = paths["root"] / "artifacts" / "model"
-    with atomic_dir(dest) as tmp:
-        shutil.copytree(paths["root"] / row["path"], tmp, dirs_exist_ok=True)
-        write_text_atomic(tmp / "MODEL_CARD.md", model_card(row, df, info, goals))
-        write_json(tmp / "metrics.json", {"variant": row.to_dict(), "teacher": df.iloc[0].to_dict(),
-                                          "labels": LABELS, "run_info": info})
-    return dest
 
 
 def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal]) -> str:

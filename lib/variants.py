@@ -17,6 +17,8 @@ ONNX_FILE = "model.onnx"
 TORCH_WEIGHTS = "quantized_state.pt"
 SPEC_FILE = "pruning_spec.json"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# What every classifier of the study outputs, in logit order (lib.data.LABELS; here so serving needs no pandas).
+LABELS = ("negative", "neutral", "positive")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from lib import goals, harness, prune, quantize as q, ship, vocab
 from lib.data import load_splits
+from lib.export import export_recommended
 from lib.onnx_export import save_onnx_fp32, save_onnx_int8
 from lib.stages.base import Stage as BaseStage
 from lib.variants import Variant
@@ -53,8 +54,11 @@ class Stage(BaseStage):
         return self.recommended
 
     def export(self) -> Path:
-        """artifacts/model: the recommended variant with its model card; `python -m lib.predict` serves it."""
-        self.exported = ship.export_recommended(self.recommended, self.df, self.paths, self.info, self.stage_goals())
+        """artifacts/model: the recommended variant, self-describing (config, tokenizer, model card); `python -m
+        lib.predict` serves it."""
+        rec = self.recommended
+        self.exported = export_recommended(rec, self.df, self.variants, self.paths, self.info,
+                                           ship.choice_rule(rec, self.stage_goals()))
         return self.exported
 
     def outcome(self) -> dict:

@@ -24,8 +24,12 @@ def test_stage05_smoke(smoke_run):
     assert (rows["f1_ci_low"] <= rows["macro_f1"]).all() and (rows["macro_f1"] <= rows["f1_ci_high"]).all()
     assert [r["name"] for r in m["metrics"]["table"]] == rows["name"].tolist()
     assert [g["goal"] for g in m["goals"]] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio"]
-    card = (smoke_run / "artifacts" / "model" / "MODEL_CARD.md").read_text()
-    assert m["headline"]["recommended"] in card and "Techniques, in order: finetune" in card
+    model = smoke_run / "artifacts" / "model"
+    card = (model / "README.md").read_text()
+    assert card.startswith("---\nlicense: cc-by-nc-sa-3.0\n") and m["headline"]["recommended"] in card
+    assert "fine-tuned for 3-class sentiment" in card and not (model / "MODEL_CARD.md").exists()
+    config = json.loads((model / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["fincompress"]["variant"] == m["headline"]["recommended"]
     page = (smoke_run / "reports" / "05_benchmark.html").read_text()
     assert page.count("data:image/png;base64,") >= 2
     assert "Benchmark (test set, CPU)" in (smoke_run / "reports" / "index.html").read_text()

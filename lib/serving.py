@@ -1,0 +1,211 @@
+"""What `lib.predict` needs, without the training stack: input rows streamed from a CSV or from lines, a model
+loaded with numpy, onnxruntime and tokenizers (torch only for PyTorch formats), padding, and the CLI runner."""
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from lib import variants
+from lib.errors import FinCompressError
+
+DEFAULT_MAX_LENGTH = 128  # what the study trains and scores at; a model's config.json max_seq_length overrides it
+CSV_CELL_LIMIT = 2**31 - 1  # stdin's size is unknown: any cell a C long can count (csv's own cap is 128 KiB)
+
+
+class Model(NamedTuple):
+    run: Callable          # {input_ids, attention_mask, token_type_ids: int64 arrays} -> logits as a numpy array
+    tokenizer: object      # a tokenizers.Tokenizer, no padding, truncation as set_truncation left it
+    labels: list
+    pad_id: int
+    max_length: int        # what the model was trained to read
+    max_positions: int | None  # the most it can read (position embeddings), where its files say
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:160]
+
+
+# --- input rows: (row number, text), streamed -------------------------------------------------------------
+
+def csv_rows(name: str, column: str):
+    """(row number, cell) per data row of a CSV file or of stdin ("-"); header and column checked at once."""
+    if name == "-":
+        stream, where = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline=""), "stdin"
+        csv.field_size_limit(CSV_CELL_LIMIT)
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise FinCompressError(f"CSV file {path} does not exist; pass an existing file, or --csv - for stdin")
+        # a cell can be as large as the file: it is read, then the token limit judges it
+        csv.field_size_limit(max(csv.field_size_limit(), min(path.stat().st_size, CSV_CELL_LIMIT)))
+        stream, where = open(path, encoding="utf-8-sig", newline=""), str(path)
+    reader = csv.reader(stream)  # newline="" keeps quoted line breaks (and U+2028, U+0085, NUL) inside the cell
+    header = next(_decoded(reader, where), None)
+    if header is None:
+        raise FinCompressError(f"{where} is empty; pass a CSV whose header row names a {column!r} column")
+    if column not in header:
+        raise FinCompressError(f"{where} has no column {column!r} (found: {', '.join(header)}); pass --column NAME")
+    index = header.index(column)
+    return ((n, rec[index] if index < len(rec) else "") for n, rec in enumerate(_decoded(reader, where), 1))
+
+
+def _decoded(reader, where: str):
+    """The CSV's records, blank lines skipped; bad bytes or quoting become one line naming where."""
+    try:
+        yield from (rec for rec in reader if rec)
+    except UnicodeDecodeError:
+        found = bad_byte(Path(where)) if where != "stdin" else ""
+        raise FinCompressError(f"{where} is not UTF-8{found}; re-save it as UTF-8") from None
+    except csv.Error as e:
+        raise FinCompressError(f"{where} line {reader.line_num}: {e}; fix the CSV quoting") from None
+
+
+def bad_byte(path: Path) -> str:
+    """Where a file's first invalid UTF-8 byte is (the text decoder only knows its position in one buffer)."""
+    import codecs
+    decoder, offset, lines = codecs.getincrementaldecoder("utf-8")(), 0, 1
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            held = len(decoder.getstate()[0])  # bytes of a character cut at the previous block's end
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                at = offset - held + e.start
+                lines += e.object.count(b"\n", 0, e.start) - (e.object.count(b"\n", 0, held))
+                return f" (byte 0x{e.object[e.start]:02x} at offset {at}, line {lines})"
+            offset, lines = offset + len(block), lines + block.count(b"\n")
+    return ""
+
+
+def line_rows(binary):
+    """(line number, line) per non-blank line of a byte stream; only \\n, \\r\\n and \\r end a line."""
+    stream = io.TextIOWrapper(binary, encoding="utf-8-sig", newline=None)
+    n = 0
+    try:
+        for n, line in enumerate(stream, 1):
+            if line.strip():
+                yield n, line.rstrip("\n")
+    except UnicodeDecodeError:
+        raise FinCompressError(f"stdin is not UTF-8 (a bad byte after line {n}); send UTF-8 text") from None
+
+
+# --- the model ---------------------------------------------------------------------------------------------
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FinCompressError(f"{path} is not valid JSON ({first_line(e)}); re-export the model") from None
+
+
+def _onnx(path: Path, threads: int):
+    from lib import onnx_runtime
+    return onnx_runtime.load_serving(path, threads)
+
+
+def _torch(path: Path, threads: int):
+    """A PyTorch-format variant through lib.variants, fed the same numpy batches as an ONNX model."""
+    import torch
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()  # a CLI's stderr is for its own one-line errors, not load reports
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(threads)
+    predict, tokenizer = variants.load(variants.detect(path), threads=threads)
+
+    def run(batch: dict) -> np.ndarray:
+        return predict({k: torch.from_numpy(v) for k, v in batch.items()}).float().numpy()
+    return run, tokenizer.backend_tokenizer, tokenizer.pad_token_id or 0
+
+
+def labels_of(config: dict) -> list:
+    """The config's label names when it has real ones, else the study's order (its checkpoints say LABEL_0..)."""
+    names = [config.get("id2label", {}).get(str(i), "") for i in range(len(variants.LABELS))]
+    return names if all(names) and not any(n.startswith("LABEL_") for n in names) else list(variants.LABELS)
+
+
+def load(path: Path, threads: int = 2) -> Model:
+    """Any model folder (or .onnx file); a damaged or foreign file is one line naming it, not a traceback."""
+    if not path.exists():
+        raise FinCompressError(f"model {path} does not exist; run `python run_all.py` (it exports artifacts/model) "
+                               "or pass --model PATH")
+    fmt = variants.detect(path).format
+    folder = path if path.is_dir() else path.parent
+    try:
+        run, tokenizer, pad_id = (_onnx if fmt == "onnx" else _torch)(path, threads)
+    except FinCompressError:
+        raise
+    except Exception as e:  # InvalidProtobuf, SafetensorError, a damaged tokenizer.json, ...: all the user's file
+        raise FinCompressError(f"cannot load model {path} ({type(e).__name__}: {first_line(e)}); re-export it "
+                               "with run_all.py or pass another --model") from None
+    config = read_json(folder / variants.HF_CONFIG)
+    limit = read_json(folder / "tokenizer_config.json").get("model_max_length")
+    positions = config.get("max_position_embeddings") or (limit if isinstance(limit, int) and limit < 10**6 else None)
+    return Model(guarded(run, path), tokenizer, labels_of(config), pad_id,
+                 config.get("max_seq_length", DEFAULT_MAX_LENGTH), positions)
+
+
+def guarded(run: Callable, path: Path) -> Callable:
+    def call(batch: dict) -> np.ndarray:
+        try:
+            return run(batch)
+        except Exception as e:
+            raise FinCompressError(f"model {path} failed on a batch of shape {batch['input_ids'].shape} "
+                                   f"({type(e).__name__}: {first_line(e)}); re-export it or pass another --model") from None
+    return call
+
+
+# --- batches ------------------------------------------------------------------------------------------------
+
+def set_truncation(tokenizer, max_length: int | None) -> None:
+    """No padding (pad() pads each batch to its own longest); cut at max_length only when asked to."""
+    tokenizer.no_padding()
+    if max_length is None:
+        tokenizer.no_truncation()
+    else:
+        tokenizer.enable_truncation(max_length)
+
+
+def pad(encodings: list, pad_id: int) -> dict:
+    """int64 model inputs for tokenizers' Encodings, right-padded to the longest of them."""
+    width = max(len(e.ids) for e in encodings)
+    batch = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in variants.INPUT_NAMES}
+    batch["input_ids"].fill(pad_id)
+    for i, e in enumerate(encodings):
+        n = len(e.ids)
+        batch["input_ids"][i, :n], batch["attention_mask"][i, :n], batch["token_type_ids"][i, :n] = e.ids, 1, e.type_ids
+    return batch
+
+
+def softmax(logits) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float32)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def run_cli(main: Callable, prog: str) -> None:
+    """main()'s exit code; every failure is one line on stderr, never a traceback (FINCOMPRESS_DEBUG=1 shows one)."""
+    try:
+        code = main()
+    except FinCompressError as e:
+        message = str(e).replace("\n", " ")
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:  # the reader downstream stopped early (| head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    except Exception as e:
+        if os.environ.get("FINCOMPRESS_DEBUG"):
+            raise
+        print(f"{prog}: error: unexpected {type(e).__name__}: {first_line(e)} (a bug: please report it; "
+              "FINCOMPRESS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        code = 1
+    sys.exit(code)
