@@ -66,7 +66,8 @@ def test_the_checker_catches_each_kind_of_violation():
 
 
 def test_variants_and_onnx_inference_import_without_torch():
-    code = ("import sys; import lib.variants, lib.onnx_runtime, lib.errors, lib.params, lib.goals, lib.pipeline; "
+    code = ("import sys; import lib.variants, lib.onnx_runtime, lib.errors, lib.params, lib.goals, lib.pipeline, "
+            "lib.serving, lib.card, lib.manifest, lib.predict; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -137,6 +137,10 @@ def failure_inputs(model, tmp) -> dict:
     truncated = shutil.copytree(model.parent.parent / "checkpoints" / "teacher", tmp / "truncated")
     weights = truncated / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:4000])
+    # Without a manifest (a model from elsewhere) the loader itself fails; with one, the manifest names the damage.
+    bare = shutil.copytree(damaged, tmp / "damaged_bare")
+    for folder in (bare, truncated):
+        (folder / "MANIFEST.json").unlink(missing_ok=True)
     files = {"header_only": "text\n", "empty_file": "", "big_cell": 'text\n"' + "profit " * 30_000 + '"\n',
              "other_column": "sentence\nProfit rose\n", "empty_cell": "text\nProfit rose\n\"\"\n"}
     for name, content in files.items():
@@ -144,7 +148,8 @@ def failure_inputs(model, tmp) -> dict:
     (tmp / "latin1.csv").write_bytes("text\nCaf\xe9 sales rose\n".encode("latin-1"))
     m = ["--model", model]
     return {
-        "damaged_onnx": (["--model", damaged, "x"], "cannot load model"),
+        "damaged_onnx": (["--model", bare, "x"], "cannot load model"),
+        "damaged_onnx_with_manifest": (["--model", damaged, "x"], "model.onnx is damaged (5,000 bytes"),
         "truncated_safetensors": (["--model", truncated, "x"], "cannot load model"),
         "max_length_above_positions": ([*m, "--max-length", "600", "x"], "more than the 512 positions"),
         "max_length_below_1": ([*m, "--max-length", "0", "x"], "no room for text"),
@@ -169,7 +174,7 @@ def failures(model, tmp_path_factory):
     return failure_inputs(model, tmp_path_factory.mktemp("bad"))
 
 
-@pytest.mark.parametrize("case", ["damaged_onnx", "truncated_safetensors", "max_length_above_positions",
+@pytest.mark.parametrize("case", ["damaged_onnx", "damaged_onnx_with_manifest", "truncated_safetensors", "max_length_above_positions",
                                   "max_length_below_1", "big_cell", "header_only", "empty_file", "other_column",
                                   "empty_cell", "latin1", "no_csv", "no_model", "not_a_model", "empty_text",
                                   "long_text", "args_and_csv", "batch_size"])
