@@ -22,10 +22,12 @@ def stderr_outputs(page: str) -> list[str]:
 
 
 def stray_values(page: str) -> list[str]:
-    """Out[n] prompts (a cell's last expression shown as a value, e.g. PosixPath(...)) and Path reprs anywhere."""
+    """Out[n] prompts (a cell's last expression shown as a value, e.g. PosixPath(...)) and Path reprs in the text."""
     soup = BeautifulSoup(page, "html.parser")
-    prompts = [p.parent.get_text(" ", strip=True)[:80] for p in soup.find_all(string=re.compile(r"Out\[\d*\]"))]
-    return prompts + re.findall(r"(?:Posix|Windows)Path\([^)]*\)", page)
+    for tag in soup(["style", "script"]):  # the template's CSS is not what a reader sees
+        tag.decompose()
+    prompts = [p.get_text(" ", strip=True) for p in soup.select(".jp-OutputPrompt") if p.get_text(strip=True)]
+    return prompts + re.findall(r"(?:Posix|Windows)Path\([^)]*\)", soup.get_text(" "))
 
 
 def unboxed_wide_tables(page: str) -> list[str]:
@@ -79,7 +81,7 @@ def test_index_is_a_dashboard(smoke_run):
     for img in soup.find_all("img"):  # thumbnails exist next to the reports they link to
         assert (reports / img["src"]).is_file() and img.find_parent("a")["href"].endswith(".html")
     assert len(soup.find_all("img")) == 2
-    assert not re.search(r"\d\.\d{4,}", soup.find("table", class_="bench").get_text())
+    assert not re.search(r"\d\.\d{4,}", soup.find("table", class_="bench").get_text(" "))
 
 
 def test_the_checks_find_reintroduced_defects(smoke_run, tmp_path):
