@@ -97,24 +97,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure_variant(variant: Variant, out_dir, texts: list[str], threads: int = 2, batch_size: int = 32,
+def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threads: int = 2, batch_size: int = 32,
                     latency_n: int = 100, max_length: int = 128) -> dict:
-    """Load time, test logits (batch 32, timed as throughput), batch-1 latency, peak memory."""
+    """Load time, logits of each named set of texts (batch 32, timed together as throughput), batch-1 latency on
+    the first set's texts, peak memory. Each set is batched on its own, so every variant sees the same batches:
+    dynamic INT8 scales activations per batch, and a batch straddling two sets would tie their logits."""
     torch.set_num_threads(threads)
     rss_before = peak_rss_mb()
     start = time.perf_counter()
     predict, tokenizer = variants.load(variant, out_dir, threads)
     load_s = time.perf_counter() - start
-    batches = [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")) for i in range(0, len(texts), batch_size)]
-    predict(batches[0])  # warm-up: first call pays one-off allocation and graph set-up
+    batches = {name: [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
+                                     return_tensors="pt")) for i in range(0, len(texts), batch_size)]
+               for name, texts in sets.items()}
+    first = next(iter(sets))
+    predict(batches[first][0])  # warm-up: first call pays one-off allocation and graph set-up
     start = time.perf_counter()
-    logits = torch.cat([torch.as_tensor(predict(b)).float() for b in batches])
-    throughput = len(texts) / (time.perf_counter() - start)
+    logits = {name: torch.cat([torch.as_tensor(predict(b)).float() for b in bs]).tolist() for name, bs in batches.items()}
+    throughput = sum(map(len, sets.values())) / (time.perf_counter() - start)
     # Natural-length real sentences at batch 1: what a production request looks like.
-    lat = latency_ms(predict, batch1_inputs(tokenizer, texts, seq_len=None, n=latency_n), threads, repeats=2)
+    lat = latency_ms(predict, batch1_inputs(tokenizer, sets[first], seq_len=None, n=latency_n), threads, repeats=2)
     path = variant.location(out_dir)
-    return {"load_s": load_s, "throughput_per_s": throughput, "latency": lat, "logits": logits.tolist(),
+    return {"load_s": load_s, "throughput_per_s": throughput, "latency": lat, "logits": logits,
             "peak_rss_mb": peak_rss_mb(), "rss_before_load_mb": rss_before,
             "disk_bytes": disk_bytes(path), "weight_bytes": weight_bytes(path)}
 
@@ -143,7 +147,8 @@ def gpu_throughput(variant: Variant, out_dir, texts: list[str], device, batch_si
 
 
 def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads: int, latency_n: int) -> None:
-    """Child-process entry of the stage-05 harness: measure one variant, write its result or its error as JSON."""
+    """Child-process entry of the stage-05 harness: measure one variant on the named sets of texts in texts_json
+    ({set: [text, ...]}), write its result or its error as JSON."""
     try:
         result = measure_variant(variant, out_dir, json.loads(Path(texts_json).read_text()),
                                  threads=threads, latency_n=latency_n)

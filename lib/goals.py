@@ -3,16 +3,31 @@
 A goal's value is a notebook parameter (declared once, in the parameters cell of the stage it judges);
 this module says what each kind of goal compares, so verdicts, the index page and the scripts all
 read the same thing. A stage records its checks in its JSON (`goals`), where later readers find them.
+Every goal reads validation figures: test figures are reported, never judged or chosen on.
+F1 differences follow one sign convention: delta = (model - reference) in points, negative = worse.
 """
 import operator
 from dataclasses import dataclass
 
-# parameter name -> (metric it bounds, comparison, phrase with {v} the threshold and {ref} the reference)
+
+@dataclass(frozen=True)
+class Kind:
+    metric: str   # the figure it bounds, as stages name it in their tables
+    op: str
+    sign: int     # threshold = sign * parameter value (a budget of 1.5 points lost bounds a delta at -1.5)
+    phrase: str   # {v} the parameter value, {ref} the reference
+    short: str    # badge text on the index page
+    fmt: str      # how a value of the metric reads
+
+
 KINDS = {
-    "target_f1": ("val_macro_f1", ">=", "validation macro-F1 at least {v}"),
-    "max_f1_drop_pts": ("f1_drop_pts", "<=", "test macro-F1 at most {v} points below {ref}"),
-    "min_speedup": ("speedup", ">=", "at least {v}x faster than {ref} at batch 1"),
-    "min_size_ratio": ("size_ratio", ">=", "at least {v}x smaller on disk than {ref}"),
+    "target_f1": Kind("val_macro_f1", ">=", 1, "validation macro-F1 at least {v}", "val F1 ≥ {v}", "{:.4f}"),
+    "max_f1_drop_pts": Kind("val_delta_pts", ">=", -1, "validation macro-F1 at most {v} points below {ref}",
+                            "val ΔF1 ≥ -{v} pts", "{:+.2f} points"),
+    "min_speedup": Kind("speedup", ">=", 1, "at least {v}x faster than {ref} at batch 1", "speed-up ≥ {v}x",
+                        "{:.2f}x"),
+    "min_size_ratio": Kind("size_ratio", ">=", 1, "at least {v}x smaller on disk than {ref}", "size ≥ {v}x smaller",
+                           "{:.2f}x"),
 }
 OPS = {">=": operator.ge, "<=": operator.le}
 
@@ -20,10 +35,11 @@ OPS = {">=": operator.ge, "<=": operator.le}
 @dataclass(frozen=True)
 class Goal:
     name: str        # the parameter that sets it
-    metric: str      # the figure it bounds, as stages name it in their tables
+    metric: str      # the column it reads in the caller's table
     op: str
     threshold: float
     text: str
+    short: str = ""
 
     def met(self, value):
         """Whether a value (or each value of a pandas Series) meets the goal."""
@@ -31,14 +47,18 @@ class Goal:
 
     def check(self, value, subject: str) -> dict:
         """The JSON record of one check: what was judged, the number, and MET or not."""
-        return {"goal": self.name, "text": self.text, "metric": self.metric, "threshold": self.threshold,
-                "subject": subject, "value": float(value), "met": bool(self.met(value))}
+        return {"goal": self.name, "text": self.text, "short": self.short, "metric": self.metric,
+                "threshold": self.threshold, "subject": subject, "value": float(value), "met": bool(self.met(value)),
+                "reads": KINDS[self.name].fmt.format(float(value))}
 
 
-def from_params(params: dict, ref: str = "the teacher") -> list[Goal]:
-    """Every goal among a stage's parameters, compared against `ref` (words: 'the teacher', 'its FP32 source')."""
-    return [Goal(name, metric, op, params[name], phrase.format(v=params[name], ref=ref))
-            for name, (metric, op, phrase) in KINDS.items() if name in params]
+def from_params(params: dict, ref: str = "the teacher", columns: dict | None = None) -> list[Goal]:
+    """Every goal among a stage's parameters, compared against `ref` (words: 'the teacher', 'its FP32 source');
+    `columns` renames a metric to the caller's column (stage 05: speedup -> speedup_vs_teacher)."""
+    columns = columns or {}
+    return [Goal(name, columns.get(k.metric, k.metric), k.op, k.sign * params[name],
+                 k.phrase.format(v=params[name], ref=ref), k.short.format(v=params[name]))
+            for name, k in KINDS.items() if name in params]
 
 
 def check_all(goals: list[Goal], row, subject: str) -> list[dict]:
@@ -52,5 +72,5 @@ def all_met(goals: list[Goal], row) -> bool:
 
 def lines(checks: list[dict]) -> list[str]:
     """Markdown bullets: MET or NOT MET, the goal, and the number it was judged on."""
-    return [f"* **{'MET' if c['met'] else 'NOT MET'}**: {c['subject']} {c['text']} ({c['metric']} {c['value']:.4g})"
+    return [f"* **{'MET' if c['met'] else 'NOT MET'}**: {c['subject']}: {c['text']} (it reads {c['reads']})"
             for c in checks]

@@ -1,4 +1,5 @@
-"""The benchmark harness: every variant measured the same way, each in a fresh process, scored on the same texts."""
+"""The benchmark harness: every variant measured the same way, each in a fresh process, scored on the same named
+sets of texts (val decides, test reports; an out-of-domain set is one more entry). Row columns: docs SCHEMA."""
 import json
 import multiprocessing
 import tempfile
@@ -40,54 +41,68 @@ def measure_in_subprocess(variant: Variant, root: Path, texts_file: Path, thread
     return raw
 
 
-def score_logits(logits, labels: np.ndarray, teacher_preds: np.ndarray | None) -> dict:
-    """Quality figures from a variant's logits: F1 with bootstrap CI, per-class, agreement with the teacher, ECE."""
+def score_logits(logits, labels: np.ndarray, teacher_preds: np.ndarray | None, seed: int = 0,
+                 draws: int = 1000) -> dict:
+    """Quality figures from a variant's logits on one set: F1 with its bootstrap CI, per-class F1, the paired
+    delta to the teacher (negative = worse) with its CI and McNemar p, agreement with the teacher, ECE."""
     logits = np.asarray(logits)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     preds = probs.argmax(1)
+    teacher_preds = preds if teacher_preds is None else np.asarray(teacher_preds)
     s = scores(labels, preds)
-    lo, hi = stats.bootstrap_f1(labels, preds)
-    agree = float((preds == teacher_preds).mean()) if teacher_preds is not None else 1.0
+    lo, hi = stats.bootstrap_f1(labels, preds, draws, seed)
     return {"macro_f1": s["macro_f1"], "f1_ci_low": lo, "f1_ci_high": hi, "accuracy": s["accuracy"],
-            **{f"f1_{k}": v for k, v in s["per_class_f1"].items()}, "teacher_agreement": agree,
+            **{f"f1_{k}": v for k, v in s["per_class_f1"].items()},
+            **stats.compare(labels, preds, teacher_preds, draws, seed),
+            "teacher_agreement": float((preds == teacher_preds).mean()),
             "ece": stats.expected_calibration_error(probs, labels), "preds": preds}
 
 
 def row(v: Variant, quality: dict, raw: dict) -> dict:
-    """One benchmark row: the variant's fields, its quality on the texts, its costs."""
+    """One benchmark row: the variant's fields, its quality on each set (S_* columns), its costs."""
     return {"name": v.name, "stage": v.stage, "format": v.format, "precision": v.precision, "source": v.source,
-            "techniques": " -> ".join(v.techniques), **{k: x for k, x in quality.items() if k != "preds"},
+            "techniques": list(v.techniques), **quality,
             "latency_median_ms": raw["latency"]["median_ms"], "latency_p95_ms": raw["latency"]["p95_ms"],
             "latency_p99_ms": raw["latency"]["p99_ms"], "throughput_b32_per_s": raw["throughput_per_s"],
             "peak_rss_mb": raw["peak_rss_mb"], "load_s": raw["load_s"], "disk_bytes": raw["disk_bytes"],
             "weight_bytes": raw["weight_bytes"], "path": v.path}
 
 
-def run_benchmark(root: Path, test: pd.DataFrame, variants: list[Variant], threads: int = 2, latency_n: int = 100,
-                  gpu=None) -> pd.DataFrame:
-    """Benchmark every variant on the same test sentences; the teacher (first) is the reference of every ratio.
+def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Variant], threads: int = 2,
+                  latency_n: int = 100, gpu=None, seed: int = 0) -> pd.DataFrame:
+    """Benchmark every variant on the same named sets of sentences ({"val": df, "test": df}, more sets by adding
+    them); the teacher (first) is the reference of every delta and ratio. Latency is timed on the first set.
 
     Latency is always CPU (the deployment target); with `gpu` (a CUDA device) PyTorch variants also get GPU throughput.
     """
-    labels = test["label"].to_numpy()
-    rows, teacher_preds = [], None
+    labels = {name: df["label"].to_numpy() for name, df in sets.items()}
+    all_texts = [t for df in sets.values() for t in df["text"]]
+    rows, teacher_preds = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         texts_file = Path(tmp) / "texts.json"
-        texts_file.write_text(json.dumps(test["text"].tolist()))
+        texts_file.write_text(json.dumps({name: df["text"].tolist() for name, df in sets.items()}))
         for v in variants:
             print(f"benchmarking {v.name} ({v.format})", flush=True)
             raw = measure_in_subprocess(v, root, texts_file, threads, latency_n)
-            quality = score_logits(raw["logits"], labels, teacher_preds)
-            teacher_preds = quality["preds"] if teacher_preds is None else teacher_preds
+            quality = {}
+            for name in sets:
+                q = score_logits(raw["logits"][name], labels[name], teacher_preds.get(name), seed)
+                teacher_preds.setdefault(name, q.pop("preds"))  # the first variant's predictions: the teacher's
+                quality |= {f"{name}_{k}": x for k, x in q.items()}
             rows.append(row(v, quality, raw))
             if gpu is not None:
-                rows[-1]["gpu_throughput_b32_per_s"] = bench.gpu_throughput(v, root, test["text"].tolist(), gpu)
-    df = pd.DataFrame(rows)
+                rows[-1]["gpu_throughput_b32_per_s"] = bench.gpu_throughput(v, root, all_texts, gpu)
+    return with_ratios(pd.DataFrame(rows), list(sets))
+
+
+def with_ratios(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """Retention per set and the cost ratios, all against the teacher (row 0)."""
     teacher = df.iloc[0]
-    df["speedup"] = teacher["latency_median_ms"] / df["latency_median_ms"]
-    df["size_ratio"] = teacher["disk_bytes"] / df["disk_bytes"]
-    df["f1_drop_pts"] = (teacher["macro_f1"] - df["macro_f1"]) * 100
+    for name in sets:
+        df[f"{name}_retention"] = df[f"{name}_macro_f1"] / teacher[f"{name}_macro_f1"]
+    df["speedup_vs_teacher"] = teacher["latency_median_ms"] / df["latency_median_ms"]
+    df["size_ratio_vs_teacher"] = teacher["disk_bytes"] / df["disk_bytes"]
     return df
 
 

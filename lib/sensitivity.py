@@ -29,7 +29,8 @@ def evaluate_predictor(predict, loader, ref: torch.Tensor | None = None) -> dict
 
 
 def sensitivity(model, loader, ref_f1: float, ref_logits, per_channel: bool) -> list[dict]:
-    """Val F1 drop when only one group is INT8 (the rest FP32), plus everything INT8 at once."""
+    """Val F1 delta (INT8 - FP32, points: negative = worse) when only one group is INT8 (the rest FP32), plus
+    everything INT8 at once."""
     names = q.quantizable(model)
     rows = []
     for group in ["all"] + list(dict.fromkeys(names.values())):
@@ -37,7 +38,7 @@ def sensitivity(model, loader, ref_f1: float, ref_logits, per_channel: bool) -> 
         keep = [n for n, g in names.items() if group not in ("all", g)]
         m = evaluate_predictor(torch_predictor(q.quantize_torch(model, keep, per_channel)), loader, ref_logits)
         params = sum(model.get_submodule(n).weight.numel() for n in mods)
-        rows.append({"group": group, "val_macro_f1": m["macro_f1"], "f1_drop_pts": 100 * (ref_f1 - m["macro_f1"]),
+        rows.append({"group": group, "val_macro_f1": m["macro_f1"], "val_delta_pts": 100 * (m["macro_f1"] - ref_f1),
                      "params": params, **m["vs_fp32"]})
     return rows
 
@@ -51,22 +52,23 @@ def fp32_order(sens: list[dict]) -> list[str]:
     return [r["group"] for r in sorted(sens[1:], key=lambda r: r["mean_abs_diff"] / max(1, r["params"]), reverse=True)]
 
 
-def greedy_keep(order: list[str], drop_with, drop: float, max_drop_pts: float) -> tuple[list, float]:
+def greedy_keep(order: list[str], delta_with, delta: float, max_drop_pts: float) -> tuple[list, float]:
     """Keep groups FP32 in `order`, one at a time, until full INT8 loses < max_drop_pts on val.
-    drop_with(keep) is the val F1 drop with the groups in `keep` FP32; `drop` is the drop with none kept."""
+    delta_with(keep) is the val F1 delta (negative = worse) with the groups in `keep` FP32; `delta` is the
+    delta with none kept."""
     keep = []
-    while drop >= max_drop_pts and len(keep) < len(order):
+    while delta <= -max_drop_pts and len(keep) < len(order):
         keep.append(order[len(keep)])
-        drop = drop_with(keep)
-    return keep, drop
+        delta = delta_with(keep)
+    return keep, delta
 
 
 def choose_fp32_groups(model, loader, ref_f1, sens, per_channel, max_drop_pts) -> tuple[list, float]:
     """greedy_keep for PyTorch dynamic INT8, starting from the sensitivity study's all-INT8 drop."""
-    def drop_with(keep):
+    def delta_with(keep):
         m = evaluate_predictor(torch_predictor(q.quantize_torch(model, q.modules_in(model, keep), per_channel)), loader)
-        return 100 * (ref_f1 - m["macro_f1"])
-    return greedy_keep(fp32_order(sens), drop_with, sens[0]["f1_drop_pts"], max_drop_pts)
+        return 100 * (m["macro_f1"] - ref_f1)
+    return greedy_keep(fp32_order(sens), delta_with, sens[0]["val_delta_pts"], max_drop_pts)
 
 
 def choose_onnx_fp32_groups(model, tokenizer, fp32_dir: Path, loader, ref_f1, sens, max_drop_pts) -> tuple[list, float]:
@@ -77,7 +79,7 @@ def choose_onnx_fp32_groups(model, tokenizer, fp32_dir: Path, loader, ref_f1, se
         tmp = Path(tmp)
         tokenizer.save_pretrained(tmp)
 
-        def drop_with(keep):
+        def delta_with(keep):
             q.quantize_onnx(fp32_dir / ONNX_FILE, tmp / ONNX_FILE, q.modules_in(model, keep))
-            return 100 * (ref_f1 - evaluate_predictor(q.load_onnx(tmp)[0], loader)["macro_f1"])
-        return greedy_keep(fp32_order(sens), drop_with, drop_with([]), max_drop_pts)
+            return 100 * (evaluate_predictor(q.load_onnx(tmp)[0], loader)["macro_f1"] - ref_f1)
+        return greedy_keep(fp32_order(sens), delta_with, delta_with([]), max_drop_pts)

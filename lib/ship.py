@@ -1,16 +1,16 @@
-"""What to ship: Pareto frontiers, the deployment goals, the recommended variant (lib/export.py writes it out)."""
-import numpy as np
+"""What to ship: the deployment goals on validation, the recommended variant and why it (lib/export.py writes it out).
+
+The choice reads validation columns only (val_*); test columns are reported, never used to choose.
+"""
 import pandas as pd
 
-from lib.data import LABELS
+from lib import stats
 from lib.goals import Goal
+from lib.pareto import pareto_front
 
-
-def pareto_front(df: pd.DataFrame, cost: str, quality: str = "macro_f1") -> pd.Series:
-    """True for variants no other variant beats on both cost (lower) and quality (higher)."""
-    c, q = df[cost].to_numpy(), df[quality].to_numpy()
-    dominated = [((c <= c[i]) & (q >= q[i]) & ((c < c[i]) | (q > q[i]))).any() for i in range(len(df))]
-    return pd.Series(~np.array(dominated), index=df.index)
+# stage 05's table names the cost ratios after their reference; the goals read those columns
+COLUMNS = {"speedup": "speedup_vs_teacher", "size_ratio": "size_ratio_vs_teacher"}
+LATENCY_TIE = 0.1  # variants within 10% (about the run-to-run spread of the timings) of the fastest count as tied
 
 
 def goal_checks(df: pd.DataFrame, goals: list[Goal]) -> dict:
@@ -28,10 +28,9 @@ def budget(goals: list[Goal]) -> Goal:
     return next(g for g in goals if g.name == "max_f1_drop_pts")
 
 
-def recommend(df: pd.DataFrame, goals: list[Goal], latency_tie: float = 0.1) -> pd.Series:
-    """Fastest variant that meets every deployment goal; if none does, the fastest within the F1 budget.
-    Variants within latency_tie (10%, about the run-to-run spread of the timings) of the fastest count as
-    tied, and the smallest wins."""
+def recommend(df: pd.DataFrame, goals: list[Goal], latency_tie: float = LATENCY_TIE) -> pd.Series:
+    """Fastest variant that meets every deployment goal on validation; if none does, the fastest within the
+    F1 budget. Variants within latency_tie of the fastest count as tied, and the smallest wins."""
     ok = df[budget(goals).met(df[budget(goals).metric])]
     meets = ok[meets_goals(ok, goals)]
     pool = meets if len(meets) else ok
@@ -39,47 +38,49 @@ def recommend(df: pd.DataFrame, goals: list[Goal], latency_tie: float = 0.1) -> 
     return tied.sort_values(["disk_bytes", "latency_median_ms"]).iloc[0]
 
 
-def plot_tradeoffs(df: pd.DataFrame, recommended: str):
-    """F1 vs batch-1 latency and vs size on disk, Pareto frontier joined, the recommendation circled."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    for ax, cost, label in [(axes[0], "latency_median_ms", "batch-1 median latency (ms)"),
-                            (axes[1], "disk_bytes", "size on disk (bytes)")]:
-        front = df[pareto_front(df, cost)].sort_values(cost)
-        for stage, g in df.groupby("stage"):
-            ax.scatter(g[cost], g["macro_f1"], label=stage, s=40)
-        ax.plot(front[cost], front["macro_f1"], "k--", lw=1, label="Pareto frontier")
-        rec = df[df["name"] == recommended]
-        ax.scatter(rec[cost], rec["macro_f1"], s=220, facecolors="none", edgecolors="red", lw=2, label="recommended")
-        for _, r in df.iterrows():
-            ax.annotate(r["name"], (r[cost], r["macro_f1"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set(xscale="log", xlabel=label, ylabel="test macro-F1", title=f"Macro-F1 vs {label.split(' (')[0]}")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: float = LATENCY_TIE, show: int = 4) -> str:
+    """One sentence on why the recommendation sits where it does: what rules out each faster variant."""
+    faster = df[df["latency_median_ms"] < rec["latency_median_ms"]].sort_values("latency_median_ms", ascending=False)
+    if faster.empty:
+        return f"`{rec['name']}` is the fastest variant measured."
+    # the goals that decided: all of them, or only the F1 budget when no variant met every goal
+    deciding = goals if meets_goals(rec.to_frame().T, goals).iloc[0] else [budget(goals)]
+    reasons = []
+    for _, r in faster.head(show).iterrows():
+        missed = [g.short for g in deciding if not g.met(r[g.metric])]
+        why = (f"misses {', '.join(missed)}" if missed else
+               f"is within {latency_tie:.0%} of its latency but larger ({r['disk_bytes'] / 1e6:.1f} MB)")
+        reasons.append(f"`{r['name']}` ({r['latency_median_ms']:.2f} ms) {why}")
+    more = f"; {len(faster) - show} more faster variants miss a goal too" if len(faster) > show else ""
+    return (f"Why here: {len(faster)} variant(s) are faster than `{rec['name']}` ({rec['latency_median_ms']:.2f} ms), "
+            f"and none of them qualifies: {'; '.join(reasons)}{more}.")
 
 
-def plot_retention(df: pd.DataFrame):
-    """Per-class F1 of each variant as a share of the teacher's: where compression hurts first."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    cols = [f"f1_{l}" for l in LABELS]
-    ret = df.set_index("name")[cols] / df.iloc[0][cols].astype(float).values
-    fig, ax = plt.subplots(figsize=(6, 0.32 * len(ret) + 1.2))
-    sns.heatmap(ret.rename(columns=lambda c: c[3:]), annot=True, fmt=".3f", cmap="RdYlGn", vmin=0.9, vmax=1.02,
-                cbar=False, ax=ax)
-    ax.set(title="Per-class F1 retained vs teacher", ylabel="")
-    fig.tight_layout()
-    return fig
+def quality_table(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """Per variant and set: macro-F1 with its 95% CI and the paired delta to the teacher with its CI; for the
+    last set (test) also the McNemar p and the reading. '#' numbers the points of the Pareto plot."""
+    out = pd.DataFrame({"#": range(len(df)), "variant": df["name"]}, index=df.index)
+    for s in sets:
+        out[f"{s} macro-F1 (95% CI)"] = [f"{f:.3f} ({lo:.3f}-{hi:.3f})" for f, lo, hi in
+                                         zip(df[f"{s}_macro_f1"], df[f"{s}_f1_ci_low"], df[f"{s}_f1_ci_high"])]
+        out[f"{s} Δ vs teacher, pts [95% CI]"] = [stats.delta_cell(*x) for x in
+                                                  zip(df[f"{s}_delta_pts"], df[f"{s}_delta_ci_low"], df[f"{s}_delta_ci_high"])]
+    last = sets[-1]
+    out[f"{last} McNemar p"] = df[f"{last}_mcnemar_p"]
+    out[f"on {last}"] = [stats.verdict_word(lo, hi) for lo, hi in zip(df[f"{last}_delta_ci_low"], df[f"{last}_delta_ci_high"])]
+    return out
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    t = df[["name", "format", "macro_f1", "f1_ci_low", "f1_ci_high", "f1_drop_pts", "teacher_agreement", "ece",
-            "latency_median_ms", "latency_p95_ms", "latency_p99_ms", "speedup", "throughput_b32_per_s",
-            "disk_bytes", "size_ratio", "peak_rss_mb", "load_s"]
-           + [c for c in ["gpu_throughput_b32_per_s"] if c in df]].copy()
-    t["disk_MB"] = t.pop("disk_bytes") / 1e6
-    return t.set_index("name").round(3)
+def cost_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: format, batch-1 latency, speed-up, throughput, size, memory, load time."""
+    out = pd.DataFrame({"#": range(len(df)), "variant": df["name"], "format": df["format"] + " " + df["precision"],
+                        "latency median (ms)": df["latency_median_ms"], "p95 (ms)": df["latency_p95_ms"],
+                        "speed-up": df["speedup_vs_teacher"], "sentences/s (batch 32)": df["throughput_b32_per_s"],
+                        "disk (MB)": df["disk_bytes"] / 1e6, "smaller by": df["size_ratio_vs_teacher"],
+                        "peak RSS (MB)": df["peak_rss_mb"], "load (s)": df["load_s"]}, index=df.index)
+    if "gpu_throughput_b32_per_s" in df:
+        out["GPU sentences/s"] = df["gpu_throughput_b32_per_s"]
+    return out
 
 
 def lineage(df: pd.DataFrame, name: str) -> list[str]:
@@ -98,21 +99,33 @@ def choice_rule(row: pd.Series, goals: list[Goal]) -> str:
     return f"the fastest variant with {budget(goals).text} (none met every goal)"
 
 
-def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal]) -> str:
-    """The plain-language verdict: what to ship, what it costs, and whether the deployment goals were met."""
-    met = {goal: bool(ok.iloc[0]) for goal, ok in goal_checks(row.to_frame().T, goals).items()}
-    lines = [f"**Ship `{row['name']}`**, {choice_rule(row, goals)} "
-             f"({' -> '.join(lineage(df, row['name']))}): test macro-F1 {row['macro_f1']:.4f} "
-             f"(95% CI {row['f1_ci_low']:.4f}-{row['f1_ci_high']:.4f}, {-row['f1_drop_pts']:+.2f} points vs teacher), "
-             f"{row['latency_median_ms']:.2f} ms median batch-1 latency ({row['speedup']:.1f}x faster), "
-             f"{row['disk_bytes'] / 1e6:.1f} MB on disk ({row['size_ratio']:.1f}x smaller).", ""]
-    lines += [f"* {'MET' if ok else 'NOT MET'}: {goal}" for goal, ok in met.items()]
-    front = df[pareto_front(df, "latency_median_ms")]["name"].tolist()
-    lines += ["", f"Pareto-optimal on F1 vs latency: {', '.join(front)}."]
-    return "\n".join(lines)
+def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal], sets: list[str]) -> str:
+    """The plain-language verdict: what to ship (chosen on val), its test figures with the paired delta to the
+    teacher, what it costs, why it and not a faster variant, each goal, and how many variants are within noise."""
+    test = sets[-1]
+    d = {k: row[f"{test}_{k}"] for k in ("delta_pts", "delta_ci_low", "delta_ci_high", "mcnemar_p")}
+    checks = [g.check(row[g.metric], row["name"]) for g in goals]
+    words = [stats.verdict_word(lo, hi) for lo, hi in zip(df[f"{test}_delta_ci_low"], df[f"{test}_delta_ci_high"])][1:]
+    return "\n".join([
+        f"**Ship `{row['name']}`**: {choice_rule(row, goals)}.", "",
+        f"* Lineage: {' -> '.join(lineage(df, row['name']))}.",
+        f"* Chosen on validation: macro-F1 {row['val_macro_f1']:.3f}, {row['val_delta_pts']:+.2f} points vs the teacher.",
+        f"* On {test}, reported only: macro-F1 {row[f'{test}_macro_f1']:.3f} (95% CI {row[f'{test}_f1_ci_low']:.3f}-"
+        f"{row[f'{test}_f1_ci_high']:.3f}), {stats.delta_text(d)}.",
+        f"* Cost: {row['latency_median_ms']:.2f} ms median batch-1 latency ({row['speedup_vs_teacher']:.1f}x faster), "
+        f"{row['disk_bytes'] / 1e6:.1f} MB on disk ({row['size_ratio_vs_teacher']:.1f}x smaller).",
+        f"* {why_here(row, df, goals)}", "", "Goals, judged on validation:", "",
+        *[f"* **{'MET' if c['met'] else 'NOT MET'}**: {c['text']} (it reads {c['reads']})" for c in checks], "",
+        f"On {test}, {words.count('indistinguishable')} of {len(words)} variants are indistinguishable from the teacher "
+        f"(the paired 95% CI of the delta contains 0: within noise), {words.count('worse')} are worse and "
+        f"{words.count('better')} better.", "",
+        f"Pareto-optimal on validation F1 vs latency: {', '.join(df[pareto_front(df, 'latency_median_ms')]['name'])}."])
+
+
+INDEX_COLUMNS = ["name", "val_macro_f1", "test_macro_f1", "test_delta_pts", "test_delta_ci_low", "test_delta_ci_high",
+                 "test_mcnemar_p", "latency_median_ms", "speedup_vs_teacher", "disk_bytes", "size_ratio_vs_teacher"]
 
 
 def index_table(df: pd.DataFrame) -> list[dict]:
-    """The headline columns that reports/index.html shows."""
-    cols = ["name", "macro_f1", "f1_drop_pts", "latency_median_ms", "speedup", "disk_bytes", "size_ratio"]
-    return df[cols].round(4).to_dict("records")
+    """The headline columns that reports/index.html shows (it names and formats them)."""
+    return df[INDEX_COLUMNS].to_dict("records")

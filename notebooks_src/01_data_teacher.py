@@ -74,22 +74,24 @@ result = stage.train_teacher()
 # ## Learning curves
 
 # %%
-report.plot_history({"teacher": result["history"]}, target_f1);
+stage.save_figure(report.plot_history({"teacher": result["history"]}, target_f1), "learning_curves");
 
 # %% [markdown]
 # ## Where the teacher errs
 # Confusion matrices on validation (used for model selection) and test (untouched until now).
 
 # %%
+display(report.table(report.metrics_table(stage.evals())))
+
+# %%
 report.plot_confusions(stage.evals());
 report.plot_per_class_f1(stage.evals());
-display(report.metrics_table(stage.evals()))
 
 # %% [markdown]
 # ## Test macro-F1 per source
 
 # %%
-display(stage.by_source)
+display(report.table(stage.by_source.rename(columns={"n": "sentences", "macro_f1": "macro-F1"})))
 
 # %% [markdown]
 # ## Verdict

@@ -33,9 +33,11 @@
 #
 # A per-group **sensitivity** scan on validation decides what stays FP32: groups are kept FP32 one
 # at a time, those whose INT8 version changes the logits most per weight first, until the INT8 model
-# is within `max_f1_drop_pts` of FP32 on val. The same budget is the stage's F1 goal on test, next to
-# `min_speedup` and `min_size_ratio`. Test data is only used for the final figures. Sizes are bytes on
-# disk of the saved folder (weights, config, tokenizer).
+# is within `max_f1_drop_pts` of FP32 on val. The same budget, on val, is the stage's F1 goal, next to
+# `min_speedup` and `min_size_ratio`; the INT8 variant each model would ship is chosen on val too. Test
+# data is only reported: its delta to FP32 (negative = worse) comes with a paired bootstrap 95% interval
+# and an exact McNemar p-value, and a variant whose interval contains 0 is *indistinguishable from its
+# FP32 source*. Sizes are MB on disk of the saved folder (weights, config, tokenizer).
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/ and reports/ are, stages 01 and 02 are read from here
@@ -44,7 +46,7 @@ gpu = False  # run the QAT fine-tuning on CUDA, INT8 inference is always on the 
 seed = 42  # seed for QAT shuffling [min 0]
 per_channel = True  # PyTorch INT8 weight scale per output channel, else one per tensor
 # One of the ~36 smoke val sentences moves F1 by ~3 points, hence the wider smoke budget.
-max_f1_drop_pts = 0.5  # goal and budget: macro-F1 points INT8 may lose vs FP32 (val picks FP32 groups, test is judged) [min 0] [smoke 5.0]
+max_f1_drop_pts = 0.5  # goal and budget: macro-F1 points INT8 may lose vs FP32 (val picks FP32 groups and is judged) [min 0] [smoke 5.0]
 min_speedup = 2.0  # goal: batch-1 speed-up of the shipped INT8 variant over its FP32 source [min 0]
 min_size_ratio = 3.0  # goal: times smaller on disk than its FP32 source [min 0]
 qat_epochs = 1  # fake-quant fine-tuning epochs [min 1]
@@ -87,22 +89,27 @@ stage.quantize_student();
 
 # %%
 quantization.plot_sensitivity(stage.results, max_f1_drop_pts);
+
+# %%
 for r in stage.results:
-    display(Markdown(f"**{r['name']}**: full INT8 with the kept groups loses {r['val_drop_pts_with_keep']:.2f} val "
-                     f"points in PyTorch; ONNX Runtime keeps {', '.join(r['onnx_keep_fp32_groups']) or 'nothing'} FP32 "
-                     f"and loses {r['onnx_val_drop_pts_with_keep']:.2f}"))
-    display(quantization.sensitivity_table(r))
+    display(Markdown(f"**{r['name']}**: full INT8 with the kept groups reads {r['val_delta_pts_with_keep']:+.2f} val "
+                     f"points vs FP32 in PyTorch; ONNX Runtime keeps {', '.join(r['onnx_keep_fp32_groups']) or 'nothing'} "
+                     f"FP32 and reads {r['onnx_val_delta_pts_with_keep']:+.2f}"))
+    display(report.table(quantization.sensitivity_table(r)))
 
 # %% [markdown]
 # ## Accuracy, size and speed
-# Test macro-F1, bytes on disk, batch-1 latency (real tokens, pinned threads) for every variant
-# next to its FP32 PyTorch source. `agreement` is the share of test sentences where the variant
-# predicts the same class as FP32; `max_abs_diff`/`mean_abs_diff` compare the logits.
+# Val and test macro-F1, MB on disk, batch-1 latency (real tokens, pinned threads) for every variant
+# next to its FP32 PyTorch source. `Δ` is variant minus FP32 in points (negative = worse); `on test`
+# reads the paired 95% interval. `agreement` is the share of test sentences where the variant predicts
+# the same class as FP32. `goals (val)`: every goal of this stage met on validation.
 
 # %%
 quantization.plot_tradeoffs(stage.results);
+
+# %%
 for r in stage.results:
-    display(quantization.variants_table(r))
+    display(report.table(quantization.variants_table(r)))
     display(Markdown(f"ONNX export parity ({r['name']}, padded batch {r['onnx_parity']['batch_shape']}): max |logit "
                      f"diff| {r['onnx_parity']['max_abs_diff']:.2e}, agreement {r['onnx_parity']['agreement']:.0%}"))
 

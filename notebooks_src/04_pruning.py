@@ -29,6 +29,9 @@
 #   best-validation-F1 weights. Removed units no longer exist, so later rounds only score survivors.
 # * Levels are cumulative: the 50% model continues from the 30% one, so with the default one round
 #   per level it is reached in two prune-then-recover steps (0 → 30% → 50%).
+# * Each model's **chosen level** is the most pruned one that meets the goals (`max_f1_drop_pts`,
+#   `min_speedup` against its unpruned source) **on validation**; test deltas (negative = worse) are
+#   reported with a paired bootstrap 95% interval. Stage 05 still benchmarks every level.
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/ and reports/ are written
@@ -50,6 +53,8 @@ latency_seq_len = 32  # batch-1 latency inputs are real test sentences padded or
 latency_n = 64  # real test sentences timed one at a time [min 1] [smoke 8]
 threads = 2  # torch CPU threads for latency [min 1]
 latency_passes = 2  # timing passes over all models, the fastest median of each is kept [min 1] [smoke 1]
+max_f1_drop_pts = 1.0  # goal: validation macro-F1 points the chosen level may lose vs its unpruned source [min 0]
+min_speedup = 1.2  # goal: batch-1 speed-up of the chosen level over its unpruned source [min 0]
 
 # %%
 from IPython.display import Markdown, display
@@ -69,12 +74,14 @@ display(Markdown(stage.describe()))
 stage.prune();
 
 # %% [markdown]
-# ## Size and batch-1 CPU latency
+# ## Size, speed and accuracy against the unpruned source
 # Every checkpoint is reloaded from disk (pruned ones through `lib.prune.load_pruned`) and timed on
-# real test sentences, one at a time, with the same harness as stage 05.
+# real test sentences, one at a time, with the same harness as stage 05. `Δ` is the level's macro-F1
+# minus its unpruned source's, in points (negative = worse): on val it is what the goals judge, on test
+# it comes with a paired bootstrap 95% interval. `goals (val)`: every goal of this stage met on validation.
 
 # %%
-display(stage.measure())
+display(report.table(stage.measure()))
 
 # %% [markdown]
 # ## Where the units were removed
@@ -88,7 +95,7 @@ pruning.plot_kept(stage.results);
 # Where the F1 curve bends down is the cliff: the sparsity past which recovery no longer keeps up.
 
 # %%
-pruning.plot_curve(stage.results);
+pruning.plot_curve(stage.results, max_f1_drop_pts, min_speedup);
 
 # %% [markdown]
 # ## Where the pruned models err (test set)

@@ -16,30 +16,34 @@
 # Every variant produced by stages 01-04 (teacher, students, quantized, pruned) plus the stacked
 # combinations built here (pruned -> ONNX -> INT8) is measured by **one harness**, each in a fresh
 # process (forked from a server that has imported torch, transformers and ONNX Runtime once, so load
-# time is the model's own, not the libraries') with its threads pinned: quality on the same held-out
-# test set (macro-F1 with a bootstrap 95% interval, per-class F1, agreement with the teacher, expected
-# calibration error) and cost (batch-1 latency on real test sentences at their natural length,
-# throughput at batch 32, peak memory, load time, bytes on disk). The recommendation is the fastest
-# variant that meets the deployment goals (`max_f1_drop_pts`, `min_speedup`, `min_size_ratio`).
+# time is the model's own, not the libraries') with its threads pinned. Quality is scored on two named
+# sets of sentences, each batched the same way for every variant: **validation**, which decides, and
+# **test**, which is only reported. Per set: macro-F1 with a bootstrap 95% interval, per-class F1, and the
+# **paired** difference to the teacher (the same resampled sentences for both models) with its 95% interval
+# and an exact McNemar p-value; a negative difference means worse than the teacher. A difference whose
+# interval contains 0 is within noise: *indistinguishable from the teacher*. Cost: batch-1 latency on real
+# validation sentences at their natural length, throughput at batch 32, peak memory, load time, MB on disk.
+# The recommendation is the fastest variant that meets the deployment goals (`max_f1_drop_pts`,
+# `min_speedup`, `min_size_ratio`) **on validation**.
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/, reports/, results/ and artifacts/ live
 gpu = False  # also measure GPU throughput at batch 32 (latency is always measured on the CPU)
-seed = 42  # seeds the bootstrap and anything random [min 0]
+seed = 42  # seeds the bootstrap resamples [min 0]
 threads = 2  # CPU threads every variant is pinned to [min 1]
-max_f1_drop_pts = 1.5  # deployment goal: largest test macro-F1 loss vs the teacher a shippable model may have [min 0]
+max_f1_drop_pts = 1.5  # deployment goal: largest validation macro-F1 loss vs the teacher a shippable model may have [min 0]
 min_speedup = 8.0  # deployment goal: batch-1 speed-up over the FP32 PyTorch teacher [min 0]
 min_size_ratio = 6.0  # deployment goal: times smaller on disk than the teacher [min 0]
 stacked = True  # build pruned -> ONNX INT8 combinations
 trim_vocab = True  # also build stacked twins whose vocabulary keeps only the tokens of the train and val sentences
 vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the most common words) [min 0]
-max_test = 0  # 0 uses the whole test set, smoke runs use the first few sentences [min 0] [smoke 24]
-latency_n = 100  # real test sentences timed one at a time (each twice, after warm-up) [min 1] [smoke 8]
+max_eval = 0  # 0 scores every sentence of each set, smoke runs score the first few of each [min 0] [smoke 24]
+latency_n = 100  # real validation sentences timed one at a time (each twice, after warm-up) [min 1] [smoke 8]
 
 # %%
 from IPython.display import Markdown, display
 
-from lib import ship
+from lib import pareto, report, ship
 from lib.stages import benchmark
 
 stage = benchmark.Stage(globals())
@@ -57,28 +61,42 @@ stage.gather()
 display(Markdown(stage.describe()))
 
 # %% [markdown]
-# ## Benchmark
+# ## Benchmark and the choice
+# Quality per set; `Δ vs teacher` is the paired difference in macro-F1 points with its 95% interval
+# (negative = worse), and the last column reads it on test: *indistinguishable* where the interval
+# contains 0 (within noise). Then the costs. The highlighted row is the recommendation, chosen on
+# validation. `#` numbers the points of the plots below.
 
 # %%
 results = stage.benchmark()
-display(ship.summary_table(results))
+recommended = stage.recommend()
+quality, costs = stage.tables()
+display(report.table(quality, highlight=recommended.name, index=False))
+display(report.table(costs, highlight=recommended.name, index=False))
 
 # %% [markdown]
 # ## Trade-offs
-# Log-scale cost on x; the dashed line joins the variants no other variant beats on both axes.
+# Validation macro-F1 (what decides) against log-scale cost; the dashed line joins the variants no other
+# variant beats on both axes. Dotted red: the F1 budget below the teacher; dashed vertical: the speed and
+# size goals (a variant must be above the red line and left of the vertical one).
 
 # %%
-recommended = stage.recommend()
-ship.plot_tradeoffs(results, recommended["name"]);
-ship.plot_retention(results);
+stage.plot_tradeoffs();
+
+# %%
+display(Markdown(ship.why_here(recommended, results, stage.stage_goals())))
+
+# %%
+pareto.plot_retention(results);
 
 # %% [markdown]
 # ## Recommendation and export
-# The fastest variant that meets every deployment goal; if none does, the fastest within the F1 budget.
-# It is copied to `artifacts/model` with a model card; `python -m lib.predict` serves it.
+# The fastest variant that meets every deployment goal on validation; if none does, the fastest within the
+# F1 budget. It is copied to `artifacts/model` with a model card; `python -m lib.predict` serves it.
 
 # %%
-print(f"exported to {stage.export()}")
+exported = stage.export()
+print(f"exported to {exported}")
 
 # %% [markdown]
 # ## Verdict

@@ -26,8 +26,10 @@ def tiny_variant(tmp_path_factory):
 
 def test_harness_fields_are_present_and_sane(tiny_variant):
     root, variant = tiny_variant
-    r = bench.measure_variant(variant, root, TEXTS, threads=1, batch_size=4, latency_n=5)
-    assert np.asarray(r["logits"]).shape == (len(TEXTS), 3)
+    r = bench.measure_variant(variant, root, {"val": TEXTS[:5], "test": TEXTS}, threads=1, batch_size=4, latency_n=5)
+    assert np.asarray(r["logits"]["test"]).shape == (len(TEXTS), 3) and np.asarray(r["logits"]["val"]).shape == (5, 3)
+    # each set batched on its own: the same sentences score the same in either set
+    assert np.allclose(r["logits"]["val"][:4], r["logits"]["test"][:4], atol=1e-5)
     lat = r["latency"]
     assert 0 < lat["median_ms"] <= lat["p95_ms"] <= lat["p99_ms"] < 5000 and lat["n"] == 10 and lat["threads"] == 1
     assert r["throughput_per_s"] > 0 and r["load_s"] > 0

@@ -9,24 +9,24 @@ from tests.test_quantize import SENTENCES, tiny  # noqa: F401  (tiny is a fixtur
 
 
 def test_fp32_order_ranks_by_logit_change_per_weight_not_noisy_f1():
-    sens = [{"group": "all", "f1_drop_pts": 0.6, "mean_abs_diff": 0.1, "params": 100},
+    sens = [{"group": "all", "val_delta_pts": -0.6, "mean_abs_diff": 0.1, "params": 100},
             # the F1 drop is the largest, but it is one flipped sentence: the logits barely move
-            {"group": "embeddings", "f1_drop_pts": 0.46, "mean_abs_diff": 0.005, "params": 11_000_000},
-            {"group": "L0 ffn_out", "f1_drop_pts": 0.2, "mean_abs_diff": 0.05, "params": 600_000},
-            {"group": "L1 ffn_in", "f1_drop_pts": 0.3, "mean_abs_diff": 0.03, "params": 600_000}]
+            {"group": "embeddings", "val_delta_pts": -0.46, "mean_abs_diff": 0.005, "params": 11_000_000},
+            {"group": "L0 ffn_out", "val_delta_pts": -0.2, "mean_abs_diff": 0.05, "params": 600_000},
+            {"group": "L1 ffn_in", "val_delta_pts": -0.3, "mean_abs_diff": 0.03, "params": 600_000}]
     assert sensitivity.fp32_order(sens) == ["L0 ffn_out", "L1 ffn_in", "embeddings"]
 
 
 def test_greedy_keep_stops_at_the_first_prefix_within_budget():
     calls = []
 
-    def drop_with(keep):
+    def delta_with(keep):  # val F1 delta in points, negative = worse
         calls.append(list(keep))
-        return {1: 2.0, 2: 0.5, 3: 0.1}[len(keep)]
-    assert sensitivity.greedy_keep(["a", "b", "c"], drop_with, 3.0, 1.0) == (["a", "b"], 0.5)
+        return {1: -2.0, 2: -0.5, 3: -0.1}[len(keep)]
+    assert sensitivity.greedy_keep(["a", "b", "c"], delta_with, -3.0, 1.0) == (["a", "b"], -0.5)
     assert calls == [["a"], ["a", "b"]]
-    assert sensitivity.greedy_keep(["a", "b", "c"], drop_with, 0.5, 1.0) == ([], 0.5)  # already within budget
-    assert sensitivity.greedy_keep(["a", "b", "c"], drop_with, 3.0, 0.0) == (["a", "b", "c"], 0.1)  # budget never met
+    assert sensitivity.greedy_keep(["a", "b", "c"], delta_with, -0.5, 1.0) == ([], -0.5)  # already within budget
+    assert sensitivity.greedy_keep(["a", "b", "c"], delta_with, -3.0, 0.0) == (["a", "b", "c"], -0.1)  # budget never met
 
 
 def test_onnx_fp32_groups_are_chosen_on_onnx_runtime_val_f1(tiny, tokenizer, tmp_path):
@@ -35,8 +35,8 @@ def test_onnx_fp32_groups_are_chosen_on_onnx_runtime_val_f1(tiny, tokenizer, tmp
     ref = sensitivity.evaluate_predictor(torch_predictor(tiny), loader)
     sens = sensitivity.sensitivity(tiny, loader, ref["macro_f1"], ref["logits"], True)
     fp32_dir, _ = save_onnx_fp32("tiny", tiny, tokenizer, SENTENCES, tmp_path, 1e-4)
-    keep, drop = sensitivity.choose_onnx_fp32_groups(tiny, tokenizer, fp32_dir, loader, ref["macro_f1"], sens, 100.0)
-    assert keep == [] and drop < 100.0  # any loss is within a 100-point budget: everything INT8
+    keep, delta = sensitivity.choose_onnx_fp32_groups(tiny, tokenizer, fp32_dir, loader, ref["macro_f1"], sens, 100.0)
+    assert keep == [] and delta > -100.0  # any loss is within a 100-point budget: everything INT8
     # a budget nothing meets keeps every group FP32, in the sensitivity order
     keep, _ = sensitivity.choose_onnx_fp32_groups(tiny, tokenizer, fp32_dir, loader, ref["macro_f1"], sens, -1.0)
     assert keep == sensitivity.fp32_order(sens)

@@ -4,7 +4,9 @@ A stage module subclasses Stage. STEPS names the methods its notebook calls, sec
 order (plots and tables in between only read the state); run() calls the same ones headlessly. outcome()
 says what the stage found: metrics, headline, verdict, goal checks and the variants it wrote.
 """
+import datetime
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,6 +59,7 @@ class Stage:
     def __init__(self, scope, name: str | None = None):
         """scope: the notebook's globals() (or a dict of parameters; missing ones take the cell's defaults)."""
         self.name = name or self.NAME
+        self.started = time.time()
         self.params = notebook_values(self.name, scope, NOTEBOOKS / f"{self.name}.py")
         self.p = SimpleNamespace(**self.params)
         set_seed(self.p.seed)
@@ -76,11 +79,19 @@ class Stage:
         raise NotImplementedError(f"{type(self).__name__} must say what its result is")
 
     def finish(self, **parts) -> StageResult:
-        """Write reports/<stage>.json; parts default to outcome()."""
+        """Write reports/<stage>.json; parts default to outcome(). Its run_info says when it finished and how long it took."""
+        self.info.update(seconds=round(time.time() - self.started, 1),
+                         finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         result = StageResult(self.name, self.info, **{"headline": {}, "verdict": "", "metrics": {},
                                                      **(parts or self.outcome())})
         result.write(self.paths["reports"])
         return result
+
+    def save_figure(self, fig, name: str):
+        """reports/img/<stage>_<name>.png (atomically) for the index page's thumbnails; returns the figure."""
+        from lib.report import save_png
+        save_png(fig, self.paths["reports"] / "img" / f"{self.name}_{name}.png")
+        return fig
 
     def result_of(self, stage: str) -> StageResult:
         return StageResult.read(self.paths["reports"], stage)

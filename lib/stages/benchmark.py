@@ -2,7 +2,7 @@
 the recommendation against the deployment goals, and its export."""
 from pathlib import Path
 
-from lib import goals, harness, prune, quantize as q, ship, vocab
+from lib import goals, harness, pareto, prune, quantize as q, ship, vocab
 from lib.data import load_splits
 from lib.export import export_recommended
 from lib.onnx_export import save_onnx_fp32, save_onnx_int8
@@ -10,6 +10,7 @@ from lib.stages.base import Stage as BaseStage
 from lib.variants import Variant
 
 QUANTIZATION = "03_quantization"  # its per-model choice of FP32 groups is reused for the stacked INT8 models
+SETS = ("val", "test")  # scored by one harness: val decides, test reports (issue 21 adds ood_val, ood_test here)
 
 
 class Stage(BaseStage):
@@ -22,7 +23,7 @@ class Stage(BaseStage):
         if self.p.stacked:
             splits = load_splits(self.paths["data"])
             vocab_texts = splits["train"]["text"].tolist() + splits["val"]["text"].tolist() if self.p.trim_vocab else None
-            self.variants += build_stacked(self.paths, self.variants, splits["test"]["text"].tolist(),
+            self.variants += build_stacked(self.paths, self.variants, splits["val"]["text"].tolist(),
                                            self.onnx_keep_groups(), vocab_texts=vocab_texts,
                                            vocab_frequent=self.p.vocab_frequent)
         return self.variants
@@ -38,20 +39,31 @@ class Stage(BaseStage):
         return {m["name"]: m["onnx_keep_fp32_groups"] for m in self.result_of(QUANTIZATION).metrics["models"]}
 
     def benchmark(self):
-        """The harness over every variant, the teacher first; results/benchmark.{csv,json}."""
-        test = load_splits(self.paths["data"])["test"]
-        test = test.iloc[:self.p.max_test] if self.p.max_test else test
-        self.df = harness.run_benchmark(self.paths["root"], test, self.variants, self.p.threads, self.p.latency_n,
-                                        gpu=self.device if self.p.gpu else None)
+        """The harness over every variant, the teacher first, on each named set; results/benchmark.{csv,json}."""
+        splits = load_splits(self.paths["data"])
+        cut = self.p.max_eval or None
+        self.sets = {name: splits[name].iloc[:cut] for name in SETS}
+        self.df = harness.run_benchmark(self.paths["root"], self.sets, self.variants, self.p.threads, self.p.latency_n,
+                                        gpu=self.device if self.p.gpu else None, seed=self.p.seed)
         harness.write_results(self.df, self.paths["root"] / "results", self.info)
         return self.df
 
     def stage_goals(self) -> list[goals.Goal]:
-        return goals.from_params(self.params)
+        return goals.from_params(self.params, columns=ship.COLUMNS)
 
     def recommend(self):
+        """The choice, on validation columns only (test columns are reported, never read here)."""
         self.recommended = ship.recommend(self.df, self.stage_goals())
         return self.recommended
+
+    def tables(self) -> tuple:
+        """Quality per set (with the paired delta to the teacher) and costs, numbered as the plot's points."""
+        return ship.quality_table(self.df, list(self.sets)), ship.cost_table(self.df)
+
+    def plot_tradeoffs(self):
+        """The Pareto plot, also written to reports/img for the index page."""
+        fig = pareto.plot_tradeoffs(self.df, self.recommended["name"], self.params)
+        return self.save_figure(fig, "pareto")
 
     def export(self) -> Path:
         """artifacts/model: the recommended variant, self-describing (config, tokenizer, model card); `python -m
@@ -62,13 +74,17 @@ class Stage(BaseStage):
         return self.exported
 
     def outcome(self) -> dict:
-        rec = self.recommended
-        return {"metrics": {"variants_measured": len(self.df), "recommended": rec.to_dict(),
-                            "table": ship.index_table(self.df), "artifact": str(self.exported)},
-                "headline": {"recommended": rec["name"], "recommended test macro-F1": rec["macro_f1"],
-                             "speedup vs teacher": rec["speedup"], "size ratio vs teacher": rec["size_ratio"]},
+        rec, test = self.recommended, list(self.sets)[-1]
+        return {"metrics": {"variants_measured": len(self.df), "sets": {k: len(v) for k, v in self.sets.items()},
+                            "recommended": rec.to_dict(), "table": ship.index_table(self.df),
+                            "artifact": str(self.exported)},
+                "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
+                             f"recommended {test} macro-F1": rec[f"{test}_macro_f1"],
+                             f"{test} Δ vs teacher (points)": rec[f"{test}_delta_pts"],
+                             "speed-up vs teacher": rec["speedup_vs_teacher"],
+                             "size ratio vs teacher": rec["size_ratio_vs_teacher"]},
                 "goals": goals.check_all(self.stage_goals(), rec, rec["name"]),
-                "verdict": ship.recommendation_text(rec, self.df, self.stage_goals())}
+                "verdict": ship.recommendation_text(rec, self.df, self.stage_goals(), list(self.sets))}
 
 
 def build_stacked(paths: dict, variants: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,

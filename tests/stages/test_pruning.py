@@ -32,5 +32,15 @@ def test_notebook_04_smoke(smoke_run):
     predict, tok = variants_lib.load(teacher_50, smoke_run)
     assert predict(dict(tok("Profit rose", return_tensors="pt"))).shape == (1, 3)
     assert any(k.endswith("batch-1 speedup") for k in metrics["headline"])
+    # each model's level is chosen on val and judged there: every goal for every model, with its number
+    gs = metrics["goals"]
+    assert [g["goal"] for g in gs] == ["max_f1_drop_pts", "min_speedup"] * 2
+    for role, level in metrics["metrics"]["chosen"].items():
+        lv = next(lv for lv in metrics["metrics"]["models"][role]["levels"] if lv["name"] == level)
+        assert {g["subject"] for g in gs if g["subject"].startswith(role)} == {f"{role}_pruned_{level}"}
+        assert lv["val_delta_pts"] == next(g["value"] for g in gs if g["subject"] == f"{role}_pruned_{level}"
+                                          and g["metric"] == "val_delta_pts")
+        assert lv["test_delta_ci_low"] <= lv["test_delta_pts"] <= lv["test_delta_ci_high"]
+    assert "MET" in metrics["verdict"]
     html = (smoke_run / "reports" / "04_pruning.html").read_text()
     assert html.count("data:image/png") >= 3

@@ -1,0 +1,32 @@
+"""scripts/results_table.py: README's results table printed from a run's stage-05 JSON, never typed by hand."""
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def script(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_table_from_the_smoke_run(smoke_run, tmp_path):
+    proc = script(smoke_run)
+    assert proc.returncode == 0, proc.stderr
+    variants = json.loads((smoke_run / "results" / "benchmark.json").read_text())["variants"]
+    shipped = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())["headline"]["recommended"]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("| variant | val macro-F1 | test macro-F1 (95% CI) | test Δ vs teacher")
+    rows = [l for l in lines if l.startswith("| `") or l.startswith("| **")]
+    assert len(rows) == len(variants) and f"**`{shipped}`** (shipped)" in proc.stdout
+    assert "| +0.00 (+0.00 to +0.00) | 1.00 | indistinguishable |" in rows[0]  # the teacher against itself
+    assert "variants are indistinguishable from the teacher" in lines[-1]
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results_table.py: begin -->\nold\n<!-- results_table.py: end -->\noutro\n")
+    assert script(smoke_run, "--readme", readme).returncode == 0
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("end -->\noutro\n") and rows[0] in text
+    readme.write_text("no markers\n")
+    proc = script(smoke_run, "--readme", readme)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and readme.read_text() == "no markers\n"
