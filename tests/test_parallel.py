@@ -84,10 +84,11 @@ s2.results = {"baseline": {"model": student, "path": mine / "student"}}
 s2.splits = data.load_splits(mine / "data")
 sizes = s2.measure()
 
-pruning.table = lambda results: None  # the table needs the prune step's figures; measure() is what is under test
+# the table and the goal judgement need the prune step's figures; measure()'s timing is what is under test
+pruning.table = pruning.judge = lambda *a: None
 s4 = object.__new__(pruning.Stage)
-s4.p = SimpleNamespace(latency_seq_len=16, threads=1, latency_passes=1, latency_n=3)
-s4.paths = {"data": mine / "data"}
+s4.p = SimpleNamespace(latency_seq_len=16, threads=1, latency_passes=1, latency_n=3, max_length=32, seed=0)
+s4.paths, s4.device, s4.stage_goals = {"data": mine / "data"}, torch.device("cpu"), lambda: []
 s4.results = {"teacher": {"base": {"path": mine / "teacher"}, "levels": [{"path": mine / "pruned"}]}}
 s4.measure()
 after02_04 = len(timed)
