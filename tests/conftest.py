@@ -1,4 +1,5 @@
 """Shared fixtures: the real data in ../shared/data and one smoke run of the pipeline per test session."""
+import importlib.util
 import json
 import os
 import socket
@@ -13,6 +14,13 @@ from lib.train import resolve_model_source
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("FINCOMPRESS_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_all(out_dir: Path, *args: str) -> subprocess.CompletedProcess:
