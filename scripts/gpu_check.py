@@ -100,7 +100,7 @@ def step_env() -> str:
     if Path(spec.argv[0]).name not in ("python", "python3", Path(sys.executable).name):
         raise CheckFailed(f"papermill's python3 kernel runs {spec.argv[0]}, not this interpreter {sys.executable}")
     import nbformat
-    from lib.report import render_html
+    from lib.render import render_html
     render_html(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("check")]), WORK / "logs" / "env.html")
     import torch
     import transformers

@@ -72,3 +72,31 @@ def test_variants_and_onnx_inference_import_without_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def dangling(source: str) -> list[str]:
+    """Every `from lib.x import name` and `module.name` (a lib module bound by an import) the source uses that
+    lib does not define: what breaks when a refactor moves a function that only a script or a GPU check calls."""
+    import importlib
+    bound, missing = {}, []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lib":
+            for a in node.names:
+                try:  # `from lib import bench` names a submodule, `from lib.bench import x` an attribute
+                    bound[a.asname or a.name] = importlib.import_module(f"{node.module}.{a.name}")
+                except ModuleNotFoundError:
+                    if not hasattr(importlib.import_module(node.module), a.name):
+                        missing.append(f"{node.module}.{a.name}")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound:
+            if not hasattr(bound[node.value.id], node.attr):
+                missing.append(f"{bound[node.value.id].__name__}.{node.attr}")
+    return missing
+
+
+def test_scripts_use_only_names_lib_defines():
+    """scripts/ is not run by the suite (GPU check, benchmarks): its calls into lib are checked here instead."""
+    found = {p.name: dangling(p.read_text()) for p in sorted((REPO / "scripts").glob("*.py"))}
+    assert {name: m for name, m in found.items() if m} == {}
+    assert dangling("from lib import losses\nlosses.no_such_loss\nfrom lib.report import no_such") == [
+        "lib.report.no_such", "lib.losses.no_such_loss"]
