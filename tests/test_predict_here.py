@@ -1,0 +1,219 @@
+"""lib.predict and lib.serving run in this process: what test_predict.py checks through a subprocess, here where
+mutation testing can see which code each test runs, with probabilities checked against ONNX Runtime run directly."""
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from lib import predict, serving
+from tests import tiny_model
+from tests.test_predict import ODD, failure_inputs, write_csv
+
+TEXTS = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn", "Sales fell", "Shares jumped 12% after the report"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_model.build(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def run(monkeypatch, capsys):
+    """predict's CLI in this process: (exit code, stdout, stderr); stdin is the bytes given (empty by default)."""
+    def call(*args, stdin: bytes = b""):
+        monkeypatch.setenv("RAYON_NUM_THREADS", "1")  # main() sets it; monkeypatch puts it back
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        with pytest.raises(SystemExit) as e:
+            serving.run_cli(lambda: predict.main([str(a) for a in args]), "predict")
+        out, err = capsys.readouterr()
+        return e.value.code, out, err
+    return call
+
+
+def direct_probs(model, texts) -> np.ndarray:
+    """Each text alone, unpadded, through an ONNX Runtime session and the model's tokenizer.json: no lib code."""
+    import onnxruntime
+    from tokenizers import Tokenizer
+    session, tok = onnxruntime.InferenceSession(str(model / "model.onnx")), Tokenizer.from_file(str(model / "tokenizer.json"))
+    out = []
+    for t in texts:
+        e = tok.encode(t)
+        feeds = {"input_ids": [e.ids], "attention_mask": [e.attention_mask], "token_type_ids": [e.type_ids]}
+        logits = session.run(None, {k: np.asarray(v, dtype=np.int64) for k, v in feeds.items()})[0][0]
+        out.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+    return np.array(out)
+
+
+def json_rows(result) -> list[dict]:
+    code, out, err = result
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_probabilities_and_labels_are_the_models(model, run):
+    rows = json_rows(run("--model", model, "--json", "--batch-size", "1", *TEXTS))
+    expected = direct_probs(model, TEXTS)
+    labels = ["negative", "neutral", "positive"]
+    for n, (row, p) in enumerate(zip(rows, expected), 1):
+        assert row["row"] == n and row["text"] == TEXTS[n - 1] and row["label"] == labels[int(p.argmax())]
+        assert [row[f"p_{l}"] for l in labels] == pytest.approx(p.tolist(), abs=1e-4)
+    assert len({r["label"] for r in rows}) > 1  # the tiny model's labels differ, so the check means something
+    code, out, _ = run("--model", model, "--batch-size", "1", *TEXTS)
+    head, *table = out.splitlines()
+    assert code == 0 and head == "label\tp_negative\tp_neutral\tp_positive\ttext"
+    assert [line.split("\t") for line in table] == [
+        [r["label"], *(str(r[f"p_{l}"]) for l in labels), r["text"]] for r in rows]
+
+
+def test_batches_sorted_by_length_answer_in_input_order(model, run):
+    """The FP32 checkpoint (dynamic INT8 scales per batch, so its answers move with the batching): padded batches
+    of sentences sorted by length give each sentence the answer it gets alone, in input order."""
+    texts = TEXTS * 3 + ["Up"]
+    fp32 = model.parent.parent / "checkpoints" / "teacher"
+    one = json_rows(run("--model", fp32, "--json", "--batch-size", "1", *texts))
+    four = json_rows(run("--model", fp32, "--json", "--batch-size", "4", *texts))
+    assert [r["text"] for r in four] == texts and [r["row"] for r in four] == list(range(1, len(texts) + 1))
+    for a, b in zip(one, four):
+        assert [a[f"p_{l}"] for l in ("negative", "neutral", "positive")] == pytest.approx(
+            [b[f"p_{l}"] for l in ("negative", "neutral", "positive")], abs=2e-4)
+    assert len({r["p_positive"] for r in one}) > 2  # the sentences' answers differ, so order is visible
+
+
+def test_lines_from_stdin_keep_their_numbers(model, run):
+    rows = json_rows(run("--model", model, "--json", stdin="Profit rose\n\nSales fell\r\nA\u2028B\n".encode()))
+    assert [(r["row"], r["text"]) for r in rows] == [(1, "Profit rose"), (3, "Sales fell"), (4, "A\u2028B")]
+    code, out, err = run("--model", model, "--json", stdin=b"ok\n\xff\n")
+    assert code == 2 and out == "" and err.startswith("predict: error: stdin is not UTF-8 (a bad byte after line ")
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_csv_cells_come_back_whole_and_escaped_in_the_table(model, run, tmp_path, source):
+    path = write_csv(tmp_path / "in.csv", ODD)
+    args, stdin = (["--csv", path], b"") if source == "file" else (["--csv", "-"], path.read_bytes())
+    rows = json_rows(run("--model", model, "--json", *args, stdin=stdin))
+    assert [(r["row"], r["text"]) for r in rows] == list(enumerate(ODD, 1))
+    code, out, _ = run("--model", model, *args, stdin=stdin)
+    assert code == 0 and [line.split("\t")[-1] for line in out.split("\n")[1:-1]] == [
+        "tab\\there", "quoted\\nnewline", "line\\u2028separator", "next\\u0085line", "nul\\0byte", 'say "hi", then, go']
+
+
+def test_a_short_csv_record_reads_as_an_empty_cell(model, run, tmp_path):
+    (tmp_path / "short.csv").write_text("id,text\n1,Profit rose\n2\n")
+    code, out, err = run("--model", model, "--csv", tmp_path / "short.csv")
+    assert code == 2 and out == "" and "row 2 is empty" in err
+
+
+def test_each_chunk_is_answered_before_the_next_is_read(model, run, monkeypatch):
+    monkeypatch.setattr(predict, "CHUNK_ROWS", 2)
+    rows = json_rows(run("--model", model, "--json", *TEXTS, "Up", "Down"))
+    assert [r["row"] for r in rows] == [1, 2, 3, 4, 5]
+    code, out, _ = run("--model", model, *TEXTS[:2], " ", "x")  # the bad row is in the second chunk
+    assert code == 2 and out.count("\n") == 3 and out.startswith("label\t")  # header once, chunk 1 complete
+
+
+@pytest.fixture(scope="module")
+def failures(model, tmp_path_factory):
+    return failure_inputs(model, tmp_path_factory.mktemp("bad"))
+
+
+@pytest.mark.parametrize("case", ["damaged_onnx", "damaged_onnx_with_manifest", "truncated_safetensors",
+                                  "max_length_above_positions", "max_length_below_1", "big_cell", "header_only",
+                                  "empty_file", "other_column", "empty_cell", "latin1", "no_csv", "no_model",
+                                  "not_a_model", "empty_text", "long_text", "args_and_csv", "batch_size"])
+def test_bad_input_is_one_line_exit_2_and_no_output(failures, run, case):
+    args, needle = failures[case]
+    code, out, err = run(*args)
+    assert code == 2 and out == "" and err.startswith("predict: error:") and err.count("\n") == 1, err
+    assert needle in err
+
+
+def test_no_input_at_all_is_one_line(model, run):
+    code, out, err = run("--model", model)
+    assert (code, out) == (2, "") and err == "predict: error: stdin has no lines to classify\n"
+
+
+def test_truncate_cuts_at_the_max_length_asked_for(failures, model, run):
+    rows = json_rows(run("--model", model, "--json", "--truncate", "--max-length", "16", "profit " * 40))
+    assert rows[0]["row"] == 1 and rows[0]["text"] == "profit " * 40
+    code, _, err = run("--model", model, "--max-length", "16", "profit " * 40)
+    assert code == 2 and "text 1 is 42 tokens, longer than the 16 the model reads" in err
+    assert json_rows(run("--model", model, "--json", "--max-length", "3", "up"))[0]["text"] == "up"  # [CLS] up [SEP]
+
+
+def test_pad_right_pads_each_batch_to_its_longest(model):
+    tok = serving.load(model).tokenizer
+    encs = tok.encode_batch(["Sales fell", "Operating profit rose to EUR 13.1 mn"])
+    batch = serving.pad(encs, pad_id=7)
+    n0, n1 = len(encs[0].ids), len(encs[1].ids)
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"} and batch["input_ids"].shape == (2, n1)
+    assert all(v.dtype == np.int64 for v in batch.values())
+    assert batch["input_ids"][0].tolist() == encs[0].ids + [7] * (n1 - n0) and batch["input_ids"][1].tolist() == encs[1].ids
+    assert batch["attention_mask"].tolist() == [[1] * n0 + [0] * (n1 - n0), [1] * n1]
+    assert batch["token_type_ids"].tolist() == [[0] * n1, [0] * n1]
+
+
+def test_softmax_and_label_names():
+    p = serving.softmax([[0.0, 0.0, np.log(2.0)], [1000.0, 0.0, 0.0]])
+    assert p.dtype == np.float32 and np.allclose(p, [[0.25, 0.25, 0.5], [1.0, 0.0, 0.0]], atol=1e-7)
+    names = {"id2label": {"0": "bearish", "1": "flat", "2": "bullish"}}
+    assert serving.labels_of(names) == ["bearish", "flat", "bullish"]
+    study = ["negative", "neutral", "positive"]
+    assert serving.labels_of({"id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}}) == study
+    assert serving.labels_of({"id2label": {"0": "a", "1": "b"}}) == study and serving.labels_of({}) == study
+
+
+def test_the_model_reads_its_lengths_from_its_files(model, tmp_path):
+    import shutil
+    m = serving.load(model)
+    assert (m.max_length, m.max_positions, m.labels) == (128, 512, ["negative", "neutral", "positive"])
+    copy = shutil.copytree(model, tmp_path / "m")
+    (copy / "MANIFEST.json").unlink()
+    config = json.loads((copy / "config.json").read_text())
+    for key in ("max_seq_length", "max_position_embeddings"):
+        config.pop(key)
+    (copy / "config.json").write_text(json.dumps(config))
+    (copy / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 256}))
+    m = serving.load(copy)
+    assert (m.max_length, m.max_positions) == (serving.DEFAULT_MAX_LENGTH, 256)
+    (copy / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 10**30}))  # transformers' "no limit"
+    assert serving.load(copy).max_positions is None
+    (copy / "config.json").write_text("{not json")
+    with pytest.raises(serving.FinCompressError, match="config.json is not valid JSON .*; re-export the model"):
+        serving.load(copy)
+
+
+def test_a_bad_byte_is_located_by_offset_and_line(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"text\nfine\ncaf\xe9\n")
+    assert serving.bad_byte(path) == " (byte 0xe9 at offset 13, line 3)"
+    path.write_bytes(b"all fine\n")
+    assert serving.bad_byte(path) == ""
+
+
+def test_a_failing_batch_names_the_model_and_the_shape(tmp_path):
+    def broken(batch):
+        raise RuntimeError("shape mismatch\nsecond line")
+    call = serving.guarded(broken, tmp_path / "m")
+    with pytest.raises(serving.FinCompressError, match=r"failed on a batch of shape \(2, 5\) \(RuntimeError: shape "
+                                                       r"mismatch\); re-export it or pass another --model$"):
+        call({"input_ids": np.zeros((2, 5))})
+    assert serving.first_line(ValueError("")) == "" and serving.first_line(ValueError("x" * 200)) == "x" * 160
+
+
+@pytest.mark.parametrize("error, code, says", [
+    (KeyboardInterrupt(), 130, ""), (ValueError("boom\nmore"), 1, "predict: error: unexpected ValueError: boom (a bug"),
+    (serving.FinCompressError("two\nlines"), 2, "predict: error: two lines\n")])
+def test_run_cli_exit_codes(capsys, monkeypatch, error, code, says):
+    monkeypatch.delenv("FINCOMPRESS_DEBUG", raising=False)
+
+    def main():
+        raise error
+    with pytest.raises(SystemExit) as e:
+        serving.run_cli(main, "predict")
+    assert e.value.code == code and capsys.readouterr().err.startswith(says)
+    monkeypatch.setenv("FINCOMPRESS_DEBUG", "1")
+    if code == 1:
+        with pytest.raises(ValueError):
+            serving.run_cli(main, "predict")
