@@ -91,7 +91,8 @@ def test_plain_run_is_one_process_on_the_cpu(monkeypatch):
     assert common.dist_env() == (0, 0, 1)
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")
-    assert common.dist_env() == (3, 0, 4)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert common.dist_env() == (3, 1, 4)
     monkeypatch.setenv("WORLD_SIZE", "1")
     with common.data_parallel(torch.device("cpu")) as joined:
         assert joined is False
@@ -142,3 +143,58 @@ def test_run_cli_exit_codes(capsys):
     with pytest.raises(SystemExit) as e:
         common.run_cli(lambda: (_ for _ in ()).throw(FinCompressError("bad input")), "prog")
     assert e.value.code == 2 and capsys.readouterr().err == "prog: error: bad input\n"
+
+
+def test_gpu_device_is_this_ranks_gpu(monkeypatch):
+    """No GPU here: CUDA is mocked so the --gpu and torchrun device choice is still checked."""
+    picked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", picked.append)
+    for var in ("WORLD_SIZE", "LOCAL_RANK", "RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert common.resolve_device(True) == torch.device("cuda") and picked == []
+    assert common.resolve_device(False) == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert common.resolve_device(True) == torch.device("cuda", 1) and picked == [1]
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(FinCompressError, match="^LOCAL_RANK 2 but only 2 GPU\\(s\\) visible; launch at most one process "
+                                               "per GPU \\(torchrun --nproc_per_node\\)$"):
+        common.resolve_device(True)
+
+
+def test_run_info_names_the_gpu_and_every_package(monkeypatch):
+    from importlib import metadata
+    import platform
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"H100 as {device}")
+    info = common.run_info(1, torch.device("cuda", 0))
+    assert info["hardware"]["gpu"] == "H100 as cuda:0" and info["hardware"]["platform"] == platform.platform()
+    names = ["torch", "transformers", "datasets", "scikit-learn", "numpy", "onnxruntime", "onnx", "papermill"]
+    assert common.package_versions() == {"python": platform.python_version(), **{n: metadata.version(n) for n in names}}
+    text = common.format_run_info({**info, "params": {"a": 1, "b": "x"}}).splitlines()
+    assert text[2] == "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    assert text[3] == "params: a=1, b='x'"
+    plain = common.format_run_info({**info, "hardware": {**info["hardware"], "cpu": "X"}, "params": {}})
+    assert plain.splitlines()[1].endswith(", GPU H100 as cuda:0")
+    del info["hardware"]["gpu"]
+    assert common.format_run_info({**info, "hardware": {**info["hardware"], "cpu": "X"}}).splitlines()[1] == \
+        f"hardware: X ({os.cpu_count()} cores, torch threads {info['hardware']['torch_threads']})"
+
+
+def test_cpu_name_reads_the_first_model_name_else_the_platform(monkeypatch):
+    from types import SimpleNamespace
+    text = "processor\t: 0\nmodel name\t: Xeon: Gold 6130 @ 2.1GHz \nmodel name\t: other\n"
+    monkeypatch.setattr(common, "Path", lambda p: SimpleNamespace(read_text=lambda: text) if p == "/proc/cpuinfo" else None)
+    assert common.cpu_name() == "Xeon: Gold 6130 @ 2.1GHz"
+    text = "processor\t: 0\n"
+    monkeypatch.setattr(common.platform, "processor", lambda: "")
+    monkeypatch.setattr(common.platform, "machine", lambda: "x86_64")
+    assert common.cpu_name() == "x86_64"
+    monkeypatch.setattr(common.platform, "processor", lambda: "i386")
+    assert common.cpu_name() == "i386"
+
+    def unreadable():
+        raise OSError("no /proc")
+    monkeypatch.setattr(common, "Path", lambda p: SimpleNamespace(read_text=unreadable))
+    assert common.cpu_name() == "i386"

@@ -142,78 +142,35 @@ def test_truncate_cuts_at_the_max_length_asked_for(failures, model, run):
     assert json_rows(run("--model", model, "--json", "--max-length", "3", "up"))[0]["text"] == "up"  # [CLS] up [SEP]
 
 
-def test_pad_right_pads_each_batch_to_its_longest(model):
-    tok = serving.load(model).tokenizer
-    encs = tok.encode_batch(["Sales fell", "Operating profit rose to EUR 13.1 mn"])
-    batch = serving.pad(encs, pad_id=7)
-    n0, n1 = len(encs[0].ids), len(encs[1].ids)
-    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"} and batch["input_ids"].shape == (2, n1)
-    assert all(v.dtype == np.int64 for v in batch.values())
-    assert batch["input_ids"][0].tolist() == encs[0].ids + [7] * (n1 - n0) and batch["input_ids"][1].tolist() == encs[1].ids
-    assert batch["attention_mask"].tolist() == [[1] * n0 + [0] * (n1 - n0), [1] * n1]
-    assert batch["token_type_ids"].tolist() == [[0] * n1, [0] * n1]
+def test_csv_with_a_bom_and_crlf_inside_a_cell(model, run, tmp_path):
+    data = '\ufefftext,id\r\n"line one\r\nline two",1\r\nProfit rose,2\r\n'.encode()
+    (tmp_path / "bom.csv").write_bytes(data)
+    for args, stdin in ((["--csv", tmp_path / "bom.csv"], b""), (["--csv", "-"], data)):
+        rows = json_rows(run("--model", model, "--json", *args, stdin=stdin))
+        assert [r["text"] for r in rows] == ["line one\r\nline two", "Profit rose"]
+    code, _, err = run("--model", model, "--csv", "-", "--column", "body", stdin=data)
+    assert code == 2 and err == "predict: error: stdin has no column 'body' (found: text, id); pass --column NAME\n"
 
 
-def test_softmax_and_label_names():
-    p = serving.softmax([[0.0, 0.0, np.log(2.0)], [1000.0, 0.0, 0.0]])
-    assert p.dtype == np.float32 and np.allclose(p, [[0.25, 0.25, 0.5], [1.0, 0.0, 0.0]], atol=1e-7)
-    names = {"id2label": {"0": "bearish", "1": "flat", "2": "bullish"}}
-    assert serving.labels_of(names) == ["bearish", "flat", "bullish"]
-    study = ["negative", "neutral", "positive"]
-    assert serving.labels_of({"id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}}) == study
-    assert serving.labels_of({"id2label": {"0": "a", "1": "b"}}) == study and serving.labels_of({}) == study
+def test_bad_bytes_and_broken_csv_name_where(model, run, tmp_path, monkeypatch):
+    import csv
+    data = "text\nCaf\xe9 sales rose\n".encode("latin-1")
+    (tmp_path / "l1.csv").write_bytes(data)
+    code, _, err = run("--model", model, "--csv", "-", stdin=data)
+    assert code == 2 and err == "predict: error: stdin is not UTF-8; re-save it as UTF-8\n"
+    code, _, err = run("--model", model, "--csv", tmp_path / "l1.csv")
+    assert err == f"predict: error: {tmp_path / 'l1.csv'} is not UTF-8 (byte 0xe9 at offset 8, line 2); re-save it as UTF-8\n"
+    limit = csv.field_size_limit()
+    monkeypatch.setattr(serving, "CSV_CELL_LIMIT", 10)
+    try:
+        code, _, err = run("--model", model, "--csv", "-", stdin=b"text\nmore than ten characters\n")
+    finally:
+        csv.field_size_limit(limit)
+    assert code == 2 and err == "predict: error: stdin line 2: field larger than field limit (10); fix the CSV quoting\n"
 
 
-def test_the_model_reads_its_lengths_from_its_files(model, tmp_path):
-    import shutil
-    m = serving.load(model)
-    assert (m.max_length, m.max_positions, m.labels) == (128, 512, ["negative", "neutral", "positive"])
-    copy = shutil.copytree(model, tmp_path / "m")
-    (copy / "MANIFEST.json").unlink()
-    config = json.loads((copy / "config.json").read_text())
-    for key in ("max_seq_length", "max_position_embeddings"):
-        config.pop(key)
-    (copy / "config.json").write_text(json.dumps(config))
-    (copy / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 256}))
-    m = serving.load(copy)
-    assert (m.max_length, m.max_positions) == (serving.DEFAULT_MAX_LENGTH, 256)
-    (copy / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 10**30}))  # transformers' "no limit"
-    assert serving.load(copy).max_positions is None
-    (copy / "config.json").write_text("{not json")
-    with pytest.raises(serving.FinCompressError, match="config.json is not valid JSON .*; re-export the model"):
-        serving.load(copy)
-
-
-def test_a_bad_byte_is_located_by_offset_and_line(tmp_path):
-    path = tmp_path / "x.csv"
-    path.write_bytes(b"text\nfine\ncaf\xe9\n")
-    assert serving.bad_byte(path) == " (byte 0xe9 at offset 13, line 3)"
-    path.write_bytes(b"all fine\n")
-    assert serving.bad_byte(path) == ""
-
-
-def test_a_failing_batch_names_the_model_and_the_shape(tmp_path):
-    def broken(batch):
-        raise RuntimeError("shape mismatch\nsecond line")
-    call = serving.guarded(broken, tmp_path / "m")
-    with pytest.raises(serving.FinCompressError, match=r"failed on a batch of shape \(2, 5\) \(RuntimeError: shape "
-                                                       r"mismatch\); re-export it or pass another --model$"):
-        call({"input_ids": np.zeros((2, 5))})
-    assert serving.first_line(ValueError("")) == "" and serving.first_line(ValueError("x" * 200)) == "x" * 160
-
-
-@pytest.mark.parametrize("error, code, says", [
-    (KeyboardInterrupt(), 130, ""), (ValueError("boom\nmore"), 1, "predict: error: unexpected ValueError: boom (a bug"),
-    (serving.FinCompressError("two\nlines"), 2, "predict: error: two lines\n")])
-def test_run_cli_exit_codes(capsys, monkeypatch, error, code, says):
-    monkeypatch.delenv("FINCOMPRESS_DEBUG", raising=False)
-
-    def main():
-        raise error
-    with pytest.raises(SystemExit) as e:
-        serving.run_cli(main, "predict")
-    assert e.value.code == code and capsys.readouterr().err.startswith(says)
-    monkeypatch.setenv("FINCOMPRESS_DEBUG", "1")
-    if code == 1:
-        with pytest.raises(ValueError):
-            serving.run_cli(main, "predict")
+def test_stdin_lines_keep_their_spaces_and_lose_only_the_line_end(model, run):
+    rows = json_rows(run("--model", model, "--json", stdin="\ufeffProfit X  \nSales fell\r".encode()))
+    assert [r["text"] for r in rows] == ["Profit X  ", "Sales fell"]
+    code, out, err = run("--model", model, stdin=b"\xff early\n")
+    assert (code, out) == (2, "") and err == "predict: error: stdin is not UTF-8 (a bad byte after line 0); send UTF-8 text\n"

@@ -148,3 +148,9 @@ def test_an_unchanged_stage_is_skipped_and_force_or_an_edit_reruns_it(repo, tmp_
     edit(repo / "lib" / "goals.py", "return all(", "return all(  # edited\n        ")
     assert runs(out, monkeypatch)[0] == [STAGE]
     assert runs(out, monkeypatch)[0] == []
+
+
+def test_damaged_outputs_read_every_done_stage_whatever_comes_first(tmp_path):
+    assert runstate.damaged_outputs({}, tmp_path) == {}  # a first run: no records at all
+    state = {"02_distillation": "k", "outputs": {STAGE: ["not_done"], "02_distillation": ["gone"]}}
+    assert runstate.damaged_outputs(state, tmp_path) == {"02_distillation": f"{tmp_path / 'gone'} is missing"}

@@ -122,3 +122,42 @@ def test_why_here_counts_the_faster_variants_it_does_not_show():
     assert why.endswith("; 1 more faster variants miss a goal too.") and "`f` (1.40 ms) misses val ΔF1" in why
     assert "`b` (1.00 ms)" not in why  # the four nearest in latency are shown, slowest first
     assert ship.why_here(rec, df, gs, show=5).endswith("misses val ΔF1 ≥ -1.5 pts.")
+
+
+def test_the_verdict_reads_the_last_set_and_counts_each_reading():
+    """A third set (issue 21's out-of-domain test) becomes the reported one; the text, line by line."""
+    df = table_rows()
+    ood = {"ood_macro_f1": [0.83, 0.82, 0.81], "ood_f1_ci_low": [0.8, 0.79, 0.78], "ood_f1_ci_high": [0.86, 0.85, 0.84],
+           "ood_delta_pts": [0.0, -1.0, -0.3], "ood_delta_ci_low": [0.0, -2.0, -1.1],
+           "ood_delta_ci_high": [0.0, 0.5, 0.6], "ood_mcnemar_p": [1.0, 0.3, 0.7]}
+    df = df.assign(**ood, disk_bytes=[90_000_000, 60_000_000, 12_350_001])
+    gs = deployment(1.5, 8.0, 6.0)
+    text = ship.recommendation_text(df.iloc[2], df, gs, ["val", "test", "ood"])
+    assert text == "\n".join([
+        f"**Ship `student_p50_int8`**: {ship.choice_rule(df.iloc[2], gs)}.", "",
+        "* Lineage: minilm -> teacher -> student_p50 -> student_p50_int8.",
+        "* Chosen on validation: macro-F1 0.870, -1.00 points vs the teacher.",
+        "* On ood, reported only: macro-F1 0.810 (95% CI 0.780-0.840), -0.30 points (95% CI -1.10 to +0.60, "
+        "McNemar p 0.7): indistinguishable from the teacher.",
+        "* Cost: 1.00 ms median batch-1 latency (10.0x faster), 12.4 MB on disk (9.0x smaller).",
+        "* `student_p50_int8` is the fastest variant measured.", "", "Goals, judged on validation:", "",
+        "* **MET**: validation macro-F1 at most 1.5 points below the teacher (it reads -1.00 points)",
+        "* **MET**: at least 8.0x faster than the teacher at batch 1 (it reads 10.00x)",
+        "* **MET**: at least 6.0x smaller on disk than the teacher (it reads 9.00x)", "",
+        "On ood, 2 of 2 variants are indistinguishable from the teacher (the paired 95% CI of the delta contains 0: "
+        "within noise), 0 are worse and 0 better.", "",
+        "Pareto-optimal on validation F1 vs latency: teacher, student_p50, student_p50_int8."])
+    q = ship.quality_table(df, ["val", "test", "ood"])
+    assert q.columns[-2:].tolist() == ["ood McNemar p", "on ood"] and q["on ood"].tolist() == ["indistinguishable"] * 3
+
+
+def test_why_here_lists_every_missed_goal_and_the_size_of_a_tied_variant():
+    df = costs(pd.DataFrame({"name": ["teacher", "fast_big_bad", "fast_big", "pick"],
+                             "latency_median_ms": [10.0, 0.5, 0.98, 1.0], "disk_bytes": [100e6, 60e6, 12_350_001, 10e6],
+                             "val_delta_pts": [0.0, -3.0, -0.5, -0.5]}))
+    gs = deployment(1.5, 8.0, 2.0)
+    assert ship.recommend(df, gs)["name"] == "pick"
+    assert ship.why_here(df.iloc[3], df, gs) == (
+        "Why here: 2 variant(s) are faster than `pick` (1.00 ms), and none of them qualifies: `fast_big` (0.98 ms) is "
+        "within 10% of its latency but larger (12.4 MB); `fast_big_bad` (0.50 ms) misses val ΔF1 ≥ -1.5 pts, "
+        "size ≥ 2.0x smaller.")
