@@ -174,3 +174,57 @@ def test_stdin_lines_keep_their_spaces_and_lose_only_the_line_end(model, run):
     assert [r["text"] for r in rows] == ["Profit X  ", "Sales fell"]
     code, out, err = run("--model", model, stdin=b"\xff early\n")
     assert (code, out) == (2, "") and err == "predict: error: stdin is not UTF-8 (a bad byte after line 0); send UTF-8 text\n"
+
+
+def test_help_names_the_command_and_every_option(run, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run("--help")
+    assert code == 0 and out.startswith("usage: python -m lib.predict [-h] [--csv CSV]")
+    assert '\n    python -m lib.predict "Operating profit rose 20%" "Sales fell"\n' in out  # the docstring, as written
+    words = " ".join(out.split())
+    for option, says in [("texts", "sentences to classify (else --csv, else piped stdin, one per line)"),
+                         ("--csv CSV", "a UTF-8 CSV file with a header row, or - for a CSV on stdin"),
+                         ("--column COLUMN", "CSV column holding the sentences (default: text)"),
+                         ("--model MODEL", "model folder or .onnx file (default: artifacts/model)"),
+                         ("--max-length MAX_LENGTH", "tokens the model reads (default: the model's, else 128)"),
+                         ("--truncate", "cut texts longer than --max-length instead of failing"),
+                         ("--json", "one JSON object per line, with the input row number"),
+                         ("--batch-size BATCH_SIZE", "sentences per model call (default: 32)"),
+                         ("--threads THREADS", "CPU threads for the model and the tokenizer (default: 2)")]:
+        assert f"{option} {says}" in words, option
+
+
+def test_without_model_the_shipped_one_is_read_and_stdin_is_named(run):
+    code, _, err = run("x")
+    assert code == 2 and err.startswith(f"predict: error: model {predict.DEFAULT_MODEL} does not exist; run `python run_all")
+    code, out, err = run("--model", "unused", "--csv", "-", stdin=b"text\n")
+    assert (code, out) == (2, "") and err == "predict: error: stdin has no rows to classify (only a header)\n"
+    code, _, err = run("--model", "unused", "--csv", "-", "x")
+    assert err == "predict: error: pass sentences as arguments or with --csv, not both\n"
+
+
+def test_threads_and_lengths_at_their_limits(model, run, monkeypatch):
+    import os
+    real, threads = serving.load, []
+    monkeypatch.setattr(serving, "load", lambda path, n=2: threads.append(n) or real(path, n))
+    rows = json_rows(run("--model", model, "--json", "--threads", "1", "--max-length", "512", TEXTS[0]))
+    assert threads == [1] and os.environ["RAYON_NUM_THREADS"] == "1"
+    assert all(r[k] == round(r[k], 4) for r in rows for k in r if k.startswith("p_"))  # 4 decimals, no more
+    json_rows(run("--model", model, "--json", "--threads", "3", "--max-length", "3", "up"))
+    assert threads == [1, 3] and os.environ["RAYON_NUM_THREADS"] == "3"
+    code, _, err = run("--model", model, "--max-length", "2", "up")
+    assert code == 2 and "--max-length 2 leaves no room for text after the model's special tokens; pass --max-length 3" in err
+    code, _, err = run("--model", model, "--threads", "0", "up")
+    assert err == "predict: error: --batch-size and --threads must be at least 1\n"
+
+
+@pytest.mark.parametrize("stdin", [None, "tty"])
+def test_a_terminal_or_no_stdin_is_nothing_to_classify(model, capsys, monkeypatch, stdin):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stdin", None if stdin is None else Terminal())
+    with pytest.raises(SystemExit) as e:
+        serving.run_cli(lambda: predict.main(["--model", str(model)]), "predict")
+    assert e.value.code == 2 and capsys.readouterr().err == (
+        "predict: error: nothing to classify; pass sentences as arguments, --csv FILE, or pipe one per line\n")
