@@ -47,9 +47,13 @@ def test_atomic_dir_failure_leaves_no_temp_and_the_old_folder(tmp_path):
 
 
 def test_write_text_atomic_is_published_and_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    path = tmp_path / "new" / "r.json"
+    path = tmp_path / "new" / "deeper" / "r.json"
+    real, moved = os.replace, []
+    monkeypatch.setattr(common.os, "replace", lambda src, dst: moved.append(Path(src)) or real(src, dst))
     common.write_text_atomic(path, "é\n")
     assert path.read_bytes() == "é\n".encode() and mode(path) == 0o644
+    # written next to it under a dot name, so the rename is atomic and a reader never lists the temp file
+    assert moved[0].parent == path.parent and moved[0].name.startswith(".r.json.")
     monkeypatch.setattr(common.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         common.write_text_atomic(path, "other")
@@ -113,10 +117,14 @@ def test_git_commit_marks_changed_code_but_not_reports(tmp_path, monkeypatch):
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     monkeypatch.setattr(common, "REPO_ROOT", repo)
     (repo / "reports" / "r.json").write_text("2")
+    (repo / "untracked.py").write_text("new")  # not part of the commit's code until it is added
     assert common.git_commit() == head
     (repo / "a.py").write_text("2")
     assert common.git_commit() == head + "-dirty"
     monkeypatch.setattr(common, "REPO_ROOT", tmp_path / "missing")
+    assert common.git_commit() == "unknown"
+    (tmp_path / "plain").mkdir()  # a folder outside any repository: git runs, and answers nothing
+    monkeypatch.setattr(common, "REPO_ROOT", tmp_path / "plain")
     assert common.git_commit() == "unknown"
 
 

@@ -109,8 +109,8 @@ def test_each_chunk_is_answered_before_the_next_is_read(model, run, monkeypatch)
     monkeypatch.setattr(predict, "CHUNK_ROWS", 2)
     rows = json_rows(run("--model", model, "--json", *TEXTS, "Up", "Down"))
     assert [r["row"] for r in rows] == [1, 2, 3, 4, 5]
-    code, out, _ = run("--model", model, *TEXTS[:2], " ", "x")  # the bad row is in the second chunk
-    assert code == 2 and out.count("\n") == 3 and out.startswith("label\t")  # header once, chunk 1 complete
+    code, out, _ = run("--model", model, *TEXTS, "Up", " ")  # the bad row is in the third chunk
+    assert code == 2 and out.count("\n") == 5 and out.startswith("label\t")  # header once, chunks 1 and 2 complete
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +170,8 @@ def test_bad_bytes_and_broken_csv_name_where(model, run, tmp_path, monkeypatch):
 
 
 def test_stdin_lines_keep_their_spaces_and_lose_only_the_line_end(model, run):
-    rows = json_rows(run("--model", model, "--json", stdin="\ufeffProfit X  \nSales fell\r".encode()))
-    assert [r["text"] for r in rows] == ["Profit X  ", "Sales fell"]
+    rows = json_rows(run("--model", model, "--json", stdin="\ufeffProfit X  \nSales fell\rUp X\n".encode()))
+    assert [r["text"] for r in rows] == ["Profit X  ", "Sales fell", "Up X"]
     code, out, err = run("--model", model, stdin=b"\xff early\n")
     assert (code, out) == (2, "") and err == "predict: error: stdin is not UTF-8 (a bad byte after line 0); send UTF-8 text\n"
 
@@ -194,11 +194,14 @@ def test_help_names_the_command_and_every_option(run, monkeypatch):
         assert f"{option} {says}" in words, option
 
 
-def test_without_model_the_shipped_one_is_read_and_stdin_is_named(run):
+def test_without_model_the_shipped_one_is_read_and_stdin_is_named(run, tmp_path):
     code, _, err = run("x")
     assert code == 2 and err.startswith(f"predict: error: model {predict.DEFAULT_MODEL} does not exist; run `python run_all")
     code, out, err = run("--model", "unused", "--csv", "-", stdin=b"text\n")
     assert (code, out) == (2, "") and err == "predict: error: stdin has no rows to classify (only a header)\n"
+    (tmp_path / "h.csv").write_text("text\n")
+    code, out, err = run("--model", "unused", "--csv", tmp_path / "h.csv")
+    assert err == f"predict: error: {tmp_path / 'h.csv'} has no rows to classify (only a header)\n"
     code, _, err = run("--model", "unused", "--csv", "-", "x")
     assert err == "predict: error: pass sentences as arguments or with --csv, not both\n"
 
@@ -228,3 +231,11 @@ def test_a_terminal_or_no_stdin_is_nothing_to_classify(model, capsys, monkeypatc
         serving.run_cli(lambda: predict.main(["--model", str(model)]), "predict")
     assert e.value.code == 2 and capsys.readouterr().err == (
         "predict: error: nothing to classify; pass sentences as arguments, --csv FILE, or pipe one per line\n")
+
+
+def test_defaults_are_32_sentences_a_batch_on_2_threads(model, run, monkeypatch):
+    real_load, real_classify, seen = serving.load, predict.classify, []
+    monkeypatch.setattr(serving, "load", lambda path, n: seen.append(("threads", n)) or real_load(path, n))
+    monkeypatch.setattr(predict, "classify", lambda m, e, b: seen.append(("batch", b)) or real_classify(m, e, b))
+    json_rows(run("--model", model, "--json", "Up"))
+    assert seen == [("threads", 2), ("batch", 32)]

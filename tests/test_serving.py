@@ -92,7 +92,7 @@ def test_a_bad_byte_past_the_first_block_is_located_exactly(tmp_path, first_byte
     block = 1 << 20
     head = b"profit rose\n" * (block // 12)
     head += b"x" * (block - 1 - len(head)) + (b"\xc3" if first_byte_of_block_2 == b"\xa9" else b"y")
-    data = head + first_byte_of_block_2 + b"sales\nfell \xff here\n"
+    data = head + first_byte_of_block_2 + b"sales\x00\nfell \xff here\n"  # a NUL byte is text to UTF-8
     (tmp_path / "big.csv").write_bytes(data)
     at = data.index(b"\xff")
     line = data[:at].count(b"\n") + 1
@@ -114,5 +114,67 @@ def test_classify_batches_sentences_of_similar_length():
         return np.stack([first, np.zeros_like(first), np.zeros_like(first)], axis=1)
     encs = [SimpleNamespace(ids=[i] * n, type_ids=[0] * n) for i, n in enumerate([10, 3, 9, 4], 1)]
     probs = predict.classify(SimpleNamespace(run=run, pad_id=0, labels=["a", "b", "c"]), encs, batch_size=2)
-    assert widths == [4, 10]  # 3 and 4 tokens together, then 9 and 10: not 10 and 3
+    assert widths == [4, 10] and probs.dtype == np.float32  # 3 and 4 tokens together, then 9 and 10: not 10 and 3
     assert np.allclose(probs, serving.softmax([[i, 0, 0] for i in (1, 2, 3, 4)]))  # back in input order
+
+
+def test_lengths_positions_and_errors_come_from_the_folder_of_an_onnx_file(model, tmp_path):
+    import shutil
+    m = serving.load(model / "model.onnx")  # a file: its folder holds config.json and the tokenizer
+    assert (m.max_length, m.max_positions) == (128, 512)
+    with pytest.raises(serving.FinCompressError, match=f"^model {model / 'model.onnx'} failed on a batch of shape "
+                                                       r"\(1, 3\) \(\w+: .+\); re-export it or pass another --model$"):
+        m.run({"input_ids": np.ones((1, 3), dtype=np.int64)})  # the other inputs are missing
+    copy = shutil.copytree(model, tmp_path / "m")
+    (copy / "MANIFEST.json").unlink()
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "max_seq_length": 64, "max_position_embeddings": None}))
+    for limit in (10**6, 1_500_000, 20_000_000):  # transformers writes huge numbers for "no limit"
+        (copy / "tokenizer_config.json").write_text(json.dumps({"model_max_length": limit}))
+        assert (serving.load(copy).max_length, serving.load(copy).max_positions) == (64, None), limit
+    (copy / "config.json").write_text("{not json")
+    with pytest.raises(serving.FinCompressError, match=r"config.json is not valid JSON \(Expecting property name"):
+        serving.load(copy)
+
+
+def test_an_unloadable_model_names_the_error_type(model, tmp_path):
+    import shutil
+    bare = shutil.copytree(model, tmp_path / "bare")
+    (bare / "MANIFEST.json").unlink()
+    (bare / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(serving.FinCompressError, match=f"^cannot load model {bare} \\((?!NoneType)\\w+: (?!None\\))"
+                                                       ".+\\); re-export it with run_all.py or pass another --model$"):
+        serving.load(bare)
+    with pytest.raises(serving.FinCompressError, match=f"^model {tmp_path / 'none'} does not exist; run `python "
+                                                       "run_all.py` \\(it exports artifacts/model\\) or pass --model PATH$"):
+        serving.load(tmp_path / "none")
+
+
+def test_onnx_models_get_the_threads_asked_for(monkeypatch):
+    from lib import onnx_runtime
+    seen = []
+    monkeypatch.setattr(onnx_runtime, "load_serving", lambda path, threads=2: seen.append(threads))
+    serving._onnx("m.onnx", 5)
+    assert seen == [5]
+
+
+def test_a_closed_pipe_downstream_is_not_an_error(monkeypatch):
+    """`predict ... | head`: the reader left; stdout goes to /dev/null so Python's exit flush does not fail too."""
+    calls = []
+    monkeypatch.setattr(serving.os, "open", lambda path, flags: calls.append(("open", path, flags)) or 99)
+    monkeypatch.setattr(serving.os, "dup2", lambda fd, fd2: calls.append(("dup2", fd, fd2)))
+    monkeypatch.setattr(serving.sys, "stdout", type("Out", (), {"fileno": lambda self: 7})())
+
+    def main():
+        raise BrokenPipeError
+    with pytest.raises(SystemExit) as e:
+        serving.run_cli(main, "predict")
+    assert e.value.code == 0 and calls == [("open", serving.os.devnull, serving.os.O_WRONLY), ("dup2", 99, 7)]
+
+
+def test_an_unexpected_error_is_reported_as_a_bug_in_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("FINCOMPRESS_DEBUG", raising=False)
+    with pytest.raises(SystemExit):
+        serving.run_cli(lambda: 1 / 0, "predict")
+    assert capsys.readouterr().err == ("predict: error: unexpected ZeroDivisionError: division by zero (a bug: please "
+                                       "report it; FINCOMPRESS_DEBUG=1 shows the traceback)\n")

@@ -87,7 +87,7 @@ def cased(tmp_path):
     CJK words kept whole, its own special-token names and max length."""
     from transformers import BertTokenizerFast
     chars = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.中文"]
-    words = ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>", *chars, *(f"##{c}" for c in chars), "Profit", "profit",
+    words = ["market", "<pad>", "<unk>", "<cls>", "<sep>", "<mask>", *chars, *(f"##{c}" for c in chars), "Profit", "profit",
              "Cafe", "café", "中文", "volcano"]
     (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
     return BertTokenizerFast(str(tmp_path / "vocab.txt"), do_lower_case=False, strip_accents=True,
@@ -105,6 +105,8 @@ def test_trimming_keeps_the_tokenizers_settings_and_special_tokens(cased):
         assert getattr(new, name) == getattr(cased, name), name
         assert keep[getattr(new, f"{name}_id")] == getattr(cased, f"{name}_id"), name
     assert new.model_max_length == 77 and new.convert_ids_to_tokens(new("?")["input_ids"]) == ["<cls>", "<unk>", "<sep>"]
+    assert 0 not in keep  # id 0 is an ordinary word here: no frequent ids are kept unless asked for
+    assert 0 not in vocab.trim_vocab(full_vocab_model(), cased, ["Profit"])[2]
 
 
 def test_trimmed_model_pads_with_the_new_pad_id_and_keeps_the_frequent_ids(tok):
