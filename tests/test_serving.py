@@ -150,12 +150,13 @@ def test_an_unloadable_model_names_the_error_type(model, tmp_path):
         serving.load(tmp_path / "none")
 
 
-def test_onnx_models_get_the_threads_asked_for(monkeypatch):
+def test_onnx_models_get_the_threads_asked_for_else_2(model, monkeypatch):
     from lib import onnx_runtime
     seen = []
-    monkeypatch.setattr(onnx_runtime, "load_serving", lambda path, threads=2: seen.append(threads))
-    serving._onnx("m.onnx", 5)
-    assert seen == [5]
+    monkeypatch.setattr(onnx_runtime, "load_serving", lambda path, threads: seen.append(threads) or (None, None, 0))
+    serving.load(model)
+    serving.load(model, 5)
+    assert seen == [2, 5]
 
 
 def test_a_closed_pipe_downstream_is_not_an_error(monkeypatch):
