@@ -1,8 +1,9 @@
 """Batch-1 latency of one pruned model's ONNX Runtime INT8 graph: torch.onnx's export vs lib.onnx_graph's fused one.
 
-    python scripts/bench_onnx_graph.py [PRUNED_DIR] [--threads 2]
+    python scripts/bench_onnx_graph.py [PRUNED_DIR] [--out-dir .] [--threads 2]
 
-Both graphs hold the same weights and are quantized with the same FP32-kept groups; they are timed in
+Both graphs hold the same weights and are quantized with the same FP32-kept groups: the ones stage 03 kept for
+PyTorch INT8 of the model PRUNED_DIR was pruned from (read from OUT_DIR/reports), then none. They are timed in
 turn, three rounds of 200 real test sentences each, so machine noise hits both alike.
 """
 import argparse
@@ -16,7 +17,8 @@ from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib import bench, onnx_runtime, prune, quantize as q  # noqa: E402
-from lib.common import FinCompressError, run_cli  # noqa: E402
+from lib.common import FinCompressError, read_json, run_cli  # noqa: E402
+from lib.variants import Variant  # noqa: E402
 
 
 def median_ms(sess, feeds, threads: int) -> float:
@@ -24,14 +26,32 @@ def median_ms(sess, feeds, threads: int) -> float:
     return bench.latency_ms(lambda f: sess.run(None, f), feeds, threads=threads, warmup=20, repeats=1)["median_ms"]
 
 
+def stage03_groups(out_dir: Path, pruned_dir: Path) -> tuple[str, list[str]]:
+    """The model a pruned folder was pruned from (stage 04's report) and the groups stage 03 kept FP32 for it."""
+    reports = out_dir / "reports"
+    listed = [Variant.from_dict(v) for v in read_json(reports / "04_pruning.json", "stage 04 report").get("variants", [])]
+    sources = {v.location(out_dir).resolve(): v.source for v in listed}
+    source = sources.get(pruned_dir.resolve())
+    if source is None:
+        raise FinCompressError(f"{pruned_dir} is not a model listed in {reports / '04_pruning.json'}; pass a folder "
+                               "stage 04 wrote, e.g. checkpoints/pruned/student_50")
+    models = {m["name"]: m for m in read_json(reports / "03_quantization.json", "stage 03 report")["metrics"]["models"]}
+    if source not in models:
+        raise FinCompressError(f"stage 03 did not quantize {source} (it quantized {', '.join(models)}); re-run it with "
+                               "that model (python run_all.py --only 03)")
+    return source, models[source]["keep_fp32_groups"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pruned_dir", nargs="?", default="checkpoints/pruned/student_50")
+    ap.add_argument("--out-dir", default=".", help="run_all's out dir, whose reports/ name the FP32 groups")
     ap.add_argument("--test-csv", default="data/test.csv")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if not Path(args.test_csv).is_file():
         raise FinCompressError(f"{args.test_csv} not found; run stage 01 first or pass --test-csv")
+    source, kept = stage03_groups(Path(args.out_dir), Path(args.pruned_dir))
     model, tok = prune.load_pruned(args.pruned_dir), AutoTokenizer.from_pretrained(args.pruned_dir)
     texts = pd.read_csv(args.test_csv)["text"].astype(str).tolist()
     feeds = [{k: v.numpy() for k, v in tok(t, return_tensors="pt").items() if k in q.INPUT_NAMES} for t in texts[:200]]
@@ -40,7 +60,7 @@ def main():
         tmp = Path(tmp)
         for graph in ("torch_onnx", "fused"):
             q.export_onnx(model, example, tmp / f"{graph}.onnx", fused=graph == "fused")
-        for label, groups in [("stage 03's PyTorch FP32 groups", ["L0 ffn_out", "L0 ffn_in", "L1 ffn_in"]),
+        for label, groups in [(f"stage 03's PyTorch FP32 groups of {source} ({', '.join(kept) or 'none'})", kept),
                               ("all INT8", [])]:
             sessions = {}
             for graph in ("torch_onnx", "fused"):

@@ -45,6 +45,20 @@ def launch_ranks(code: str, out: Path, world: int = 2, timeout: int = 300) -> li
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
 
 
+# Fixtures that run the pipeline (minutes): tests using them are marked slow, so `-m "not slow"` (make mutation) skips them.
+SLOW_FIXTURES = {"smoke_run", "stage01"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: uses a pipeline-run fixture (smoke_run, stage01); minutes, not seconds")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "financial_phrasebank").is_dir():

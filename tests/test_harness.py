@@ -1,5 +1,6 @@
 """lib/harness.py: each variant measured in its own process (fork server, or spawn where there is none)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +23,18 @@ def test_harness_in_subprocess_matches(tiny_variant, texts):
     root, variant = tiny_variant
     ballast = np.ones(200_000_000)  # 1.6 GB in the parent: must not show up as the child's peak memory
     r = harness.measure_in_subprocess(variant, root, texts, threads=1, latency_n=3)
-    assert len(r["logits"]["test"]) == len(TEXTS) and r["latency"]["n"] == 6
+    assert r["latency"]["n"] == 6
     assert r["peak_rss_mb"] < bench.peak_rss_mb() - 1000
     del ballast
+    # the child's logits are the model's: each sentence scored here, alone and unpadded, in this process
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    model, tok = AutoModelForSequenceClassification.from_pretrained(root / "m").eval(), AutoTokenizer.from_pretrained(root / "m")
+    with torch.no_grad():
+        here = {s: np.concatenate([model(**tok(t, return_tensors="pt")).logits.numpy() for t in ts])
+                for s, ts in (("val", TEXTS[:4]), ("test", TEXTS))}
+    for s in here:
+        assert np.asarray(r["logits"][s]).shape == here[s].shape and np.allclose(r["logits"][s], here[s], atol=1e-4), s
 
 
 def test_harness_without_forkserver_spawns(tiny_variant, texts, monkeypatch):
@@ -59,3 +69,47 @@ def test_every_set_gets_the_schema_columns_and_ratios():
     out = harness.with_ratios(df, ["val", "test"])
     assert out["val_retention"].tolist() == [1.0, 0.95] and out["test_retention"].tolist() == [1.0, 1.0]
     assert out["speedup_vs_teacher"].tolist() == [1.0, 4.0] and out["size_ratio_vs_teacher"].tolist() == [1.0, 5.0]
+
+
+def raw_measurement(logits: dict, median_ms: float, disk_bytes: int) -> dict:
+    """What a variant's process reports (bench.measure_variant's fields), with chosen logits and costs."""
+    return {"logits": logits, "latency": {"median_ms": median_ms, "p95_ms": median_ms * 1.5, "p99_ms": median_ms * 2},
+            "throughput_per_s": 100.0, "peak_rss_mb": 500.0, "load_s": 0.5, "disk_bytes": disk_bytes,
+            "weight_bytes": disk_bytes - 10}
+
+
+def one_hot(preds) -> list:
+    return np.eye(3)[preds].tolist()
+
+
+def test_stage05_columns_match_values_computed_from_the_raw_measurements(monkeypatch):
+    """Issue 23, mutation 3: every derived column, recomputed here with sklearn and plain arithmetic from the logits,
+    latencies and sizes the variant processes report; a worse variant has a negative delta."""
+    import pandas as pd
+    from sklearn.metrics import f1_score
+    labels = {"val": [0, 1, 2, 0, 1, 2], "test": [0, 0, 1, 1, 2, 2, 2, 1]}
+    preds = {"teacher": {"val": [0, 1, 2, 0, 1, 2], "test": [0, 0, 1, 1, 2, 2, 1, 1]},
+             "worse": {"val": [0, 1, 2, 2, 0, 2], "test": [0, 1, 1, 2, 2, 0, 1, 1]},
+             "better": {"val": [0, 1, 2, 0, 1, 1], "test": [0, 0, 1, 1, 2, 2, 2, 1]}}
+    costs = {"teacher": (10.0, 1000), "worse": (2.5, 250), "better": (4.0, 800)}
+    raw = {n: raw_measurement({s: one_hot(p) for s, p in preds[n].items()}, *costs[n]) for n in preds}
+    monkeypatch.setattr(harness, "measure_in_subprocess", lambda v, *a: raw[v.name])
+    sets = {s: pd.DataFrame({"text": [f"s{i}" for i in range(len(y))], "label": y}) for s, y in labels.items()}
+    df = harness.run_benchmark(Path("."), sets, [Variant(n, "hf", n) for n in preds])
+    f1 = {(n, s): f1_score(labels[s], preds[n][s], average="macro", labels=[0, 1, 2], zero_division=0)
+          for n in preds for s in labels}
+    for i, n in enumerate(preds):
+        r = df.iloc[i]
+        assert r["name"] == n
+        for s in labels:
+            assert r[f"{s}_macro_f1"] == pytest.approx(f1[n, s])
+            assert r[f"{s}_delta_pts"] == pytest.approx(100 * (f1[n, s] - f1["teacher", s]))
+            assert r[f"{s}_retention"] == pytest.approx(f1[n, s] / f1["teacher", s])
+            assert r[f"{s}_accuracy"] == pytest.approx(np.mean(np.array(preds[n][s]) == labels[s]))
+            assert r[f"{s}_teacher_agreement"] == pytest.approx(np.mean(np.array(preds[n][s]) == preds["teacher"][s]))
+        assert r["speedup_vs_teacher"] == pytest.approx(costs["teacher"][0] / costs[n][0])
+        assert r["size_ratio_vs_teacher"] == pytest.approx(costs["teacher"][1] / costs[n][1])
+        assert (r["latency_median_ms"], r["disk_bytes"], r["latency_p99_ms"]) == (costs[n][0], costs[n][1], 2 * costs[n][0])
+    # the sign convention by hand: "worse" loses points on both sets, "better" gains on test
+    assert df.loc[1, "val_delta_pts"] < 0 and df.loc[1, "test_delta_pts"] < 0 and df.loc[2, "test_delta_pts"] > 0
+    assert (df.loc[1, "speedup_vs_teacher"], df.loc[1, "size_ratio_vs_teacher"]) == (4.0, 4.0)

@@ -83,3 +83,30 @@ def test_fused_false_uses_torch_onnx_for_a_bert_too(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path)
     with torch.inference_mode():
         assert q.logit_diff(q.load_onnx(tmp_path)[0](batch), model(**batch).logits)["max_abs_diff"] < 1e-4
+
+
+def test_bench_script_reads_the_fp32_groups_of_the_pruned_models_source_from_stage_03(tmp_path):
+    """scripts/bench_onnx_graph.py times the groups stage 03 chose for the model a pruned folder came from, not a list
+    written into the script."""
+    import json
+    from tests.conftest import load_script
+    script = load_script("bench_onnx_graph")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    pruned = {"name": "student_pruned_50", "format": "pruned", "path": "checkpoints/pruned/student_50",
+              "source": "student_kd_intermediate"}
+    (reports / "04_pruning.json").write_text(json.dumps({"stage": "04_pruning", "run_info": {}, "headline": {},
+                                                         "metrics": {}, "variants": [pruned]}))
+    models = [{"name": "teacher", "keep_fp32_groups": ["L0 ffn_out"]},
+              {"name": "student_kd_intermediate", "keep_fp32_groups": ["L1 ffn_in", "L2 attention"]}]
+    (reports / "03_quantization.json").write_text(json.dumps({"stage": "03_quantization", "run_info": {}, "headline": {},
+                                                              "metrics": {"models": models}}))
+    found = script.stage03_groups(tmp_path, tmp_path / "checkpoints" / "pruned" / "student_50")
+    assert found == ("student_kd_intermediate", ["L1 ffn_in", "L2 attention"])
+    with pytest.raises(FinCompressError, match="student_30 is not a model listed in"):
+        script.stage03_groups(tmp_path, tmp_path / "checkpoints" / "pruned" / "student_30")
+    models.pop()
+    (reports / "03_quantization.json").write_text(json.dumps({"stage": "03_quantization", "run_info": {}, "headline": {},
+                                                              "metrics": {"models": models}}))
+    with pytest.raises(FinCompressError, match="stage 03 did not quantize student_kd_intermediate"):
+        script.stage03_groups(tmp_path, tmp_path / "checkpoints" / "pruned" / "student_50")

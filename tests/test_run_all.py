@@ -82,8 +82,8 @@ def test_fingerprint_tracks_parameters_and_upstream():
     ("02.alpha=1.5", "alpha=1.5 is out of range"),
     ("04.head_levels='0.3,1.2'", "each sparsity must be in [0, 1)"),
     ("03.threads=0", "threads=0 is out of range"),
-    ("04.importance=random", "must be one of taylor, entropy"),
-    ("01.agreement=90Agree", "must be one of AllAgree"),
+    ("04.importance=bogus", "04_pruning: parameter importance='bogus' must be one of taylor, entropy"),
+    ("01.agreement=Bogus", "01_data_teacher: parameter agreement='Bogus' must be one of AllAgree, 75Agree, 66Agree, 50Agree"),
     ("01.teacher=/no/such/model", "does not exist"),
 ])
 def test_out_of_range_parameter_stops_before_anything_runs(tmp_path, setting, needle):

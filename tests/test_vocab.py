@@ -76,5 +76,41 @@ def test_non_wordpiece_tokenizer_is_refused(tok, monkeypatch):
         pass
     backend = type("B", (), {"model": NotWordPiece()})()
     monkeypatch.setattr(type(tok), "backend_tokenizer", property(lambda self: backend))
-    with pytest.raises(FinCompressError, match="WordPiece"):
+    with pytest.raises(FinCompressError, match=f"^vocabulary trimming needs a WordPiece \\(BERT\\) tokenizer, got "
+                                               f"{type(tok).__name__}; set trim_vocab = False for this model$"):
         vocab.trimmed_tokenizer(tok, [0, 1, 2])
+
+
+@pytest.fixture()
+def cased(tmp_path):
+    """A WordPiece tokenizer unlike MiniLM's in every setting trimming must carry over: cased, accents stripped,
+    CJK words kept whole, its own special-token names and max length."""
+    from transformers import BertTokenizerFast
+    chars = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.中文"]
+    words = ["market", "<pad>", "<unk>", "<cls>", "<sep>", "<mask>", *chars, *(f"##{c}" for c in chars), "Profit", "profit",
+             "Cafe", "café", "中文", "volcano"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    return BertTokenizerFast(str(tmp_path / "vocab.txt"), do_lower_case=False, strip_accents=True,
+                             tokenize_chinese_chars=False, unk_token="<unk>", sep_token="<sep>", pad_token="<pad>",
+                             cls_token="<cls>", mask_token="<mask>", model_max_length=77)
+
+
+def test_trimming_keeps_the_tokenizers_settings_and_special_tokens(cased):
+    text = ["Profit rose at the Café 中文 ?"]
+    keep = vocab.kept_token_ids(cased, ["Profit Café 中文"])
+    new = vocab.trimmed_tokenizer(cased, keep)
+    assert new.convert_ids_to_tokens(new(text)["input_ids"][0]) == cased.convert_ids_to_tokens(cased(text)["input_ids"][0])
+    assert "Cafe" in new.tokenize("Café") and "中文" in new.tokenize("中文") and "Profit" in new.tokenize("Profit")
+    for name in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token"):
+        assert getattr(new, name) == getattr(cased, name), name
+        assert keep[getattr(new, f"{name}_id")] == getattr(cased, f"{name}_id"), name
+    assert new.model_max_length == 77 and new.convert_ids_to_tokens(new("?")["input_ids"]) == ["<cls>", "<unk>", "<sep>"]
+    assert 0 not in keep  # id 0 is an ordinary word here: no frequent ids are kept unless asked for
+    assert 0 not in vocab.trim_vocab(full_vocab_model(), cased, ["Profit"])[2]
+
+
+def test_trimmed_model_pads_with_the_new_pad_id_and_keeps_the_frequent_ids(tok):
+    model, new_tok, keep = vocab.trim_vocab(full_vocab_model(), tok, CORPUS, frequent=3000)
+    assert set(range(3000)) <= set(keep)
+    pad = new_tok.pad_token_id
+    assert model.get_input_embeddings().padding_idx == pad == model.config.pad_token_id and keep[pad] == tok.pad_token_id

@@ -30,7 +30,9 @@ def test_reports_are_offline_with_inline_plots(smoke_run):
     page = (smoke_run / "reports" / "01_data_teacher.html").read_text()
     assert not REMOTE_SCRIPT.search(page)
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 4  # distribution, curves, confusions, per-class
-    assert "Verdict" in page and "git" in page and "torch 2.13.0" in page
+    info = json.loads((smoke_run / "reports" / "01_data_teacher.json").read_text())["run_info"]
+    # the run's own commit: a bare "git" would also match the github.com URLs in the template's CSS
+    assert "Verdict" in page and f"| git {info['git_commit']}\n" in page and "torch 2.13.0" in page
     index = (smoke_run / "reports" / "index.html").read_text()
     assert 'href="01_data_teacher.html"' in index and "teacher test macro-F1" in index
     assert "validation macro-F1 at least 0.87" in index  # every stage's goals, MET or NOT MET
