@@ -1,5 +1,6 @@
 """The shipped model's Hugging Face model card (artifacts/model/README.md), written from stage 05's result rows
 (field names of notes/SCHEMA: `val_macro_f1`, `test_delta_pts`, ...) and the Variant records of its lineage."""
+from lib.stats import verdict_word
 from lib.variants import FORMATS, LABELS, Variant
 
 LICENSE = "cc-by-nc-sa-3.0"  # Financial PhraseBank's licence, which binds a model trained on it
@@ -43,10 +44,10 @@ def sets_in(row) -> list[str]:
 
 def noise_words(row, s: str) -> str:
     """The paired CI of the difference to the teacher, in words (notes/SCHEMA's wording)."""
-    lo, hi = row[f"{s}_delta_ci_low"], row[f"{s}_delta_ci_high"]
-    if lo <= 0 <= hi:
-        return "indistinguishable from the teacher (the 95% CI of the difference contains 0: within noise)"
-    return "worse than the teacher (the whole 95% CI is below 0)" if hi < 0 else "better than the teacher (the whole 95% CI is above 0)"
+    return {"indistinguishable": "indistinguishable from the teacher (the 95% CI of the difference contains 0: within noise)",
+            "worse": "worse than the teacher (the whole 95% CI is below 0)",
+            "better": "better than the teacher (the whole 95% CI is above 0)"}[
+        verdict_word(row[f"{s}_delta_ci_low"], row[f"{s}_delta_ci_high"])]
 
 
 def front_matter(row, chain: list[Variant]) -> str:

@@ -105,7 +105,6 @@ def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal], set
     test = sets[-1]
     d = {k: row[f"{test}_{k}"] for k in ("delta_pts", "delta_ci_low", "delta_ci_high", "mcnemar_p")}
     checks = [g.check(row[g.metric], row["name"]) for g in goals]
-    words = [stats.verdict_word(lo, hi) for lo, hi in zip(df[f"{test}_delta_ci_low"], df[f"{test}_delta_ci_high"])][1:]
     return "\n".join([
         f"**Ship `{row['name']}`**: {choice_rule(row, goals)}.", "",
         f"* Lineage: {' -> '.join(lineage(df, row['name']))}.",
@@ -116,9 +115,7 @@ def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal], set
         f"{row['disk_bytes'] / 1e6:.1f} MB on disk ({row['size_ratio_vs_teacher']:.1f}x smaller).",
         f"* {why_here(row, df, goals)}", "", "Goals, judged on validation:", "",
         *[f"* **{'MET' if c['met'] else 'NOT MET'}**: {c['text']} (it reads {c['reads']})" for c in checks], "",
-        f"On {test}, {words.count('indistinguishable')} of {len(words)} variants are indistinguishable from the teacher "
-        f"(the paired 95% CI of the delta contains 0: within noise), {words.count('worse')} are worse and "
-        f"{words.count('better')} better.", "",
+        stats.noise_summary(df[f"{test}_delta_ci_low"][1:], df[f"{test}_delta_ci_high"][1:], test), "",
         f"Pareto-optimal on validation F1 vs latency: {', '.join(df[pareto_front(df, 'latency_median_ms')]['name'])}."])
 
 

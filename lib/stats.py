@@ -77,6 +77,14 @@ def delta_cell(delta: float, lo: float, hi: float) -> str:
     return f"{delta:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
+def noise_summary(lows, highs, name: str) -> str:
+    """How many variants' paired CIs against the teacher on set `name` contain 0, exclude it below, above."""
+    words = [verdict_word(lo, hi) for lo, hi in zip(lows, highs)]
+    return (f"On {name}, {words.count('indistinguishable')} of {len(words)} variants are indistinguishable from the "
+            f"teacher (the paired 95% CI of the delta contains 0: within noise), {words.count('worse')} are worse and "
+            f"{words.count('better')} better.")
+
+
 def delta_text(d: dict, ref: str = "the teacher", prefix: str = "") -> str:
     """'-0.84 points (95% CI -2.10 to +0.40, McNemar p 0.31): indistinguishable from the teacher'."""
     ci = f"95% CI {d[prefix + 'delta_ci_low']:+.2f} to {d[prefix + 'delta_ci_high']:+.2f}"

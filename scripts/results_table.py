@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.common import read_json, run_cli  # noqa: E402
-from lib.stats import verdict_word  # noqa: E402
+from lib.stats import noise_summary, verdict_word  # noqa: E402
 
 BEGIN, END = "<!-- results_table.py: begin -->", "<!-- results_table.py: end -->"
 HEADER = ("| variant | val macro-F1 | test macro-F1 (95% CI) | test Δ vs teacher, pts (95% CI) | McNemar p | on test "
@@ -31,10 +31,8 @@ def row(v: dict, shipped: str) -> str:
 
 
 def summary(variants: list[dict]) -> str:
-    words = [verdict_word(v["test_delta_ci_low"], v["test_delta_ci_high"]) for v in variants[1:]]
-    return (f"On test, {words.count('indistinguishable')} of {len(words)} variants are indistinguishable from the "
-            f"teacher (the paired 95% interval of the difference contains 0: within noise), {words.count('worse')} "
-            f"are worse and {words.count('better')} better.")
+    rest = variants[1:]  # the teacher against itself is no finding
+    return noise_summary([v["test_delta_ci_low"] for v in rest], [v["test_delta_ci_high"] for v in rest], "test")
 
 
 def main(argv=None) -> int:
