@@ -78,8 +78,8 @@ def dangling(source: str) -> list[str]:
     """Every `from lib.x import name` and `module.name` (a lib module bound by an import) the source uses that
     lib does not define: what breaks when a refactor moves a function that only a script or a GPU check calls."""
     import importlib
-    bound, missing = {}, []
-    for node in ast.walk(ast.parse(source)):
+    tree, bound, missing = ast.parse(source), {}, []
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lib":
             for a in node.names:
                 try:  # `from lib import bench` names a submodule, `from lib.bench import x` an attribute
@@ -87,7 +87,7 @@ def dangling(source: str) -> list[str]:
                 except ModuleNotFoundError:
                     if not hasattr(importlib.import_module(node.module), a.name):
                         missing.append(f"{node.module}.{a.name}")
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound:
             if not hasattr(bound[node.value.id], node.attr):
                 missing.append(f"{bound[node.value.id].__name__}.{node.attr}")
