@@ -155,3 +155,10 @@ def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads:
     except Exception as e:  # reported by the parent as one line naming the variant
         result = {"error": f"{type(e).__name__}: {e}"}
     write_json(Path(result_json), result)
+
+
+def length_sorted(tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 128) -> list[list[str]]:
+    """The texts in batches of similar token counts, as lib.predict forms them: each pads only to its own longest."""
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    return [[texts[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
