@@ -117,10 +117,49 @@ def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threa
     throughput = sum(map(len, sets.values())) / (time.perf_counter() - start)
     # Natural-length real sentences at batch 1: what a production request looks like.
     lat = latency_ms(predict, batch1_inputs(tokenizer, sets[first], seq_len=None, n=latency_n), threads, repeats=2)
-    path = variant.location(out_dir)
+    path, peak_rss = variant.location(out_dir), peak_rss_mb()  # before end_to_end loads a second copy
+    del predict
     return {"load_s": load_s, "throughput_per_s": throughput, "latency": lat, "logits": logits,
-            "peak_rss_mb": peak_rss_mb(), "rss_before_load_mb": rss_before,
-            "disk_bytes": disk_bytes(path), "weight_bytes": weight_bytes(path)}
+            "peak_rss_mb": peak_rss, "rss_before_load_mb": rss_before,
+            "disk_bytes": disk_bytes(path), "weight_bytes": weight_bytes(path),
+            "e2e": end_to_end(path, sets[first], threads, latency_n, batch_size, max_length),
+            "useful_macs": useful_macs(variant, path, tokenizer, sets[first], max_length)}
+
+
+def end_to_end(path, texts: list[str], threads: int = 2, latency_n: int = 100, batch_size: int = 32,
+               max_length: int = 128) -> dict:
+    """Text in, label out, as `python -m lib.predict` does it (its loader, tokenizer and length-sorted batching):
+    median ms per sentence sent alone over the first latency_n texts (each twice), and sentences/s over all of
+    them at batch_size."""
+    import os
+    from lib import predict, serving
+    os.environ["RAYON_NUM_THREADS"] = str(threads)  # as predict pins the tokenizer's pool, before its first batch
+    model = serving.load(Path(path), threads)
+    serving.set_truncation(model.tokenizer, max_length)
+
+    def labels(batch: list[str], size: int) -> np.ndarray:
+        return predict.classify(model, model.tokenizer.encode_batch(batch), size).argmax(1)
+    for text in texts[:10]:  # warm-up
+        labels([text], 1)
+    times = []
+    for text in texts[:latency_n] * 2:
+        start = time.perf_counter()
+        labels([text], 1)
+        times.append((time.perf_counter() - start) * 1000)
+    start = time.perf_counter()
+    out = labels(texts, batch_size)
+    return {"latency_median_ms": float(np.median(times)), "throughput_per_s": len(texts) / (time.perf_counter() - start),
+            "labels": out.tolist()}
+
+
+def useful_macs(variant: Variant, path, tokenizer, texts: list[str], max_length: int = 128) -> float | None:
+    """Useful multiply-accumulates per sentence at these texts' real token counts, read from an ONNX graph's
+    shapes (lib.ort_runtime); None for the formats that have no graph to read."""
+    if variant.format != "onnx":
+        return None
+    from lib import onnx_runtime, ort_runtime
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    return ort_runtime.macs_per_sentence(onnx_runtime.model_file(path), lengths)["total"]
 
 
 @torch.inference_mode()

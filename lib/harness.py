@@ -66,7 +66,16 @@ def row(v: Variant, quality: dict, raw: dict) -> dict:
             "latency_median_ms": raw["latency"]["median_ms"], "latency_p95_ms": raw["latency"]["p95_ms"],
             "latency_p99_ms": raw["latency"]["p99_ms"], "throughput_b32_per_s": raw["throughput_per_s"],
             "peak_rss_mb": raw["peak_rss_mb"], "load_s": raw["load_s"], "disk_bytes": raw["disk_bytes"],
-            "weight_bytes": raw["weight_bytes"], "path": v.path}
+            "weight_bytes": raw["weight_bytes"], **end_to_end_columns(raw), "path": v.path}
+
+
+def end_to_end_columns(raw: dict) -> dict:
+    """Text in, label out (lib.predict's way, tokenizer included): batch-1 median ms, batch-32 sentences/s, the
+    share of labels equal to the model-only run's on the first set, and useful MACs per sentence (ONNX only)."""
+    e2e, first = raw["e2e"], next(iter(raw["logits"]))
+    same = np.asarray(e2e["labels"]) == np.asarray(raw["logits"][first]).argmax(1)
+    return {"e2e_latency_median_ms": e2e["latency_median_ms"], "e2e_throughput_b32_per_s": e2e["throughput_per_s"],
+            "e2e_label_agreement": float(same.mean()), "useful_macs_per_sentence": raw.get("useful_macs")}
 
 
 def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Variant], threads: int = 2,
@@ -96,6 +105,23 @@ def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Vari
     return with_ratios(pd.DataFrame(rows), list(sets))
 
 
+def run_yardstick(root: Path, texts: list[str], yardsticks: list[Variant], teacher: pd.Series, threads: int = 2,
+                  latency_n: int = 100) -> pd.DataFrame:
+    """Cost rows of the shape-only yardsticks (lib.yardstick), measured like every variant on the same sentences;
+    no quality columns (their F1 means nothing) and cost ratios against the teacher's row."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        texts_file = Path(tmp) / "texts.json"
+        texts_file.write_text(json.dumps({"val": list(texts)}))
+        for v in yardsticks:
+            print(f"benchmarking the yardstick {v.name} ({v.format})", flush=True)
+            rows.append({**row(v, {}, measure_in_subprocess(v, root, texts_file, threads, latency_n)), "shape_only": True})
+    df = pd.DataFrame(rows)
+    df["speedup_vs_teacher"] = teacher["latency_median_ms"] / df["latency_median_ms"]
+    df["size_ratio_vs_teacher"] = teacher["disk_bytes"] / df["disk_bytes"]
+    return df
+
+
 def with_ratios(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
     """Retention per set and the cost ratios, all against the teacher (row 0)."""
     teacher = df.iloc[0]
@@ -106,8 +132,9 @@ def with_ratios(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
     return df
 
 
-def write_results(df: pd.DataFrame, results_dir: Path, info: dict) -> None:
-    """results/benchmark.csv and .json, written atomically together."""
+def write_results(df: pd.DataFrame, results_dir: Path, info: dict, **extra) -> None:
+    """results/benchmark.csv and .json, written atomically together; `extra` entries (the yardstick rows, the
+    measured peak) go into the JSON beside the variants."""
     with atomic_dir(Path(results_dir)) as tmp:
         df.to_csv(tmp / "benchmark.csv", index=False)
-        write_json(tmp / "benchmark.json", {"run_info": info, "variants": df.to_dict("records")})
+        write_json(tmp / "benchmark.json", {"run_info": info, "variants": df.to_dict("records"), **extra})

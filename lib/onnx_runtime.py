@@ -13,9 +13,10 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def session(path, threads: int = 2, serving: bool = False):
     """`path`: a file or a serialized model (bytes). serving=True, for predict on a busy machine and any mix of
-    sentence lengths: idle worker threads sleep instead of spinning (spinning takes the cores the others need: about 2x the wall time on 2 shared cores),
-    and no memory pattern is kept per input shape (with a new shape every batch they only add memory: -55 MB
-    peak RSS on 10,000 real sentences, no slower). Both measured by scripts/bench_predict.py."""
+    sentence lengths: idle worker threads sleep instead of spinning (spinning takes the cores the others need:
+    about 2x the wall time on 2 shared cores), and no memory pattern is kept per input shape (with a new shape
+    every batch they only add memory: -55 MB peak RSS on 10,000 real sentences, no slower). Both measured by
+    scripts/bench_predict.py."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1

@@ -22,7 +22,12 @@
 # **paired** difference to the teacher (the same resampled sentences for both models) with its 95% interval
 # and an exact McNemar p-value; a negative difference means worse than the teacher. A difference whose
 # interval contains 0 is within noise: *indistinguishable from the teacher*. Cost: batch-1 latency on real
-# validation sentences at their natural length, throughput at batch 32, peak memory, load time, MB on disk.
+# validation sentences at their natural length, throughput at batch 32, peak memory, load time, MB on disk;
+# then the same **end to end** (text in, label out: `lib.predict`'s loader, tokenizer and length-sorted batches).
+# A **FinBERT-sized yardstick** (a BertForSequenceClassification of bert-base shape, 12 x 768, random weights
+# built here) is timed by the same harness as FP32 PyTorch and ONNX Runtime INT8: *shape only, untrained*, its
+# F1 n/a, never recommended, never the reference of a delta (the teacher is). Last, ONNX Runtime's own INT8 and
+# FP32 matmul peak on this CPU, and the share of it each ONNX variant's useful multiply-accumulates reach.
 # The recommendation is the fastest variant that meets the deployment goals (`max_f1_drop_pts`,
 # `min_speedup`, `min_size_ratio`) **on validation**.
 
@@ -39,6 +44,8 @@ trim_vocab = True  # also build stacked twins whose vocabulary keeps only the to
 vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the most common words) [min 0]
 max_eval = 0  # 0 scores every sentence of each set, smoke runs score the first few of each [min 0] [smoke 24]
 latency_n = 100  # real validation sentences timed one at a time (each twice, after warm-up) [min 1] [smoke 8]
+yardstick_layers = 12  # layers of the FinBERT-sized yardstick rows (bert-base shape, random weights, timed only), 0 for none [min 0] [smoke 1]
+peak_seconds = 1.0  # seconds per matmul shape when measuring the INT8 and FP32 peak of ONNX Runtime (5 shapes each), 0 skips it [min 0] [smoke 0.05]
 
 # %%
 from IPython.display import Markdown, display
@@ -73,6 +80,15 @@ recommended = stage.recommend()
 quality, costs = stage.tables()
 display(report.table(quality, highlight=recommended.name, index=False))
 display(report.table(costs, highlight=recommended.name, index=False))
+
+# %% [markdown]
+# ## How fast, really
+# End to end, against the FinBERT-sized yardstick, and the share of the CPU's measured matmul peak the
+# recommended model's useful multiply-accumulates (from its graph's shapes, at the validation sentences' real
+# token counts) reach at batch 32: the speed left on the table.
+
+# %%
+display(Markdown(stage.hardware()))
 
 # %% [markdown]
 # ## Trade-offs

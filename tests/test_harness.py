@@ -35,6 +35,12 @@ def test_harness_in_subprocess_matches(tiny_variant, texts):
                 for s, ts in (("val", TEXTS[:4]), ("test", TEXTS))}
     for s in here:
         assert np.asarray(r["logits"][s]).shape == here[s].shape and np.allclose(r["logits"][s], here[s], atol=1e-4), s
+    # end to end (lib.predict's loader, tokenizer and batching): the same labels as the model-only run, every
+    # figure positive; an hf model has no ONNX graph to count MACs from
+    row = harness.end_to_end_columns(r)
+    assert row["e2e_label_agreement"] == 1.0 and r["e2e"]["labels"] == here["val"].argmax(1).tolist()
+    assert row["e2e_latency_median_ms"] > 0 and row["e2e_throughput_b32_per_s"] > 0
+    assert row["useful_macs_per_sentence"] is None
 
 
 def test_harness_without_forkserver_spawns(tiny_variant, texts, monkeypatch):
@@ -75,7 +81,9 @@ def raw_measurement(logits: dict, median_ms: float, disk_bytes: int) -> dict:
     """What a variant's process reports (bench.measure_variant's fields), with chosen logits and costs."""
     return {"logits": logits, "latency": {"median_ms": median_ms, "p95_ms": median_ms * 1.5, "p99_ms": median_ms * 2},
             "throughput_per_s": 100.0, "peak_rss_mb": 500.0, "load_s": 0.5, "disk_bytes": disk_bytes,
-            "weight_bytes": disk_bytes - 10}
+            "weight_bytes": disk_bytes - 10, "useful_macs": 2e6,
+            "e2e": {"latency_median_ms": median_ms * 1.2, "throughput_per_s": 80.0,
+                    "labels": np.argmax(logits["val"], 1).tolist()[:-1] + [3]}}  # the last label differs
 
 
 def one_hot(preds) -> list:
@@ -110,6 +118,8 @@ def test_stage05_columns_match_values_computed_from_the_raw_measurements(monkeyp
         assert r["speedup_vs_teacher"] == pytest.approx(costs["teacher"][0] / costs[n][0])
         assert r["size_ratio_vs_teacher"] == pytest.approx(costs["teacher"][1] / costs[n][1])
         assert (r["latency_median_ms"], r["disk_bytes"], r["latency_p99_ms"]) == (costs[n][0], costs[n][1], 2 * costs[n][0])
+        assert (r["e2e_latency_median_ms"], r["e2e_throughput_b32_per_s"]) == (1.2 * costs[n][0], 80.0)
+        assert r["e2e_label_agreement"] == pytest.approx(5 / 6) and r["useful_macs_per_sentence"] == 2e6
     # the sign convention by hand: "worse" loses points on both sets, "better" gains on test
     assert df.loc[1, "val_delta_pts"] < 0 and df.loc[1, "test_delta_pts"] < 0 and df.loc[2, "test_delta_pts"] > 0
     assert (df.loc[1, "speedup_vs_teacher"], df.loc[1, "size_ratio_vs_teacher"]) == (4.0, 4.0)

@@ -2,7 +2,9 @@
 the recommendation against the deployment goals, and its export."""
 from pathlib import Path
 
-from lib import goals, harness, pareto, prune, quantize as q, ship, vocab
+import pandas as pd
+
+from lib import goals, harness, pareto, prune, quantize as q, ship, speed, vocab, yardstick
 from lib.data import load_splits
 from lib.export import export_recommended
 from lib.onnx_export import save_onnx_fp32, save_onnx_int8
@@ -26,6 +28,9 @@ class Stage(BaseStage):
             self.variants += build_stacked(self.paths, self.variants, splits["val"]["text"].tolist(),
                                            self.onnx_keep_groups(), vocab_texts=vocab_texts,
                                            vocab_frequent=self.p.vocab_frequent)
+        texts = load_splits(self.paths["data"])["val"]["text"].tolist()
+        self.yardsticks = yardstick.build(self.paths["root"], self.paths["checkpoints"] / "yardstick", texts,
+                                          self.p.yardstick_layers, self.p.seed) if self.p.yardstick_layers else []
         return self.variants
 
     def describe(self) -> str:
@@ -45,7 +50,14 @@ class Stage(BaseStage):
         self.sets = {name: splits[name].iloc[:cut] for name in SETS}
         self.df = harness.run_benchmark(self.paths["root"], self.sets, self.variants, self.p.threads, self.p.latency_n,
                                         gpu=self.device if self.p.gpu else None, seed=self.p.seed)
-        harness.write_results(self.df, self.paths["root"] / "results", self.info)
+        self.yard = harness.run_yardstick(self.paths["root"], self.sets["val"]["text"].tolist(), self.yardsticks,
+                                          self.df.iloc[0], self.p.threads, self.p.latency_n) if self.yardsticks else None
+        self.peak = speed.measure_peak(self.p.threads, self.p.peak_seconds)
+        speed.with_peak_share(speed.with_finbert_ratio(self.df, self.yard), self.peak)
+        if self.yard is not None:
+            speed.with_peak_share(speed.with_finbert_ratio(self.yard, self.yard), self.peak)
+        harness.write_results(self.df, self.paths["root"] / "results", self.info, peak=self.peak,
+                              yardstick=[] if self.yard is None else self.yard.to_dict("records"))
         return self.df
 
     def stage_goals(self) -> list[goals.Goal]:
@@ -58,7 +70,12 @@ class Stage(BaseStage):
 
     def tables(self) -> tuple:
         """Quality per set (with the paired delta to the teacher) and costs, numbered as the plot's points."""
-        return ship.quality_table(self.df, list(self.sets)), ship.cost_table(self.df)
+        return (speed.quality_table(ship.quality_table(self.df, list(self.sets)), self.yard),
+                speed.cost_table(self.df, self.yard))
+
+    def hardware(self) -> str:
+        """End to end, against FinBERT's shape, and the share of the CPU's matmul peak, for the recommendation."""
+        return speed.summary(self.recommended, self.yard, self.peak)
 
     def plot_tradeoffs(self):
         """The Pareto plot, also written to reports/img for the index page."""
@@ -77,14 +94,22 @@ class Stage(BaseStage):
         rec, test = self.recommended, list(self.sets)[-1]
         return {"metrics": {"variants_measured": len(self.df), "sets": {k: len(v) for k, v in self.sets.items()},
                             "recommended": rec.to_dict(), "table": ship.index_table(self.df),
-                            "artifact": str(self.exported)},
+                            "artifact": str(self.exported), "peak": self.peak,
+                            "yardstick": [] if self.yard is None else self.yard.to_dict("records")},
                 "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
                              f"recommended {test} macro-F1": rec[f"{test}_macro_f1"],
                              f"{test} Δ vs teacher (points)": rec[f"{test}_delta_pts"],
                              "speed-up vs teacher": rec["speedup_vs_teacher"],
-                             "size ratio vs teacher": rec["size_ratio_vs_teacher"]},
+                             "size ratio vs teacher": rec["size_ratio_vs_teacher"],
+                             "e2e ms batch 1": rec["e2e_latency_median_ms"],
+                             "e2e sentences/s batch 32": rec["e2e_throughput_b32_per_s"],
+                             **({"speed-up vs FinBERT-sized FP32": rec["speedup_vs_finbert_fp32"]}
+                                if "speedup_vs_finbert_fp32" in rec else {}),
+                             **({"share of INT8 peak at batch 32": rec["share_int8_peak_b32"]}
+                                if pd.notna(rec.get("share_int8_peak_b32")) else {})},
                 "goals": goals.check_all(self.stage_goals(), rec, rec["name"]),
-                "verdict": ship.recommendation_text(rec, self.df, self.stage_goals(), list(self.sets))}
+                "verdict": ship.recommendation_text(rec, self.df, self.stage_goals(), list(self.sets))
+                + "\n\nSpeed as a user meets it, and how close to the hardware:\n\n" + self.hardware()}
 
 
 def build_stacked(paths: dict, variants: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,
