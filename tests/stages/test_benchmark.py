@@ -55,3 +55,25 @@ def test_stage05_chooses_on_validation(smoke_run):
     assert ship.recommend(rows, gs)["name"] == m["headline"]["recommended"]
     assert all(g["metric"] in ("val_delta_pts", "speedup_vs_teacher", "size_ratio_vs_teacher") for g in m["goals"])
     assert "Why here:" in m["verdict"] or "fastest variant measured" in m["verdict"]
+
+
+def test_stage05_end_to_end_yardstick_and_peak(smoke_run):
+    """Issue 20: end-to-end columns for every variant, the (smoke: one-layer) FinBERT-shaped yardstick rows kept
+    out of the candidates, the measured peak and each ONNX variant's share of it, all in the report."""
+    rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
+    results = json.loads((smoke_run / "results" / "benchmark.json").read_text())
+    m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
+    for col in ("e2e_latency_median_ms", "e2e_throughput_b32_per_s", "speedup_vs_finbert_fp32"):
+        assert (rows[col] > 0).all(), col
+    assert (rows["e2e_label_agreement"] > 0.5).all()
+    onnx = rows["format"] == "onnx"
+    assert onnx.any() and (rows.loc[onnx, "useful_macs_per_sentence"] > 0).all()
+    assert (rows.loc[onnx, "share_int8_peak_b32"] > 0).all() and rows.loc[~onnx, "share_int8_peak_b32"].isna().all()
+    yard = results["yardstick"]
+    assert [(y["name"], y["format"], y["shape_only"]) for y in yard] == [
+        ("finbert_shaped_1_layers_fp32", "hf", True), ("finbert_shaped_1_layers_onnx_int8", "onnx", True)]
+    assert not set(rows["name"]) & {y["name"] for y in yard} and rows.loc[0, "name"] == "teacher"
+    assert results["peak"]["int8"]["gops"] > 0 and m["metrics"]["peak"] == results["peak"]
+    page = (smoke_run / "reports" / "05_benchmark.html").read_text()
+    assert "finbert_shaped_1_layers_fp32 (shape only, untrained)" in page and "e2e sentences/s (batch 32)" in page
+    assert "of the INT8 peak" in m["verdict"] or "no ONNX graph" in m["verdict"]
