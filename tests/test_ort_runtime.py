@@ -57,3 +57,28 @@ def test_peak_graphs_compute_the_matmul_they_claim():
         want = feed["A"].astype(np.float64) @ numpy_helper.to_array(b).astype(np.float64)
         assert got.shape == (64, 32) and np.allclose(got, want, rtol=1e-4, atol=1e-2)
     assert rt.share_of_peak(macs=1e6, sentences_per_s=1000, peak_gops=100) == pytest.approx(0.02)
+
+
+def test_runtime_scripts_reject_bad_input_in_one_line(tmp_path):
+    from lib.errors import FinCompressError
+    from tests.conftest import load_script
+    peak, options = load_script("int8_peak"), load_script("bench_runtime_options")
+    with pytest.raises(FinCompressError, match="--threads=0 is out of range"):
+        peak.main(["--threads", "0"])
+    with pytest.raises(FinCompressError, match="holds no model.onnx; pass an ONNX variant folder"):
+        peak.main(["--model", str(tmp_path)])
+    with pytest.raises(FinCompressError, match="pass an ONNX variant folder and --texts CSV"):
+        options.main([str(tmp_path), "--texts", str(tmp_path / "none.csv")])
+
+
+def test_length_sorted_batches_cover_every_text_once_with_less_padding(tokenizer):
+    from lib.bench import length_sorted
+    texts = [SENTENCES[i % 4] + " x" * (i % 7) for i in range(37)]
+    batches = length_sorted(tokenizer, texts, batch_size=8)
+    assert sorted(t for b in batches for t in b) == sorted(texts) and [len(b) for b in batches] == [8, 8, 8, 8, 5]
+    lengths = [len(tokenizer(t)["input_ids"]) for b in batches for t in b]
+    assert lengths == sorted(lengths)
+    padded = sum(len(b) * max(len(tokenizer(t)["input_ids"]) for t in b) for b in batches)
+    in_order = sum(len(ids) * len(ids[0]) for ids in (tokenizer(texts[i:i + 8], padding=True)["input_ids"]
+                                                      for i in range(0, 37, 8)))
+    assert padded < in_order

@@ -28,14 +28,17 @@ class Stage(BaseStage):
             self.variants += build_stacked(self.paths, self.variants, splits["val"]["text"].tolist(),
                                            self.onnx_keep_groups(), vocab_texts=vocab_texts,
                                            vocab_frequent=self.p.vocab_frequent)
-        texts = load_splits(self.paths["data"])["val"]["text"].tolist()
-        self.yardsticks = yardstick.build(self.paths["root"], self.paths["checkpoints"] / "yardstick", texts,
-                                          self.p.yardstick_layers, self.p.seed) if self.p.yardstick_layers else []
+        self.yardsticks = []  # timed beside the variants, never one of them (lib.yardstick)
+        if self.p.yardstick_layers:
+            self.yardsticks = yardstick.build(self.paths["root"], self.paths["checkpoints"] / "yardstick",
+                                              load_splits(self.paths["data"])["val"]["text"].tolist(),
+                                              self.p.yardstick_layers, self.p.seed)
         return self.variants
 
     def describe(self) -> str:
-        return "\n".join(f"* `{v.name}` ({v.format}, {v.precision}, from {v.stage}: {' -> '.join(v.techniques)})"
-                         for v in self.variants)
+        return "\n".join([f"* `{v.name}` ({v.format}, {v.precision}, from {v.stage}: {' -> '.join(v.techniques)})"
+                          for v in self.variants] + [f"* `{v.name}` ({v.format}, {v.precision}, the yardstick: "
+                                                     f"{yardstick.LABEL})" for v in self.yardsticks])
 
     def onnx_keep_groups(self) -> dict:
         """Module groups stage 03 kept FP32 for ONNX Runtime INT8, by the name of the FP32 model it quantized."""
