@@ -11,16 +11,21 @@ from lib.variants import ONNX_FILE
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def session(path, threads: int = 2, serving: bool = False):
+def session(path, threads: int = 2, serving: bool = False, level: str | None = None):
     """`path`: a file or a serialized model (bytes). serving=True, for predict on a busy machine and any mix of
     sentence lengths: idle worker threads sleep instead of spinning (spinning takes the cores the others need:
     about 2x the wall time on 2 shared cores), and no memory pattern is kept per input shape (with a new shape
     every batch they only add memory: -55 MB peak RSS on 10,000 real sentences, no slower). Both measured by
-    scripts/bench_predict.py."""
+    scripts/bench_predict.py. Serving also stops at BASIC graph optimizations: on the fused graph lib.onnx_graph
+    writes, the EXTENDED/ALL rewrites made the shipped INT8 model slower (scripts/bench_runtime_options.py, 3 runs:
+    batch 1 1.10-1.23x and batch 32 1.10-1.31x faster at BASIC vs 1.01 for a second ALL session; end to end
+    through predict 1.09x at batch 1, 1.31x at batch 32, the same labels on the 505 val sentences)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[
+                                         level or ("basic" if serving else "all")]
     opts.log_severity_level = 3  # errors only: optimizer notices are not the user's business
     if serving:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -28,6 +28,7 @@ from lib.ort_runtime import interleaved_seconds  # noqa: E402
 from lib.variants import ONNX_FILE  # noqa: E402
 
 BASE = "baseline: lib.onnx_runtime.session (ALL, arena, spinning)"
+AGAIN = "baseline again, a second session (A/A: the noise)"  # a gain smaller than its deviation from 1 is noise
 FIXED = 128
 
 
@@ -77,9 +78,12 @@ def option_runners(path: Path, threads: int) -> dict:
     def plain(sess):
         return lambda feed: sess.run(None, feed)[0]
     return {BASE: plain(onnx_runtime.session(path, threads)),
+            AGAIN: plain(onnx_runtime.session(path, threads)),
             "predict's serving session (no spinning, no mem pattern)": plain(onnx_runtime.session(path, threads, True)),
             "graph level EXTENDED": plain(session(path, threads, level="extended")),
             "graph level BASIC": plain(session(path, threads, level="basic")),
+            "graph level BASIC, no spinning": plain(session(path, threads, level="basic",
+                                                            config={"session.intra_op.allow_spinning": "0"})),
             "no CPU memory arena": plain(session(path, threads, mem_arena=False)),
             "1 intra-op thread": plain(session(path, 1)),
             "I/O binding, pre-allocated output": bound_runner(session(path, threads))}

@@ -82,3 +82,11 @@ def test_length_sorted_batches_cover_every_text_once_with_less_padding(tokenizer
     in_order = sum(len(ids) * len(ids[0]) for ids in (tokenizer(texts[i:i + 8], padding=True)["input_ids"]
                                                       for i in range(0, 37, 8)))
     assert padded < in_order
+
+
+def test_serving_sessions_stop_at_basic_optimizations(pruned_onnx):
+    levels = {str(kw): onnx_runtime.session(pruned_onnx, 1, **kw).get_session_options().graph_optimization_level.name
+              for kw in ({}, {"serving": True})}
+    assert list(levels.values()) == ["ORT_ENABLE_ALL", "ORT_ENABLE_BASIC"]
+    assert onnx_runtime.session(pruned_onnx, 1, serving=True, level="all").get_session_options(
+    ).graph_optimization_level.name == "ORT_ENABLE_ALL"
