@@ -10,6 +10,7 @@ from sklearn.model_selection import train_test_split
 
 from lib.batching import LengthGroupedSampler, TextDataset, make_loader  # noqa: F401  (re-exported: their old home)
 from lib.common import FinCompressError, atomic_dir, write_json
+from lib.ood import write_ood
 
 LABELS = ["negative", "neutral", "positive"]
 LABEL2ID = {name: i for i, name in enumerate(LABELS)}
@@ -269,7 +270,8 @@ def prepare_data(out_dir: Path, data_dir: str | None = None, seed: int = 42, agr
                    "malformed_lines": malformed, "partial_data": partial, **dedup, "rows_kept": len(df),
                    "split_sizes": {k: len(v) for k, v in splits.items()}, "transfer_sentences": len(transfer),
                    "class_counts": {k: _counts(v) for k, v in splits.items()},
-                   "source_counts": {s: _counts(df[df["source"] == s]) for s in sorted(df["source"].unique())}}
+                   "source_counts": {s: _counts(df[df["source"] == s]) for s in sorted(df["source"].unique())},
+                   "ood": write_ood(tmp, origin, [r["text"] for r in rows] + transfer, seed, max_rows)}
         write_json(tmp / "summary.json", summary)
     return summary
 

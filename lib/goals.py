@@ -28,6 +28,8 @@ KINDS = {
                         "{:.2f}x"),
     "min_size_ratio": Kind("size_ratio", ">=", 1, "at least {v}x smaller on disk than {ref}", "size ≥ {v}x smaller",
                            "{:.2f}x"),
+    "min_ood_retention": Kind("ood_val_retention", ">=", 1, "out-of-domain validation macro-F1 at least {v} of {ref}'s",
+                              "OOD-val retention ≥ {v}", "{:.3f}"),
 }
 OPS = {">=": operator.ge, "<=": operator.le}
 

@@ -20,6 +20,12 @@ BENCH_COLUMNS = {"name": ("variant", "{}"), "val_macro_f1": ("val macro-F1", "{:
                  "test_mcnemar_p": ("McNemar p", "{:.3f}"), "reading": ("on test", "{}"),
                  "latency_median_ms": ("latency (ms)", "{:.2f}"), "speedup_vs_teacher": ("speed-up", "{:.1f}x"),
                  "disk_mb": ("disk (MB)", "{:.1f}"), "size_ratio_vs_teacher": ("smaller", "{:.1f}x")}
+# the out-of-domain table beside it, when stage 01 wrote the tweet sets
+OOD_BENCH_COLUMNS = {"name": ("variant", "{}"), "val_macro_f1": ("val macro-F1", "{:.3f}"),
+                     "ood_val_macro_f1": ("OOD-val macro-F1", "{:.3f}"), "ood_val_retention": ("OOD-val retention", "{:.3f}"),
+                     "test_macro_f1": ("test macro-F1", "{:.3f}"), "ood_test_macro_f1": ("OOD-test macro-F1", "{:.3f}"),
+                     "ood_test_delta": ("OOD-test Δ vs teacher (pts) [95% CI]", "{}"),
+                     "ood_test_retention": ("OOD-test retention", "{:.3f}")}
 THUMBNAILS = [(SOURCE, "learning_curves", "Teacher learning curves"), (BENCHMARK, "pareto", "F1 vs latency and size")]
 
 
@@ -113,13 +119,14 @@ def _thumbnails(reports_dir: Path) -> str:
     return f"<div class='thumbs'>{''.join(cells)}</div>" if cells else ""
 
 
-def _bench_row(i: int, r: dict, recommended: str) -> str:
+def _bench_row(i: int, r: dict, recommended: str, columns: dict = BENCH_COLUMNS) -> str:
     r = {**r, "disk_mb": r["disk_bytes"] / 1e6,
-         "test_delta": delta_cell(r["test_delta_pts"], r["test_delta_ci_low"], r["test_delta_ci_high"]),
+         **{f"{s}_delta": delta_cell(r[f"{s}_delta_pts"], r[f"{s}_delta_ci_low"], r[f"{s}_delta_ci_high"])
+            for s in ("test", "ood_test") if f"{s}_delta_pts" in r},
          "reading": verdict_word(r["test_delta_ci_low"], r["test_delta_ci_high"])}
     rec = r["name"] == recommended
     cells = "".join(f"<td>{'★ ' if rec and k == 'name' else ''}{html.escape(fmt.format(r[k]))}</td>"
-                    for k, (_, fmt) in BENCH_COLUMNS.items())
+                    for k, (_, fmt) in columns.items())
     return f"<tr{' class=rec' if rec else ''}><td>{i}</td>{cells}</tr>"
 
 
@@ -135,6 +142,16 @@ def _bench_table(result: dict) -> str:
             f"points, negative = worse, with its paired bootstrap 95% interval; <i>indistinguishable</i>: the interval "
             f"contains 0 (within noise). ★ and the shaded row: the recommended variant. # numbers the points of the "
             f"<a href='{BENCHMARK}.html'>Pareto plot</a>.</p>"
+            f"<div class='scroll'><table class='bench'><tr>{head}</tr>{body}</table></div>" + _ood_table(table, recommended))
+
+
+def _ood_table(table: list[dict], recommended: str) -> str:
+    """In domain beside out of domain (financial tweets): macro-F1 and retention vs the teacher, OOD-test's paired Δ."""
+    if "ood_test_delta_pts" not in table[0]:
+        return ""
+    head = "<th>#</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _ in OOD_BENCH_COLUMNS.values())
+    body = "".join(_bench_row(i, r, recommended, OOD_BENCH_COLUMNS) for i, r in enumerate(table))
+    return ("<h3>Out of domain (financial tweets): OOD-val decides with a retention goal, OOD-test reported</h3>"
             f"<div class='scroll'><table class='bench'><tr>{head}</tr>{body}</table></div>")
 
 

@@ -121,8 +121,45 @@ def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal], set
 
 INDEX_COLUMNS = ["name", "val_macro_f1", "test_macro_f1", "test_delta_pts", "test_delta_ci_low", "test_delta_ci_high",
                  "test_mcnemar_p", "latency_median_ms", "speedup_vs_teacher", "disk_bytes", "size_ratio_vs_teacher"]
+OOD_INDEX_COLUMNS = ["ood_val_macro_f1", "ood_val_retention", "ood_test_macro_f1", "ood_test_retention",
+                     "ood_test_delta_pts", "ood_test_delta_ci_low", "ood_test_delta_ci_high"]  # when the tweets are there
 
 
 def index_table(df: pd.DataFrame) -> list[dict]:
     """The headline columns that reports/index.html shows (it names and formats them)."""
-    return df[INDEX_COLUMNS].to_dict("records")
+    return df[[c for c in INDEX_COLUMNS + OOD_INDEX_COLUMNS if c in df]].to_dict("records")
+
+
+def ood_table(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """Out of domain beside in domain: per OOD set macro-F1 (CI), paired delta to the teacher [CI], retention next
+    to the in-domain retention it pairs with (ood_val ~ val, ood_test ~ test), and per-class F1 (neg/neu/pos)."""
+    out = pd.DataFrame({"#": range(len(df)), "variant": df["name"]}, index=df.index)
+    for s in sets:
+        ind = s.removeprefix("ood_")
+        out[f"{ind} retention"] = df[f"{ind}_retention"].map("{:.3f}".format)
+        out[f"{s} macro-F1 (95% CI)"] = [f"{f:.3f} ({lo:.3f}-{hi:.3f})" for f, lo, hi in
+                                         zip(df[f"{s}_macro_f1"], df[f"{s}_f1_ci_low"], df[f"{s}_f1_ci_high"])]
+        out[f"{s} Δ, pts [95% CI]"] = [stats.delta_cell(*x) for x in
+                                       zip(df[f"{s}_delta_pts"], df[f"{s}_delta_ci_low"], df[f"{s}_delta_ci_high"])]
+        out[f"{s} retention"] = df[f"{s}_retention"].map("{:.3f}".format)
+        out[f"{s} F1 neg/neu/pos"] = ["/".join(f"{r[f'{s}_f1_{c}']:.2f}" for c in ("negative", "neutral", "positive"))
+                                      for _, r in df.iterrows()]
+    return out
+
+
+def ood_text(row: pd.Series, df: pd.DataFrame, test: str = "ood_test") -> str:
+    """The out-of-domain reading, from the measured numbers: how low every model is, and what the pick keeps."""
+    if f"{test}_macro_f1" not in df:
+        return ""
+    t, f1 = df.iloc[0], df[f"{test}_macro_f1"]
+    d = {k: row[f"{test}_{k}"] for k in ("delta_pts", "delta_ci_low", "delta_ci_high", "mcnemar_p")}
+    low = (f1 < df["test_macro_f1"]).all()
+    reading = (f"every model scores lower there than in domain: tweets differ in style and label convention, so the low "
+               "absolute level is the data's limit, not a compression effect" if low else
+               "not every model scores lower there than in domain")
+    return (f"Out of domain (financial tweets; {test} reported only): macro-F1 {f1.min():.3f}-"
+            f"{f1.max():.3f} there against {df['test_macro_f1'].min():.3f}-{df['test_macro_f1'].max():.3f} in domain "
+            f"(teacher {t[f'{test}_macro_f1']:.3f} vs {t['test_macro_f1']:.3f}); {reading}. What compression "
+            f"costs there: `{row['name']}` keeps {row[f'{test}_retention']:.1%} of the teacher's {test} macro-F1 "
+            f"against {row['test_retention']:.1%} in domain (a gap of "
+            f"{100 * (row['test_retention'] - row[f'{test}_retention']):.1f} points), {stats.delta_text(d)}.")

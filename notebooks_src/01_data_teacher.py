@@ -56,6 +56,8 @@ stage = data_teacher.Stage(globals())
 # %% [markdown]
 # ## Data: parse, de-duplicate, split 70/15/15
 # Stratified on the label, seeded; the CSV splits (with a `source` column) are what every later stage reads.
+# The financial tweets, when present, are split once into OOD-val / OOD-test (evaluation only) and an
+# unlabeled tweet pool (text only), none of them equal to an in-domain text.
 
 # %%
 summary = stage.prepare_data()

@@ -5,6 +5,8 @@
 
 Columns: val macro-F1 (what chose), test macro-F1 with its bootstrap 95% CI, the paired test delta to the teacher
 (negative = worse) with its 95% CI and McNemar p, its reading, latency, speed-up, size. The shipped row is bold.
+When the run scored the out-of-domain sets, a second table: OOD-val / OOD-test macro-F1 and retention vs the teacher
+beside the in-domain retention, with the paired OOD-test delta.
 """
 import argparse
 import sys
@@ -30,6 +32,27 @@ def row(v: dict, shipped: str) -> str:
             f"{v['size_ratio_vs_teacher']:.1f}x |")
 
 
+OOD_HEADER = ("| variant | OOD-val macro-F1 | OOD-val retention | val retention | OOD-test macro-F1 (95% CI) "
+              "| OOD-test Δ vs teacher, pts (95% CI) | OOD-test retention | test retention |\n|---|---|---|---|---|---|---|---|")
+
+
+def ood_row(v: dict, shipped: str) -> str:
+    """Out of domain beside in domain: what share of the teacher's macro-F1 each variant keeps on each."""
+    name = f"**`{v['name']}`** (shipped)" if v["name"] == shipped else f"`{v['name']}`"
+    return (f"| {name} | {v['ood_val_macro_f1']:.3f} | {v['ood_val_retention']:.3f} | {v['val_retention']:.3f} | "
+            f"{v['ood_test_macro_f1']:.3f} ({v['ood_test_f1_ci_low']:.3f}-{v['ood_test_f1_ci_high']:.3f}) | "
+            f"{v['ood_test_delta_pts']:+.2f} ({v['ood_test_delta_ci_low']:+.2f} to {v['ood_test_delta_ci_high']:+.2f}) | "
+            f"{v['ood_test_retention']:.3f} | {v['test_retention']:.3f} |")
+
+
+def ood_block(variants: list[dict], shipped: str) -> list[str]:
+    """The out-of-domain table (financial tweets), when the run scored them; nothing otherwise."""
+    if "ood_test_macro_f1" not in variants[0]:
+        return []
+    return ["", "Out of domain (financial tweets: OOD-val decides with a retention goal, OOD-test reported):", "",
+            OOD_HEADER, *(ood_row(v, shipped) for v in variants)]
+
+
 def summary(variants: list[dict]) -> str:
     rest = variants[1:]  # the teacher against itself is no finding
     return noise_summary([v["test_delta_ci_low"] for v in rest], [v["test_delta_ci_high"] for v in rest], "test")
@@ -48,7 +71,7 @@ def main(argv=None) -> int:
         raise FinCompressError(f"{out / 'results' / 'benchmark.json'} predates the val/test columns; re-run stage 05 "
                                "(python run_all.py --only 05 --force)")
     shipped = stage["headline"]["recommended"]
-    table = "\n".join([HEADER, *(row(v, shipped) for v in variants), "", summary(variants)])
+    table = "\n".join([HEADER, *(row(v, shipped) for v in variants), "", summary(variants), *ood_block(variants, shipped)])
     if args.readme:
         write_block(Path(args.readme), table, stage["run_info"].get("git_commit", "unknown"))
     else:

@@ -27,3 +27,10 @@ def test_checks_are_json_records_and_verdict_lines():
     assert goals.lines(checks) == [
         "* **MET**: teacher: validation macro-F1 at least 0.87 (it reads 0.8802)",
         "* **NOT MET**: teacher: validation macro-F1 at most 1.5 points below the teacher (it reads -1.72 points)"]
+
+
+def test_ood_retention_goal_reads_the_out_of_domain_validation_retention():
+    g, = goals.from_params({"min_ood_retention": 0.97, "lr": 1e-4})
+    assert (g.metric, g.op, g.threshold) == ("ood_val_retention", ">=", 0.97)
+    assert g.met(0.97) and not g.met(0.969) and "out-of-domain validation" in g.text
+    assert goals.check_all([g], {"ood_val_retention": 0.95}, "s")[0]["reads"] == "0.950"

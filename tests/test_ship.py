@@ -161,3 +161,44 @@ def test_why_here_lists_every_missed_goal_and_the_size_of_a_tied_variant():
         "Why here: 2 variant(s) are faster than `pick` (1.00 ms), and none of them qualifies: `fast_big` (0.98 ms) is "
         "within 10% of its latency but larger (12.4 MB); `fast_big_bad` (0.50 ms) misses val ΔF1 ≥ -1.5 pts, "
         "size ≥ 2.0x smaller.")
+
+
+def ood_rows() -> pd.DataFrame:
+    """table_rows with the two out-of-domain sets: low absolute F1, the pick loses more there than in domain."""
+    from tests.tiny_model import schema_row
+    ood = [schema_row(n, {"ood_val": v, "ood_test": t}, {"ood_val": dv, "ood_test": dt}) for n, v, t, dv, dt in
+           [("teacher", 0.50, 0.48, (0, 0, 0), (0, 0, 0)),
+            ("student_p50", 0.47, 0.46, (-3.0, -5.0, -1.0), (-2.0, -4.0, 0.5)),
+            ("student_p50_int8", 0.49, 0.45, (-1.0, -2.5, 0.4), (-3.0, -5.0, -1.0))]]
+    keys = [k for k in ood[0] if k.startswith("ood_")]
+    df = table_rows().assign(**{k: [r[k] for r in ood] for k in keys})
+    return df.assign(ood_val_retention=df["ood_val_macro_f1"] / 0.50, ood_test_retention=df["ood_test_macro_f1"] / 0.48,
+                     test_retention=df["test_macro_f1"] / 0.87)
+
+
+def test_ood_goal_can_decide_the_pick_and_the_tables_show_both_domains():
+    df = ood_rows()
+    gs = deployment(1.5, 2.0, 1.2) + goals.from_params({"min_ood_retention": 0.97}, columns=ship.COLUMNS)
+    assert ship.recommend(df, gs)["name"] == "student_p50_int8"  # keeps 0.98 of the teacher's OOD-val F1
+    # when the fastest keeps too little out of domain, the goal moves the pick to the next that meets every goal
+    worse = df.assign(ood_val_retention=[1.0, 0.98, 0.90])
+    assert ship.recommend(worse, gs)["name"] == "student_p50"
+    assert ship.recommend(worse, gs[:-1])["name"] == "student_p50_int8"
+    t = ship.ood_table(df, ["ood_val", "ood_test"])
+    assert t.columns.tolist()[2:6] == ["val retention", "ood_val macro-F1 (95% CI)", "ood_val Δ, pts [95% CI]",
+                                       "ood_val retention"]
+    assert t.loc[2, "ood_test Δ, pts [95% CI]"] == "-3.00 [-5.00, -1.00]"
+    assert t.loc[2, "ood_test F1 neg/neu/pos"] == "0.40/0.49/0.45" and t.loc[2, "ood_test retention"] == "0.938"
+    assert set(ship.OOD_INDEX_COLUMNS) <= set(ship.index_table(df)[0])
+
+
+def test_ood_text_is_written_from_the_numbers_and_absent_without_the_sets():
+    df = ood_rows()
+    text = ship.ood_text(df.iloc[2], df)
+    assert "macro-F1 0.450-0.480 there against 0.860-0.875 in domain (teacher 0.480 vs 0.870); every model" in text
+    assert "the data's limit, not a compression effect" in text
+    high = df.assign(ood_test_macro_f1=[0.48, 0.9, 0.45])  # one model better out of domain: no such claim
+    assert "not every model scores lower there" in ship.ood_text(df.iloc[2], high)
+    assert "keeps 93.8% of the teacher's ood_test macro-F1 against 100.6% in domain (a gap of 6.8 points)" in text
+    assert "worse than the teacher" in text
+    assert ship.ood_text(df.iloc[2], table_rows()) == ""

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import goals, harness, pareto, prune, quantize as q, ship, speed, vocab, yardstick
+from lib import goals, harness, ood, pareto, prune, quantize as q, ship, speed, vocab, yardstick
 from lib.data import load_splits
 from lib.export import export_recommended
 from lib.onnx_export import save_onnx_fp32, save_onnx_int8
@@ -12,7 +12,7 @@ from lib.stages.base import Stage as BaseStage
 from lib.variants import Variant
 
 QUANTIZATION = "03_quantization"  # its per-model choice of FP32 groups is reused for the stacked INT8 models
-SETS = ("val", "test")  # scored by one harness: val decides, test reports (issue 21 adds ood_val, ood_test here)
+SETS = ("val", "test")  # scored by one harness: val decides, test reports; ood_val/ood_test join when stage 01 wrote them
 
 
 class Stage(BaseStage):
@@ -50,7 +50,8 @@ class Stage(BaseStage):
         """The harness over every variant, the teacher first, on each named set; results/benchmark.{csv,json}."""
         splits = load_splits(self.paths["data"])
         cut = self.p.max_eval or None
-        self.sets = {name: splits[name].iloc[:cut] for name in SETS}
+        named = {**{name: splits[name] for name in SETS}, **ood.load_ood_sets(self.paths["data"])}
+        self.sets = {name: df.iloc[:cut] for name, df in named.items()}
         self.df = harness.run_benchmark(self.paths["root"], self.sets, self.variants, self.p.threads, self.p.latency_n,
                                         gpu=self.device if self.p.gpu else None, seed=self.p.seed)
         self.yard = harness.run_yardstick(self.paths["root"], self.sets["val"]["text"].tolist(), self.yardsticks,
@@ -64,7 +65,13 @@ class Stage(BaseStage):
         return self.df
 
     def stage_goals(self) -> list[goals.Goal]:
-        return goals.from_params(self.params, columns=ship.COLUMNS)
+        """The deployment goals; the OOD-retention goal is skipped (with a note in the verdict) without OOD sets."""
+        return [g for g in goals.from_params(self.params, columns=ship.COLUMNS) if g.metric in self.df]
+
+    def skipped_goals(self) -> str:
+        missing = [g.name for g in goals.from_params(self.params, columns=ship.COLUMNS) if g.metric not in self.df]
+        return (f"Goal(s) {', '.join(missing)} skipped: stage 01 wrote no out-of-domain sets (no tweets in the data "
+                "folder).") if missing else ""
 
     def recommend(self):
         """The choice, on validation columns only (test columns are reported, never read here)."""
@@ -73,8 +80,9 @@ class Stage(BaseStage):
 
     def tables(self) -> tuple:
         """Quality per set (with the paired delta to the teacher) and costs, numbered as the plot's points."""
-        return (speed.quality_table(ship.quality_table(self.df, list(self.sets)), self.yard),
-                speed.cost_table(self.df, self.yard))
+        ood_sets = [s for s in self.sets if s in ood.OOD_SETS]
+        return (speed.quality_table(ship.quality_table(self.df, list(SETS)), self.yard),
+                speed.cost_table(self.df, self.yard), ship.ood_table(self.df, ood_sets) if ood_sets else None)
 
     def hardware(self) -> str:
         """End to end, against FinBERT's shape, and the share of the CPU's matmul peak, for the recommendation."""
@@ -94,7 +102,7 @@ class Stage(BaseStage):
         return self.exported
 
     def outcome(self) -> dict:
-        rec, test = self.recommended, list(self.sets)[-1]
+        rec, test = self.recommended, SETS[-1]
         return {"metrics": {"variants_measured": len(self.df), "sets": {k: len(v) for k, v in self.sets.items()},
                             "recommended": rec.to_dict(), "table": ship.index_table(self.df),
                             "artifact": str(self.exported), "peak": self.peak,
@@ -109,10 +117,13 @@ class Stage(BaseStage):
                              **({"speed-up vs FinBERT-sized FP32": rec["speedup_vs_finbert_fp32"]}
                                 if "speedup_vs_finbert_fp32" in rec else {}),
                              **({"share of INT8 peak at batch 32": rec["share_int8_peak_b32"]}
-                                if pd.notna(rec.get("share_int8_peak_b32")) else {})},
+                                if pd.notna(rec.get("share_int8_peak_b32")) else {}),
+                             **({"OOD-val kept vs teacher": rec["ood_val_retention"],
+                                 "OOD-test kept vs teacher": rec["ood_test_retention"]} if "ood_test_retention" in rec else {})},
                 "goals": goals.check_all(self.stage_goals(), rec, rec["name"]),
-                "verdict": ship.recommendation_text(rec, self.df, self.stage_goals(), list(self.sets))
-                + "\n\nSpeed as a user meets it, and how close to the hardware:\n\n" + self.hardware()}
+                "verdict": "\n\n".join(filter(None, [
+                    ship.recommendation_text(rec, self.df, self.stage_goals(), list(SETS)), ship.ood_text(rec, self.df),
+                    self.skipped_goals(), "Speed as a user meets it, and how close to the hardware:\n\n" + self.hardware()]))}
 
 
 def build_stacked(paths: dict, variants: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,

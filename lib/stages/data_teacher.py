@@ -1,7 +1,7 @@
 """Stage 01: the data splits every later stage reads, and the teacher they are all judged against."""
 import pandas as pd
 
-from lib import data, goals
+from lib import data, goals, ood
 from lib.common import relative_path
 from lib.data import LABELS
 from lib.stages.base import Stage as BaseStage
@@ -66,7 +66,8 @@ def data_summary(s: dict) -> str:
             f"skipped **{bad}** malformed lines {s['malformed_lines']}; removed **{s['duplicates_removed']}** duplicates; "
             f"dropped **{s['conflicting_texts_dropped']}** texts ({s['conflicting_rows_dropped']} rows) with conflicting "
             f"labels. Kept **{s['rows_kept']}**: {sizes}. Also saved: **{s.get('transfer_sentences', 0)}** unlabeled "
-            f"PhraseBank sentences below {s['agreement']}, outside every split, for distillation (stage 02).")
+            f"PhraseBank sentences below {s['agreement']}, outside every split, for distillation (stage 02).\n\n"
+            + ood.summary_text(s.get("ood", {})))
 
 
 def per_source_scores(test_df: pd.DataFrame, preds) -> pd.DataFrame:

@@ -21,9 +21,10 @@ def test_stage05_smoke(smoke_run):
                "delta_ci_low", "delta_ci_high", "mcnemar_p", "retention", "teacher_agreement", "ece"]
     costs = ["latency_median_ms", "latency_p95_ms", "latency_p99_ms", "throughput_b32_per_s", "peak_rss_mb", "load_s",
              "disk_bytes", "weight_bytes", "speedup_vs_teacher", "size_ratio_vs_teacher"]
-    for col in [f"{s}_{c}" for s in ("val", "test") for c in per_set] + costs:  # SCHEMA.md
+    sets = ("val", "test", "ood_val", "ood_test")  # the smoke data folder has the tweets: stage 01 split them
+    for col in [f"{s}_{c}" for s in sets for c in per_set] + costs:  # SCHEMA.md
         assert rows[col].notna().all(), col
-    for s in ("val", "test"):
+    for s in sets:
         assert (rows[f"{s}_f1_ci_low"] <= rows[f"{s}_macro_f1"]).all() and (rows[f"{s}_macro_f1"] <= rows[f"{s}_f1_ci_high"]).all()
         assert (rows[f"{s}_delta_ci_low"] <= rows[f"{s}_delta_pts"] + 1e-9).all()
         assert (rows[f"{s}_delta_pts"] <= rows[f"{s}_delta_ci_high"] + 1e-9).all()
@@ -31,7 +32,7 @@ def test_stage05_smoke(smoke_run):
         # negative = worse than the teacher
         assert rows[f"{s}_delta_pts"].round(9).tolist() == (100 * (rows[f"{s}_macro_f1"] - rows.loc[0, f"{s}_macro_f1"])).round(9).tolist()
     assert [r["name"] for r in m["metrics"]["table"]] == rows["name"].tolist()
-    assert [g["goal"] for g in m["goals"]] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio"]
+    assert [g["goal"] for g in m["goals"]] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio", "min_ood_retention"]
     model = smoke_run / "artifacts" / "model"
     card = (model / "README.md").read_text()
     assert card.startswith("---\nlicense: cc-by-nc-sa-3.0\n") and m["headline"]["recommended"] in card
@@ -42,6 +43,8 @@ def test_stage05_smoke(smoke_run):
     assert page.count("data:image/png;base64,") >= 2
     index = (smoke_run / "reports" / "index.html").read_text()
     assert "Benchmark (CPU): chosen on validation, test reported" in index and "class=rec" in index
+    assert "OOD-test retention" in index and "ood_test F1 neg/neu/pos" in page
+    assert "out-of-domain test macro-F1" in card and "Out of domain (financial tweets; ood_test reported only)" in m["verdict"]
     assert (smoke_run / "reports" / "img" / "05_benchmark_pareto.png").is_file() and "img/05_benchmark_pareto.png" in index
 
 
@@ -49,11 +52,11 @@ def test_stage05_chooses_on_validation(smoke_run):
     from lib import goals, ship
     m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
     rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
-    assert m["metrics"]["sets"] == {"val": 24, "test": 24}
+    assert m["metrics"]["sets"] == {"val": 24, "test": 24, "ood_val": 24, "ood_test": 24}
     # recomputed from the table's val columns (and costs), the choice is the same variant
     gs = goals.from_params(m["run_info"]["params"], columns=ship.COLUMNS)
     assert ship.recommend(rows, gs)["name"] == m["headline"]["recommended"]
-    assert all(g["metric"] in ("val_delta_pts", "speedup_vs_teacher", "size_ratio_vs_teacher") for g in m["goals"])
+    assert all(g["metric"] in ("val_delta_pts", "speedup_vs_teacher", "size_ratio_vs_teacher", "ood_val_retention") for g in m["goals"])
     assert "Why here:" in m["verdict"] or "fastest variant measured" in m["verdict"]
 
 
@@ -77,3 +80,17 @@ def test_stage05_end_to_end_yardstick_and_peak(smoke_run):
     page = (smoke_run / "reports" / "05_benchmark.html").read_text()
     assert "finbert_shaped_1_layers_fp32 (shape only, untrained)" in page and "e2e sentences/s (batch 32)" in page
     assert "of the INT8 peak" in m["verdict"] or "no ONNX graph" in m["verdict"]
+
+
+def test_ood_goal_is_skipped_with_a_note_when_stage01_wrote_no_ood_sets():
+    from lib import ship
+    from lib.stages import benchmark
+    from tests.test_ship import ood_rows, table_rows
+    stage = object.__new__(benchmark.Stage)
+    stage.params = {"max_f1_drop_pts": 1.5, "min_speedup": 2.0, "min_size_ratio": 1.2, "min_ood_retention": 0.97}
+    stage.df = table_rows()
+    assert [g.name for g in stage.stage_goals()] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio"]
+    assert stage.skipped_goals().startswith("Goal(s) min_ood_retention skipped")
+    assert ship.recommend(stage.df, stage.stage_goals())["name"] == "student_p50_int8"
+    stage.df = ood_rows()
+    assert stage.stage_goals()[-1].metric == "ood_val_retention" and stage.skipped_goals() == ""
