@@ -33,6 +33,8 @@
 # level (none of them in our splits), with the teacher's soft labels and no gold label. A small
 # student is short of data more than of labels; the teacher can label as much in-domain text as we
 # have (Hinton et al. 2015). The baseline, having no teacher, trains on the labeled sentences alone.
+# With `transfer_tweets`, the unlabeled tweet pool stage 01 set aside (outside both OOD evaluation parts)
+# joins the transfer set, again with the teacher's soft labels only: never a gold label.
 #
 # The best student is picked on **validation** macro-F1; test is only used for the final comparison.
 
