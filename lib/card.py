@@ -1,6 +1,7 @@
 """The shipped model's Hugging Face model card (artifacts/model/README.md), written from stage 05's result rows
 (field names of notes/SCHEMA: `val_macro_f1`, `test_delta_pts`, ...) and the Variant records of its lineage."""
 from lib.stats import verdict_word
+from lib.textnorm import HANDLE_WORD, URL_WORD
 from lib.variants import FORMATS, LABELS, Variant
 
 LICENSE = "cc-by-nc-sa-3.0"  # Financial PhraseBank's licence, which binds a model trained on it
@@ -157,6 +158,16 @@ def usage(row, max_length: int) -> str:
         "this project has not tested it."])
 
 
+def normalization_text(mode: str) -> str:
+    """What the model expects its input to look like: predict does it; a caller of the bare files must too."""
+    if mode == "none":
+        return "Input text is used as it is: no link or handle rewriting (`text_normalization` none in config.json)."
+    return (f"Input normalization `{mode}` (`text_normalization` in config.json): the model was trained and scored "
+            f"on text whose links (http/https/www, t.co, and links cut off by \"…\") were replaced by the word "
+            f"`{URL_WORD}` and whose @handles by `{HANDLE_WORD}`; cashtags ($AAPL) are kept. `python -m lib.predict` "
+            "applies it to raw input (`lib.textnorm.normalize_text`); callers of the bare files must do the same.")
+
+
 def intended_use(row, chain: list[Variant]) -> str:
     return "\n".join([
         "## Intended use",
@@ -178,7 +189,8 @@ def limits(row) -> str:
         f"- {out_of_domain(row)}"])
 
 
-def model_card(row, teacher, chain: list[Variant], info: dict, choice: str, max_length: int) -> str:
+def model_card(row, teacher, chain: list[Variant], info: dict, choice: str, max_length: int,
+               normalization: str = "none") -> str:
     """The whole README.md: front matter, lineage, quality vs the teacher, cost, use, intended use, limits."""
     shipped = chain[-1]
     return "\n\n".join([
@@ -189,7 +201,7 @@ def model_card(row, teacher, chain: list[Variant], info: dict, choice: str, max_
         "## Lineage\n" + lineage(chain),
         "## Quality against the teacher\n" + quality(row, teacher),
         "## Speed and size\n" + cost(row, teacher, info),
-        usage(row, max_length), intended_use(row, chain), limits(row),
+        usage(row, max_length), normalization_text(normalization), intended_use(row, chain), limits(row),
         "## Files\n`model.onnx` or the weights, `config.json` (labels, `max_seq_length`, the architecture it was built "
         "from), `tokenizer.json` and `tokenizer_config.json`, `metrics.json` (every result field of this model and the "
         "teacher, and the run's settings), this card."]) + "\n"

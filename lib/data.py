@@ -11,6 +11,7 @@ from sklearn.model_selection import train_test_split
 from lib.batching import LengthGroupedSampler, TextDataset, make_loader  # noqa: F401  (re-exported: their old home)
 from lib.common import FinCompressError, atomic_dir, write_json
 from lib.ood import write_ood
+from lib.textnorm import normalize_frame, normalize_texts
 
 LABELS = ["negative", "neutral", "positive"]
 LABEL2ID = {name: i for i, name in enumerate(LABELS)}
@@ -247,9 +248,9 @@ def stratified_split(df: pd.DataFrame, seed: int, val_frac: float = 0.15, test_f
 
 
 def prepare_data(out_dir: Path, data_dir: str | None = None, seed: int = 42, agreement: str = "AllAgree",
-                 threshold: float = 0.1, max_rows: int = 0, allow_partial: bool = False) -> dict:
-    """Build the splits, write them as CSV (atomically) and return a summary of what was done. Files are checked
-    whole on the full parse; smoke runs (max_rows) sample afterwards."""
+                 threshold: float = 0.1, max_rows: int = 0, allow_partial: bool = False, normalization: str = "none") -> dict:
+    """Build the splits, write them as CSV (atomically, texts in the textnorm mode `normalization`) and return a
+    summary of what was done. Files are checked whole on the full parse; smoke runs (max_rows) sample afterwards."""
     rows, malformed, partial, origin = load_rows(data_dir, agreement, threshold, allow_partial)
     kept, dedup = deduplicate(rows)
     df = pd.DataFrame(kept)[["text", "label", "source"]]
@@ -263,15 +264,16 @@ def prepare_data(out_dir: Path, data_dir: str | None = None, seed: int = 42, agr
         transfer = transfer[:max_rows]
     with atomic_dir(Path(out_dir)) as tmp:
         for name, part in splits.items():
-            part.assign(label_name=part["label"].map(LABELS.__getitem__)).to_csv(tmp / f"{name}.csv", index=False)
-        pd.DataFrame({"text": transfer, "source": "phrasebank_below_" + agreement.lower()}).to_csv(
+            normalize_frame(part, normalization).assign(label_name=part["label"].map(LABELS.__getitem__)).to_csv(tmp / f"{name}.csv", index=False)
+        pd.DataFrame({"text": normalize_texts(transfer, normalization), "source": "phrasebank_below_" + agreement.lower()}).to_csv(
             tmp / "transfer.csv", index=False)
         summary = {"origin": origin, "agreement": agreement, "threshold": threshold, "rows_parsed": len(rows),
                    "malformed_lines": malformed, "partial_data": partial, **dedup, "rows_kept": len(df),
                    "split_sizes": {k: len(v) for k, v in splits.items()}, "transfer_sentences": len(transfer),
+                   "text_normalization": normalization,
                    "class_counts": {k: _counts(v) for k, v in splits.items()},
                    "source_counts": {s: _counts(df[df["source"] == s]) for s in sorted(df["source"].unique())},
-                   "ood": write_ood(tmp, origin, [r["text"] for r in rows] + transfer, seed, max_rows)}
+                   "ood": write_ood(tmp, origin, [r["text"] for r in rows] + transfer, seed, max_rows, normalization)}
         write_json(tmp / "summary.json", summary)
     return summary
 

@@ -24,7 +24,13 @@ def chain_of(variants: list[Variant], name: str) -> list[Variant]:
     return chain[::-1]
 
 
-def model_config(chain: list[Variant], root: Path, tokenizer, max_length: int) -> dict:
+def text_normalization(data_dir: Path) -> str:
+    """The lib.textnorm mode stage 01 wrote the splits in (data/summary.json); "none" for older runs."""
+    summary = Path(data_dir) / "summary.json"
+    return json.loads(summary.read_text()).get("text_normalization", "none") if summary.is_file() else "none"
+
+
+def model_config(chain: list[Variant], root: Path, tokenizer, max_length: int, normalization: str = "none") -> dict:
     """config.json for the shipped folder: its own, or for ONNX the nearest saved architecture in its lineage
     with this model's vocabulary size; then the study's labels and the max length it was scored at."""
     shipped = chain[-1]
@@ -37,7 +43,8 @@ def model_config(chain: list[Variant], root: Path, tokenizer, max_length: int) -
                    "num_labels": len(LABELS), "max_seq_length": max_length,
                    "fincompress": {"variant": shipped.name, "format": shipped.format, "precision": shipped.precision,
                                    "techniques": list(shipped.techniques),
-                                   "architecture_from": built.name if built else None}})
+                                   "architecture_from": built.name if built else None,
+                                   "text_normalization": normalization}})
     return config
 
 
@@ -65,8 +72,9 @@ def export_recommended(row, df, variants: list[Variant], paths: dict, info: dict
     with atomic_dir(dest) as tmp:
         shutil.copytree(root / chain[-1].path, tmp, dirs_exist_ok=True)
         tokenizer = save_tokenizer(tmp, max_length)
-        write_json(tmp / HF_CONFIG, model_config(chain, root, tokenizer, max_length))
-        write_text_atomic(tmp / "README.md", card.model_card(row, df.iloc[0], chain, info, choice, max_length))
+        norm = text_normalization(root / "data")
+        write_json(tmp / HF_CONFIG, model_config(chain, root, tokenizer, max_length, norm))
+        write_text_atomic(tmp / "README.md", card.model_card(row, df.iloc[0], chain, info, choice, max_length, norm))
         write_json(tmp / "metrics.json", {"variant": row.to_dict(), "teacher": df.iloc[0].to_dict(),
                                           "labels": list(LABELS), "run_info": info})
     return dest

@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from lib.textnorm import normalize_frame
+
 LABELS = ["negative", "neutral", "positive"]  # lib.data.LABELS; repeated so this module needs nothing from data
 TWEETS = Path("twitter_financial_news") / "sent_train.csv"
 # Tweet labels 0 bearish, 1 bullish, 2 neutral -> ours 0 negative, 1 neutral, 2 positive.
@@ -60,9 +62,10 @@ def counts(df: pd.DataFrame) -> dict:
     return {LABELS[i]: int(c.get(i, 0)) for i in range(len(LABELS))}
 
 
-def write_ood(out: Path, origin: str, indomain_texts, seed: int, max_rows: int = 0) -> dict:
+def write_ood(out: Path, origin: str, indomain_texts, seed: int, max_rows: int = 0, normalization: str = "none") -> dict:
     """Write ood_val.csv, ood_test.csv (text,label,label_name) and tweet_pool.csv (text only) into `out`;
-    returns the summary, or {"absent": reason} when the tweets are not in the data folder."""
+    returns the summary, or {"absent": reason} when the tweets are not in the data folder. Texts are written in
+    the textnorm mode every split uses (de-duplication reads the raw text)."""
     path = Path(origin) / TWEETS
     if not path.is_file():
         note = f"no {path}: no out-of-domain evaluation (stages score in-domain sets only)"
@@ -70,6 +73,7 @@ def write_ood(out: Path, origin: str, indomain_texts, seed: int, max_rows: int =
         return {"absent": note}
     kept, summary = clean(read_tweets(path), indomain_texts)
     parts = split(kept, seed, max_rows)
+    parts = {k: normalize_frame(v, normalization) for k, v in parts.items()}
     pd.DataFrame({"text": parts["tweet_pool"]["text"]}).to_csv(out / "tweet_pool.csv", index=False)
     for name in OOD_SETS:
         part = parts[name]

@@ -8,7 +8,8 @@
 An ONNX model needs only numpy, onnxruntime and tokenizers; other formats import torch when they load.
 Input is read and answered in chunks, so a CSV of any length runs in constant memory. A text longer than
 the model's max length (128 tokens for artifacts/model) is an error unless --truncate; nothing is cut
-silently. An error stops the run at the chunk holding the bad row: every line written before is complete.
+silently. Input is normalized as the model's training text was (config.json's text_normalization, see
+lib/textnorm.py); the output echoes the raw text. An error stops the run at the chunk holding the bad row: every line written before is complete.
 """
 import argparse
 import itertools
@@ -24,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from lib import serving  # noqa: E402
 from lib.errors import FinCompressError  # noqa: E402
+from lib.textnorm import normalize_text  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "artifacts" / "model"
 CHUNK_ROWS = 2048  # rows read, checked and answered at a time: bounds memory, and each chunk is sorted by length
@@ -119,7 +121,8 @@ def main(argv=None) -> int:
     serving.set_truncation(model.tokenizer, max_length if args.truncate else None)
     header = None if args.json else "\t".join(["label", *(f"p_{l}" for l in model.labels), "text"])
     while chunk:
-        encodings = model.tokenizer.encode_batch([text for _, text in chunk])
+        # the exported mode (config.json): served text is normalized exactly as the training text was
+        encodings = model.tokenizer.encode_batch([normalize_text(text, model.normalization) for _, text in chunk])
         check_chunk(kind, chunk, encodings, max_length)
         if header:  # only once the first chunk is known good: a failed run prints nothing
             print(header)

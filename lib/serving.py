@@ -24,6 +24,7 @@ class Model(NamedTuple):
     pad_id: int
     max_length: int        # what the model was trained to read
     max_positions: int | None  # the most it can read (position embeddings), where its files say
+    normalization: str = "none"  # lib.textnorm mode the training text had: predict applies it to raw input
 
 
 def first_line(e: BaseException) -> str:
@@ -148,7 +149,8 @@ def load(path: Path, threads: int = 2) -> Model:
     limit = read_json(folder / "tokenizer_config.json").get("model_max_length")
     positions = config.get("max_position_embeddings") or (limit if isinstance(limit, int) and limit < 10**6 else None)
     return Model(guarded(run, path), tokenizer, labels_of(config), pad_id,
-                 config.get("max_seq_length", DEFAULT_MAX_LENGTH), positions)
+                 config.get("max_seq_length", DEFAULT_MAX_LENGTH), positions,
+                 (config.get("fincompress") or {}).get("text_normalization", "none"))
 
 
 def guarded(run: Callable, path: Path) -> Callable:

@@ -34,6 +34,7 @@ seed = 42  # one seed for the split, initialisation and shuffling [min 0]
 agreement = "AllAgree"  # PhraseBank subset: sentences on which at least that share of annotators agreed [one of AllAgree, 75Agree, 66Agree, 50Agree]
 fiqa_threshold = 0.1  # |mean FiQA score| above this is positive/negative, else neutral [in 0..1]
 max_rows = 0  # 0 keeps all sentences, smoke runs use a small stratified sample [min 0] [smoke 240]
+text_normalization = "placeholders"  # links become "http" and @handles "@user" in every split, and predict does the same; cashtags kept (README "Input normalization") [one of none, placeholders]
 allow_partial_data = False  # train even if a data file lacks over 1% of its released records (the report then says so first)
 epochs = 8  # upper bound, early stopping usually ends sooner [min 1] [smoke 1]
 # BERT-base wants a smaller step than the 6-layer MiniLM the default is tuned for.

@@ -33,6 +33,8 @@
 # level (none of them in our splits), with the teacher's soft labels and no gold label. A small
 # student is short of data more than of labels; the teacher can label as much in-domain text as we
 # have (Hinton et al. 2015). The baseline, having no teacher, trains on the labeled sentences alone.
+# With `transfer_tweets`, the unlabeled tweet pool stage 01 set aside (outside both OOD evaluation parts)
+# joins the transfer set, again with the teacher's soft labels only: never a gold label.
 #
 # The best student is picked on **validation** macro-F1; test is only used for the final comparison.
 
@@ -50,6 +52,7 @@ temperature = 2.0  # softmax temperature of the KD term [above 0]
 hidden_weight = 1.0  # weight of the hidden-state MSE in intermediate KD [min 0]
 attention_weight = 10.0  # weight of the attention-map MSE in intermediate KD [min 0]
 transfer = True  # KD students also learn from the unlabeled PhraseBank sentences outside the splits (teacher soft labels only)
+transfer_tweets = False  # KD students also learn from the unlabeled tweet pool stage 01 set aside (data/tweet_pool.csv, teacher soft labels only, never gold)
 patience = 3  # epochs without a val-F1 gain before stopping [min 1]
 latency_seq_len = 32  # batch-1 latency inputs are real test sentences padded or cut to this length [in 8..512]
 latency_n = 64  # real test sentences timed one at a time [min 1]

@@ -189,3 +189,25 @@ def test_bad_input_is_one_line_exit_2_and_no_output(failures, case):
 def test_oversized_cell_is_read_and_truncated_on_request(failures, model):
     rows = json_rows(predict("--model", model, "--json", "--truncate", "--csv", failures["big_cell"][0][-1]))
     assert len(rows) == 1 and rows[0]["row"] == 1 and len(rows[0]["text"]) > 128 * 1024
+
+
+def test_predict_normalizes_raw_input_in_the_exported_mode(model, tmp_path):
+    """config.json's text_normalization is applied before tokenizing; the output echoes the raw text."""
+    import shutil
+    from lib.manifest import write_manifest
+    raw, normalized = "Profit rose https://t.co/Ab12 says @analyst", "Profit rose http says @user"
+    folder = shutil.copytree(model, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["fincompress"]["text_normalization"] == "none"  # export records the mode stage 01 used
+
+    def probs(*texts):
+        return [tuple(r[f"p_{l}"] for l in ("negative", "neutral", "positive"))
+                for r in json_rows(predict("--model", folder, "--json", *texts))]
+
+    plain_raw, plain_norm = probs(raw), probs(normalized)
+    assert plain_raw != plain_norm  # the guard: this model tells the two texts apart
+    config["fincompress"]["text_normalization"] = "placeholders"
+    (folder / "config.json").write_text(json.dumps(config))
+    write_manifest(folder)  # as an export in that mode would have written it
+    rows = json_rows(predict("--model", folder, "--json", raw, normalized))
+    assert [r["text"] for r in rows] == [raw, normalized] and probs(raw) == plain_norm

@@ -17,7 +17,8 @@ class Stage(BaseStage):
         """Parse, de-duplicate and split 70/15/15 (stratified, seeded); writes data/*.csv."""
         p = self.p
         self.summary = data.prepare_data(self.paths["data"], p.data_dir or None, p.seed, p.agreement,
-                                         p.fiqa_threshold, p.max_rows, p.allow_partial_data)
+                                         p.fiqa_threshold, p.max_rows, p.allow_partial_data,
+                                         p.text_normalization)
         return self.summary
 
     def train_teacher(self) -> dict:
@@ -66,8 +67,9 @@ def data_summary(s: dict) -> str:
             f"skipped **{bad}** malformed lines {s['malformed_lines']}; removed **{s['duplicates_removed']}** duplicates; "
             f"dropped **{s['conflicting_texts_dropped']}** texts ({s['conflicting_rows_dropped']} rows) with conflicting "
             f"labels. Kept **{s['rows_kept']}**: {sizes}. Also saved: **{s.get('transfer_sentences', 0)}** unlabeled "
-            f"PhraseBank sentences below {s['agreement']}, outside every split, for distillation (stage 02).\n\n"
-            + ood.summary_text(s.get("ood", {})))
+            f"PhraseBank sentences below {s['agreement']}, outside every split, for distillation (stage 02). Text "
+            f"normalization: **{s.get('text_normalization', 'none')}** (applied to every split; `predict` applies it too)."
+            "\n\n" + ood.summary_text(s.get("ood", {})))
 
 
 def per_source_scores(test_df: pd.DataFrame, preds) -> pd.DataFrame:

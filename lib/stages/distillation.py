@@ -8,8 +8,10 @@ from lib.common import FinCompressError, relative_path, set_seed
 from lib.data import LABELS, load_splits, load_transfer, make_loader
 from lib.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
 from lib.losses import precomputed_kd_loss
+from lib.ood import load_tweet_pool
 from lib.parallel import rank0_only
 from lib.stages.base import Stage as BaseStage
+from lib.textnorm import normalize_texts
 from lib.train import attention_for, evaluate, fit, load_classifier, predict, public, save_checkpoint
 from lib.variants import torch_predictor
 
@@ -37,7 +39,8 @@ class Stage(BaseStage):
         self.test_loader = make_loader(self.splits["test"], self.tokenizer, p.batch_size * 2, p.max_length)
         # KD students also learn from the unlabeled transfer sentences, appended after the labeled ones
         parts = [self.splits["train"], load_transfer(self.paths["data"])] if p.transfer else [self.splits["train"]]
-        self.kd_train = pd.concat(parts, ignore_index=True)
+        self.tweets = self.tweet_transfer() if p.transfer_tweets else parts[0].iloc[:0]
+        self.kd_train = pd.concat(parts + [self.tweets], ignore_index=True)
         # unshuffled, so row i of the logits is training sentence i, the idx every batch carries
         ordered = make_loader(self.kd_train, self.tokenizer, p.batch_size * 2, p.max_length)
         self.teacher_logits = predict(self.teacher, ordered, device, p.gpu, desc="teacher logits")["logits"].to(device)
@@ -45,11 +48,19 @@ class Stage(BaseStage):
         self.teacher_test = evaluate(self.teacher, self.test_loader, device, p.gpu, desc="teacher test")
         self.results = {}
 
+    def tweet_transfer(self):
+        """The unlabeled tweet pool as transfer rows (label -1: the teacher's soft labels only, never a gold one),
+        in stage 01's text normalization (idempotent, so a pool written normalized is unchanged)."""
+        mode = self.result_of(pipeline.SOURCE).metrics["data"].get("text_normalization", "none")
+        texts = normalize_texts(load_tweet_pool(self.paths["data"]), mode)
+        return pd.DataFrame({"text": texts, "label": -1, "source": "tweet_pool"})
+
     def describe(self) -> str:
         return (f"Teacher: {self.teacher_layers} layers, val macro-F1 {self.teacher_val['macro_f1']:.4f}, test "
                 f"{self.teacher_test['macro_f1']:.4f}. Student: {self.student_layers} layers, copied from teacher "
                 f"layers {self.layer_map} (0-based). KD training set: {len(self.splits['train'])} labeled + "
-                f"{len(self.kd_train) - len(self.splits['train'])} unlabeled transfer sentences.")
+                f"{len(self.kd_train) - len(self.splits['train'])} unlabeled transfer sentences ({len(self.tweets)} of them "
+                "from the tweet pool).")
 
     def train_baseline(self) -> dict:
         return self.train("baseline")
@@ -211,7 +222,8 @@ class Stage(BaseStage):
                 "best_student": {"name": best, "path": relative_path(self.results[self.best_kind()]["path"], root)},
                 "student_layers": self.student_layers, "layer_map": self.layer_map, "target_f1": self.target_f1,
                 "kd_training_rows": {"labeled": len(self.splits["train"]),
-                                     "transfer": len(self.kd_train) - len(self.splits["train"])},
+                                     "transfer": len(self.kd_train) - len(self.splits["train"]),
+                                     "tweet_pool": len(self.tweets)},
                 "hyperparameters": self.params}
 
     def _headline(self) -> dict:
