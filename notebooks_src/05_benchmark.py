@@ -41,7 +41,7 @@ min_speedup = 8.0  # deployment goal: batch-1 speed-up over the FP32 PyTorch tea
 min_size_ratio = 6.0  # deployment goal: times smaller on disk than the teacher [min 0]
 min_ood_retention = 0.97  # deployment goal: the shipped model keeps at least this share of the teacher's out-of-domain validation macro-F1 [in 0..1]
 stacked = True  # build pruned -> ONNX INT8 combinations
-trim_vocab = True  # also build stacked twins whose vocabulary keeps only the tokens of the train and val sentences
+trim_vocab = True  # also build stacked twins whose vocabulary keeps only the tokens of the train sentences and the unlabeled tweet pool
 vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the most common words) [min 0]
 max_eval = 0  # 0 scores every sentence of each set, smoke runs score the first few of each [min 0] [smoke 24]
 latency_n = 100  # real validation sentences timed one at a time (each twice, after warm-up) [min 1] [smoke 8]
@@ -59,7 +59,8 @@ stage = benchmark.Stage(globals())
 # %% [markdown]
 # ## Variants
 # Listed by each earlier stage in its result; the stacked ones are built now. A `_vocab` twin keeps only
-# the WordPiece tokens the train and val sentences use (plus every single character, so no word becomes
+# the WordPiece tokens the train sentences and the unlabeled tweet pool use (never val, so validation
+# sees what trimming loses) (plus every single character, so no word becomes
 # `[UNK]`) and the first `vocab_frequent` ids, which BERT's vocabulary orders by word frequency (a prior
 # for words future text will bring): the embedding matrix is most of a small model's bytes, and
 # head/FFN pruning never touches it.

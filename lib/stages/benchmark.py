@@ -24,7 +24,9 @@ class Stage(BaseStage):
         self.variants = self.upstream_variants()
         if self.p.stacked:
             splits = load_splits(self.paths["data"])
-            vocab_texts = splits["train"]["text"].tolist() + splits["val"]["text"].tolist() if self.p.trim_vocab else None
+            # train text and the unlabeled tweet pool, never val: val must see what trimming loses to choose on it
+            vocab_texts = (splits["train"]["text"].tolist() + ood.load_tweet_pool(self.paths["data"])
+                           if self.p.trim_vocab else None)
             self.variants += build_stacked(self.paths, self.variants, splits["val"]["text"].tolist(),
                                            self.onnx_keep_groups(), vocab_texts=vocab_texts,
                                            vocab_frequent=self.p.vocab_frequent)
