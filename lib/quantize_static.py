@@ -28,8 +28,8 @@ PERCENTILE = 99.999  # ORT's default; cut both tails (uint8 activations are asym
 # plain MinMax under another name. 512 bins against 256 levels (8 bits over the window) give 129 candidates.
 ENTROPY_BINS = {"num_bins": 512, "num_quantized_bins": 256}
 # Kernels that compute a projection in INT8, and the FP32 ones a projection would otherwise run as.
-INT8_OPS = ("QAttention", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearMatMul", "MatMulInteger")
-FP32_OPS = ("Attention", "MatMul", "Gemm", "FusedMatMul")
+INT8_OPS = ("QAttention", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearMatMul", "MatMulInteger", "QGemm")
+FP32_OPS = ("Attention", "MatMul", "Gemm", "FusedGemm", "FusedMatMul")
 
 
 def calibration_inputs(tokenizer, texts: list[str], n: int = 256, batch_size: int = 16, seed: int = 0,
@@ -181,7 +181,7 @@ def int8_summary(ops: dict[str, int]) -> str:
     """One line: which projections run as INT8 kernels and which stay FP32."""
     int8 = [f"{ops[o]} {o}" for o in INT8_OPS if ops.get(o)]
     fp32 = [f"{ops[o]} {o}" for o in FP32_OPS if ops.get(o)]
-    return f"INT8: {', '.join(int8) or 'none'}; FP32: {', '.join(fp32) or 'none'}"
+    return f"INT8 {', '.join(int8) or 'none'} (FP32 {', '.join(fp32) or 'none'})"
 
 
 def quantize(src: Path, dst: Path, feeds: list[dict], exclude=(), calibration: str = "minmax",
