@@ -93,8 +93,8 @@ def test_the_trimmed_vocabulary_sees_train_and_val_sentences_only(tmp_path, monk
               for s in ("train", "val", "test")}
     seen = {}
 
-    def build(paths, variants, texts, keep, vocab_texts=None, vocab_frequent=0):
-        seen.update(texts=texts, vocab_texts=vocab_texts, frequent=vocab_frequent)
+    def build(paths, variants, texts, keep, vocab_texts=None, vocab_frequent=0, static=None):
+        seen.update(texts=texts, vocab_texts=vocab_texts, frequent=vocab_frequent, static=static)
         return []
     monkeypatch.setattr(benchmark, "load_splits", lambda folder: splits)
     monkeypatch.setattr(benchmark, "build_stacked", build)
@@ -103,5 +103,6 @@ def test_the_trimmed_vocabulary_sees_train_and_val_sentences_only(tmp_path, monk
     stage.gather()
     assert sorted(seen["vocab_texts"]) == sorted(splits["train"]["text"].tolist() + splits["val"]["text"].tolist())
     assert seen["texts"] == splits["val"]["text"].tolist() and seen["frequent"] == 7
+    assert seen["static"]["texts"] == splits["train"]["text"].tolist()  # static INT8 calibrates on training sentences only
     benchmark.Stage({"out_dir": str(tmp_path), "trim_vocab": False}).gather()
     assert seen["vocab_texts"] is None
