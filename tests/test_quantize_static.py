@@ -56,7 +56,8 @@ def test_static_graph_is_int8_where_it_counts(fp32_onnx, calib, texts, tmp_path)
     # Every projection runs as an INT8 GEMM: QKV inside QAttention, the other three as MatMulIntegerToFloat.
     assert ops.get("QAttention") == 2 and "Attention" not in ops
     assert ops.get("MatMulIntegerToFloat") == 6 and "MatMul" not in ops and "QLinearMatMul" not in ops
-    assert qs.int8_summary(ops).startswith("INT8 2 QAttention, 6 MatMulIntegerToFloat (FP32 ")
+    assert ops.get("QGemm") == 1 and ops.get("Gemm") == 1  # the pooler INT8, the classifier (writes the logits) FP32
+    assert qs.int8_summary(ops) == "INT8 2 QAttention, 6 MatMulIntegerToFloat, 1 QGemm (FP32 1 Gemm)"
     # Random weights leave tiny margins, so labels say little here; the logits must be closer to FP32 than dynamic INT8's.
     with torch.inference_mode():
         ref = model(**q.example_inputs(tok, texts[:32])).logits.numpy()
