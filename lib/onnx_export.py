@@ -1,4 +1,7 @@
-"""ONNX variants on disk: an FP32 export kept only if it matches PyTorch, and ORT INT8 of a saved FP32 graph."""
+"""ONNX variants on disk: an FP32 export kept only if it matches PyTorch, and ORT INT8 (dynamic, or static with
+its calibration chosen on val) of a saved FP32 graph."""
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -6,6 +9,8 @@ import torch
 from lib import quantize as q
 from lib.common import FinCompressError, atomic_dir, write_json
 from lib.variants import ONNX_FILE
+
+STATIC_META = "static_int8.json"  # which calibration made a static INT8 folder, on how many sentences
 
 
 def save_onnx_fp32(name, model, tokenizer, texts, qdir, tol) -> tuple[Path, dict]:
@@ -30,3 +35,33 @@ def save_onnx_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods) -> Path:
         q.quantize_onnx(fp32_dir / ONNX_FILE, tmp / ONNX_FILE, keep_mods)
         tokenizer.save_pretrained(tmp)
     return qdir / f"{name}_onnx_int8"
+
+
+def save_onnx_static_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: list[dict], calibration: str) -> Path:
+    """ORT static INT8 (activations calibrated on `feeds` by `calibration`) to qdir/<name>_onnx_static_int8."""
+    with atomic_dir(qdir / f"{name}_onnx_static_int8") as tmp:
+        q.quantize_onnx(fp32_dir / ONNX_FILE, tmp / ONNX_FILE, keep_mods, mode="static", calibration=calibration,
+                        calib_inputs=feeds)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / STATIC_META, {"calibration": calibration, "calibration_sentences": sum(len(f["input_ids"])
+                                                                                               for f in feeds)})
+    return qdir / f"{name}_onnx_static_int8"
+
+
+def calibration_study(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: list[dict], loaders: dict) -> dict:
+    """Static INT8 under each calibration method, scored on every loader (val, test); the method best on val
+    (quantize_static.choose_calibration, test never read) is saved as qdir/<name>_onnx_static_int8."""
+    from lib import quantize_static as qs
+    from lib.sensitivity import evaluate_predictor
+    scores = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in qs.CALIBRATIONS:
+            path = save_onnx_static_int8(f"{name}_{method}", fp32_dir, tokenizer, Path(tmp), keep_mods, feeds, method)
+            predict, _ = q.load_onnx(path)
+            scores[method] = {f"{s}_macro_f1": evaluate_predictor(predict, loader)["macro_f1"] for s, loader in loaders.items()}
+        chosen = qs.choose_calibration(scores)
+        with atomic_dir(qdir / f"{name}_onnx_static_int8") as out:
+            shutil.copytree(Path(tmp) / f"{name}_{chosen}_onnx_static_int8", out, dirs_exist_ok=True)
+    path = qdir / f"{name}_onnx_static_int8"
+    return {"calibration": chosen, "scores": scores, "path": path,
+            "ops": {"static": qs.loaded_ops(path / ONNX_FILE), "dynamic": qs.loaded_ops(qdir / f"{name}_onnx_int8" / ONNX_FILE)}}

@@ -226,14 +226,23 @@ def onnx_nodes_for(onnx_path, module_names) -> list[str]:
     return nodes
 
 
-def quantize_onnx(src: Path, dst: Path, keep_fp32=(), per_channel: bool = True) -> None:
-    """ONNX Runtime dynamic INT8: MatMul and fused Attention weights, embedding Gathers; keep_fp32 modules excluded.
+def quantize_onnx(src: Path, dst: Path, keep_fp32=(), per_channel: bool = True, mode: str = "dynamic",
+                  calibration: str = "minmax", calib_inputs: list[dict] | None = None) -> None:
+    """ONNX Runtime INT8 of MatMul and fused Attention weights and embedding Gathers; keep_fp32 modules excluded.
 
-    The pooler and classifier export as Gemm, which ORT has no dynamic INT8 kernel for: they stay FP32 (tiny).
+    mode "dynamic": activation scales from each batch at run time. mode "static": scales calibrated once on
+    `calib_inputs` (quantize_static.calibration_inputs) by `calibration` (minmax, entropy, percentile), so
+    labels do not depend on batching; see lib/quantize_static.py. The pooler and classifier export as Gemm:
+    dynamic mode (ORT 1.32) rewrites both to MatMulInteger, static mode the pooler to QGemm (classifier FP32).
     Per-channel scales by default: on the MiniLM teacher per-tensor INT8 lost 0.74 test F1, per-channel none.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     exclude = onnx_nodes_for(src, keep_fp32)
+    if mode == "static":
+        from lib import quantize_static
+        return quantize_static.quantize(src, dst, calib_inputs, exclude, calibration, per_channel)
+    if mode != "dynamic":
+        raise FinCompressError(f"INT8 mode {mode!r} is neither 'dynamic' nor 'static'; pass one of them")
     logging.getLogger().setLevel(logging.ERROR)  # it logs a pre-processing hint at WARNING on every call
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
                      op_types_to_quantize=["MatMul", "Attention", "Gather"], nodes_to_exclude=exclude)

@@ -15,7 +15,7 @@
 #
 # INT8 stores each weight in one byte instead of four and lets the CPU use integer matrix
 # instructions. Both the **teacher** (stage 01) and the **best student** (stage 02) are quantized
-# four ways, each saved to disk, reloaded, and measured against its own FP32 PyTorch model:
+# five ways, each saved to disk, reloaded, and measured against its own FP32 PyTorch model:
 #
 # * **PyTorch dynamic INT8** (`torch_int8`): Linear weights INT8 per output channel, activations
 #   quantized per batch at run time; embedding rows INT8 with a scale per row (they are over half
@@ -27,6 +27,10 @@
 #   other architectures go through `torch.onnx.export`.
 # * **ONNX Runtime dynamic INT8** (`onnx`): MatMul and fused-attention weights and the word and
 #   token-type embedding tables INT8.
+# * **ONNX Runtime static INT8** (`onnx`): the same weights, but every activation scale fixed once from
+#   `calibration_n` training sentences (MinMax, Entropy and Percentile are each tried; the one best on
+#   validation F1 is kept), so a sentence's label no longer depends on its batch-mates. ORT's QDQ path
+#   leaves the fused attention FP32; it is rewritten to `QAttention` with a calibrated input scale.
 # * **QAT INT8** (`torch_int8`): a short fine-tuning in which the Linear layers see their INT8
 #   rounding (straight-through estimator), then the same conversion as PTQ. Its F1 is that of the
 #   converted INT8 model that ships.
@@ -55,12 +59,13 @@ max_length = 128  # tokens for evaluation and QAT batches [in 8..512] [smoke 48]
 latency_seq_len = 32  # batch-1 latency inputs are real test sentences padded or cut to this length [in 8..512]
 latency_n = 64  # real test sentences timed one at a time [min 1] [smoke 4]
 threads = 2  # CPU threads for PyTorch and ONNX Runtime timing [min 1]
+calibration_n = 256  # training sentences static ONNX INT8 calibrates its activation scales on [min 1] [smoke 16]
 parity_tol = 1e-4  # largest max abs logit difference allowed between ONNX FP32 and PyTorch [above 0]
 
 # %%
 from IPython.display import Markdown, display
 
-from lib import report
+from lib import quantize_static as qs, report
 from lib.stages import quantization
 
 stage = quantization.Stage(globals())
@@ -112,6 +117,17 @@ for r in stage.results:
     display(report.table(quantization.variants_table(r)))
     display(Markdown(f"ONNX export parity ({r['name']}, padded batch {r['onnx_parity']['batch_shape']}): max |logit "
                      f"diff| {r['onnx_parity']['max_abs_diff']:.2e}, agreement {r['onnx_parity']['agreement']:.0%}"))
+
+# %% [markdown]
+# ## Static INT8: which calibration
+# Each calibration method's static INT8 model beside dynamic INT8. Validation picks the method; test is
+# reported. Under each line: the projections ONNX Runtime runs as INT8 kernels once it has loaded the graph.
+
+# %%
+for r in stage.results:
+    display(report.table(quantization.calibration_table(r)))
+    display(Markdown(f"**{r['name']}**: static {qs.int8_summary(r['onnx_ops']['static'])} · dynamic "
+                     f"{qs.int8_summary(r['onnx_ops']['dynamic'])}"))
 
 # %% [markdown]
 # ## Where the INT8 models err

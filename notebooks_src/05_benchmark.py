@@ -43,6 +43,7 @@ min_ood_retention = 0.97  # deployment goal: the shipped model keeps at least th
 stacked = True  # build pruned -> ONNX INT8 combinations
 trim_vocab = True  # also build stacked twins whose vocabulary keeps only the tokens of the train sentences and the unlabeled tweet pool
 vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the most common words) [min 0]
+calibration_n = 256  # training sentences each stacked static INT8 twin calibrates on, by the method stage 03 chose on val for its source, 0 builds none [min 0] [smoke 16]
 max_eval = 0  # 0 scores every sentence of each set, smoke runs score the first few of each [min 0] [smoke 24]
 latency_n = 100  # real validation sentences timed one at a time (each twice, after warm-up) [min 1] [smoke 8]
 yardstick_layers = 12  # layers of the FinBERT-sized yardstick rows (bert-base shape, random weights, timed only), 0 for none [min 0] [smoke 1]
@@ -63,7 +64,9 @@ stage = benchmark.Stage(globals())
 # sees what trimming loses) (plus every single character, so no word becomes
 # `[UNK]`) and the first `vocab_frequent` ids, which BERT's vocabulary orders by word frequency (a prior
 # for words future text will bring): the embedding matrix is most of a small model's bytes, and
-# head/FFN pruning never touches it.
+# head/FFN pruning never touches it. Each stacked model is INT8 twice: dynamic (activation scales per batch)
+# and static (`_onnx_static_int8`: scales fixed once on `calibration_n` training sentences by the calibration
+# method stage 03 chose on validation for the model it was pruned from).
 
 # %%
 stage.gather()

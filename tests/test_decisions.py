@@ -2,9 +2,10 @@
 
 The smoke run's stage 01 outputs (splits and teacher) are copied, data/test.csv gets its labels permuted (texts
 untouched), and run_all re-runs 02-05. Every decision must come out the same: the best student and every best
-epoch (02, and each recovery round in 04), the FP32-kept groups for PyTorch and ONNX Runtime and each model's INT8
-pick (03), each model's pruning level (04), the recommended variant (05), and every goal check with its number;
-so must every validation figure of stage 05. The test figures must move, or the permutation proved nothing.
+epoch (02, and each recovery round in 04), the FP32-kept groups for PyTorch and ONNX Runtime, the static INT8
+calibration method and each model's INT8 pick (03), each model's pruning level (04), the recommended variant (05),
+and every goal check with its number; so must every validation figure of stage 05. The test figures must move, or
+the permutation proved nothing.
 """
 import json
 import shutil
@@ -48,6 +49,7 @@ def label_free(r: dict) -> dict:
         "best_student": d02["best_student"]["name"],
         "student_epochs": {k: (s["best_epoch"], s["val"]["macro_f1"]) for k, s in d02["students"].items()},
         "fp32_groups": [(m["name"], m["keep_fp32_groups"], m["onnx_keep_fp32_groups"]) for m in d03["models"]],
+        "static_calibration": [(m["name"], m["onnx_static_calibration"]) for m in d03["models"]],
         "recovery": {k: [[(rd["val_macro_f1"], [h["val_f1"] for h in rd["history"]]) for rd in lv["rounds"]]
                          for lv in m["levels"]] for k, m in d04["models"].items()},
         "int8_val": {v["name"]: v["metrics"]["val_delta_pts"] for v in r["03_quantization"]["variants"]},

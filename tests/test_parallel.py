@@ -95,7 +95,7 @@ after02_04 = len(timed)
 
 p = {"max_length": 32, "latency_seq_len": 16, "latency_n": 3, "threads": 1, "per_channel": True, "seed": 0,
      "max_f1_drop_pts": 100.0, "min_speedup": 1.0, "min_size_ratio": 1.0, "parity_tol": 1e-3, "qat_epochs": 1,
-     "qat_lr": 1e-5, "gpu": False}
+     "qat_lr": 1e-5, "gpu": False, "calibration_n": 8}
 paths = {"root": mine, "data": mine / "data", "checkpoints": mine / "checkpoints"}
 result = quantization.quantize_model(Variant("teacher", "hf", "teacher"), paths, torch.device("cpu"), p)
 (out / f"rank{rank}.json").write_text(json.dumps({
@@ -113,5 +113,6 @@ def test_stages_time_and_quantize_on_rank0_only_and_train_qat_on_every_rank(tmp_
     assert r0["timed"][0] > 0 and r0["timed"][1] > 0 and r1["timed"] == [0, 0]  # no latency measured on rank 1
     assert r0["qat_ranks"] == [0] and r1["qat_ranks"] == [1]  # QAT is data-parallel training: every rank
     assert r0["sizes"] == r1["sizes"] and r0["pruning_latency"] == r1["pruning_latency"]
-    assert r0["keep"] == r1["keep"] and r0["variants"] == r1["variants"] and len(r0["variants"]) == 4
-    assert r0["wrote"] == ["teacher_onnx_int8", "teacher_qat_int8", "teacher_torch_int8"] and r1["wrote"] == []
+    assert r0["keep"] == r1["keep"] and r0["variants"] == r1["variants"] and len(r0["variants"]) == 5
+    assert r0["wrote"] == ["teacher_onnx_int8", "teacher_onnx_static_int8", "teacher_qat_int8", "teacher_torch_int8"]
+    assert r1["wrote"] == []

@@ -88,20 +88,22 @@ def test_ranks_above_0_skip_the_benchmark_in_a_scratch_copy(tmp_path, monkeypatc
     assert taken == [1]  # rank 0 alone took the out dir
 
 
-def test_the_trimmed_vocabulary_sees_train_and_val_sentences_only(tmp_path, monkeypatch):
+def test_the_trimmed_vocabulary_sees_train_sentences_and_the_tweet_pool_never_val(tmp_path, monkeypatch):
     splits = {s: pd.DataFrame({"text": [f"{s} sentence {i}" for i in range(3)], "label": [0, 1, 2]})
               for s in ("train", "val", "test")}
     seen = {}
 
-    def build(paths, variants, texts, keep, vocab_texts=None, vocab_frequent=0):
-        seen.update(texts=texts, vocab_texts=vocab_texts, frequent=vocab_frequent)
+    def build(paths, variants, texts, keep, vocab_texts=None, vocab_frequent=0, static=None):
+        seen.update(texts=texts, vocab_texts=vocab_texts, frequent=vocab_frequent, static=static)
         return []
     monkeypatch.setattr(benchmark, "load_splits", lambda folder: splits)
+    monkeypatch.setattr(benchmark.ood, "load_tweet_pool", lambda folder: ["$TSLA up http"])
     monkeypatch.setattr(benchmark, "build_stacked", build)
     monkeypatch.setattr(benchmark.Stage, "upstream_variants", lambda self: [])
     stage = benchmark.Stage({"out_dir": str(tmp_path), "vocab_frequent": 7})
     stage.gather()
-    assert sorted(seen["vocab_texts"]) == sorted(splits["train"]["text"].tolist() + splits["val"]["text"].tolist())
+    assert seen["vocab_texts"] == splits["train"]["text"].tolist() + ["$TSLA up http"]  # val never: it must see the loss
     assert seen["texts"] == splits["val"]["text"].tolist() and seen["frequent"] == 7
+    assert seen["static"]["texts"] == splits["train"]["text"].tolist()  # static INT8 calibrates on training sentences only
     benchmark.Stage({"out_dir": str(tmp_path), "trim_vocab": False}).gather()
     assert seen["vocab_texts"] is None

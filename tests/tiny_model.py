@@ -40,27 +40,40 @@ def info() -> dict:
             "params": {"threads": 2}}
 
 
-def build(root: Path) -> Path:
-    """root/artifacts/model exported from a 2-layer, 32-wide BERT (ONNX INT8), plus its hf checkpoint."""
-    import pandas as pd
+TEXTS = ["Operating profit rose to EUR 13.1 mn", "Sales fell", "The meeting is in May, said the company",
+         "Net loss widened", "Shares jumped 12%", "Dividend unchanged"]
+
+
+def tiny_classifier():
+    """(model, tokenizer): a 2-layer, 32-wide BERT with random weights and the packaged MiniLM's tokenizer, its
+    classifier widened so that the six TEXTS get different labels."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from lib.export import export_recommended
-    from lib.onnx_export import save_onnx_fp32, save_onnx_int8
     from lib.train import PACKAGED_TEACHER, resolve_model_source
-    from lib.variants import LABELS, Variant
+    from lib.variants import LABELS
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(PACKAGED_TEACHER))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
     model = BertForSequenceClassification(config).eval()
-    texts = ["Operating profit rose to EUR 13.1 mn", "Sales fell", "The meeting is in May, said the company",
-             "Net loss widened", "Shares jumped 12%", "Dividend unchanged"]
     with torch.no_grad():  # random weights give every text the same label; centre and widen the logits instead
-        pooled = model.bert(**tokenizer(texts, padding=True, return_tensors="pt")).pooler_output
+        pooled = model.bert(**tokenizer(TEXTS, padding=True, return_tensors="pt")).pooler_output
         model.classifier.weight.mul_(5000)
         model.classifier.bias.copy_(-model.classifier(pooled).mean(0) + model.classifier.bias)
+    return model, tokenizer
+
+
+def build(root: Path) -> Path:
+    """root/artifacts/model exported from tiny_classifier (ONNX INT8), plus its hf checkpoint."""
+    import pandas as pd
+
+    from lib.export import export_recommended
+    from lib.onnx_export import save_onnx_fp32, save_onnx_int8
+    from lib.train import PACKAGED_TEACHER
+    from lib.variants import Variant
+    model, tokenizer = tiny_classifier()
+    texts = TEXTS
     teacher_dir = root / "checkpoints" / "teacher"
     model.save_pretrained(teacher_dir)
     tokenizer.save_pretrained(teacher_dir)

@@ -6,10 +6,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from lib import bench, goals, manifest, quantize as q, sensitivity as sens, stats
+from lib import bench, goals, manifest, quantize as q, quantize_static as qs, sensitivity as sens, stats
 from lib.common import FinCompressError, relative_path
 from lib.data import load_splits, make_loader
-from lib.onnx_export import save_onnx_fp32, save_onnx_int8
+from lib.onnx_export import calibration_study, save_onnx_fp32, save_onnx_int8
 from lib.parallel import rank0_only
 from lib.stages.base import Stage as BaseStage
 from lib.variants import Variant, torch_predictor
@@ -92,7 +92,8 @@ def measure(variant: Variant, path: Path, predict, lat_inputs, evals: dict, fp32
 def measure_saved(source: Variant, qdir: Path, root: Path, loaders: dict, lat_inputs, fp32: dict, p: dict) -> tuple:
     """Each saved variant reloaded from disk (what ships is scored) and measured: (variants by method, test evals)."""
     made = {"torch_int8": ("torch_int8", "torch_int8", "int8"), "onnx_fp32": ("onnx", ("onnx_export",), "fp32"),
-            "onnx_int8": ("onnx", ("onnx_export", "onnx_int8"), "int8"), "qat_int8": ("torch_int8", "qat_int8", "int8")}
+            "onnx_int8": ("onnx", ("onnx_export", "onnx_int8"), "int8"), "qat_int8": ("torch_int8", "qat_int8", "int8"),
+            "onnx_static_int8": ("onnx", ("onnx_export", "onnx_static_int8"), "int8")}
     by_method, evals = {}, {}
     for method, (fmt, technique, precision) in made.items():
         path = qdir / f"{source.name}_{method}"
@@ -112,7 +113,8 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     val, test = (make_loader(splits[s], tokenizer, 64, p["max_length"]) for s in ("val", "test"))
     texts = splits["test"]["text"].astype(str).tolist()
     lat_inputs = bench.batch1_inputs(tokenizer, texts, seq_len=p["latency_seq_len"], n=p["latency_n"])
-    ptq = rank0_only(post_training, source, model, tokenizer, paths, val, texts, test, lat_inputs, p)
+    ptq = rank0_only(post_training, source, model, tokenizer, paths, val, texts, test, lat_inputs, p,
+                     splits["train"]["text"].astype(str).tolist())
     qat_model, qat_history = q.train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p)
     by_method, evals = rank0_only(save_and_measure, source, qat_model, model.config, tokenizer, paths,
                                   {"val": val, "test": test}, lat_inputs, ptq, p)
@@ -120,8 +122,9 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
             "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
 
 
-def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, test, lat_inputs, p: dict) -> dict:
-    """The FP32 reference, the sensitivity scan, the FP32 groups each runtime keeps, PTQ INT8 and ONNX FP32/INT8, saved."""
+def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, test, lat_inputs, p: dict, train_texts) -> dict:
+    """The FP32 reference, the sensitivity scan, the FP32 groups each runtime keeps, PTQ INT8 and ONNX FP32/INT8
+    (dynamic, and static calibrated on `calibration_n` training sentences by the method best on val), saved."""
     name, root, src = source.name, paths["root"], source.location(paths["root"])
     fp32 = fp32_reference(model, src, root, val, test, lat_inputs, p["threads"])
     ref_f1, ref_logits = fp32["val"]["macro_f1"], fp32["val"]["logits"]
@@ -136,7 +139,10 @@ def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, te
     onnx_keep, onnx_val_delta = sens.choose_onnx_fp32_groups(model, tokenizer, fp32_dir, val, ref_f1, scan,
                                                             p["max_f1_drop_pts"])
     save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))
-    return {"fp32": fp32, "sensitivity": scan, "keep_fp32_groups": keep, "val_delta_pts_with_keep": val_delta,
+    feeds = qs.calibration_inputs(tokenizer, train_texts, n=p["calibration_n"], max_length=p["max_length"], seed=p["seed"])
+    static = calibration_study(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep), feeds, {"val": val, "test": test})
+    return {"onnx_static_calibration": static["calibration"], "onnx_static_scores": static["scores"], "onnx_ops": static["ops"],
+            "fp32": fp32, "sensitivity": scan, "keep_fp32_groups": keep, "val_delta_pts_with_keep": val_delta,
             "onnx_keep_fp32_groups": onnx_keep, "onnx_val_delta_pts_with_keep": onnx_val_delta, "onnx_parity": parity,
             "meta": meta}
 
@@ -195,6 +201,17 @@ def variants_table(result: dict) -> pd.DataFrame:
                      "size ratio": m["size_ratio"], "agreement": m["agreement"],
                      "goals (val)": "MET" if m["goals_met"] else "NOT MET"})
     return pd.DataFrame(rows).set_index("variant")
+
+
+def calibration_table(result: dict) -> pd.DataFrame:
+    """Static INT8 under each calibration method beside dynamic INT8: val (which picks the method) and test F1."""
+    dyn = result["by_method"]["onnx_int8"].metrics
+    rows = [{"ONNX Runtime INT8": f"static, {m}", "val macro-F1": s["val_macro_f1"], "test macro-F1": s["test_macro_f1"],
+             "chosen (val)": "yes" if m == result["onnx_static_calibration"] else ""}
+            for m, s in result["onnx_static_scores"].items()]
+    rows.append({"ONNX Runtime INT8": "dynamic", "val macro-F1": dyn["val_macro_f1"], "test macro-F1": dyn["test_macro_f1"],
+                 "chosen (val)": ""})
+    return pd.DataFrame(rows).set_index("ONNX Runtime INT8")
 
 
 def sensitivity_table(result: dict) -> pd.DataFrame:
@@ -259,7 +276,11 @@ def verdict(results: list[dict], gs: list, checks: list[dict]) -> str:
                      f"FP32 {bm['fp32_test_macro_f1']:.4f}, {stats.delta_text(bm, 'its FP32 source', 'test_')}; "
                      f"{bm['size_ratio']:.2f}x smaller on disk, {bm['speedup']:.2f}x faster at batch 1. Kept FP32 to stay "
                      f"within budget on val: {kept} (PyTorch), {kept_onnx} (ONNX Runtime). QAT INT8 test "
-                     f"{m['qat_int8'].metrics['test_macro_f1']:.4f} vs PTQ INT8 {m['torch_int8'].metrics['test_macro_f1']:.4f}.")
+                     f"{m['qat_int8'].metrics['test_macro_f1']:.4f} vs PTQ INT8 {m['torch_int8'].metrics['test_macro_f1']:.4f}. "
+                     f"Static ONNX INT8 ({r['onnx_static_calibration']}, chosen on val) test "
+                     f"{m['onnx_static_int8'].metrics['test_macro_f1']:.4f} vs dynamic {m['onnx_int8'].metrics['test_macro_f1']:.4f}; "
+                     f"Projections ORT runs, static: {qs.int8_summary(r['onnx_ops']['static'])}; dynamic: "
+                     f"{qs.int8_summary(r['onnx_ops']['dynamic'])}.")
     lines.append("* Latency is one machine's reading (2 threads, batch 1, 32 tokens); rerun "
                  "`python scripts/bench_quantize.py OUT_DIR` on a quiet machine before quoting it.")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 import json
 import re
 
-from lib import bench, variants
+from lib import bench, quantize_static as qs, variants
 from lib.variants import Variant
 from tests.test_quantize import SENTENCES
 
@@ -11,7 +11,7 @@ def test_notebook_03_smoke(smoke_run):
     report = json.loads((smoke_run / "reports" / "03_quantization.json").read_text())
     listed = [Variant.from_dict(v) for v in report["variants"]]
     assert {v.format for v in listed} == {"torch_int8", "onnx"}
-    assert len(listed) == 8 and len({v.source for v in listed}) == 2
+    assert len(listed) == 10 and len({v.source for v in listed}) == 2
     for v in listed:
         m = v.metrics
         assert v.location(smoke_run).is_dir() and m["disk_bytes"] == bench.disk_bytes(v.location(smoke_run))
@@ -22,7 +22,11 @@ def test_notebook_03_smoke(smoke_run):
         assert predict(dict(tok(SENTENCES, padding=True, return_tensors="pt"))).shape == (4, 3)
     for model in report["metrics"]["models"]:
         assert model["onnx_parity"]["max_abs_diff"] < 1e-4 and model["sensitivity"][0]["group"] == "all"
-        assert set(model["variants"]) == {"torch_int8", "onnx_fp32", "onnx_int8", "qat_int8"}
+        assert set(model["variants"]) == {"torch_int8", "onnx_fp32", "onnx_int8", "qat_int8", "onnx_static_int8"}
+        # static INT8: every calibration method scored, the one kept is the best on val
+        scores = model["onnx_static_scores"]
+        assert set(scores) == set(qs.CALIBRATIONS) and model["onnx_static_calibration"] == qs.choose_calibration(scores)
+        assert model["onnx_ops"]["static"].get("MatMulIntegerToFloat", 0) > 0
     # the F1 budget that picks the FP32 groups is the goal the verdict judges on val (the smoke preset: 5 points
     # lost, so the val delta must be at least -5)
     assert {g["threshold"] for g in report["goals"] if g["goal"] == "max_f1_drop_pts"} == {-5.0}

@@ -1,0 +1,113 @@
+"""Static INT8 in ONNX Runtime (lib/quantize_static.py): batch-independent labels, which ops stay INT8 after ORT's
+load-time fusion, FP32-kept modules, calibration methods, the val-only choice of method, bad input."""
+import numpy as np
+import pytest
+import torch
+
+from lib import onnx_runtime, quantize as q, quantize_static as qs
+from lib.common import FinCompressError
+from lib.data import parse_phrasebank
+from tests.tiny_model import tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def texts(data_dir):
+    rows, _ = parse_phrasebank(data_dir / "financial_phrasebank" / "Sentences_AllAgree.txt")
+    return [r["text"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory, texts):
+    """tests/tiny_model's classifier as lib.onnx_graph's fused graph: (path, torch model, tokenizer)."""
+    model, tokenizer = tiny_classifier()
+    path = tmp_path_factory.mktemp("static") / "fp32.onnx"
+    q.export_onnx(model, q.example_inputs(tokenizer, texts[:8]), path)
+    return path, model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def calib(fp32_onnx, texts):
+    return qs.calibration_inputs(fp32_onnx[2], texts[100:], n=64, batch_size=16)
+
+
+def logits(path, tokenizer, texts, batch_size):
+    predict = onnx_runtime.predictor(onnx_runtime.session(path))
+    return np.concatenate([predict(dict(tokenizer(texts[i:i + batch_size], padding=True, return_tensors="np")))
+                           for i in range(0, len(texts), batch_size)])
+
+
+def test_static_labels_do_not_depend_on_batching(fp32_onnx, calib, texts, tmp_path):
+    src, _, tok = fp32_onnx
+    sentences = texts[:64]
+    q.quantize_onnx(src, tmp_path / "static.onnx", mode="static", calib_inputs=calib)
+    one, many = logits(tmp_path / "static.onnx", tok, sentences, 1), logits(tmp_path / "static.onnx", tok, sentences, 32)
+    assert len(set(many.argmax(1))) > 1, "a model that predicts one class cannot show labels moving"
+    assert np.abs(one - many).max() <= 1e-3 * np.abs(many).max() and (one.argmax(1) == many.argmax(1)).all()
+    # The same check catches per-batch scales: dynamic INT8 of the same graph moves with its batch-mates.
+    q.quantize_onnx(src, tmp_path / "dynamic.onnx")
+    dyn_one, dyn_many = logits(tmp_path / "dynamic.onnx", tok, sentences, 1), logits(tmp_path / "dynamic.onnx", tok, sentences, 32)
+    assert np.abs(dyn_one - dyn_many).max() > 10 * np.abs(one - many).max()
+
+
+def test_static_graph_is_int8_where_it_counts(fp32_onnx, calib, texts, tmp_path):
+    src, model, tok = fp32_onnx
+    q.quantize_onnx(src, tmp_path / "static.onnx", mode="static", calib_inputs=calib)
+    ops = qs.loaded_ops(tmp_path / "static.onnx")
+    # Every projection runs as an INT8 GEMM: QKV inside QAttention, the other three as MatMulIntegerToFloat.
+    assert ops.get("QAttention") == 2 and "Attention" not in ops
+    assert ops.get("MatMulIntegerToFloat") == 6 and "MatMul" not in ops and "QLinearMatMul" not in ops
+    assert ops.get("QGemm") == 1 and ops.get("Gemm") == 1  # the pooler INT8, the classifier (writes the logits) FP32
+    assert qs.int8_summary(ops) == "INT8 2 QAttention, 6 MatMulIntegerToFloat, 1 QGemm (FP32 1 Gemm)"
+    # Random weights leave tiny margins, so labels say little here; the logits must be closer to FP32 than dynamic INT8's.
+    with torch.inference_mode():
+        ref = model(**q.example_inputs(tok, texts[:32])).logits.numpy()
+    q.quantize_onnx(src, tmp_path / "dynamic.onnx")
+    static, dynamic = (logits(tmp_path / f, tok, texts[:32], 32) for f in ("static.onnx", "dynamic.onnx"))
+    assert np.abs(static - ref).mean() < np.abs(dynamic - ref).mean()
+    assert (tmp_path / "static.onnx").stat().st_size < src.stat().st_size / 3
+
+
+def test_keep_fp32_modules_in_static_mode(fp32_onnx, calib, tmp_path):
+    src, _, _ = fp32_onnx
+    keep = ["bert.encoder.layer.1.attention.self.value", "bert.encoder.layer.0.output.dense"]
+    q.quantize_onnx(src, tmp_path / "static.onnx", keep, mode="static", calib_inputs=calib)
+    ops = qs.loaded_ops(tmp_path / "static.onnx")
+    assert ops.get("QAttention") == 1 and ops.get("Attention") == 1
+    assert ops.get("MatMulIntegerToFloat") == 5 and ops.get("MatMul") == 1
+
+
+def test_calibration_methods_give_different_ranges(fp32_onnx, calib):
+    src = fp32_onnx[0]
+    ranges = {m: qs.calibrate(src, calib, m) for m in qs.CALIBRATIONS}
+    name = "bert.encoder.layer.0.intermediate.gelu"  # the FFN's GELU output: long right tail
+    width = {m: float(np.max(r[name].range_value[1]) - np.min(r[name].range_value[0])) for m, r in ranges.items()}
+    assert width["percentile"] < width["minmax"] and width["entropy"] < width["minmax"]
+
+
+def test_calibration_batches_are_length_sorted(fp32_onnx, texts):
+    tok = fp32_onnx[2]
+    feeds = qs.calibration_inputs(tok, texts, n=40, batch_size=16, seed=1)
+    assert [f["input_ids"].shape[0] for f in feeds] == [16, 16, 8]
+    assert [f["input_ids"].shape[1] for f in feeds] == sorted(f["input_ids"].shape[1] for f in feeds)
+    assert qs.calibration_inputs(tok, texts, n=40, seed=1)[0]["input_ids"].tolist() == feeds[0]["input_ids"].tolist()
+
+
+def test_method_is_chosen_on_val_only():
+    scores = {"minmax": {"val_macro_f1": 0.80, "test_macro_f1": 0.90}, "entropy": {"val_macro_f1": 0.82, "test_macro_f1": 0.70},
+              "percentile": {"val_macro_f1": 0.82, "test_macro_f1": 0.95}}
+    assert qs.choose_calibration(scores) == "entropy"  # best on val; a tie goes to the earlier method
+    flipped = {m: {**s, "test_macro_f1": 1 - s["test_macro_f1"]} for m, s in scores.items()}
+    assert qs.choose_calibration(flipped) == "entropy"
+    assert qs.choose_calibration({m: {"val_macro_f1": s["val_macro_f1"]} for m, s in scores.items()}) == "entropy"
+    assert qs.choose_calibration({**scores, "minmax": {"val_macro_f1": 0.83, "test_macro_f1": 0.0}}) == "minmax"
+
+
+def test_bad_mode_or_missing_calibration_is_one_line_and_writes_nothing(fp32_onnx, tmp_path):
+    src = fp32_onnx[0]
+    with pytest.raises(FinCompressError, match="neither 'dynamic' nor 'static'"):
+        q.quantize_onnx(src, tmp_path / "x.onnx", mode="statc")
+    with pytest.raises(FinCompressError, match="calibration batches"):
+        q.quantize_onnx(src, tmp_path / "x.onnx", mode="static")
+    with pytest.raises(FinCompressError, match="is not one of minmax, entropy, percentile"):
+        q.quantize_onnx(src, tmp_path / "x.onnx", mode="static", calibration="kl", calib_inputs=[{}])
+    assert not (tmp_path / "x.onnx").exists()
