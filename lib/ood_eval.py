@@ -60,3 +60,9 @@ def level_cells(entry: dict, is_source: bool) -> dict:
         return {}
     return {"OOD-val macro-F1": entry["ood_val_macro_f1"],
             "OOD-val Δ (pts)": "" if is_source else f"{entry['ood_val_delta_pts']:+.2f}"}
+
+
+def fp32_ood(predict, data_dir, tokenizer, max_length: int, evaluate_predictor) -> dict:
+    """Stage 03: {"ood_val": the FP32 source scored by the stage's predictor scorer} and its loader, or {} without."""
+    loader = ood_val_loader(data_dir, tokenizer, 64, max_length)
+    return {} if loader is None else {"ood_val": evaluate_predictor(predict, loader), "ood_loader": loader}
