@@ -3,7 +3,7 @@ import time
 
 import pandas as pd
 
-from lib import bench, goals, pipeline, stats
+from lib import bench, goals, ood_eval, pipeline, stats
 from lib.common import FinCompressError, relative_path, set_seed
 from lib.data import LABELS, load_splits, load_transfer, make_loader
 from lib.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
@@ -46,7 +46,16 @@ class Stage(BaseStage):
         self.teacher_logits = predict(self.teacher, ordered, device, p.gpu, desc="teacher logits")["logits"].to(device)
         self.teacher_val = evaluate(self.teacher, self.val_loader, device, p.gpu, desc="teacher val")
         self.teacher_test = evaluate(self.teacher, self.test_loader, device, p.gpu, desc="teacher test")
+        # reported beside val only (never chosen on); None when stage 01 wrote no OOD sets
+        self.ood_loader = ood_eval.ood_val_loader(self.paths["data"], self.tokenizer, p.batch_size * 2, p.max_length)
+        self.teacher_ood = self.score_ood(self.teacher, "teacher")
         self.results = {}
+
+    def score_ood(self, model, name: str) -> dict | None:
+        """The model on OOD-val with the same evaluate as val; None without OOD sets."""
+        if self.ood_loader is None:
+            return None
+        return evaluate(model, self.ood_loader, self.device, self.p.gpu, desc=f"{name} ood_val")
 
     def tweet_transfer(self):
         """The unlabeled tweet pool as transfer rows (label -1: the teacher's soft labels only, never a gold one),
@@ -94,25 +103,29 @@ class Stage(BaseStage):
                      **({"loss_fn": loss_fn} if loss_fn else {}))
         seconds = round(time.time() - start, 1)
         test = evaluate(student, self.test_loader, device, p.gpu, desc=f"{kind} test")
-        val = result["val"]
+        val, ood = result["val"], self.score_ood(student, kind)
         agree = {"val": stats.agreement(val, self.teacher_val), "test": stats.agreement(test, self.teacher_test)}
         path = self.paths["checkpoints"] / f"student_{kind}"
         info = {"kind": kind, "parent": "teacher", "layer_map": mapping, "teacher_layers": self.teacher_layers,
                 "hyperparameters": self.params, "best_epoch": result["best_epoch"], "val_macro_f1": val["macro_f1"],
-                "test_macro_f1": test["macro_f1"], "teacher_agreement": agree,
+                **({"ood_val_macro_f1": ood["macro_f1"]} if ood else {}), "test_macro_f1": test["macro_f1"],
+                "teacher_agreement": agree,
                 "num_parameters": bench.count_params(student), "labels": LABELS, "train_seconds": seconds}
         save_checkpoint(student.cpu(), self.tokenizer, path, info)
         self.results[kind] = {"kind": kind, "model": student, "history": result["history"], "val": val, "test": test,
-                              "best_epoch": result["best_epoch"], "agreement": agree, "path": path, "info": info}
+                              "ood_val": ood, "best_epoch": result["best_epoch"],
+                              "agreement": agree, "path": path, "info": info}
         return self.results[kind]
 
     def compare(self) -> pd.DataFrame:
         """Val/test macro-F1, the paired delta to the teacher on each (negative = worse; test with its 95% CI and
         McNemar p), per-class test F1, negative recall and agreement with the teacher, per model."""
         teacher = {"val": self.teacher_val, "test": self.teacher_test}
-        rows = {"teacher": _row(teacher, teacher, {"val": 1.0, "test": 1.0}, self.p.seed)}
-        rows |= {f"student_{k}": _row({"val": r["val"], "test": r["test"]}, teacher, r["agreement"], self.p.seed)
-                 for k, r in self.results.items()}
+        seed, ref = self.p.seed, self.teacher_ood
+        rows = {"teacher": _row(teacher, teacher, {"val": 1.0, "test": 1.0}, seed)
+                | ood_eval.ood_fields(ref, ref, seed)}
+        rows |= {f"student_{k}": _row({"val": r["val"], "test": r["test"]}, teacher, r["agreement"], seed)
+                 | ood_eval.ood_fields(r["ood_val"], ref, seed) for k, r in self.results.items()}
         self.table = pd.DataFrame(rows).T
         return self.table
 
@@ -121,6 +134,7 @@ class Stage(BaseStage):
         t = self.table
         return pd.DataFrame({
             "val macro-F1": t["val_macro_f1"], "val Δ (pts)": t["val_delta_pts"].map("{:+.2f}".format),
+            **ood_eval.readable_columns(t),
             "test macro-F1": t["test_macro_f1"],
             "test Δ (pts) [95% CI]": [stats.delta_cell(*x) for x in
                                       zip(t["test_delta_pts"], t["test_delta_ci_low"], t["test_delta_ci_high"])],
@@ -214,10 +228,12 @@ class Stage(BaseStage):
 
     def _metrics(self) -> dict:
         root, best = self.paths["root"], self.best()
-        return {"teacher": {"val": public(self.teacher_val), "test": public(self.teacher_test),
+        ood = (lambda m: {"ood_val": public(m)} if m else {})
+        return {"teacher": {"val": public(self.teacher_val), "test": public(self.teacher_test), **ood(self.teacher_ood),
                             **self.sizes.loc["teacher"].to_dict()},
-                "students": {k: {"val": public(r["val"]), "test": public(r["test"]), "agreement": r["agreement"],
-                                 "best_epoch": r["best_epoch"], "history": r["history"]} for k, r in self.results.items()},
+                "students": {k: {"val": public(r["val"]), "test": public(r["test"]), **ood(r["ood_val"]),
+                                 "agreement": r["agreement"], "best_epoch": r["best_epoch"],
+                                 "history": r["history"]} for k, r in self.results.items()},
                 "comparison": self.table.to_dict("index"), "sizes": self.sizes.to_dict("index"),
                 "best_student": {"name": best, "path": relative_path(self.results[self.best_kind()]["path"], root)},
                 "student_layers": self.student_layers, "layer_map": self.layer_map, "target_f1": self.target_f1,

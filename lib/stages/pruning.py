@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lib import bench, goals, prune, stats
+from lib import bench, goals, ood_eval, prune, stats
 from lib.common import FinCompressError, relative_path
 from lib.data import load_splits, make_loader
 from lib.losses import precomputed_kd_loss
@@ -51,6 +51,7 @@ class Stage(BaseStage):
             model, tok = load_classifier(str(res["base"]["path"]))
             res["base"]["val"] = public(evaluate(model, make_loader(splits["val"], tok, 64, p.max_length), self.device,
                                                  desc="unpruned val"))
+        ood_eval.score_pruned(self.results, self.paths["data"], p.max_length, self.device, p.seed)  # reported only
         judge(self.results, self.stage_goals(), p.seed)
         return table(self.results)
 
@@ -195,6 +196,7 @@ def table(results: dict) -> pd.DataFrame:
             rows[f"{name} {lv['name']}%"] = {
                 "heads": sum(lv["counts"]["heads"]), "FFN neurons": sum(lv["counts"]["neurons"]),
                 "sparsity": lv["sparsity"], "val macro-F1": lv["val"]["macro_f1"], "val Δ (pts)": f"{lv['val_delta_pts']:+.2f}" if lv["sparsity"] else "",
+                **ood_eval.level_cells(lv, not lv["sparsity"]),
                 "test macro-F1": lv["test"]["macro_f1"], "test Δ (pts) [95% CI]": paired,
                 "params (M)": lv["params"] / 1e6, "disk (MB)": lv["disk_bytes"] / 1e6,
                 "latency (ms)": lv["latency"]["median_ms"], "speed-up": lv["speedup"],

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from lib import bench, goals, manifest, quantize as q, quantize_static as qs, sensitivity as sens, stats
+from lib import bench, goals, manifest, ood_eval, quantize as q, quantize_static as qs, sensitivity as sens, stats
 from lib.common import FinCompressError, relative_path
 from lib.data import load_splits, make_loader
 from lib.onnx_export import calibration_study, save_onnx_fp32, save_onnx_int8
@@ -82,7 +82,9 @@ def measure(variant: Variant, path: Path, predict, lat_inputs, evals: dict, fp32
     paired = stats.compare(test["labels"], test["preds"], fp32["test"]["preds"], seed=p["seed"])
     m = dict(val_macro_f1=val["macro_f1"], test_macro_f1=test["macro_f1"], fp32_val_macro_f1=fp32["val"]["macro_f1"],
              fp32_test_macro_f1=fp32["test"]["macro_f1"], val_delta_pts=100 * (val["macro_f1"] - fp32["val"]["macro_f1"]),
-             **{f"test_{k}": x for k, x in paired.items()}, params=fp32["params"], disk_bytes=bench.disk_bytes(path),
+             **{f"test_{k}": x for k, x in paired.items()},
+             **ood_eval.ood_fields(evals.get("ood_val"), fp32.get("ood_val"), p["seed"]),
+             params=fp32["params"], disk_bytes=bench.disk_bytes(path),
              weight_bytes=bench.weight_bytes(path), latency_ms=lat["median_ms"], latency=lat,
              speedup=fp32["latency"]["median_ms"] / lat["median_ms"],
              size_ratio=fp32["disk_bytes"] / bench.disk_bytes(path), **test["vs_fp32"])
@@ -99,7 +101,7 @@ def measure_saved(source: Variant, qdir: Path, root: Path, loaders: dict, lat_in
         path = qdir / f"{source.name}_{method}"
         predict, _ = q.load_onnx(path, p["threads"]) if fmt == "onnx" else q.load_torch_int8(path)
         v = source.derive(f"{source.name}_{method}", fmt, relative_path(path, root), technique, Stage.NAME, precision)
-        scored = {s: sens.evaluate_predictor(predict, loaders[s], fp32[s]["logits"]) for s in ("val", "test")}
+        scored = {s: sens.evaluate_predictor(predict, loaders[s], fp32[s]["logits"]) for s in loaders}
         evals[v.name] = scored["test"]
         by_method[method] = measure(v, path, predict, lat_inputs, scored, fp32, p)
     return by_method, evals
@@ -113,11 +115,15 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     val, test = (make_loader(splits[s], tokenizer, 64, p["max_length"]) for s in ("val", "test"))
     texts = splits["test"]["text"].astype(str).tolist()
     lat_inputs = bench.batch1_inputs(tokenizer, texts, seq_len=p["latency_seq_len"], n=p["latency_n"])
+    # OOD-val: reported beside val for every variant (never chosen on); absent without stage 01's OOD sets
+    ood = ood_eval.fp32_ood(torch_predictor(model), paths["data"], tokenizer, p["max_length"], sens.evaluate_predictor)
     ptq = rank0_only(post_training, source, model, tokenizer, paths, val, texts, test, lat_inputs, p,
                      splits["train"]["text"].astype(str).tolist())
+    ptq["fp32"] |= {"ood_val": ood["ood_val"]} if ood else {}
     qat_model, qat_history = q.train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p)
     by_method, evals = rank0_only(save_and_measure, source, qat_model, model.config, tokenizer, paths,
-                                  {"val": val, "test": test}, lat_inputs, ptq, p)
+                                  {"val": val, "test": test} | ({"ood_val": ood["ood_loader"]} if ood else {}),
+                                  lat_inputs, ptq, p)
     return {"name": source.name, **{k: v for k, v in ptq.items() if k != "meta"}, "qat_history": qat_history,
             "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
 
@@ -157,7 +163,8 @@ def save_and_measure(source: Variant, qat_model, config, tokenizer, paths: dict,
 
 def json_view(result: dict) -> dict:
     """The JSON-worthy part of quantize_model's result (no logits or per-sentence arrays; variants by name)."""
-    fp32 = {k: v for k, v in result["fp32"].items() if k not in ("val", "test")}
+    fp32 = {k: v for k, v in result["fp32"].items() if k not in ("val", "test", "ood_val")}
+    fp32.update({"ood_val_macro_f1": result["fp32"]["ood_val"]["macro_f1"]} if "ood_val" in result["fp32"] else {})
     fp32.update(val_macro_f1=result["fp32"]["val"]["macro_f1"], test_macro_f1=result["fp32"]["test"]["macro_f1"])
     skip = ("fp32", "evals", "variants", "by_method")
     return {**{k: v for k, v in result.items() if k not in skip}, "fp32": fp32,
@@ -187,13 +194,14 @@ def variants_table(result: dict) -> pd.DataFrame:
     """One model's FP32 source and every variant: val and test F1, the deltas to FP32, size, speed, goals."""
     f = result["fp32"]
     rows = [{"variant": f"{result['name']} (FP32 torch)", "val macro-F1": f["val"]["macro_f1"], "val Δ (pts)": "",
+             **ood_eval.level_cells({"ood_val_macro_f1": f["ood_val"]["macro_f1"]} if "ood_val" in f else {}, True),
              "test macro-F1": f["test"]["macro_f1"], "test Δ (pts) [95% CI]": "", "on test": "",
              "disk (MB)": f["disk_bytes"] / 1e6, "latency (ms)": f["latency"]["median_ms"], "speed-up": 1.0,
              "size ratio": 1.0, "agreement": 1.0, "goals (val)": ""}]
     for v in result["variants"]:
         m = v.metrics
         rows.append({"variant": v.name, "val macro-F1": m["val_macro_f1"], "val Δ (pts)": f"{m['val_delta_pts']:+.2f}",
-                     "test macro-F1": m["test_macro_f1"],
+                     **ood_eval.level_cells(m, False), "test macro-F1": m["test_macro_f1"],
                      "test Δ (pts) [95% CI]": stats.delta_cell(m["test_delta_pts"], m["test_delta_ci_low"],
                                                                m["test_delta_ci_high"]),
                      "on test": stats.verdict_word(m["test_delta_ci_low"], m["test_delta_ci_high"]),

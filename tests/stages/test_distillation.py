@@ -43,3 +43,8 @@ def test_notebook_02_smoke(smoke_run):
     # curves, F1 bars, confusions, per-class F1 (the template's CSS holds one more data URL, not counted)
     assert len(re.findall(r'<img[^>]+src="data:image/png', html)) >= 4
     assert "Traceback" not in html
+    # issue 21: OOD-val beside val for every compared model (the smoke data has the tweets), paired with the teacher
+    ref = m["comparison"]["teacher"]["ood_val_macro_f1"]
+    for name, row in m["comparison"].items():
+        assert row["ood_val_delta_pts"] == pytest.approx(100 * (row["ood_val_macro_f1"] - ref)) and 0 <= ref <= 1
+    assert "OOD-val macro-F1" in html and m["teacher"]["ood_val"]["macro_f1"] == ref

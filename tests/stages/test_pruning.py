@@ -44,3 +44,9 @@ def test_notebook_04_smoke(smoke_run):
     assert "MET" in metrics["verdict"]
     html = (smoke_run / "reports" / "04_pruning.html").read_text()
     assert html.count("data:image/png") >= 3
+    # issue 21: OOD-val beside val for the source and every level, paired with the unpruned source
+    for model in metrics["metrics"]["models"].values():
+        ref = model["base"]["ood_val_macro_f1"]
+        for lv in model["levels"]:
+            assert lv["ood_val_delta_pts"] == pytest.approx(100 * (lv["ood_val_macro_f1"] - ref)) and 0 <= ref <= 1
+    assert "OOD-val macro-F1" in html

@@ -2,6 +2,8 @@
 import json
 import re
 
+import pytest
+
 from lib import bench, quantize_static as qs, variants
 from lib.variants import Variant
 from tests.test_quantize import SENTENCES
@@ -33,3 +35,9 @@ def test_notebook_03_smoke(smoke_run):
     assert len(report["goals"]) == 6 and all(g["metric"] in ("val_delta_pts", "speedup", "size_ratio") for g in report["goals"])
     html = (smoke_run / "reports" / "03_quantization.html").read_text()
     assert len(re.findall(r"data:image/png;base64", html)) >= 4
+    # issue 21: OOD-val beside val for every variant, paired with its FP32 source
+    fp32 = {model["name"]: model["fp32"]["ood_val_macro_f1"] for model in report["metrics"]["models"]}
+    for v in listed:
+        ref = fp32[v.source]
+        assert v.metrics["ood_val_delta_pts"] == pytest.approx(100 * (v.metrics["ood_val_macro_f1"] - ref))
+    assert "OOD-val macro-F1" in html
