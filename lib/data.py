@@ -2,7 +2,6 @@
 import json
 import os
 import zipfile
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +9,7 @@ from sklearn.model_selection import train_test_split
 
 from lib.batching import LengthGroupedSampler, TextDataset, make_loader  # noqa: F401  (re-exported: their old home)
 from lib.common import FinCompressError, atomic_dir, write_json
-from lib.ood import write_ood
+from lib.ood import counts as _counts, write_ood
 from lib.textnorm import normalize_frame, normalize_texts
 
 LABELS = ["negative", "neutral", "positive"]
@@ -283,11 +282,6 @@ def load_transfer(data_dir: Path) -> pd.DataFrame:
     path = Path(data_dir) / "transfer.csv"
     df = pd.read_csv(path, keep_default_na=False) if path.is_file() else pd.DataFrame(columns=["text", "source"])
     return df.assign(label=-1)[["text", "label", "source"]]
-
-
-def _counts(df: pd.DataFrame) -> dict:
-    c = Counter(df["label"])
-    return {LABELS[i]: int(c.get(i, 0)) for i in range(len(LABELS))}
 
 
 def load_splits(data_dir: Path) -> dict:

@@ -12,8 +12,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from lib.textnorm import normalize_frame
+from lib.variants import LABELS
 
-LABELS = ["negative", "neutral", "positive"]  # lib.data.LABELS; repeated so this module needs nothing from data
 TWEETS = Path("twitter_financial_news") / "sent_train.csv"
 # Tweet labels 0 bearish, 1 bullish, 2 neutral -> ours 0 negative, 1 neutral, 2 positive.
 TWEET_LABEL_MAP = {0: 0, 1: 2, 2: 1}
@@ -58,6 +58,7 @@ def split(kept: pd.DataFrame, seed: int, max_rows: int = 0) -> dict[str, pd.Data
 
 
 def counts(df: pd.DataFrame) -> dict:
+    """Sentences per class name (every class listed, 0 when absent); stage 01 counts its splits with it too."""
     c = Counter(df["label"])
     return {LABELS[i]: int(c.get(i, 0)) for i in range(len(LABELS))}
 

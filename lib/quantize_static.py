@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from lib import bench
 from lib.common import FinCompressError
 
 CALIBRATIONS = ("minmax", "entropy", "percentile")
@@ -41,10 +42,9 @@ def calibration_inputs(tokenizer, texts: list[str], n: int = 256, batch_size: in
         raise FinCompressError("static INT8 needs calibration sentences; pass some training sentences")
     rng = np.random.default_rng(seed)
     pick = [texts[i] for i in rng.choice(len(texts), size=min(n, len(texts)), replace=False)]
-    pick.sort(key=lambda t: len(tokenizer(t, truncation=True, max_length=max_length)["input_ids"]))
     feeds = []
-    for i in range(0, len(pick), batch_size):
-        enc = tokenizer(pick[i:i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    for batch in bench.length_sorted(tokenizer, pick, batch_size, max_length):
+        enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
         feeds.append({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc})
     return feeds
 

@@ -22,8 +22,8 @@ class Stage(BaseStage):
     def gather(self) -> list[Variant]:
         """Every variant earlier stages listed, plus the stacked ones (and their vocabulary-trimmed twins) built now."""
         self.variants = self.upstream_variants()
+        splits = load_splits(self.paths["data"])
         if self.p.stacked:
-            splits = load_splits(self.paths["data"])
             # train text and the unlabeled tweet pool, never val: val must see what trimming loses to choose on it
             vocab_texts = (splits["train"]["text"].tolist() + ood.load_tweet_pool(self.paths["data"])
                            if self.p.trim_vocab else None)
@@ -35,7 +35,7 @@ class Stage(BaseStage):
         self.yardsticks = []  # timed beside the variants, never one of them (lib.yardstick)
         if self.p.yardstick_layers:
             self.yardsticks = yardstick.build(self.paths["root"], self.paths["checkpoints"] / "yardstick",
-                                              load_splits(self.paths["data"])["val"]["text"].tolist(),
+                                              splits["val"]["text"].tolist(),
                                               self.p.yardstick_layers, self.p.seed)
         return self.variants
 
