@@ -19,18 +19,28 @@ def session(path, threads: int = 2, serving: bool = False, level: str | None = N
     scripts/bench_predict.py. Serving also stops at BASIC graph optimizations: on the fused graph lib.onnx_graph
     writes, the EXTENDED/ALL rewrites made the shipped INT8 model slower (scripts/bench_runtime_options.py, 3 runs:
     batch 1 1.10-1.23x and batch 32 1.10-1.31x faster at BASIC vs 1.01 for a second ALL session; end to end
-    through predict 1.09x at batch 1, 1.31x at batch 32, the same labels on the 505 val sentences)."""
+    through predict 1.09x at batch 1, 1.31x at batch 32, the same labels on the 505 val sentences). Not for a
+    static INT8 (QDQ) graph: only the EXTENDED/ALL rewrites turn its QuantizeLinear/DequantizeLinear pairs into
+    integer kernels, so at BASIC it runs FP32 matmuls between (de)quantizations: the static teacher took 14.8 ms
+    at BASIC vs 2.0 ms at ALL for one 30-token sentence on 1 thread; serving runs such graphs at ALL."""
     import onnxruntime as ort
+    level = level or ("basic" if serving and not has_qdq(path) else "all")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[
-                                         level or ("basic" if serving else "all")]
+                                     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
     opts.log_severity_level = 3  # errors only: optimizer notices are not the user's business
     if serving:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.enable_mem_pattern = False
     return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def has_qdq(path) -> bool:
+    """Whether the graph quantizes activations with QuantizeLinear nodes (static INT8, QDQ), not per batch."""
+    import onnx
+    model = onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(str(path), load_external_data=False)
+    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
 
 
 def predictor(sess):

@@ -111,3 +111,14 @@ def test_bad_mode_or_missing_calibration_is_one_line_and_writes_nothing(fp32_onn
     with pytest.raises(FinCompressError, match="is not one of minmax, entropy, percentile"):
         q.quantize_onnx(src, tmp_path / "x.onnx", mode="static", calibration="kl", calib_inputs=[{}])
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_serving_runs_static_graphs_at_all_optimizations(fp32_onnx, calib, tmp_path):
+    # At BASIC, ORT leaves the QDQ pairs in place and runs FP32 matmuls between them (7x slower end to end).
+    src = fp32_onnx[0]
+    q.quantize_onnx(src, tmp_path / "static.onnx", mode="static", calib_inputs=calib)
+    q.quantize_onnx(src, tmp_path / "dynamic.onnx")
+    level = {f: onnx_runtime.session(tmp_path / f, 1, serving=True).get_session_options().graph_optimization_level.name
+             for f in ("static.onnx", "dynamic.onnx")}
+    assert level == {"static.onnx": "ORT_ENABLE_ALL", "dynamic.onnx": "ORT_ENABLE_BASIC"}
+    assert onnx_runtime.has_qdq((tmp_path / "static.onnx").read_bytes()) and not onnx_runtime.has_qdq(src)
