@@ -216,9 +216,11 @@ def prune_step(model, loader, device, head_target: int, neuron_target: int, meth
 
 def prune_to(model, train_loader, val_loader, device, *, head_fraction: float, ffn_fraction: float, rounds: int,
              recovery_epochs: int, lr: float, loss_fn, method: str = "taylor", batches: int = 16,
-             log_dir: Path | None = None, desc: str = "prune", amp: bool = False) -> list[dict]:
+             log_dir: Path | None = None, desc: str = "prune", amp: bool = False, recovery_loader=None) -> list[dict]:
     """Iterative prune-then-recover from the current sparsity to the target fractions of the original units.
 
+    Units are scored on `train_loader` (gold labels); recovery trains on `recovery_loader` when given (it may
+    hold unlabeled transfer rows, label -1, that only `loss_fn`'s KD term reads).
     amp: scoring, recovery training and evaluation under bf16 autocast on CUDA (stage 04 passes its --gpu)."""
     check_range("head_fraction", head_fraction, 0, 1)
     check_range("ffn_fraction", ffn_fraction, 0, 1)
@@ -234,7 +236,7 @@ def prune_to(model, train_loader, val_loader, device, *, head_fraction: float, f
         entry = {"round": r, "removed": removed, "counts": unit_counts(model)}
         if recovery_epochs:
             log_path = log_dir / f"{desc}_round{r}.csv" if log_dir else None
-            res = fit(model, train_loader, val_loader, device, epochs=recovery_epochs, lr=lr, patience=recovery_epochs,
+            res = fit(model, recovery_loader or train_loader, val_loader, device, epochs=recovery_epochs, lr=lr, patience=recovery_epochs,
                       loss_fn=loss_fn, log_path=log_path, desc=f"{desc} round {r}", amp=amp)
             entry.update(history=res["history"], val_macro_f1=res["val"]["macro_f1"])
         else:

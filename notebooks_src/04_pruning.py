@@ -26,7 +26,9 @@
 #   `importance = "entropy"` drops the heads with the most diffuse attention first.
 # * **Iterative prune-then-recover**: each level is reached in `rounds` steps; after each step the
 #   model is fine-tuned with knowledge distillation from its own unpruned version, keeping the
-#   best-validation-F1 weights. Removed units no longer exist, so later rounds only score survivors.
+#   best-validation-F1 weights. With `transfer`, recovery also reads stage 02's unlabeled transfer
+#   sentences (soft labels only): twice the text for the KD term, which a 2,359-sentence train set
+#   alone over-fits within an epoch or two. Removed units no longer exist, so later rounds only score survivors.
 # * Levels are cumulative: the 50% model continues from the 30% one, so with the default one round
 #   per level it is reached in two prune-then-recover steps (0 → 30% → 50%).
 # * Each model's **chosen level** is the most pruned one that meets the goals (`max_f1_drop_pts`,
@@ -42,6 +44,7 @@ head_levels = "0.3,0.5"  # comma-separated shares of attention heads removed, on
 ffn_levels = "0.3,0.5"  # comma-separated shares of FFN neurons removed, as many as head_levels [levels] [smoke 0.5]
 rounds = 1  # prune-then-recover rounds to reach each level from the previous one [min 1]
 recovery_epochs = 1  # KD fine-tuning epochs after each pruning round [min 0]
+transfer = True  # recovery KD also learns from the unlabeled PhraseBank transfer sentences (the unpruned model's soft labels only)
 importance = "taylor"  # how units are scored, by the gradient of head and neuron gates or heads by attention entropy [one of taylor, entropy]
 importance_batches = 16  # training batches used to score units in each round [min 1] [smoke 2] [gpu 8]
 lr = 1e-4  # AdamW peak learning rate of the recovery fine-tuning [above 0] [bert-base 3e-5]

@@ -137,6 +137,22 @@ def test_prune_to_reaches_target_with_recovery(loader, tmp_path):
     assert len(log) == 2 and (tmp_path / "prune_round2.csv").is_file()
 
 
+def test_recovery_reads_unlabeled_transfer_rows_while_scoring_reads_gold_labels(loader, tokenizer, monkeypatch):
+    labeled = pd.DataFrame({"text": ["Profit rose sharply", "Sales fell by a third"] * 4, "label": [2, 0] * 4})
+    transfer = pd.DataFrame({"text": ["Analysts see a strong quarter", "Orders slowed in March"] * 4, "label": -1})
+    kd = make_loader(pd.concat([labeled, transfer], ignore_index=True), tokenizer, batch_size=8, max_length=16)
+    scored, trained = [], []
+    real_importance = prune.importance
+    monkeypatch.setattr(prune, "importance", lambda m, ld, *a, **k: scored.append(ld) or real_importance(m, ld, *a, **k))
+    real_fit = prune.fit
+    monkeypatch.setattr(prune, "fit", lambda m, ld, *a, **k: trained.append(ld) or real_fit(m, ld, *a, **k))
+    table = torch.zeros(len(kd.dataset), 3)
+    prune.prune_to(tiny_model(), loader, loader, CPU, head_fraction=0.25, ffn_fraction=0.25, rounds=1, recovery_epochs=1,
+                   lr=1e-3, loss_fn=losses.precomputed_kd_loss(table, 0.7, 2.0), batches=1, recovery_loader=kd)
+    assert scored == [loader] and trained == [kd]  # Taylor scores need gold labels; the KD term reads label -1 rows
+    assert (torch.cat([b["labels"] for b in kd]) == -1).sum() == 8
+
+
 @pytest.mark.parametrize("kwargs", [{"head_fraction": 1.5}, {"ffn_fraction": -0.1}, {"rounds": 0}])
 def test_prune_to_rejects_bad_parameters(loader, kwargs):
     args = {"head_fraction": 0.5, "ffn_fraction": 0.5, "rounds": 1, **kwargs}

@@ -9,7 +9,7 @@ import seaborn as sns
 
 from lib import bench, goals, ood_eval, prune, stats
 from lib.common import FinCompressError, relative_path
-from lib.data import load_splits, make_loader
+from lib.data import load_splits, load_transfer, make_loader
 from lib.losses import precomputed_kd_loss
 from lib.parallel import rank0_only
 from lib.params import sparsities
@@ -117,11 +117,13 @@ def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p
     def loader(df, bs, shuffle=False):
         return make_loader(df, tok, bs, p["max_length"], shuffle=shuffle, seed=p["seed"])
     train, val, test = loader(splits["train"], p["batch_size"], True), loader(splits["val"], 64), loader(splits["test"], 64)
+    # recovery KD also reads the unlabeled transfer sentences (label -1: the teacher's soft labels only)
+    kd_df = pd.concat([splits["train"]] + [load_transfer(paths["data"])] * p["transfer"], ignore_index=True)
     base = {"path": src, "params": bench.count_params(model), "prunable": prunable_params(model),
             "test": evaluate(model, test, device, amp, desc="test"), "counts": prune.unit_counts(model)}
     # The unpruned model is the KD teacher of every recovery round: its logits are fixed, so compute once, and
     # keep them on the device, where each recovery batch looks its rows up without a trip to the host.
-    teacher_logits = predict(model, loader(splits["train"], 64), device, amp, desc="kd targets")["logits"].to(device)
+    teacher_logits = predict(model, loader(kd_df, 64), device, amp, desc="kd targets")["logits"].to(device)
     loss_fn = precomputed_kd_loss(teacher_logits, p["alpha"], p["temperature"])
     out = {"name": name, "base": base, "levels": []}
     for level in levels:
@@ -129,7 +131,7 @@ def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p
         log = prune.prune_to(model, train, val, device, head_fraction=level[0], ffn_fraction=level[1],
                              rounds=p["rounds"], recovery_epochs=p["recovery_epochs"], lr=p["lr"], loss_fn=loss_fn,
                              method=p["importance"], batches=p["importance_batches"], log_dir=paths["logs"],
-                             desc=f"prune_{name}_{label}", amp=amp)
+                             desc=f"prune_{name}_{label}", amp=amp, recovery_loader=loader(kd_df, p["batch_size"], True))
         path = paths["checkpoints"] / "pruned" / f"{name}_{label}"
         prune.save_pruned(model.cpu(), tok, path, {"parent": str(src), "head_fraction": level[0],
                                                    "ffn_fraction": level[1], "hyperparameters": p})
