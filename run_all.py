@@ -137,6 +137,10 @@ def join_launcher(args, stages: list[str], take_out_dir) -> tuple[list[str], tup
             box = [("error", str(e))]
     dist.broadcast_object_list(box, src=0)
     if box[0][0] == "error":
+        # Every rank has the answer before the group goes: a gloo group still alive at interpreter exit can abort
+        # the process ("terminate called without an active exception", seen on a loaded box), losing the line.
+        dist.barrier()
+        dist.destroy_process_group()
         raise FinCompressError(box[0][1])
     main_out = Path(args.out_dir).resolve()
     if rank > 0:
