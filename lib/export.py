@@ -8,7 +8,7 @@ from lib import card
 from lib.common import atomic_dir, write_json, write_text_atomic
 from lib.onnx_runtime import TOKENIZER_FILE, pad_id
 from lib.serving import DEFAULT_MAX_LENGTH
-from lib.variants import HF_CONFIG, LABELS, Variant
+from lib.variants import HF_CONFIG, LABELS, ONNX_FILE, Variant
 
 # Keys transformers saves from the tokenizer's last call, not settings of the model: dropped, so the one length
 # rule is model_max_length (and max_seq_length in config.json).
@@ -30,6 +30,13 @@ def text_normalization(data_dir: Path) -> str:
     return json.loads(summary.read_text()).get("text_normalization", "none") if summary.is_file() else "none"
 
 
+def onnx_positions(folder: Path) -> int | None:
+    """Rows of the position-embedding table in the folder's model.onnx, None when the graph has none by that name."""
+    import onnx
+    model = onnx.load(str(Path(folder) / ONNX_FILE), load_external_data=False)
+    return next((int(t.dims[0]) for t in model.graph.initializer if t.name.endswith("position_embeddings.weight")), None)
+
+
 def model_config(chain: list[Variant], root: Path, tokenizer, max_length: int, normalization: str = "none") -> dict:
     """config.json for the shipped folder: its own, or for ONNX the nearest saved architecture in its lineage
     with this model's vocabulary size; then the study's labels and the max length it was scored at."""
@@ -39,6 +46,8 @@ def model_config(chain: list[Variant], root: Path, tokenizer, max_length: int, n
     if shipped.format == "onnx":  # transformers and optimum read the architecture; the weights are model.onnx
         config.update({"architectures": ["BertForSequenceClassification"], "vocab_size": tokenizer.get_vocab_size(),
                        "pad_token_id": pad_id(tokenizer, root / shipped.path)})
+        # a trimmed twin reads fewer positions than the checkpoint it came from; serving checks --max-length on this
+        config["max_position_embeddings"] = onnx_positions(root / shipped.path) or config.get("max_position_embeddings")
     config.update({"id2label": dict(enumerate(LABELS)), "label2id": {l: i for i, l in enumerate(LABELS)},
                    "num_labels": len(LABELS), "max_seq_length": max_length,
                    "fincompress": {"variant": shipped.name, "format": shipped.format, "precision": shipped.precision,

@@ -113,3 +113,29 @@ def test_serving_labels_are_the_studys():
     from lib.data import LABELS
     from lib.variants import LABELS as SERVING_LABELS
     assert tuple(LABELS) == SERVING_LABELS
+
+
+def test_a_position_trimmed_model_ships_with_its_own_position_count(tmp_path):
+    # The lineage's checkpoint reads 512 positions, the trimmed ONNX only 16: config.json must say 16, so that
+    # predict refuses a --max-length the graph cannot read instead of failing inside ONNX Runtime.
+    import pandas as pd
+
+    from lib import vocab
+    from lib.export import export_recommended
+    from lib.onnx_export import save_onnx_fp32, save_onnx_int8
+    model, tokenizer = tiny_model.tiny_classifier()
+    model.save_pretrained(tmp_path / "teacher")
+    vocab.trim_positions(model, 16)
+    fp32_dir, _ = save_onnx_fp32("t", model, tokenizer, tiny_model.TEXTS, tmp_path / "stacked", 1e-3)
+    int8_dir = save_onnx_int8("t", fp32_dir, tokenizer, tmp_path / "stacked", [])
+    teacher = Variant("teacher", "hf", "teacher", "x", ("finetune",), "01_data_teacher")
+    shipped = teacher.derive("t_vocab_onnx_int8", "onnx", str(int8_dir.relative_to(tmp_path)),
+                             ("vocab_trim", "onnx_export", "onnx_int8"), "05_benchmark", "int8")
+    df = pd.DataFrame([schema_row("teacher", {"val": 0.85, "test": 0.84}, format="hf", precision="fp32"),
+                       schema_row(shipped.name, {"val": 0.84, "test": 0.83},
+                                  {"val": (-1.0, -2.5, 0.4), "test": (-1.2, -2.8, 0.3)})])
+    out = export_recommended(df.iloc[1], df, [teacher, shipped], {"root": tmp_path}, info(), "the test's choice", 16)
+    assert json.loads((tmp_path / "teacher" / "config.json").read_text())["max_position_embeddings"] > 16
+    assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == 16
+    run = tiny_model.predict("--model", out, "--max-length", "32", "Profit rose")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "16 positions" in run.stderr
