@@ -9,6 +9,7 @@ from lib.errors import FinCompressError
 from lib.variants import ONNX_FILE
 
 TOKENIZER_FILE = "tokenizer.json"
+STATIC_INT8 = ("fincompress.activations", "static")  # metadata of a static INT8 (QDQ) graph: scales fixed, not per batch
 
 
 def session(path, threads: int = 2, serving: bool = False, level: str | None = None):
@@ -22,9 +23,18 @@ def session(path, threads: int = 2, serving: bool = False, level: str | None = N
     through predict 1.09x at batch 1, 1.31x at batch 32, the same labels on the 505 val sentences). Not for a
     static INT8 (QDQ) graph: only the EXTENDED/ALL rewrites turn its QuantizeLinear/DequantizeLinear pairs into
     integer kernels, so at BASIC it runs FP32 matmuls between (de)quantizations: the static teacher took 14.8 ms
-    at BASIC vs 2.0 ms at ALL for one 30-token sentence on 1 thread; serving runs such graphs at ALL."""
+    at BASIC vs 2.0 ms at ALL for one 30-token sentence on 1 thread; serving runs such graphs at ALL. They are
+    known by the STATIC_INT8 metadata lib.quantize_static writes, which the session itself reads: no onnx
+    package (and no second parse of the file) on predict's path."""
+    sess = _session(path, threads, serving, level or ("basic" if serving else "all"))
+    if serving and level is None and sess.get_modelmeta().custom_metadata_map.get(STATIC_INT8[0]) == STATIC_INT8[1]:
+        sess = _session(path, threads, serving, "all")
+    return sess
+
+
+def _session(path, threads: int, serving: bool, level: str):
+    """One InferenceSession with session()'s options at graph optimization `level` ("all" or "basic")."""
     import onnxruntime as ort
-    level = level or ("basic" if serving and not has_qdq(path) else "all")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -34,13 +44,6 @@ def session(path, threads: int = 2, serving: bool = False, level: str | None = N
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.enable_mem_pattern = False
     return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def has_qdq(path) -> bool:
-    """Whether the graph quantizes activations with QuantizeLinear nodes (static INT8, QDQ), not per batch."""
-    import onnx
-    model = onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(str(path), load_external_data=False)
-    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
 
 
 def predictor(sess):

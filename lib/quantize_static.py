@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from lib import bench
 from lib.common import FinCompressError
+from lib.onnx_runtime import STATIC_INT8
 
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 PERCENTILE = 99.999  # ORT's default; cut both tails (uint8 activations are asymmetric)
@@ -213,4 +214,5 @@ def quantize(src: Path, dst: Path, feeds: list[dict], exclude=(), calibration: s
         qmodel = onnx.load(str(tmp / "qdq.onnx"))
     if attention_int8:
         attention_to_qattention(qmodel, ranges, skip=exclude)
+    qmodel.metadata_props.add(key=STATIC_INT8[0], value=STATIC_INT8[1])  # serving runs it at ALL (lib.onnx_runtime)
     onnx.save(qmodel, str(dst))

@@ -78,10 +78,10 @@ def test_script_path_runs_from_any_directory(model, tmp_path):
 
 
 def test_onnx_model_never_imports_torch_or_transformers(model, tmp_path):
-    env = tiny_model.blocked_env(tmp_path, "torch,transformers")
+    env = tiny_model.blocked_env(tmp_path, "torch,transformers,onnx")  # requirements-serve.txt has none of them
     assert json_rows(predict("--model", model, "--json", "Profit rose", env=env))[0]["row"] == 1
     code = (f"import sys; from lib import predict; predict.main(['--model', {str(model)!r}, 'Profit rose']); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'onnx')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "[]"
