@@ -236,8 +236,8 @@ def prune_to(model, train_loader, val_loader, device, *, head_fraction: float, f
         entry = {"round": r, "removed": removed, "counts": unit_counts(model)}
         if recovery_epochs:
             log_path = log_dir / f"{desc}_round{r}.csv" if log_dir else None
-            res = fit(model, recovery_loader or train_loader, val_loader, device, epochs=recovery_epochs, lr=lr, patience=recovery_epochs,
-                      loss_fn=loss_fn, log_path=log_path, desc=f"{desc} round {r}", amp=amp)
+            res = fit(model, recovery_loader or train_loader, val_loader, device, epochs=recovery_epochs, lr=lr,
+                      patience=recovery_epochs, loss_fn=loss_fn, log_path=log_path, desc=f"{desc} round {r}", amp=amp)
             entry.update(history=res["history"], val_macro_f1=res["val"]["macro_f1"])
         else:
             entry["val_macro_f1"] = evaluate(model, val_loader, device, amp, desc="val")["macro_f1"]

@@ -118,7 +118,8 @@ def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p
         return make_loader(df, tok, bs, p["max_length"], shuffle=shuffle, seed=p["seed"])
     train, val, test = loader(splits["train"], p["batch_size"], True), loader(splits["val"], 64), loader(splits["test"], 64)
     # recovery KD also reads the unlabeled transfer sentences (label -1: the teacher's soft labels only)
-    kd_df = pd.concat([splits["train"]] + [load_transfer(paths["data"])] * p["transfer"], ignore_index=True)
+    kd_df = (pd.concat([splits["train"], load_transfer(paths["data"])], ignore_index=True) if p["transfer"]
+             else splits["train"])
     base = {"path": src, "params": bench.count_params(model), "prunable": prunable_params(model),
             "test": evaluate(model, test, device, amp, desc="test"), "counts": prune.unit_counts(model)}
     # The unpruned model is the KD teacher of every recovery round: its logits are fixed, so compute once, and
