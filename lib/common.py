@@ -120,7 +120,20 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Strict JSON: NaN and infinities become null, since browsers and jq reject them."""
+    write_text_atomic(path, json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(o):
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    return o
 
 
 def read_json(path: Path, what: str = "metrics"):

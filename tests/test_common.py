@@ -206,3 +206,10 @@ def test_cpu_name_reads_the_first_model_name_else_the_platform(monkeypatch):
         raise OSError("no /proc")
     monkeypatch.setattr(common, "Path", lambda p: SimpleNamespace(read_text=unreadable))
     assert common.cpu_name() == "i386"
+
+
+def test_json_is_strict_nan_and_infinities_become_null(tmp_path):
+    common.write_json(tmp_path / "m.json", {"a": float("nan"), "b": [np.float64("inf"), np.float32("-inf"), 1.5],
+                                            "c": np.array([np.nan, 2.0]), "d": (np.float64(0.25),)})
+    strict = json.loads((tmp_path / "m.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} written"))
+    assert strict == {"a": None, "b": [None, None, 1.5], "c": [None, 2.0], "d": [0.25]}

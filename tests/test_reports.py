@@ -108,3 +108,16 @@ def test_column_budget(columns, boxed, flagged):
     table = "<table><tr>" + "<th>x</th>" * columns + "</tr></table>"
     page = f'<div class="{SCROLL_BOX}" style="overflow-x:auto;max-width:100%">{table}</div>' if boxed else table
     assert bool(unboxed_wide_tables(page)) == flagged
+
+
+def test_every_json_the_run_writes_is_strict(smoke_run):
+    """Browsers and jq reject NaN and Infinity: every JSON of a run parses with a strict parser."""
+    def reject(constant):
+        raise ValueError(constant)
+    files = [f for f in smoke_run.rglob("*.json") if "executed" not in f.parts]
+    assert any(f.name == "05_benchmark.json" for f in files) and any(f.name == "benchmark.json" for f in files)
+    for f in files:
+        try:
+            json.loads(f.read_text(encoding="utf-8"), parse_constant=reject)
+        except ValueError as e:
+            pytest.fail(f"{f.relative_to(smoke_run)}: {e}")
