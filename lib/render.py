@@ -43,7 +43,9 @@ def render_html(nb, out_path: Path) -> None:
     """Offline HTML (no CDN scripts; plots are inline PNG) of an executed notebook, as readers should see it."""
     from nbconvert import HTMLExporter
     exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(REPO_ROOT / "templates")])
-    body, _ = exporter.from_notebook_node(for_readers(nb))
+    nb = for_readers(nb)
+    nb.metadata["title"] = f"FinCompress: {Path(out_path).stem}"  # else every tab reads "Notebook"
+    body, _ = exporter.from_notebook_node(nb)
     if REMOTE_SCRIPT.search(body):
         raise FinCompressError("rendered report references a remote script; fix templates/offline")
     write_text_atomic(out_path, body)
@@ -176,7 +178,8 @@ def _fmt(key: str, v) -> str:
 
 
 INDEX_TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>FinCompress study</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>FinCompress study</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:84em;margin:1.5em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.35em .5em;vertical-align:top;text-align:left}}
 .stages{{width:100%}} th{{background:#f3f3f3}} tr.failed td{{background:#fdd}} tr.ok td.status{{color:#17692c}}

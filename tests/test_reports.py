@@ -66,11 +66,14 @@ def test_stage_reports_are_clean(smoke_run):
         assert not unboxed_wide_tables(page), (stage, unboxed_wide_tables(page))
         assert "Verdict" in page and "MET" in page, stage  # every stage ends with its goals, MET or NOT MET
         assert "epoch 1:" in page or stage not in ("01_data_teacher", "02_distillation")  # summary lines stay
+        soup = BeautifulSoup(page, "html.parser")
+        assert soup.title.get_text() == f"FinCompress: {stage}" and soup.find("a", href="index.html"), stage
 
 
 def test_index_is_a_dashboard(smoke_run):
     reports = smoke_run / "reports"
     index = (reports / "index.html").read_text()
+    assert '<meta name="viewport" content="width=device-width' in index  # phones render at device width, not 36%
     results = {s: json.loads((reports / f"{s}.json").read_text()) for s in pipeline.NAMES}
     assert sum(len(r.get("goals", [])) for r in results.values()) >= 10
     assert not missing_badges(index, results), missing_badges(index, results)
