@@ -172,3 +172,49 @@ def test_ctrl_c_during_training_keeps_the_checkpoint_and_resumes(smoke_run, tmp_
     assert digest() == before
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["teacher"]
     assert "01_data_teacher" not in json.loads((tmp_path / "reports" / ".state.json").read_text())
+    # the run says so, and shows no older result as this run's (issue 33 item 8)
+    assert json.loads((tmp_path / "reports" / "run_all.json").read_text())["status"]["01_data_teacher"] == "interrupted (Ctrl-C)"
+    assert not (tmp_path / "reports" / "01_data_teacher.json").exists()
+    assert not (tmp_path / "reports" / ".writes-01_data_teacher").exists()
+
+
+@pytest.mark.parametrize("how", ["ctrl_c", "second_ctrl_c"])
+def test_an_interrupted_stage_is_reported_as_interrupted_not_as_the_older_runs_ok(tmp_path, monkeypatch, capsys, how):
+    """Issue 33 item 8: after Ctrl-C the index and run_all.json said "ok", the stage's JSON was the older run's
+    and its writes log stayed. A Ctrl-C reaches run_all as SIGINT (forwarded to the kernel, whose cell fails);
+    a second one raises in run_all at once."""
+    import os
+    import signal
+
+    from lib import manifest, stagerun
+    from lib.common import atomic_dir
+    stage, reports = "02_distillation", tmp_path / "reports"
+    reports.mkdir()
+    (reports / f"{stage}.json").write_text(json.dumps({"headline": {"older run": 1}}))
+    (reports / "run_all.json").write_text(json.dumps({"status": {"01_data_teacher": "ok (5 s)", stage: "ok (9 s)"}}))
+
+    def interrupted(stage, params, reports):
+        with atomic_dir(tmp_path / "checkpoints" / "student") as t:  # a save finished before the Ctrl-C
+            (t / "w.bin").write_bytes(b"x")
+        (reports / f"{stage}.html").write_text("KeyboardInterrupt")  # run_stage renders the stopped notebook
+        if how == "second_ctrl_c":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)  # reaches forward_interrupt's handler, as a terminal's Ctrl-C does
+        return False, "KeyboardInterrupt: "
+    monkeypatch.setattr(stagerun, "run_stage", interrupted)
+    monkeypatch.delenv(manifest.WRITES_ENV, raising=False)
+    try:
+        code = run_all.main(["--only", "02", "--force", "--out-dir", str(tmp_path)])
+    except SystemExit as e:
+        code = e.code
+    assert code == 130
+    status = json.loads((reports / "run_all.json").read_text())["status"]
+    assert status == {"01_data_teacher": "ok (5 s)", stage: "interrupted (Ctrl-C)"}
+    index = (reports / "index.html").read_text()
+    assert f"<tr class='interrupted'><td><a href=\"{stage}.html\">{stage}</a></td><td class='status'>interrupted (Ctrl-C)" in index
+    assert "older run" not in index and not (reports / f"{stage}.json").exists()
+    assert not (reports / f".writes-{stage}").exists() and manifest.WRITES_ENV not in os.environ
+    assert stage not in json.loads((reports / ".state.json").read_text())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"run_all: interrupted during {stage}; its previous checkpoints are untouched and the next run starts again at {stage}")

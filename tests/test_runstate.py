@@ -126,7 +126,7 @@ def runs(tmp_path, monkeypatch, *flags: str, work=lambda: None) -> tuple[list, d
     """run_all.run_stages over stage 01 with a stub kernel that calls work(); returns the stages it ran and the state."""
     ran = []
 
-    def stub(stage, params, reports, state):
+    def stub(stage, params, reports):
         ran.append(stage)
         work()
         for suffix in ("json", "html"):
