@@ -69,6 +69,24 @@ def test_unchanged_stage_is_skipped_and_force_reruns(smoke_run):
     assert json.loads((smoke_run / "reports" / ".state.json").read_text()) == state
 
 
+def test_a_finished_run_run_again_skips_every_stage(smoke_run):
+    """Issue 33 item 1: stage 03 recorded its calibration trials, written under the temp folder, as outputs; the
+    next run found them gone and redid it, and --only 05 stopped on them. Every recorded folder is in the out dir."""
+    from pathlib import Path
+
+    from lib import runstate
+    state = json.loads((smoke_run / "reports" / ".state.json").read_text())
+    recorded = [f for folders in state["outputs"].values() for f in folders]
+    assert "checkpoints/quantized" in " ".join(recorded)  # stage 03's saves are there
+    assert all(not Path(f).is_absolute() and ".." not in Path(f).parts for f in recorded), recorded
+    assert runstate.damaged_outputs(state, smoke_run) == {}  # what stops --only 05
+    proc = run_pipeline(smoke_run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    skipped = [line for line in proc.stdout.splitlines() if "unchanged since its last successful run, skipped" in line]
+    assert len(skipped) == len(run_all.available_stages()), proc.stdout[-3000:]
+    assert json.loads((smoke_run / "reports" / ".state.json").read_text()) == state
+
+
 def test_fingerprint_tracks_parameters_and_upstream():
     base = run_all.fingerprint("01_data_teacher", {"epochs": 1}, [])
     assert base == run_all.fingerprint("01_data_teacher", {"epochs": 1}, [])
