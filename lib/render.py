@@ -182,7 +182,7 @@ INDEX_TEMPLATE = """<!DOCTYPE html>
 <title>FinCompress study</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:84em;margin:1.5em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.35em .5em;vertical-align:top;text-align:left}}
-.stages{{width:100%}} th{{background:#f3f3f3}} tr.failed td{{background:#fdd}} tr.ok td.status{{color:#17692c}}
+.stages{{width:100%}} th{{background:#f3f3f3}} tr.failed td,tr.interrupted td{{background:#fdd}} tr.ok td.status{{color:#17692c}}
 ul{{margin:0;padding-left:1.1em}} ul.goals{{list-style:none;padding-left:0}} li.goal{{margin:.15em 0}}
 .badge{{display:inline-block;min-width:5.6em;text-align:center;font-weight:bold;font-size:.85em;border-radius:3px;
 padding:.05em .4em;color:#fff}} .badge.met{{background:#17692c}} .badge.missed{{background:#b3261e}}

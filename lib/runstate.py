@@ -47,14 +47,23 @@ def writes_log(reports: Path, stage: str) -> Path:
     return log
 
 
+def inside(root: Path, folder) -> bool:
+    """Whether a written or recorded folder lies in the out dir: only those are a run's outputs. Judged by name,
+    as the stage built it from out_dir: a symlink in the out dir (checkpoints/ on another disk) stays inside."""
+    return Path(os.path.normpath(Path(root) / folder)).is_relative_to(os.path.normpath(root))
+
+
 def record_outputs(state: dict, stage: str, log: Path, root: Path, keep: bool) -> None:
-    """After a stage ran: the folders it wrote, relative to out_dir, go into the state if it succeeded (keep)."""
+    """After a stage ran: the folders it wrote, relative to out_dir, go into the state if it succeeded (keep).
+    A folder outside the out dir (scratch under the temp folder) is no output of the run, and never recorded."""
     os.environ.pop(manifest.WRITES_ENV, None)
     written = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
     log.unlink(missing_ok=True)
     if keep:
-        rel = [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else p for p in written]
-        state.setdefault(OUTPUTS, {})[stage] = sorted(set(rel))
+        for path in sorted({p for p in written if not inside(root, p)}):
+            print(f"run_all: {stage} wrote {path}, outside the out dir {root}: not tracked as one of its outputs")
+        rel = {os.path.relpath(os.path.normpath(p), os.path.normpath(root)) for p in written if inside(root, p)}
+        state.setdefault(OUTPUTS, {})[stage] = sorted(rel)
 
 
 def forget(state: dict, stage: str) -> None:
@@ -69,7 +78,8 @@ def damaged_outputs(state: dict, root: Path) -> dict[str, str]:
     for stage, folders in state.get(OUTPUTS, {}).items():
         if stage not in state:
             continue
-        for folder in folders:
+        # An older run_all recorded scratch folders under the temp folder too: gone by design, not damage.
+        for folder in (f for f in folders if inside(root, f)):
             problem = manifest.problem(Path(root) / folder, required=True)
             if problem:
                 found[stage] = problem

@@ -8,10 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lib import pipeline
-from lib.common import REPO_ROOT, dist_env, write_json
+from lib.common import REPO_ROOT, dist_env
 from lib.params import PLAN_ENV
 from lib.render import render_html
 from lib.runstate import NOTEBOOKS
+
+INTERRUPTED = "interrupted (Ctrl-C)"  # a stage's status when Ctrl-C stopped it
 
 
 @contextmanager
@@ -60,19 +62,15 @@ def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
     return not error, error
 
 
-def run_interruptible(stage: str, params: dict, reports: Path, state: dict) -> tuple[bool, str]:
-    """run_stage, except that Ctrl-C records the stage as not done and exits 130."""
+def run_interruptible(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
+    """run_stage, except that Ctrl-C answers (False, INTERRUPTED): run_all then records the stage as not done,
+    reports it as interrupted and exits 130."""
     if dist_env()[2] > 1:
         os.environ["FINCOMPRESS_DDP_PORT"] = str(int(os.environ["MASTER_PORT"]) + 1 + 100 * pipeline.NAMES.index(stage))
     try:
         with forward_interrupt() as hits:
             result = run_stage(stage, params, reports)
-        if hits:
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        # Checkpoints are swapped in atomically, so the stage's previous outputs are still whole.
-        write_json(reports / ".state.json", state)
-        print(f"run_all: interrupted during {stage}; its previous outputs are untouched and the next run "
-              f"starts again at {stage}", file=sys.stderr)
-        raise SystemExit(130) from None
-    return result
+    except KeyboardInterrupt:  # a second Ctrl-C stops the stage at once
+        return False, INTERRUPTED
+    # Checkpoints are swapped in atomically, so the stage's previous ones are still whole.
+    return (False, INTERRUPTED) if hits else result

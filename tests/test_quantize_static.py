@@ -1,5 +1,7 @@
 """Static INT8 in ONNX Runtime (lib/quantize_static.py): batch-independent labels, which ops stay INT8 after ORT's
 load-time fusion, FP32-kept modules, calibration methods, the val-only choice of method, bad input."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +127,29 @@ def test_serving_runs_static_graphs_at_all_optimizations(fp32_onnx, calib, tmp_p
     marks = {f: onnx_runtime.session(tmp_path / f, 1).get_modelmeta().custom_metadata_map
              for f in ("static.onnx", "dynamic.onnx")}
     assert marks["static.onnx"][key] == "static" and key not in marks["dynamic.onnx"]
+
+
+def test_calibration_trials_are_scratch_not_outputs_run_all_records(fp32_onnx, calib, texts, tmp_path, monkeypatch):
+    """Issue 33 item 1: the study saved each trial through atomic_dir under the temp folder, so run_all recorded
+    folders that were gone by the next run. Only the chosen method's folder is logged, and it holds no trial's."""
+    import pandas as pd
+
+    from lib import manifest, onnx_export, runstate
+    from lib.batching import make_loader
+    _, model, tok = fp32_onnx
+    out = tmp_path / "out"
+    qdir = out / "checkpoints" / "quantized"
+    fp32_dir, _ = onnx_export.save_onnx_fp32("tiny", model, tok, texts[:8], qdir, 1e-3)
+    onnx_export.save_onnx_int8("tiny", fp32_dir, tok, qdir, [])
+    val = make_loader(pd.DataFrame({"text": texts[:24], "label": [i % 3 for i in range(24)]}), tok, 8, 64)
+    monkeypatch.delenv(manifest.WRITES_ENV, raising=False)  # what writes_log sets, monkeypatch removes again
+    log = runstate.writes_log(out / "reports", "03_quantization")
+    study = onnx_export.calibration_study("tiny", fp32_dir, tok, qdir, [], calib[:1], {"val": val})
+    assert log.read_text() == f"{qdir / 'tiny_onnx_static_int8'}\n"
+    assert set(study["scores"]) == set(qs.CALIBRATIONS) and study["path"] == qdir / "tiny_onnx_static_int8"
+    assert manifest.problem(study["path"], required=True) is None
+    meta = json.loads((study["path"] / onnx_export.STATIC_META).read_text())
+    assert meta == {"calibration": study["calibration"], "calibration_sentences": len(calib[0]["input_ids"])}
+    state = {}
+    runstate.record_outputs(state, "03_quantization", log, out, keep=True)
+    assert state["outputs"]["03_quantization"] == ["checkpoints/quantized/tiny_onnx_static_int8"]

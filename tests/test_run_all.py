@@ -69,6 +69,24 @@ def test_unchanged_stage_is_skipped_and_force_reruns(smoke_run):
     assert json.loads((smoke_run / "reports" / ".state.json").read_text()) == state
 
 
+def test_a_finished_run_run_again_skips_every_stage(smoke_run):
+    """Issue 33 item 1: stage 03 recorded its calibration trials, written under the temp folder, as outputs; the
+    next run found them gone and redid it, and --only 05 stopped on them. Every recorded folder is in the out dir."""
+    from pathlib import Path
+
+    from lib import runstate
+    state = json.loads((smoke_run / "reports" / ".state.json").read_text())
+    recorded = [f for folders in state["outputs"].values() for f in folders]
+    assert "checkpoints/quantized" in " ".join(recorded)  # stage 03's saves are there
+    assert all(not Path(f).is_absolute() and ".." not in Path(f).parts for f in recorded), recorded
+    assert runstate.damaged_outputs(state, smoke_run) == {}  # what stops --only 05
+    proc = run_pipeline(smoke_run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    skipped = [line for line in proc.stdout.splitlines() if "unchanged since its last successful run, skipped" in line]
+    assert len(skipped) == len(run_all.available_stages()), proc.stdout[-3000:]
+    assert json.loads((smoke_run / "reports" / ".state.json").read_text()) == state
+
+
 def test_fingerprint_tracks_parameters_and_upstream():
     base = run_all.fingerprint("01_data_teacher", {"epochs": 1}, [])
     assert base == run_all.fingerprint("01_data_teacher", {"epochs": 1}, [])
@@ -99,15 +117,32 @@ def test_missing_data_dir_stops_before_anything_runs(tmp_path):
     assert not (tmp_path / "reports").exists()
 
 
-def plans(*flags: str) -> dict:
-    """run_all --dry-run's plan: stage -> every parameter it would run with."""
+def plans(*flags: str, cwd=None) -> dict:
+    """run_all --dry-run's plan, run from cwd (default: the repository): stage -> every parameter it would run with."""
     import subprocess
     import sys
     from tests.conftest import REPO
-    proc = subprocess.run([sys.executable, "run_all.py", "--dry-run", *flags], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, str(REPO / "run_all.py"), "--dry-run", *flags], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return {line.split(": ", 1)[0]: json.loads(line.split(": ", 1)[1]) for line in proc.stdout.splitlines()}
+
+
+def test_out_dir_defaults_to_the_repository_root_from_any_folder(tmp_path):
+    """Issue 33 item 10: --help promised the repository root, but from another folder the plan wrote there."""
+    from tests.conftest import REPO
+    assert plans("--only", "02", cwd=tmp_path)["02_distillation"]["out_dir"] == str(REPO)
+    assert plans("--only", "02", "--out-dir", "runs/a", cwd=tmp_path)["02_distillation"]["out_dir"] == str(tmp_path / "runs" / "a")
+    assert "(default: the repository root)" in " ".join(help_text().split())
+    assert not any(tmp_path.iterdir())  # nothing written: --dry-run plans only
+
+
+def help_text() -> str:
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()) as out, pytest.raises(SystemExit):
+        run_all.parse_args(["--help"])
+    return out.getvalue()
 
 
 def test_gpu_plan_uses_bigger_batches_and_smoke_sizes_win():
@@ -172,3 +207,49 @@ def test_ctrl_c_during_training_keeps_the_checkpoint_and_resumes(smoke_run, tmp_
     assert digest() == before
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["teacher"]
     assert "01_data_teacher" not in json.loads((tmp_path / "reports" / ".state.json").read_text())
+    # the run says so, and shows no older result as this run's (issue 33 item 8)
+    assert json.loads((tmp_path / "reports" / "run_all.json").read_text())["status"]["01_data_teacher"] == "interrupted (Ctrl-C)"
+    assert not (tmp_path / "reports" / "01_data_teacher.json").exists()
+    assert not (tmp_path / "reports" / ".writes-01_data_teacher").exists()
+
+
+@pytest.mark.parametrize("how", ["ctrl_c", "second_ctrl_c"])
+def test_an_interrupted_stage_is_reported_as_interrupted_not_as_the_older_runs_ok(tmp_path, monkeypatch, capsys, how):
+    """Issue 33 item 8: after Ctrl-C the index and run_all.json said "ok", the stage's JSON was the older run's
+    and its writes log stayed. A Ctrl-C reaches run_all as SIGINT (forwarded to the kernel, whose cell fails);
+    a second one raises in run_all at once."""
+    import os
+    import signal
+
+    from lib import manifest, stagerun
+    from lib.common import atomic_dir
+    stage, reports = "02_distillation", tmp_path / "reports"
+    reports.mkdir()
+    (reports / f"{stage}.json").write_text(json.dumps({"headline": {"older run": 1}}))
+    (reports / "run_all.json").write_text(json.dumps({"status": {"01_data_teacher": "ok (5 s)", stage: "ok (9 s)"}}))
+
+    def interrupted(stage, params, reports):
+        with atomic_dir(tmp_path / "checkpoints" / "student") as t:  # a save finished before the Ctrl-C
+            (t / "w.bin").write_bytes(b"x")
+        (reports / f"{stage}.html").write_text("KeyboardInterrupt")  # run_stage renders the stopped notebook
+        if how == "second_ctrl_c":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)  # reaches forward_interrupt's handler, as a terminal's Ctrl-C does
+        return False, "KeyboardInterrupt: "
+    monkeypatch.setattr(stagerun, "run_stage", interrupted)
+    monkeypatch.delenv(manifest.WRITES_ENV, raising=False)
+    try:
+        code = run_all.main(["--only", "02", "--force", "--out-dir", str(tmp_path)])
+    except SystemExit as e:
+        code = e.code
+    assert code == 130
+    status = json.loads((reports / "run_all.json").read_text())["status"]
+    assert status == {"01_data_teacher": "ok (5 s)", stage: "interrupted (Ctrl-C)"}
+    index = (reports / "index.html").read_text()
+    assert f"<tr class='interrupted'><td><a href=\"{stage}.html\">{stage}</a></td><td class='status'>interrupted (Ctrl-C)" in index
+    assert "older run" not in index and not (reports / f"{stage}.json").exists()
+    assert not (reports / f".writes-{stage}").exists() and manifest.WRITES_ENV not in os.environ
+    assert stage not in json.loads((reports / ".state.json").read_text())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"run_all: interrupted during {stage}; its previous checkpoints are untouched and the next run starts again at {stage}")

@@ -2,6 +2,7 @@
 upstream runs; an unchanged stage is skipped, --force and a changed key re-run it (issue 23, mutation 2)."""
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -86,10 +87,10 @@ def test_written_folders_are_recorded_relative_only_for_a_successful_stage(tmp_p
     assert log == reports / f".writes-{STAGE}" and not log.exists()
     import os
     assert os.environ[manifest.WRITES_ENV] == str(log)
-    log.write_text(f"{tmp_path / 'checkpoints' / 'b'}\n{tmp_path / 'a'}\n/elsewhere/c\n{tmp_path / 'a'}\n")
+    log.write_text(f"{tmp_path / 'checkpoints' / 'b'}\n{tmp_path / 'a'}\n{tmp_path / 'a'}\n")
     state = {}
     runstate.record_outputs(state, STAGE, log, tmp_path, keep=True)
-    assert state == {"outputs": {STAGE: ["/elsewhere/c", "a", "checkpoints/b"]}}
+    assert state == {"outputs": {STAGE: ["a", "checkpoints/b"]}}
     assert not log.exists() and manifest.WRITES_ENV not in os.environ
     runstate.writes_log(reports, "02_distillation").write_text(f"{tmp_path / 'x'}\n")
     runstate.record_outputs(state, "02_distillation", reports / ".writes-02_distillation", tmp_path, keep=False)
@@ -121,12 +122,13 @@ def test_damaged_outputs_skip_stages_not_recorded_as_done(tmp_path):
     assert runstate.damaged_outputs(state, tmp_path) == {STAGE: f"{tmp_path / 'gone'} is missing"}
 
 
-def runs(tmp_path, monkeypatch, *flags: str) -> tuple[list, dict]:
-    """run_all.run_stages over stage 01 with a stub kernel; returns the stages the stub ran and the state."""
+def runs(tmp_path, monkeypatch, *flags: str, work=lambda: None) -> tuple[list, dict]:
+    """run_all.run_stages over stage 01 with a stub kernel that calls work(); returns the stages it ran and the state."""
     ran = []
 
-    def stub(stage, params, reports, state):
+    def stub(stage, params, reports):
         ran.append(stage)
+        work()
         for suffix in ("json", "html"):
             (reports / f"{stage}.{suffix}").write_text("{}")
         return True, ""
@@ -154,3 +156,53 @@ def test_damaged_outputs_read_every_done_stage_whatever_comes_first(tmp_path):
     assert runstate.damaged_outputs({}, tmp_path) == {}  # a first run: no records at all
     state = {"02_distillation": "k", "outputs": {STAGE: ["not_done"], "02_distillation": ["gone"]}}
     assert runstate.damaged_outputs(state, tmp_path) == {"02_distillation": f"{tmp_path / 'gone'} is missing"}
+
+
+def test_folders_outside_the_out_dir_are_never_recorded(tmp_path, capsys):
+    """Issue 33 item 1: scratch folders under the temp folder were recorded as outputs, so every rerun found
+    them missing. Only the out dir's folders are recorded, judged by name: a symlinked one is still inside."""
+    out, disk = tmp_path / "out", tmp_path / "other_disk"
+    (out / "reports").mkdir(parents=True)
+    disk.mkdir()
+    (out / "checkpoints").symlink_to(disk, target_is_directory=True)
+    log = out / "reports" / f".writes-{STAGE}"
+    log.write_text("\n".join([str(out / "checkpoints" / "teacher"), str(out / "data"), "/tmp/tmp3wz06e1y/x_onnx_static_int8",
+                              str(out / ".." / "sibling"), ""]))
+    state = {}
+    runstate.record_outputs(state, STAGE, log, out, keep=True)
+    assert state == {"outputs": {STAGE: ["checkpoints/teacher", "data"]}}
+    said = capsys.readouterr().out.splitlines()
+    assert said == [f"run_all: {STAGE} wrote {p}, outside the out dir {out}: not tracked as one of its outputs"
+                    for p in sorted(["/tmp/tmp3wz06e1y/x_onnx_static_int8", str(out / ".." / "sibling")])]
+
+
+def test_a_stage_run_twice_is_skipped_whatever_scratch_it_saved(repo, tmp_path, monkeypatch):
+    """A stage that saves scratch under the temp folder through atomic_dir (stage 03's calibration trials did)
+    and its real output: the second run skips it, and the state names only the real output."""
+    import tempfile
+    from lib.common import atomic_dir
+    out = tmp_path / "out"
+
+    def work():
+        with tempfile.TemporaryDirectory() as scratch, atomic_dir(Path(scratch) / "trial") as t:
+            (t / "w.bin").write_bytes(b"scratch")
+        with atomic_dir(out / "checkpoints" / "teacher") as t:
+            (t / "w.bin").write_bytes(b"kept")
+    assert runs(out, monkeypatch, work=work)[0] == [STAGE]
+    ran, state = runs(out, monkeypatch, work=work)
+    assert ran == [] and state["outputs"] == {STAGE: ["checkpoints/teacher"]}
+
+
+def test_an_old_state_naming_gone_temp_folders_neither_stops_nor_reruns(repo, tmp_path, monkeypatch):
+    """A state file written before the fix, with stage 03's calibration trials under the temp folder: --only 05
+    is not stopped by them, and a plain rerun skips the stage instead of redoing it (and the ones after it)."""
+    out = tmp_path / "out"
+    assert runs(out, monkeypatch)[0] == [STAGE]
+    path = out / "reports" / ".state.json"
+    old = json.loads(path.read_text())
+    old["outputs"] = {STAGE: ["/tmp/tmp3wz06e1y/student_kd_intermediate_entropy_onnx_static_int8", "../elsewhere"]}
+    path.write_text(json.dumps(old))
+    assert runstate.damaged_outputs(old, out) == {}
+    lock = SimpleNamespace(acquire=lambda: None)
+    assert run_all.take_out_dir(lock, out, ["05_benchmark"]) == (old, {})
+    assert runs(out, monkeypatch)[0] == []
