@@ -25,13 +25,24 @@ import numpy as np  # noqa: E402
 
 from lib import serving  # noqa: E402
 from lib.errors import FinCompressError  # noqa: E402
+from lib.params import check_range  # noqa: E402
 from lib.textnorm import normalize_text  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "artifacts" / "model"
 CHUNK_ROWS = 2048  # rows read, checked and answered at a time: bounds memory, and each chunk is sorted by length
-# Characters that end a line for str.splitlines() or a terminal, shown escaped so each table row stays one line.
-ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0",
-                         **{c: f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}})
+# Shown escaped in the table: what ends a line for str.splitlines() or a terminal (so each row stays one line), the
+# other C0/C1 controls (ESC starts terminal sequences) and the bidi controls that reorder what a terminal shows
+# (U+202E makes "evil\u202etxt.exe" read "evilexe.txt"). JSON output escapes all non-ASCII as JSON does.
+BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+ESCAPES = str.maketrans({**{chr(c): f"\\u{c:04x}" for c in [*range(32), *range(0x7f, 0xa0)]},
+                         **{c: f"\\u{ord(c):04x}" for c in BIDI + "\u2028\u2029"},
+                         "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+# Option ranges. Threads: a fixed cap, not the CPU count, so a command that runs on one machine runs on any (and a
+# container's os.cpu_count() is the host's); more threads than cores only contend, and 100,000 grew past 10 GB.
+# Batch: rows per model call; CPU throughput stops growing long before 256 while memory grows with each row
+# (attention scores are rows x length^2). --max-length: the model's positions bound it; where its files do not
+# say, 65,536 (past any BERT position table) keeps a mistyped number from reaching the tokenizer.
+LIMITS = {"threads": (1, 256), "batch_size": (1, 256), "max_length": (None, 2**16)}
 
 
 def parse_args(argv):
@@ -83,15 +94,22 @@ def classify(model: "serving.Model", encodings: list, batch_size: int) -> np.nda
     return probs
 
 
-def write_chunk(out, chunk: list, probs: np.ndarray, labels: list, as_json: bool) -> None:
+def chunk_text(chunk: list, probs: np.ndarray, labels: list, as_json: bool) -> str:
+    """The output lines for one chunk: JSON objects, or table rows with their text escaped."""
     lines = []
     for (n, text), p in zip(chunk, probs):
         scores = {f"p_{l}": round(float(x), 4) for l, x in zip(labels, p)}
         label = labels[int(p.argmax())]
         lines.append(json.dumps({"row": n, "label": label, **scores, "text": text}) if as_json else
                      "\t".join([label, *map(str, scores.values()), text.translate(ESCAPES)]))
-    out.write("\n".join(lines) + "\n")
-    out.flush()  # a reader downstream in a pipeline gets each chunk as soon as it is answered
+    return "\n".join(lines) + "\n"
+
+
+def check_limits(args) -> None:
+    """Every numeric option inside LIMITS, before any input is read or the model loads."""
+    for name, (low, high) in LIMITS.items():
+        if getattr(args, name) is not None:
+            check_range("--" + name.replace("_", "-"), getattr(args, name), low, high)
 
 
 def check_args(args, model: "serving.Model") -> int:
@@ -109,8 +127,9 @@ def check_args(args, model: "serving.Model") -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.batch_size < 1 or args.threads < 1:
-        raise FinCompressError("--batch-size and --threads must be at least 1")
+    check_limits(args)
+    if sys.stdout is None:  # started with stdout closed (>&-): say so before any work, not at the first write
+        raise FinCompressError("stdout is closed; send the output to a file or a pipe (> labels.txt)")
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # the tokenizer's thread pool reads it at its first batch
     kind, where, rows = rows_of(args)
     chunk = list(itertools.islice(rows, CHUNK_ROWS))  # input problems surface before the model loads
@@ -119,15 +138,15 @@ def main(argv=None) -> int:
     model = serving.load(Path(args.model), args.threads)
     max_length = check_args(args, model)
     serving.set_truncation(model.tokenizer, max_length if args.truncate else None)
-    header = None if args.json else "\t".join(["label", *(f"p_{l}" for l in model.labels), "text"])
+    header = "" if args.json else "\t".join(["label", *(f"p_{l}" for l in model.labels), "text"]) + "\n"
     while chunk:
         # the exported mode (config.json): served text is normalized exactly as the training text was
         encodings = model.tokenizer.encode_batch([normalize_text(text, model.normalization) for _, text in chunk])
         check_chunk(kind, chunk, encodings, max_length)
-        if header:  # only once the first chunk is known good: a failed run prints nothing
-            print(header)
-            header = None
-        write_chunk(sys.stdout, chunk, classify(model, encodings, args.batch_size), model.labels, args.json)
+        # the header goes out with the first chunk, once it is known good: a failed run prints nothing
+        probs = classify(model, encodings, args.batch_size)
+        serving.write_out(header + chunk_text(chunk, probs, model.labels, args.json))
+        header = ""
         chunk = list(itertools.islice(rows, CHUNK_ROWS))
     return 0
 

@@ -22,7 +22,10 @@ def table(df: pd.DataFrame, highlight=None, index: bool = True):
     index is `highlight` is shaded. index=False hides the index (then give the table a column that names rows)."""
     from IPython.display import HTML
     text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-    styler = df.style.format(number).set_properties(subset=text, **{"text-align": "left"}).hide(names=True, axis="index")
+    # escape="html": a cell, row or column name holding "<script>" shows as text, whatever text tables come to hold
+    styler = (df.style.format(number, escape="html").format_index(escape="html", axis=0)
+              .format_index(escape="html", axis=1).set_properties(subset=text, **{"text-align": "left"})
+              .hide(names=True, axis="index"))
     if not index:
         styler = styler.hide(axis="index")
     if highlight is not None:

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -15,6 +16,7 @@ from lib.errors import FinCompressError
 
 DEFAULT_MAX_LENGTH = 128  # what the study trains and scores at; a model's config.json max_seq_length overrides it
 CSV_CELL_LIMIT = 2**31 - 1  # stdin's size is unknown: any cell a C long can count (csv's own cap is 128 KiB)
+ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a byte that is not UTF-8
 
 
 class Model(NamedTuple):
@@ -41,29 +43,48 @@ def csv_rows(name: str, column: str):
     else:
         path = Path(name)
         if not path.is_file():
-            raise FinCompressError(f"CSV file {path} does not exist; pass an existing file, or --csv - for stdin")
+            what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+            raise FinCompressError(f"CSV file {path} {what}; pass a CSV file, or --csv - for stdin")
         # a cell can be as large as the file: it is read, then the token limit judges it
         csv.field_size_limit(max(csv.field_size_limit(), min(path.stat().st_size, CSV_CELL_LIMIT)))
         stream, where = open(path, encoding="utf-8-sig", newline=""), str(path)
-    reader = csv.reader(stream)  # newline="" keeps quoted line breaks (and U+2028, U+0085, NUL) inside the cell
-    header = next(_decoded(reader, where), None)
+    # newline="" keeps quoted line breaks (and U+2028, U+0085, NUL) inside the cell; strict: a stray quote is an
+    # error, not a cell that silently swallows the rows after it
+    records = _records(csv.reader(stream, strict=True), where)
+    header = next(records, (0, None))[1]
     if header is None:
         raise FinCompressError(f"{where} is empty; pass a CSV whose header row names a {column!r} column")
     if column not in header:
         raise FinCompressError(f"{where} has no column {column!r} (found: {', '.join(header)}); pass --column NAME")
+    if header.count(column) > 1:
+        places = " and ".join(str(i) for i, h in enumerate(header, 1) if h == column)
+        raise FinCompressError(f"{where} has {header.count(column)} columns named {column!r} (columns {places}); "
+                               "rename all but one")
     index = header.index(column)
-    return ((n, rec[index] if index < len(rec) else "") for n, rec in enumerate(_decoded(reader, where), 1))
+    return ((n, rec[index] if index < len(rec) else "") for n, rec in records)
 
 
-def _decoded(reader, where: str):
-    """The CSV's records, blank lines skipped; bad bytes or quoting become one line naming where."""
-    try:
-        yield from (rec for rec in reader if rec)
-    except UnicodeDecodeError:
-        found = bad_byte(Path(where)) if where != "stdin" else ""
-        raise FinCompressError(f"{where} is not UTF-8{found}; re-save it as UTF-8") from None
-    except csv.Error as e:
-        raise FinCompressError(f"{where} line {reader.line_num}: {e}; fix the CSV quoting") from None
+def _records(reader, where: str):
+    """(n, record) per non-blank CSV record, the header being 0; bad bytes or quoting become one line naming where."""
+    n = 0
+    while True:
+        opened = reader.line_num + 1
+        try:
+            rec = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:
+            found = bad_byte(Path(where)) if where != "stdin" else ""
+            raise FinCompressError(f"{where} is not UTF-8{found}; re-save it as UTF-8") from None
+        except csv.Error as e:
+            if str(e) == "unexpected end of data":  # strict mode's word for a quote still open at the end
+                raise FinCompressError(f"{where} {f'row {n}' if n else 'header'} (from line {opened}) opens a quoted "
+                                       'field that never closes; close the quote, or write a quote in a cell as ""'
+                                       ) from None
+            raise FinCompressError(f"{where} line {reader.line_num}: {e}; fix the CSV quoting") from None
+        if rec:
+            yield n, rec
+            n += 1
 
 
 def bad_byte(path: Path) -> str:
@@ -85,14 +106,14 @@ def bad_byte(path: Path) -> str:
 
 def line_rows(binary):
     """(line number, line) per non-blank line of a byte stream; only \\n, \\r\\n and \\r end a line."""
-    stream = io.TextIOWrapper(binary, encoding="utf-8-sig", newline=None)
-    n = 0
-    try:
-        for n, line in enumerate(stream, 1):
-            if line.strip():
-                yield n, line.rstrip("\n")
-    except UnicodeDecodeError:
-        raise FinCompressError(f"stdin is not UTF-8 (a bad byte after line {n}); send UTF-8 text") from None
+    # bad bytes come through as lone surrogates, so the line holding one is named (the decoder reads ahead by blocks)
+    stream = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline=None)
+    for n, line in enumerate(stream, 1):
+        if bad := ESCAPED_BYTE.search(line):
+            raise FinCompressError(f"stdin is not UTF-8 (byte 0x{ord(bad.group()) - 0xdc00:02x} on line {n}); "
+                                   "send UTF-8 text")
+        if line.strip():
+            yield n, line.rstrip("\n")
 
 
 # --- the model ---------------------------------------------------------------------------------------------
@@ -101,9 +122,22 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise FinCompressError(f"{path} is not valid JSON ({first_line(e)}); re-export the model") from None
+    if not isinstance(data, dict):
+        raise FinCompressError(f"{path} holds a JSON {type(data).__name__}, not an object; re-export the model")
+    return data
+
+
+def field(config: dict, key: str, kind: type, path: Path):
+    """config[key] (None when absent) if it is a `kind` (a whole number >= 1 for int); else one line naming it."""
+    value = config.get(key)
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool) and (kind is not int or value >= 1)):
+        return value
+    expected = {int: "a whole number of at least 1", dict: "an object", str: "a string"}[kind]
+    raise FinCompressError(f"{path}: {key} is {json.dumps(value)[:40]}, expected {expected}; fix it or re-export "
+                           "the model")
 
 
 def _onnx(path: Path, threads: int):
@@ -145,12 +179,15 @@ def load(path: Path, threads: int = 2) -> Model:
     except Exception as e:  # InvalidProtobuf, SafetensorError, a damaged tokenizer.json, ...: all the user's file
         raise FinCompressError(f"cannot load model {path} ({type(e).__name__}: {first_line(e)}); re-export it "
                                "with run_all.py or pass another --model") from None
-    config = read_json(folder / variants.HF_CONFIG)
+    config_path = folder / variants.HF_CONFIG
+    config = read_json(config_path)
     limit = read_json(folder / "tokenizer_config.json").get("model_max_length")
-    positions = config.get("max_position_embeddings") or (limit if isinstance(limit, int) and limit < 10**6 else None)
+    positions = field(config, "max_position_embeddings", int, config_path) or (
+        limit if isinstance(limit, int) and limit < 10**6 else None)
+    field(config, "id2label", dict, config_path)
+    mode = field(field(config, "fincompress", dict, config_path) or {}, "text_normalization", str, config_path)
     return Model(guarded(run, path), tokenizer, labels_of(config), pad_id,
-                 config.get("max_seq_length", DEFAULT_MAX_LENGTH), positions,
-                 (config.get("fincompress") or {}).get("text_normalization", "none"))
+                 field(config, "max_seq_length", int, config_path) or DEFAULT_MAX_LENGTH, positions, mode or "none")
 
 
 def guarded(run: Callable, path: Path) -> Callable:
@@ -191,6 +228,29 @@ def softmax(logits) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
+def write_out(text: str) -> None:
+    """text on stdout, flushed, so a reader downstream gets each chunk as soon as it is answered. A stdout that
+    cannot take it (a full disk, an I/O error) is the user's to fix: one line and exit 2, not a bug report."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader left (| head): run_cli ends quietly
+    except OSError as e:
+        quiet_stdout()
+        raise FinCompressError(f"cannot write to stdout ({e.strerror or first_line(e)}); free space where it goes, "
+                               "or send it elsewhere") from None
+
+
+def quiet_stdout() -> None:
+    """stdout's descriptor to /dev/null, so that the interpreter's flush of what is still buffered, at exit,
+    cannot fail a second time with a traceback."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a descriptor (replaced in-process) has none to flush to
+        pass
+
+
 def run_cli(main: Callable, prog: str) -> None:
     """main()'s exit code; every failure is one line on stderr, never a traceback (FINCOMPRESS_DEBUG=1 shows one)."""
     try:
@@ -202,7 +262,7 @@ def run_cli(main: Callable, prog: str) -> None:
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:  # the reader downstream stopped early (| head): not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        quiet_stdout()
         code = 0
     except Exception as e:
         if os.environ.get("FINCOMPRESS_DEBUG"):

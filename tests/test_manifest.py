@@ -117,3 +117,65 @@ def test_a_save_that_fails_while_writing_the_weights_keeps_the_previous_weights(
     assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
     assert manifest.problem(path, required=True) is None and json.loads((path / "checkpoint_info.json").read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["student"]
+
+
+def hashed_folder(tmp_path: Path, monkeypatch) -> tuple[Path, list]:
+    """A folder of three files with its manifest; the digest cache under tmp_path; the list of files hashed."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name, data in (("model.onnx", b"w" * 4096), ("config.json", b"{}"), ("tokenizer.json", b"[]")):
+        (folder / name).write_bytes(data)
+    manifest.write_manifest(folder)
+    hashed, real = [], manifest.sha256
+    monkeypatch.setattr(manifest, "sha256", lambda path: hashed.append(Path(path).name) or real(path))
+    return folder, hashed
+
+
+def test_every_file_is_hashed_once_and_a_rewrite_with_a_forged_mtime_is_caught(tmp_path, monkeypatch):
+    import os
+    import time
+    folder, hashed = hashed_folder(tmp_path, monkeypatch)
+    manifest.check(folder)
+    assert sorted(hashed) == ["config.json", "model.onnx", "tokenizer.json"]  # every file, whatever its size
+    cache = tmp_path / "cache" / "fincompress" / manifest.CACHE_FILE
+    assert cache.stat().st_mode & 0o777 == 0o600 and len(json.loads(cache.read_text())) == 3
+    manifest.check(folder)
+    assert len(hashed) == 3  # the second load reads no file
+    weights, before = folder / "model.onnx", (folder / "model.onnx").stat()
+    time.sleep(0.05)  # past the filesystem clock's tick, as any later edit is
+    weights.write_bytes(b"x" + b"w" * 4095)  # in place: the same inode and size
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime back
+    with pytest.raises(FinCompressError, match="model.onnx is damaged \\(its SHA-256 differs"):
+        manifest.check(folder)
+
+
+def test_a_cache_others_can_write_or_garbage_passes_no_damaged_file(tmp_path, monkeypatch):
+    folder, _ = hashed_folder(tmp_path, monkeypatch)
+    weights = folder / "model.onnx"
+    weights.write_bytes(b"x" + b"w" * 4095)
+    want = json.loads((folder / manifest.MANIFEST).read_text())["files"]
+    forged = {manifest.file_key(folder / name): entry["sha256"] for name, entry in want.items()}
+    cache = tmp_path / "cache" / "fincompress" / manifest.CACHE_FILE
+    cache.parent.mkdir(parents=True)
+    for text, mode in ((json.dumps(forged), 0o666), ("{not json", 0o600), (json.dumps(list(forged)), 0o600)):
+        cache.write_text(text)
+        cache.chmod(mode)
+        with pytest.raises(FinCompressError, match="model.onnx is damaged \\(its SHA-256 differs"):
+            manifest.check(folder)
+    cache.write_text(json.dumps(forged))
+    cache.chmod(0o600)
+    manifest.check(folder)  # the guard: only its owner's word is taken, and that is the documented trade-off
+
+
+def test_a_cache_that_cannot_be_written_is_no_cache_and_keeps_the_newest(tmp_path, monkeypatch):
+    folder, hashed = hashed_folder(tmp_path, monkeypatch)
+    (tmp_path / "cache").write_text("a file where the cache folder would go")
+    manifest.check(folder)
+    manifest.check(folder)
+    assert len(hashed) == 6
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+    monkeypatch.setattr(manifest, "CACHE_ENTRIES", 2)
+    manifest.check(folder)
+    kept = json.loads((tmp_path / "cache2" / "fincompress" / manifest.CACHE_FILE).read_text())
+    assert len(kept) == 2 and not list(folder.glob("*cache*"))  # nothing written into the folder it vouches for

@@ -1,9 +1,11 @@
 """python -m lib.predict on a tiny exported model: every input source, one output row per input row, streaming in
 bounded memory, no torch for ONNX, and every failure as one line on stderr with nothing on stdout."""
 import json
+import shlex
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -165,7 +167,7 @@ def failure_inputs(model, tmp) -> dict:
         "empty_text": ([*m, "  "], "text 1 is empty"),
         "long_text": ([*m, "profit " * 300], "--truncate"),
         "args_and_csv": ([*m, "--csv", tmp / "header_only.csv", "x"], "not both"),
-        "batch_size": ([*m, "--batch-size", "0", "x"], "at least 1"),
+        "batch_size": ([*m, "--batch-size", "0", "x"], "--batch-size=0 is out of range"),
     }
 
 
@@ -211,3 +213,18 @@ def test_predict_normalizes_raw_input_in_the_exported_mode(model, tmp_path):
     write_manifest(folder)  # as an export in that mode would have written it
     rows = json_rows(predict("--model", folder, "--json", raw, normalized))
     assert [r["text"] for r in rows] == [raw, normalized] and probs(raw) == plain_norm
+
+
+@pytest.mark.parametrize("redirect, code, says", [
+    (">/dev/full", 2, "predict: error: cannot write to stdout (No space left on device); free space where it goes, or "
+                      "send it elsewhere\n"),
+    (">&-", 2, "predict: error: stdout is closed; send the output to a file or a pipe (> labels.txt)\n"),
+    ("| head -1 >/dev/null", 0, "")])
+def test_a_full_closed_or_early_closed_stdout(model, redirect, code, says):
+    """Real descriptors: the exit flush of what is still buffered must not add a traceback or change the code."""
+    if redirect.startswith(">/dev/full") and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    cmd = (f"yes 'Sales rose' | head -5000 | {shlex.quote(sys.executable)} -m lib.predict --model "
+           f"{shlex.quote(str(model))} {redirect}; echo \"rc=${{PIPESTATUS[2]}}\" >&2")
+    proc = subprocess.run(["bash", "-c", cmd], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.stderr == f"{says}rc={code}\n"

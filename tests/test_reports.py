@@ -124,3 +124,17 @@ def test_every_json_the_run_writes_is_strict(smoke_run):
             json.loads(f.read_text(encoding="utf-8"), parse_constant=reject)
         except ValueError as e:
             pytest.fail(f"{f.relative_to(smoke_run)}: {e}")
+
+
+def test_table_shows_html_in_cells_and_names_as_text():
+    import pandas as pd
+
+    from lib.report import table
+    df = pd.DataFrame({"<b>model</b>": ["<script>alert(1)</script>", "a & b"], "F1": [0.87654, 1234.5], "n": [1200, 3]},
+                      index=["<i>x</i>", "y"])
+    page = table(df, highlight="y").data
+    assert "<script>" not in page and "<b>" not in page and "<i>" not in page
+    soup = BeautifulSoup(page, "html.parser")
+    cells = [td.get_text() for td in soup.find_all("td")]
+    assert cells == ["<script>alert(1)</script>", "0.877", "1,200", "a & b", "1,234", "3"]  # numbers as before
+    assert [th.get_text() for th in soup.find_all("th")][1:] == ["<b>model</b>", "F1", "n", "<i>x</i>", "y"]  # after the corner
