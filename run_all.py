@@ -90,15 +90,15 @@ def stage_parameters(stage: str, declared: dict, args, family: str | None = None
     return values
 
 
-def teacher_family(args, stages: list[str], declared: dict) -> str | None:
-    """The preset family of this run's teacher, read once from its config.json: the teacher the source stage
+def teacher_config(args, stages: list[str], declared: dict) -> dict:
+    """This run's teacher's config.json, read once (its preset family, its depth): the teacher the source stage
     will train, else the one it trained (its checkpoint), else --teacher."""
     if pipeline.SOURCE in stages:
         name = stage_parameters(pipeline.SOURCE, declared[pipeline.SOURCE], args)["teacher"]
     else:
         trained = stage_paths(args.out_dir)["checkpoints"] / "teacher"
         name = str(trained) if (trained / "config.json").is_file() else default_teacher(args)
-    return model_family(model_config(name))
+    return model_config(name)
 
 
 def check_overrides(args, stages: list[str], declared: dict) -> None:
@@ -174,6 +174,7 @@ def take_out_dir(lock: RunLock, root: Path, stages: list[str]) -> tuple[dict, di
 def preflight(args) -> tuple[list[str], dict]:
     """Everything checked before anything is written: the stages, every parameter (name, value, range), the out
     dir, and when stage 01 runs its teacher and its data. Returns the stages and each one's parameters."""
+    checks.check_flags(args)
     stages = select_stages(args.only)
     declared = {s: parameters_cell(s) for s in stages}
     check_overrides(args, stages, declared)
@@ -184,8 +185,10 @@ def preflight(args) -> tuple[list[str], dict]:
         source = stage_parameters(pipeline.SOURCE, declared[pipeline.SOURCE], args)
         checks.check_teacher(source["teacher"])
         checks.check_data(source)
-    family = teacher_family(args, stages, declared)
-    return stages, {s: stage_parameters(s, declared[s], args, family) for s in stages}
+    teacher = teacher_config(args, stages, declared)
+    plan = {s: stage_parameters(s, declared[s], args, model_family(teacher)) for s in stages}
+    checks.check_plan(plan, teacher)
+    return stages, plan
 
 
 def run_stages(stages: list[str], plan: dict, args, records: tuple, main_out: Path) -> tuple[dict, dict, str | None]:

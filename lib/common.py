@@ -161,6 +161,18 @@ def relative_path(path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+def student_folder(key: str, root: Path, cwd: Path | None = None) -> Path:
+    """A student_dir parameter's model folder: absolute, relative to the working dir (cwd), or to out_dir (root)."""
+    path = Path(key).expanduser()
+    if not path.is_absolute():
+        here = Path(cwd or Path.cwd()) / path
+        path = here if here.exists() else Path(root) / path
+    if not (path / "config.json").is_file():
+        raise FinCompressError(f"student_dir {key} is not a save_pretrained folder (no config.json); pass a model "
+                               "folder, leave it empty for stage 02's best student, or none")
+    return path
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,

@@ -9,7 +9,7 @@ from sklearn.model_selection import train_test_split
 
 from lib.batching import LengthGroupedSampler, TextDataset, make_loader  # noqa: F401  (re-exported: their old home)
 from lib.common import FinCompressError, atomic_dir, write_json
-from lib.ood import counts as _counts, write_ood
+from lib.ood import counts as _counts, too_few, write_ood
 from lib.textnorm import normalize_frame, normalize_texts
 
 LABELS = ["negative", "neutral", "positive"]
@@ -246,21 +246,27 @@ def stratified_split(df: pd.DataFrame, seed: int, val_frac: float = 0.15, test_f
     return {"train": train.reset_index(drop=True), "val": val.reset_index(drop=True), "test": test.reset_index(drop=True)}
 
 
+def plan_splits(rows: list[dict], origin: str, seed: int, agreement: str, max_rows: int = 0) -> tuple:
+    """(kept rows, splits, transfer sentences, de-duplication counts) as prepare_data writes them; writes nothing."""
+    kept, dedup = deduplicate(rows)
+    df = pd.DataFrame(kept)[["text", "label", "source"]]
+    try:
+        if max_rows and max_rows < len(df):  # smoke runs: a stratified subsample keeps every class in every split
+            df, _ = train_test_split(df, train_size=max_rows, stratify=df["label"], random_state=seed)
+        splits = stratified_split(df, seed)
+    except ValueError as e:  # sklearn: a class with too few sentences to stratify
+        raise too_few(max_rows, "sentences", e) from None
+    # De-duplicated against every parsed row, not only the kept ones: a dropped conflicting text stays out too.
+    transfer = transfer_sentences(None if origin == "huggingface-hub" else origin, pd.DataFrame(rows), agreement)
+    return df, splits, transfer[:max_rows] if max_rows else transfer, dedup
+
+
 def prepare_data(out_dir: Path, data_dir: str | None = None, seed: int = 42, agreement: str = "AllAgree",
                  threshold: float = 0.1, max_rows: int = 0, allow_partial: bool = False, normalization: str = "none") -> dict:
     """Build the splits, write them as CSV (atomically, texts in the textnorm mode `normalization`) and return a
     summary of what was done. Files are checked whole on the full parse; smoke runs (max_rows) sample afterwards."""
     rows, malformed, partial, origin = load_rows(data_dir, agreement, threshold, allow_partial)
-    kept, dedup = deduplicate(rows)
-    df = pd.DataFrame(kept)[["text", "label", "source"]]
-    if max_rows and max_rows < len(df):
-        # Smoke runs: a stratified subsample so every class still appears in every split.
-        df, _ = train_test_split(df, train_size=max_rows, stratify=df["label"], random_state=seed)
-    splits = stratified_split(df, seed)
-    # De-duplicated against every parsed row, not only the kept ones: a dropped conflicting text stays out too.
-    transfer = transfer_sentences(None if origin == "huggingface-hub" else origin, pd.DataFrame(rows), agreement)
-    if max_rows:
-        transfer = transfer[:max_rows]
+    df, splits, transfer, dedup = plan_splits(rows, origin, seed, agreement, max_rows)
     with atomic_dir(Path(out_dir)) as tmp:
         for name, part in splits.items():
             normalize_frame(part, normalization).assign(label_name=part["label"].map(LABELS.__getitem__)).to_csv(tmp / f"{name}.csv", index=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from lib.errors import FinCompressError
 from lib.textnorm import normalize_frame
 from lib.variants import LABELS
 
@@ -28,9 +29,29 @@ def dedup_key(text: str) -> str:
 
 
 def read_tweets(path: Path) -> pd.DataFrame:
-    """The tweets with our label ids; pandas parses the quoted newlines inside texts."""
-    raw = pd.read_csv(path, keep_default_na=False)
-    return raw.assign(text=raw["text"].astype(str).str.strip(), label=raw["label"].astype(int).map(TWEET_LABEL_MAP))
+    """The tweets with our label ids; pandas parses the quoted newlines inside texts. A damaged file is one line."""
+    try:
+        raw = pd.read_csv(path, keep_default_na=False)
+        texts, labels = raw["text"].astype(str).str.strip(), pd.to_numeric(raw["label"], errors="coerce")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, KeyError) as e:
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+        raise FinCompressError(f"{path} cannot be read as the tweets CSV with text and label columns ({why}); "
+                               "restore the original file") from None
+    ours = labels.map(TWEET_LABEL_MAP)
+    if ours.isna().any():
+        i = int(ours.isna().to_numpy().argmax())
+        raise FinCompressError(f"{path} has label '{raw['label'].iloc[i]}' in data row {i + 1}; tweet labels are 0, 1 "
+                               "or 2: restore the original file")
+    return raw.assign(text=texts, label=ours.astype(int))
+
+
+def too_few(max_rows: int, what: str, error: Exception) -> FinCompressError:
+    """sklearn's stratification error as advice: a class with too few members for a split."""
+    why = f"a class has too few {what} for a stratified split ({str(error).split('.')[0]})"
+    if max_rows:
+        return FinCompressError(f"parameter max_rows={max_rows}: {why}; pass 0 for every sentence or a larger sample "
+                                "such as the smoke runs' 240")
+    return FinCompressError(f"{why}; restore the data files (see ../shared/data/README.md)")
 
 
 def clean(raw: pd.DataFrame, indomain_texts) -> tuple[pd.DataFrame, dict]:
@@ -49,11 +70,16 @@ def clean(raw: pd.DataFrame, indomain_texts) -> tuple[pd.DataFrame, dict]:
 
 def split(kept: pd.DataFrame, seed: int, max_rows: int = 0) -> dict[str, pd.DataFrame]:
     """Pool 40 / OOD-val 30 / OOD-test 30, stratified on the label and seeded; smoke runs subsample first."""
-    if max_rows and max_rows < len(kept):
-        kept, _ = train_test_split(kept, train_size=max_rows, stratify=kept["label"], random_state=seed)
-    pool, rest = train_test_split(kept, train_size=FRACTIONS["tweet_pool"], stratify=kept["label"], random_state=seed)
-    val, test = train_test_split(rest, test_size=FRACTIONS["ood_test"] / (FRACTIONS["ood_val"] + FRACTIONS["ood_test"]),
-                                 stratify=rest["label"], random_state=seed)
+    try:
+        if max_rows and max_rows < len(kept):
+            kept, _ = train_test_split(kept, train_size=max_rows, stratify=kept["label"], random_state=seed)
+        pool, rest = train_test_split(kept, train_size=FRACTIONS["tweet_pool"], stratify=kept["label"],
+                                      random_state=seed)
+        val_test = FRACTIONS["ood_val"] + FRACTIONS["ood_test"]
+        val, test = train_test_split(rest, test_size=FRACTIONS["ood_test"] / val_test, stratify=rest["label"],
+                                     random_state=seed)
+    except ValueError as e:
+        raise too_few(max_rows, "tweets", e) from None
     return {"tweet_pool": pool, "ood_val": val, "ood_test": test}
 
 
@@ -61,6 +87,12 @@ def counts(df: pd.DataFrame) -> dict:
     """Sentences per class name (every class listed, 0 when absent); stage 01 counts its splits with it too."""
     c = Counter(df["label"])
     return {LABELS[i]: int(c.get(i, 0)) for i in range(len(LABELS))}
+
+
+def plan(path: Path, indomain_texts, seed: int, max_rows: int = 0) -> tuple[dict, dict]:
+    """The tweets file read, cleaned and split as write_ood writes it, and its summary; writes nothing."""
+    kept, summary = clean(read_tweets(path), indomain_texts)
+    return split(kept, seed, max_rows), summary
 
 
 def write_ood(out: Path, origin: str, indomain_texts, seed: int, max_rows: int = 0, normalization: str = "none") -> dict:
@@ -72,8 +104,7 @@ def write_ood(out: Path, origin: str, indomain_texts, seed: int, max_rows: int =
         note = f"no {path}: no out-of-domain evaluation (stages score in-domain sets only)"
         print(note)
         return {"absent": note}
-    kept, summary = clean(read_tweets(path), indomain_texts)
-    parts = split(kept, seed, max_rows)
+    parts, summary = plan(path, indomain_texts, seed, max_rows)
     parts = {k: normalize_frame(v, normalization) for k, v in parts.items()}
     pd.DataFrame({"text": parts["tweet_pool"]["text"]}).to_csv(out / "tweet_pool.csv", index=False)
     for name in OOD_SETS:

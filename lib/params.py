@@ -4,13 +4,15 @@ and presets. A line reads `name = default  # help [tag] [tag]`; the trailing tag
     [min X] [max X] [above X] [in A..B]   allowed range (inclusive; `above` excludes X)
     [one of a, b, c]                      allowed values
     [levels]                              comma-separated shares, each in [0, 1), increasing; a cell's
-                                          [levels] lists pair up level by level (same length)
+                                          [levels] lists pair up level by level (same length), no two
+                                          levels the same in whole percents (they name the variant)
     [smoke V] [gpu V] [bert-base V]       presets: run_all --smoke, --gpu, a teacher of that family
 
 Help text holds no `=` (papermill's parser splits on it). Torch-free: run_all's pre-flight stays light.
 """
 import ast
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,6 +45,11 @@ def check_range(name: str, value, low=None, high=None, low_open=False) -> None:
     if too_low or too_high:
         raise FinCompressError(f"parameter {name}={value!r} is out of range: it must be "
                                f"{range_text(low, high, low_open)}; pass a value inside it")
+
+
+def percent(share: float) -> int:
+    """A [levels] share as the whole percent that names its variant (0.3 -> 30)."""
+    return round(share * 100)
 
 
 def sparsities(name: str, text) -> list[float]:
@@ -88,8 +95,13 @@ class Param:
         if value == "" and not isinstance(d, str):
             kind = {int: "an integer", float: "a number", bool: "True or False"}.get(type(d), "a value")
             raise FinCompressError(f"parameter {self.name} is empty; pass {kind} like its default {d!r}")
-        if not isinstance(value, type(d)) and not (isinstance(d, float) and isinstance(value, int)):
+        # bool is an int subclass: epochs=True would run as 1 epoch
+        wrong = isinstance(value, bool) and not isinstance(d, bool)
+        if wrong or not isinstance(value, type(d)) and not (isinstance(d, float) and isinstance(value, int)):
             raise FinCompressError(f"parameter {self.name}={value!r} should be a {type(d).__name__} like its default {d!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as inf and passes any lower bound
+            raise FinCompressError(f"parameter {self.name}={value!r} is not a finite number; pass one like its "
+                                   f"default {d!r}")
         if self.low is not None or self.high is not None:
             check_range(self.name, value, self.low, self.high, self.low_open)
         if self.choices and value not in self.choices:
@@ -152,7 +164,7 @@ def parse_parameters(source: str) -> dict[str, Param]:
 
 def check_values(spec: dict[str, Param], values: dict) -> None:
     """Every value against its Param (a name the cell does not declare is an error), then the [levels] lists
-    together: one level each, in increasing order, each continuing the previous."""
+    together: one level each, in increasing order, each continuing the previous and named apart from it."""
     for name, value in values.items():
         if name not in spec:
             raise FinCompressError(f"unknown parameter {name!r}; known: {', '.join(spec)}")
@@ -164,6 +176,11 @@ def check_values(spec: dict[str, Param], values: dict) -> None:
     for name, v in levels.items():
         if v != sorted(v):
             raise FinCompressError(f"parameter {name}={values[name]!r} must increase: each level continues pruning the previous one")
+    named = [tuple(map(percent, level)) for level in zip(*levels.values())]
+    if len(set(named)) < len(named):
+        lists = " and ".join(f"{name}={values[name]!r}" for name in levels)
+        raise FinCompressError(f"{lists} give two levels the same whole percents, so both would write one variant; "
+                               "make each level prune more than the previous in at least one list")
 
 
 def notebook_values(stage: str, scope, notebook: Path) -> dict:

@@ -3,8 +3,9 @@ whole. Each check reads only, and a failure is one line naming the problem and w
 import os
 from pathlib import Path
 
-from lib import data, manifest
-from lib.common import FinCompressError, stage_paths
+from lib import data, manifest, ood
+from lib.common import REPO_ROOT, FinCompressError, stage_paths, student_folder
+from lib.distill import resolve_student_layers
 from lib.train import FINBERT, PACKAGED_TEACHER, resolve_model_source
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -66,7 +67,37 @@ def check_data(params: dict) -> None:
     if data_dir:
         if not Path(data_dir).is_dir():
             raise FinCompressError(f"--data-dir {data_dir} is not a folder; pass one laid out like ../shared/data")
-        data.read_local(Path(data_dir), params["agreement"], params["fiqa_threshold"], params["allow_partial_data"])
+        rows, _, _ = data.read_local(Path(data_dir), params["agreement"], params["fiqa_threshold"],
+                                     params["allow_partial_data"])
+        # split as stage 01 will: a sample too small to stratify, or a damaged tweets file, fails here
+        seed, max_rows = params["seed"], params["max_rows"]
+        transfer = data.plan_splits(rows, data_dir, seed, params["agreement"], max_rows)[2]
+        if (Path(data_dir) / ood.TWEETS).is_file():
+            ood.plan(Path(data_dir) / ood.TWEETS, [r["text"] for r in rows] + transfer, seed, max_rows)
     elif hub_offline():
         raise FinCompressError("no --data-dir (nor FINCOMPRESS_DATA_DIR) and the Hugging Face Hub is offline "
                                "(HF_HUB_OFFLINE); pass --data-dir PATH laid out like ../shared/data")
+
+
+def check_flags(args) -> None:
+    """A flag given as '' means no value: refuse it rather than fall back to the default without a word."""
+    advice = {"teacher": TEACHER_CHOICES, "data_dir": "a folder laid out like ../shared/data, or leave the flag out",
+              "out_dir": "a folder, or leave the flag out for the default"}
+    for name, fix in advice.items():
+        value = getattr(args, name, None)
+        if value is not None and not value.strip():
+            raise FinCompressError(f"--{name.replace('_', '-')} is empty; pass {fix}")
+
+
+def check_plan(plan: dict, teacher_config: dict) -> None:
+    """What the parameter tags cannot say: a student no deeper than the teacher, a student_dir that is a model."""
+    layers = teacher_config.get("num_hidden_layers")
+    for stage, values in plan.items():
+        try:
+            if layers and "student_layers" in values:
+                resolve_student_layers(layers, values["student_layers"])
+            key = str(values.get("student_dir", "")).strip()
+            if key and key.lower() != "none":  # found as the stage's kernel will: it runs in the repository root
+                student_folder(key, values["out_dir"], REPO_ROOT)
+        except FinCompressError as e:
+            raise FinCompressError(f"{stage}: {e}") from None

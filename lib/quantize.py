@@ -3,6 +3,7 @@ import contextlib
 import copy
 import io
 import logging
+import pickle
 import re
 import warnings
 from pathlib import Path
@@ -85,12 +86,28 @@ def load_torch_int8_model(path):
     with quiet():
         model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(path))
     qmodel = quantize_torch(model, meta["keep_fp32"], meta["per_channel"])
-    with quiet():
-        # Packed INT8 weights are TorchScript objects, which weights_only unpickling refuses; these
-        # files are our own stage output, not downloads.
-        state = torch.load(path / TORCH_WEIGHTS, map_location="cpu", weights_only=False)
-        qmodel.load_state_dict(state)
+    state = read_int8_state(path / TORCH_WEIGHTS)
+    try:
+        with quiet():
+            qmodel.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as e:  # quantized modules raise all of these
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:150]}"
+        raise FinCompressError(f"{path / TORCH_WEIGHTS} does not fit its config.json ({why}); re-run stage 03 "
+                               "(python run_all.py --only 03)") from None
     return qmodel.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def read_int8_state(file: Path) -> dict:
+    """The INT8 state dict, unpickled weights-only: a model folder is data, and a full unpickle would run any
+    code a crafted file names. The packed weights save as quantized tensors, which torch allowlists."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        named = str(e).partition("Unsupported global: GLOBAL ")[2].split(" ")[0].rstrip(",.")
+        what = (f"names {named}, which a weights-only load refuses" if named
+                else f"is not a weights file ({type(e).__name__})")
+        raise FinCompressError(f"{file} {what}; nothing from it was run. Pass a folder written by stage 03 or "
+                               "re-run it (python run_all.py --only 03)") from None
 
 
 def load_torch_int8(path):

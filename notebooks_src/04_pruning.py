@@ -38,7 +38,7 @@
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/ and reports/ are written
 gpu = False  # prune and recover on CUDA
-seed = 42  # one seed for shuffling and initialisation [min 0]
+seed = 42  # one seed for shuffling and initialisation [in 0..4294967295]
 student_dir = ""  # empty reads the best student from stage 02, none skips it, else a model folder
 head_levels = "0.3,0.5"  # comma-separated shares of attention heads removed, one per level, increasing [levels] [smoke 0.5]
 ffn_levels = "0.3,0.5"  # comma-separated shares of FFN neurons removed, as many as head_levels [levels] [smoke 0.5]

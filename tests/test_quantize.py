@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import bench, quantize as q
+from lib import bench, manifest, quantize as q
 from lib.common import FinCompressError
+from lib.variants import TORCH_WEIGHTS
 
 SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
              "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]
@@ -53,7 +54,7 @@ def test_int8_saves_loads_and_predicts(tiny, tokenizer, tmp_path):
         in_memory, fp32 = qmodel(**batch).logits, tiny(**batch).logits
     reloaded = predict(batch)
     assert reloaded.shape == (len(SENTENCES), 3)
-    assert torch.allclose(reloaded, in_memory, atol=1e-6), "reloaded INT8 model differs from the one saved"
+    assert torch.equal(reloaded, in_memory), "reloaded INT8 model differs from the one saved"
     assert q.logit_diff(reloaded, fp32)["max_abs_diff"] < 0.1
 
 
@@ -139,6 +140,30 @@ def test_qat_trains_through_rounding_and_converts(tiny, tokenizer):
     with torch.inference_mode():
         fake, real = qat.eval()(**batch).logits, converted(**batch).logits
     assert q.logit_diff(fake, real)["max_abs_diff"] < 0.05, "QAT trained on something other than what ships"
+
+
+class OpensAFile:
+    """Unpickled in full, this calls open(marker, "w"): the marker shows code from the file ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_crafted_int8_file_is_refused_and_nothing_in_it_runs(tiny, tokenizer, tmp_path):
+    folder, marker = tmp_path / "int8", tmp_path / "ran"
+    q.save_torch_int8(q.quantize_torch(tiny), tiny.config, tokenizer, folder, {"keep_fp32": [], "per_channel": True})
+    torch.save({"classifier.scale": OpensAFile(marker)}, folder / TORCH_WEIGHTS)
+    manifest.write_manifest(folder)  # a hostile folder brings a manifest that matches
+    with pytest.raises(FinCompressError, match=r"names \S*open, which a weights-only load refuses; nothing from it"):
+        q.load_torch_int8(folder)
+    assert not marker.exists()
+    torch.save({"classifier.scale": torch.zeros(7, 7)}, folder / TORCH_WEIGHTS)  # tensors only, wrong ones
+    manifest.write_manifest(folder)
+    with pytest.raises(FinCompressError, match="does not fit its config.json"):
+        q.load_torch_int8(folder)
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):

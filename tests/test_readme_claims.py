@@ -37,7 +37,8 @@ def test_preflight_checks_the_same_source_in_the_same_order(tmp_path, monkeypatc
     flag, env = tmp_path / "flag", tmp_path / "env"
     flag.mkdir()
     env.mkdir()
-    source = {"agreement": "AllAgree", "fiqa_threshold": 0.1, "allow_partial_data": False}
+    source = {"agreement": "AllAgree", "fiqa_threshold": 0.1, "allow_partial_data": False, "seed": 42, "max_rows": 0}
+    monkeypatch.setattr(data, "plan_splits", lambda *a: (None, {}, [], {}))  # splits what read_local read: nothing
     monkeypatch.setenv("FINCOMPRESS_DATA_DIR", str(env))
     preflight.check_data({**source, "data_dir": str(flag)})
     preflight.check_data({**source, "data_dir": ""})

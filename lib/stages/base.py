@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 from lib import pipeline
 from lib.common import (REPO_ROOT, FinCompressError, format_run_info, relative_path, resolve_device, run_info,
-                        set_seed, stage_paths, write_json)
+                        set_seed, stage_paths, student_folder, write_json)
 from lib.params import notebook_values
 from lib.variants import Variant, detect
 
@@ -122,11 +122,7 @@ class Stage:
             res = self.result_of(DISTILLATION)
             out["student"] = next(v for v in res.variants if v.name == res.metrics["best_student"]["name"])
             return out
-        path = Path(key).expanduser()
-        path = path if path.is_absolute() or path.exists() else self.paths["root"] / path
-        if not (path / "config.json").is_file():
-            raise FinCompressError(f"student_dir {key} is not a save_pretrained folder (no config.json); pass a model "
-                                   "folder, leave it empty for stage 02's best student, or none")
+        path = student_folder(key, self.paths["root"])
         v = detect(path)
         v.path = relative_path(path, self.paths["root"])
         out["student"] = v

@@ -12,7 +12,7 @@ from lib.common import FinCompressError, relative_path
 from lib.data import load_splits, load_transfer, make_loader
 from lib.losses import precomputed_kd_loss
 from lib.parallel import rank0_only
-from lib.params import sparsities
+from lib.params import percent, sparsities
 from lib.stages.base import Stage as BaseStage
 from lib.train import attention_for, evaluate, load_classifier, predict, public
 from lib.variants import Variant, torch_predictor
@@ -93,7 +93,7 @@ def parse_levels(head_levels: str, ffn_levels: str) -> list[tuple[float, float]]
 
 
 def level_name(level: tuple[float, float]) -> str:
-    h, f = (round(x * 100) for x in level)
+    h, f = (percent(x) for x in level)
     return f"{h}" if h == f else f"h{h}_f{f}"
 
 
