@@ -27,6 +27,7 @@ PRESETS = ("smoke", "gpu", *FAMILIES)
 TAG = re.compile(r"\s*\[([^\[\]]+)\]\s*$")
 # Set by run_all for the notebook it executes: that stage's parameter names, already parsed and checked.
 PLAN_ENV = "FINCOMPRESS_STAGE_PLAN"
+KINDS = {int: "an integer", float: "a number", bool: "True or False", str: "a text"}  # a type, in words
 
 
 def range_text(low=None, high=None, low_open=False) -> str:
@@ -93,12 +94,13 @@ class Param:
         """Type of the default (an int passes for a float), then range, allowed values, sparsity list."""
         d = self.default
         if value == "" and not isinstance(d, str):
-            kind = {int: "an integer", float: "a number", bool: "True or False"}.get(type(d), "a value")
-            raise FinCompressError(f"parameter {self.name} is empty; pass {kind} like its default {d!r}")
+            raise FinCompressError(f"parameter {self.name} is empty; pass {KINDS.get(type(d), 'a value')} like its "
+                                   f"default {d!r}")
         # bool is an int subclass: epochs=True would run as 1 epoch
         wrong = isinstance(value, bool) and not isinstance(d, bool)
         if wrong or not isinstance(value, type(d)) and not (isinstance(d, float) and isinstance(value, int)):
-            raise FinCompressError(f"parameter {self.name}={value!r} should be a {type(d).__name__} like its default {d!r}")
+            raise FinCompressError(f"parameter {self.name}={value!r} should be {KINDS.get(type(d), 'a value')} "
+                                   f"like its default {d!r}")
         if isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as inf and passes any lower bound
             raise FinCompressError(f"parameter {self.name}={value!r} is not a finite number; pass one like its "
                                    f"default {d!r}")

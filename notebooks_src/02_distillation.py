@@ -56,7 +56,7 @@ transfer_tweets = False  # KD students also learn from the unlabeled tweet pool 
 patience = 3  # epochs without a val-F1 gain before stopping [min 1]
 latency_seq_len = 32  # batch-1 latency inputs are real test sentences padded or cut to this length [in 8..512]
 latency_n = 64  # real test sentences timed one at a time [min 1]
-threads = 2  # CPU threads for the latency timing [min 1]
+threads = 2  # CPU threads for the latency timing [in 1..256]
 max_f1_drop_pts = 1.5  # goal: validation macro-F1 points the best student may lose against the teacher [min 0]
 min_speedup = 2.5  # goal: batch-1 CPU speed-up of the best student over the teacher [min 0]
 

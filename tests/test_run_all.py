@@ -20,7 +20,7 @@ def test_unknown_parameter_is_an_error():
     declared = {s: parse_parameters((run_all.NOTEBOOKS / f"{s}.py").read_text()) for s in stages}
     with pytest.raises(FinCompressError, match="unknown parameter 'epochz'"):
         run_all.check_overrides(args, stages, declared)
-    with pytest.raises(FinCompressError, match="should be a int"):
+    with pytest.raises(FinCompressError, match="should be an integer"):
         run_all.stage_parameters("01_data_teacher", declared["01_data_teacher"],
                                  run_all.parse_args(["--set", "epochs=many"]))
     with pytest.raises(FinCompressError, match="unknown stage"):
