@@ -166,8 +166,14 @@ def make_copy(tmp_path: Path, shared: bool) -> Path:
     return repo
 
 
+# What an outer `make test VENV=... DATA_DIR=...` exports (command-line variables reach recipes as environment
+# variables, and MAKEFLAGS carries them too): each would override the copy's own defaults.
+MAKE_VARIABLES = ("DATA_DIR", "FINCOMPRESS_DATA_DIR", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTHON",
+                  "VENV", "RUN_ARGS", "TORCH_INDEX_URL", "BUNDLE_ARGS")
+
+
 def make_n(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "FINCOMPRESS_DATA_DIR", "MAKEFLAGS", "MFLAGS", "PYTHON")}
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_VARIABLES}
     return subprocess.run(["make", "-n", *args], cwd=repo, capture_output=True, text=True, timeout=60, env=env)
 
 
