@@ -14,14 +14,16 @@ import time
 from pathlib import Path
 
 from lib import pipeline, preflight as checks
-from lib.common import REPO_ROOT, FinCompressError, dist_env, run_cli, stage_paths, write_json
+from lib.cli import run_cli
+from lib.common import REPO_ROOT, FinCompressError, dist_env, stage_paths, write_json
 from lib.params import check_values, model_config, model_family, parse_parameters, parse_value
 from lib.render import write_index
 from lib.runlock import RunLock
-from lib.runstate import (NOTEBOOKS, damaged_outputs, fingerprint, forget, load_state, record_outputs,
+from lib.pipeline import NOTEBOOKS
+from lib.runstate import (damaged_outputs, fingerprint, forget, load_state, record_outputs,
                           up_to_date, writes_log)
 from lib.stagerun import INTERRUPTED, run_interruptible
-from lib.train import FINBERT, PACKAGED_TEACHER
+from lib.model_source import FINBERT, PACKAGED_TEACHER
 
 
 def parse_args(argv=None):

@@ -95,3 +95,23 @@ def pinned(loader, device):
         return loader
     return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
                                        collate_fn=loader.collate_fn, pin_memory=True)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in ("labels", "idx")}
+
+
+def autocast(device, enabled: bool):
+    # bf16 autocast on CUDA only: CPU training stays in fp32 for reproducible figures.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def length_sorted(tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 128) -> list[list[str]]:
+    """The texts in batches of similar token counts, as lib.predict forms them: each pads only to its own longest."""
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    return [[texts[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import variants
+from lib import formats, onnx_runtime, ort_runtime, serving
 from lib.common import write_json
 from lib.variants import Variant
 
@@ -105,7 +105,7 @@ def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threa
     torch.set_num_threads(threads)
     rss_before = peak_rss_mb()
     start = time.perf_counter()
-    predict, tokenizer = variants.load(variant, out_dir, threads)
+    predict, tokenizer = formats.load(variant, out_dir, threads)
     load_s = time.perf_counter() - start
     batches = {name: [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
                                      return_tensors="pt")) for i in range(0, len(texts), batch_size)]
@@ -132,13 +132,12 @@ def end_to_end(path, texts: list[str], threads: int = 2, latency_n: int = 100, b
     median ms per sentence sent alone over the first latency_n texts (each twice), and sentences/s over all of
     them at batch_size."""
     import os
-    from lib import predict, serving
     os.environ["RAYON_NUM_THREADS"] = str(threads)  # as predict pins the tokenizer's pool, before its first batch
     model = serving.load(Path(path), threads)
     serving.set_truncation(model.tokenizer, max_length)
 
     def labels(batch: list[str], size: int) -> np.ndarray:
-        return predict.classify(model, model.tokenizer.encode_batch(batch), size).argmax(1)
+        return serving.classify(model, model.tokenizer.encode_batch(batch), size).argmax(1)
     for text in texts[:10]:  # warm-up
         labels([text], 1)
     times = []
@@ -157,7 +156,6 @@ def useful_macs(variant: Variant, path, tokenizer, texts: list[str], max_length:
     shapes (lib.ort_runtime); None for the formats that have no graph to read."""
     if variant.format != "onnx":
         return None
-    from lib import onnx_runtime, ort_runtime
     lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
     return ort_runtime.macs_per_sentence(onnx_runtime.model_file(path), lengths)["total"]
 
@@ -165,7 +163,7 @@ def useful_macs(variant: Variant, path, tokenizer, texts: list[str], max_length:
 @torch.inference_mode()
 def gpu_throughput(variant: Variant, out_dir, texts: list[str], device, batch_size: int = 32, max_length: int = 128):
     """Sentences/s at batch 32 under bf16 autocast on `device`: the bulk-scoring figure; None for CPU-only formats."""
-    model = variants.load_torch(variant, out_dir, attn_implementation="sdpa")
+    model = formats.load_torch(variant, out_dir, attn_implementation="sdpa")
     if model is None:
         return None
     from transformers import AutoTokenizer
@@ -195,9 +193,3 @@ def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads:
         result = {"error": f"{type(e).__name__}: {e}"}
     write_json(Path(result_json), result)
 
-
-def length_sorted(tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 128) -> list[list[str]]:
-    """The texts in batches of similar token counts, as lib.predict forms them: each pads only to its own longest."""
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
-    order = sorted(range(len(texts)), key=lengths.__getitem__)
-    return [[texts[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]

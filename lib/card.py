@@ -2,7 +2,7 @@
 (field names of notes/SCHEMA: `val_macro_f1`, `test_delta_pts`, ...) and the Variant records of its lineage."""
 from lib.stats import verdict_word
 from lib.textnorm import HANDLE_WORD, URL_WORD
-from lib.variants import FORMATS, LABELS, Variant
+from lib.variants import LABELS, RUNTIMES, Variant
 
 LICENSE = "cc-by-nc-sa-3.0"  # Financial PhraseBank's licence, which binds a model trained on it
 DATASETS = ["takala/financial_phrasebank", "TheFinAI/fiqa-sentiment-classification"]
@@ -147,7 +147,7 @@ def usage(row, max_length: int) -> str:
     repo = ("With the FinCompress repository, `python -m lib.predict --model artifacts/model --csv headlines.csv --json` "
             "streams a CSV of any length in constant memory (`--csv -` reads stdin; piped lines work too).")
     if row["format"] != "onnx":
-        return "\n\n".join(["## Use", f"This is a {FORMATS[row['format']].runtime} model.", repo, rule])
+        return "\n\n".join(["## Use", f"This is a {RUNTIMES[row['format']]} model.", repo, rule])
     return "\n\n".join([
         "## Use it without this repository",
         "Only `onnxruntime`, `tokenizers` and `numpy` are needed (FinCompress pins them in `requirements-serve.txt`):",
@@ -198,7 +198,7 @@ def model_card(row, teacher, chain: list[Variant], info: dict, choice: str, max_
     return "\n\n".join([
         front_matter(row, chain) + f"# FinCompress financial sentiment: `{row['name']}`",
         f"3-class financial sentiment ({', '.join(f'{i} {l}' for i, l in enumerate(LABELS))}) for English news "
-        f"sentences and headlines, served by {FORMATS[shipped.format].runtime}, with {shipped.precision.upper()} weights. "
+        f"sentences and headlines, served by {RUNTIMES[shipped.format]}, with {shipped.precision.upper()} weights. "
         f"FinCompress stage 05 chose it on validation metrics as {choice}; test figures are reported, never used to choose.",
         "## Lineage\n" + lineage(chain),
         "## Quality against the teacher\n" + quality(row, teacher),

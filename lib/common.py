@@ -7,7 +7,9 @@ import random
 import shutil
 import subprocess
 import tempfile
-from contextlib import contextmanager
+import io
+import warnings
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,6 @@ import torch
 
 from lib.errors import FinCompressError  # noqa: F401  (re-exported: the one user-facing error)
 from lib.manifest import record_write, write_manifest
-from lib.params import check_range, parse_parameters  # noqa: F401  (re-exported for technique code and tests)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,6 +74,17 @@ def data_parallel(device: torch.device, timeout_s: float = 1800):
         yield True
     finally:
         dist.destroy_process_group()
+
+
+@contextmanager
+def quiet():
+    """torch.ao.quantization and the legacy quantized-tensor API warn that they are deprecated (still the
+    only eager INT8 CPU path in torch 2.13); the ONNX exporter prints progress. Neither helps a report."""
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        yield
 
 
 @contextmanager
@@ -234,13 +246,3 @@ def stage_paths(out_dir) -> dict:
     out = Path(out_dir).resolve()
     return {"root": out, "data": out / "data", "checkpoints": out / "checkpoints", "logs": out / "logs",
             "reports": out / "reports"}
-
-
-def run_cli(main, prog: str) -> None:
-    """Exit with main()'s code; a FinCompressError becomes one line on stderr and exit code 2."""
-    import sys
-    try:
-        sys.exit(main())
-    except FinCompressError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(2)

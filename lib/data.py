@@ -11,8 +11,8 @@ from lib.batching import LengthGroupedSampler, TextDataset, make_loader  # noqa:
 from lib.common import FinCompressError, atomic_dir, write_json
 from lib.ood import counts as _counts, too_few, write_ood
 from lib.textnorm import normalize_frame, normalize_texts
+from lib.variants import LABELS
 
-LABELS = ["negative", "neutral", "positive"]
 LABEL2ID = {name: i for i, name in enumerate(LABELS)}
 PHRASEBANK_FILES = {"AllAgree": "Sentences_AllAgree.txt", "75Agree": "Sentences_75Agree.txt",
                     "66Agree": "Sentences_66Agree.txt", "50Agree": "Sentences_50Agree.txt"}

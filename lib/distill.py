@@ -7,7 +7,7 @@ import torch
 
 from lib.common import FinCompressError
 from lib.losses import attention_mse, hidden_mse, mixed_loss
-from lib.train import model_inputs
+from lib.batching import model_inputs
 
 
 def layer_map(teacher_layers: int, student_layers: int) -> list[int]:

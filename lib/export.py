@@ -8,7 +8,7 @@ from lib import card
 from lib.common import atomic_dir, write_json, write_text_atomic
 from lib.onnx_runtime import TOKENIZER_FILE, pad_id
 from lib.serving import DEFAULT_MAX_LENGTH
-from lib.variants import HF_CONFIG, LABELS, ONNX_FILE, Variant
+from lib.variants import HF_CONFIG, LABELS, ONNX_FILE, SHIPPED_MODEL, Variant
 
 # Keys transformers saves from the tokenizer's last call, not settings of the model: dropped, so the one length
 # rule is model_max_length (and max_seq_length in config.json).
@@ -76,7 +76,7 @@ def export_recommended(row, df, variants: list[Variant], paths: dict, info: dict
                        max_length: int = DEFAULT_MAX_LENGTH) -> Path:
     """artifacts/model, written atomically: the recommended variant's files, config.json, tokenizer, README.md
     (the model card), metrics.json. `max_length`: the tokens stage 05 scored it at."""
-    root, dest = paths["root"], paths["root"] / "artifacts" / "model"
+    root, dest = paths["root"], paths["root"] / SHIPPED_MODEL
     chain = chain_of(variants, row["name"])
     with atomic_dir(dest) as tmp:
         shutil.copytree(root / chain[-1].path, tmp, dirs_exist_ok=True)

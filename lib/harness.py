@@ -10,6 +10,7 @@ import pandas as pd
 
 from lib import bench, stats
 from lib.common import FinCompressError, atomic_dir, write_json
+from lib.serving import softmax
 from lib.train import scores
 from lib.variants import Variant
 
@@ -45,9 +46,7 @@ def score_logits(logits, labels: np.ndarray, teacher_preds: np.ndarray | None, s
                  draws: int = 1000) -> dict:
     """Quality figures from a variant's logits on one set: F1 with its bootstrap CI, per-class F1, the paired
     delta to the teacher (negative = worse) with its CI and McNemar p, agreement with the teacher, ECE."""
-    logits = np.asarray(logits)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
+    probs = softmax(logits, np.float64)
     preds = probs.argmax(1)
     teacher_preds = preds if teacher_preds is None else np.asarray(teacher_preds)
     s = scores(labels, preds)

@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from lib.train import model_inputs
+from lib.batching import model_inputs
 
 
 def kd_loss(student_logits, teacher_logits, temperature: float):

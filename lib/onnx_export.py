@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from lib import quantize as q
+from lib import quantize as q, quantize_static as qs
 from lib.common import FinCompressError, atomic_dir, write_json
+from lib.sensitivity import evaluate_predictor
 from lib.variants import ONNX_FILE
 
 STATIC_META = "static_int8.json"  # which calibration made a static INT8 folder, on how many sentences
@@ -56,8 +57,6 @@ def save_onnx_static_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feed
 def calibration_study(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: list[dict], loaders: dict) -> dict:
     """Static INT8 under each calibration method, scored on every loader (val, test); the method best on val
     (quantize_static.choose_calibration, test never read) is saved as qdir/<name>_onnx_static_int8."""
-    from lib import quantize_static as qs
-    from lib.sensitivity import evaluate_predictor
     scores = {}
     with tempfile.TemporaryDirectory() as scratch:
         for method in qs.CALIBRATIONS:

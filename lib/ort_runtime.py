@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from lib.onnx_runtime import session
+
 # Where each op keeps its constant weight (K x N, or N x K for Gemm with transB).
 WEIGHT_INPUT = {"MatMul": 1, "MatMulInteger": 1, "MatMulIntegerToFloat": 1, "DynamicQuantizeMatMul": 1,
                 "QLinearMatMul": 3, "Gemm": 1, "Attention": 1, "QAttention": 1}
@@ -104,7 +106,6 @@ def matmul_model(m: int, k: int, n: int, kind: str, seed: int = 0) -> tuple[onnx
 
 def time_matmul(m: int, k: int, n: int, kind: str, threads: int = 2, seconds: float = 1.0) -> float:
     """GOP/s (2 ops per MAC) of ORT on one matmul shape: the fastest of repeated runs within `seconds`."""
-    from lib.onnx_runtime import session
     model, feed = matmul_model(m, k, n, kind)
     sess = session(model.SerializeToString(), threads)
     sess.run(None, feed)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.errors import FinCompressError
+from lib.model_source import resolve_model_source
 
 # A preset names a teacher family recognised from the teacher's config.json, never from its name:
 # a local copy of FinBERT and the Hub id get the same step size.
@@ -205,7 +206,6 @@ def model_family(config: dict) -> str | None:
 def model_config(name: str) -> dict:
     """config.json of a local model folder, the packaged MiniLM, or a Hub id (read from the Hub's cache or downloaded)."""
     import logging
-    from lib.train import resolve_model_source  # local folders and the packaged teacher; a Hub id comes back as is
     source = Path(resolve_model_source(name))
     if (source / "config.json").is_file():
         return json.loads((source / "config.json").read_text(encoding="utf-8"))

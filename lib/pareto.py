@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from lib.data import LABELS
+from lib.variants import LABELS
 
 # label offsets (points) tried in turn around a marker until one does not overlap a label already placed
 OFFSETS = [(5, 4), (5, -12), (-16, 4), (-16, -12), (5, 14), (-16, 14), (5, -22), (-16, -22), (14, -4), (-26, -4),

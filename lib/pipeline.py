@@ -5,9 +5,11 @@ first, then every compression technique in the order listed, and the benchmark l
 A technique stage lists its variants in its result; the benchmark measures every variant listed before it.
 """
 from dataclasses import dataclass
+from pathlib import Path
 
 from lib.errors import FinCompressError
 
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks_src"  # one <stage name>.py per stage
 KINDS = ("source", "technique", "benchmark")  # the order kinds run in
 
 
@@ -23,6 +25,7 @@ DECLARED = [
     StageEntry("02_distillation", "02", "technique"),
     StageEntry("03_quantization", "03", "technique"),
     StageEntry("04_pruning", "04", "technique"),
+    StageEntry("06_stacking", "06", "technique"),  # stacks 03's and 04's work; a technique, so it runs before 05
     StageEntry("05_benchmark", "05", "benchmark"),
 ]
 

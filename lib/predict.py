@@ -24,11 +24,13 @@ if not __package__:  # `python path/to/lib/predict.py`, from any working directo
 import numpy as np  # noqa: E402
 
 from lib import serving  # noqa: E402
+from lib.cli import run_cli  # noqa: E402
 from lib.errors import FinCompressError  # noqa: E402
 from lib.params import check_range  # noqa: E402
 from lib.textnorm import normalize_text  # noqa: E402
+from lib.variants import SHIPPED_MODEL  # noqa: E402
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "artifacts" / "model"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / SHIPPED_MODEL
 CHUNK_ROWS = 2048  # rows read, checked and answered at a time: bounds memory, and each chunk is sorted by length
 # Shown escaped in the table: what ends a line for str.splitlines() or a terminal (so each row stays one line), the
 # other C0/C1 controls (ESC starts terminal sequences) and the bidi controls that reorder what a terminal shows
@@ -83,17 +85,6 @@ def check_chunk(kind: str, chunk: list, encodings: list, max_length: int) -> Non
                                    "reads; shorten it or pass --truncate")
 
 
-def classify(model: "serving.Model", encodings: list, batch_size: int) -> np.ndarray:
-    """Class probabilities in input order. Batches are formed after sorting by length, so each pads only
-    to its own longest sentence."""
-    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-    probs = np.empty((len(encodings), len(model.labels)), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        probs[rows] = serving.softmax(model.run(serving.pad([encodings[i] for i in rows], model.pad_id)))
-    return probs
-
-
 def chunk_text(chunk: list, probs: np.ndarray, labels: list, as_json: bool) -> str:
     """The output lines for one chunk: JSON objects, or table rows with their text escaped."""
     lines = []
@@ -144,7 +135,7 @@ def main(argv=None) -> int:
         encodings = model.tokenizer.encode_batch([normalize_text(text, model.normalization) for _, text in chunk])
         check_chunk(kind, chunk, encodings, max_length)
         # the header goes out with the first chunk, once it is known good: a failed run prints nothing
-        probs = classify(model, encodings, args.batch_size)
+        probs = serving.classify(model, encodings, args.batch_size)
         serving.write_out(header + chunk_text(chunk, probs, model.labels, args.json))
         header = ""
         chunk = list(itertools.islice(rows, CHUNK_ROWS))
@@ -152,4 +143,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    serving.run_cli(main, "predict")
+    run_cli(main, "predict")

@@ -6,7 +6,7 @@ from pathlib import Path
 from lib import data, manifest, ood
 from lib.common import REPO_ROOT, FinCompressError, stage_paths, student_folder
 from lib.distill import resolve_student_layers
-from lib.train import FINBERT, PACKAGED_TEACHER, resolve_model_source
+from lib.model_source import FINBERT, PACKAGED_TEACHER, resolve_model_source
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TEACHER_CHOICES = f"{PACKAGED_TEACHER}, a local model folder (config.json and weights) or a Hub id such as {FINBERT}"

@@ -2,18 +2,18 @@
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib import manifest, train
-from lib.batching import pinned
-from lib.common import FinCompressError, atomic_dir, check_range, write_json, write_text_atomic
+from lib import batching, manifest
+from lib.batching import model_inputs, pinned, to_device
+from lib.common import FinCompressError, atomic_dir, write_json, write_text_atomic
+from lib.params import check_range
 from lib.parallel import rank0_value
-from lib.train import evaluate, fit, model_inputs, to_device
 from lib.variants import SPEC_FILE
-METHODS = ("taylor", "entropy")
 
 
 def layers(model):
@@ -132,16 +132,24 @@ def gates(model):
             h.remove()
 
 
-def importance(model, loader, device, method: str = "taylor", max_batches: int = 16, amp: bool = False) -> dict:
-    """Per-layer scores of the heads and neurons the model has now; higher means keep.
+def taylor_importance(loader, device, batches: int = 16, amp: bool = False) -> Callable:
+    """model -> per-layer scores of the heads and neurons it has now (higher means keep): the sum over examples
+    of |dL/dgate| on `loader`'s gold labels (Michel et al. 2019). amp: bf16 autocast on CUDA, as in training."""
+    check_range("importance_batches", batches, 1)
+    return lambda model: _gate_scores(model, loader, device, batches, amp, heads_by_entropy=False)
 
-    taylor: sum over examples of |dL/dgate| (Michel et al. 2019). entropy: heads scored by minus
-    their mean attention entropy (diffuse heads go first); neurons keep Taylor scores either way. amp: the
-    forward pass under bf16 autocast on CUDA, as in training.
-    """
-    if method not in METHODS:
-        raise FinCompressError(f"importance method {method!r} is unknown; use one of {', '.join(METHODS)}")
-    check_range("importance_batches", max_batches, 1)
+
+def entropy_importance(loader, device, batches: int = 16, amp: bool = False) -> Callable:
+    """As taylor_importance, but heads scored by minus their mean attention entropy (diffuse heads go first);
+    neurons keep Taylor scores. The model must return attention maps (eager attention)."""
+    check_range("importance_batches", batches, 1)
+    return lambda model: _gate_scores(model, loader, device, batches, amp, heads_by_entropy=True)
+
+
+IMPORTANCE = {"taylor": taylor_importance, "entropy": entropy_importance}  # stage 04's `importance` parameter
+
+
+def _gate_scores(model, loader, device, batches: int, amp: bool, heads_by_entropy: bool) -> dict:
     model.eval()  # no dropout: scores must reflect the deterministic model
     counts = unit_counts(model)
     # Sums stay on the device until the end: no host sync per batch.
@@ -149,17 +157,17 @@ def importance(model, loader, device, method: str = "taylor", max_batches: int =
     neurons = [torch.zeros(n, device=device) for n in counts["neurons"]]
     with gates(model) as g:
         for b, batch in enumerate(pinned(loader, device)):
-            if b >= max_batches:
+            if b >= batches:
                 break
             batch = to_device(batch, device)
-            with train.autocast(device, amp):
-                out = model(**model_inputs(batch), output_attentions=method == "entropy")
+            with batching.autocast(device, amp):
+                out = model(**model_inputs(batch), output_attentions=heads_by_entropy)
             loss = F.cross_entropy(out.logits.float(), batch["labels"])
             grads = torch.autograd.grad(loss, g["heads"] + g["neurons"])
             # Per-example gates: |grad| per example, then summed, so opposite signs cannot cancel.
             for i, grad in enumerate(grads[len(heads):]):
                 neurons[i] += grad.abs().sum((0, 1))
-            if method == "entropy":
+            if heads_by_entropy:
                 _add_entropy(heads, out.attentions, batch["attention_mask"])
                 continue
             for i, grad in enumerate(grads[:len(heads)]):
@@ -191,19 +199,30 @@ def select_lowest(scores: list[torch.Tensor], n_remove: int, min_keep: int = 1) 
     return out
 
 
+def prunable_params(model) -> int:
+    """Weights structured pruning can remove: Q/K/V, attention output and FFN matrices (+ their sliced biases)."""
+    n = 0
+    for block in layers(model):
+        att = block.attention
+        n += sum(p.numel() for m in (att.self.query, att.self.key, att.self.value) for p in m.parameters())
+        n += att.output.dense.weight.numel() + block.output.dense.weight.numel()
+        n += sum(p.numel() for p in block.intermediate.dense.parameters())
+    return n
+
+
 def originals(model) -> dict:
     """Head and neuron totals of the unpruned architecture, the base of every sparsity fraction."""
     n = len(layers(model))
     return {"heads": n * model.config.num_attention_heads, "neurons": n * model.config.intermediate_size}
 
 
-def prune_step(model, loader, device, head_target: int, neuron_target: int, method: str, batches: int,
-               amp: bool = False) -> dict:
-    """Score the units still present and remove the weakest until `*_target` units are gone in total."""
+def prune_step(model, importance: Callable, head_target: int, neuron_target: int) -> dict:
+    """Score the units still present (importance(model)) and remove the weakest until `*_target` units are gone
+    in total."""
     full, now = originals(model), unit_counts(model)
     n_heads = head_target - (full["heads"] - sum(now["heads"]))
     n_neurons = neuron_target - (full["neurons"] - sum(now["neurons"]))
-    scores = importance(model, loader, device, method, batches, amp)
+    scores = importance(model)
     picked = {"heads": select_lowest(scores["heads"], n_heads), "neurons": select_lowest(scores["neurons"], n_neurons)}
     # Under a launcher every rank removes rank 0's choice (as early stopping takes rank 0's val F1): scores
     # that differ in their last bits between ranks would otherwise give them models of different shapes.
@@ -214,33 +233,24 @@ def prune_step(model, loader, device, head_target: int, neuron_target: int, meth
     return removed
 
 
-def prune_to(model, train_loader, val_loader, device, *, head_fraction: float, ffn_fraction: float, rounds: int,
-             recovery_epochs: int, lr: float, loss_fn, method: str = "taylor", batches: int = 16,
-             log_dir: Path | None = None, desc: str = "prune", amp: bool = False, recovery_loader=None) -> list[dict]:
+def prune_to(model, importance: Callable, *, head_fraction: float, ffn_fraction: float, rounds: int,
+             recover: Callable, desc: str = "prune") -> list[dict]:
     """Iterative prune-then-recover from the current sparsity to the target fractions of the original units.
 
-    Units are scored on `train_loader` (gold labels); recovery trains on `recovery_loader` when given (it may
-    hold unlabeled transfer rows, label -1, that only `loss_fn`'s KD term reads).
-    amp: scoring, recovery training and evaluation under bf16 autocast on CUDA (stage 04 passes its --gpu)."""
+    importance(model) scores the units (taylor_importance, entropy_importance, or any callable of that shape);
+    recover(model, round) fine-tunes after each round, as the caller chooses, and returns at least the model's
+    val_macro_f1 (with no recovery, just that score)."""
     check_range("head_fraction", head_fraction, 0, 1)
     check_range("ffn_fraction", ffn_fraction, 0, 1)
     check_range("rounds", rounds, 1)
-    check_range("recovery_epochs", recovery_epochs, 0)
     full, now = originals(model), unit_counts(model)
     start = {"heads": full["heads"] - sum(now["heads"]), "neurons": full["neurons"] - sum(now["neurons"])}
     goal = {"heads": round(head_fraction * full["heads"]), "neurons": round(ffn_fraction * full["neurons"])}
     log = []
     for r in range(1, rounds + 1):
         target = {k: start[k] + round((goal[k] - start[k]) * r / rounds) for k in goal}
-        removed = prune_step(model, train_loader, device, target["heads"], target["neurons"], method, batches, amp)
-        entry = {"round": r, "removed": removed, "counts": unit_counts(model)}
-        if recovery_epochs:
-            log_path = log_dir / f"{desc}_round{r}.csv" if log_dir else None
-            res = fit(model, recovery_loader or train_loader, val_loader, device, epochs=recovery_epochs, lr=lr,
-                      patience=recovery_epochs, loss_fn=loss_fn, log_path=log_path, desc=f"{desc} round {r}", amp=amp)
-            entry.update(history=res["history"], val_macro_f1=res["val"]["macro_f1"])
-        else:
-            entry["val_macro_f1"] = evaluate(model, val_loader, device, amp, desc="val")["macro_f1"]
+        removed = prune_step(model, importance, target["heads"], target["neurons"])
+        entry = {"round": r, "removed": removed, "counts": unit_counts(model), **recover(model, r)}
         print(f"{desc} round {r}/{rounds}: heads {sum(entry['counts']['heads'])}/{full['heads']}, neurons "
               f"{sum(entry['counts']['neurons'])}/{full['neurons']}, val macro-F1 {entry['val_macro_f1']:.4f}", flush=True)
         log.append(entry)

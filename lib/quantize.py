@@ -1,11 +1,8 @@
 """INT8 quantization: PyTorch dynamic PTQ and QAT, ONNX export, ONNX Runtime dynamic INT8, loaders."""
-import contextlib
 import copy
-import io
 import logging
 import pickle
 import re
-import warnings
 from pathlib import Path
 
 import torch
@@ -13,22 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from lib import manifest
-from lib.common import FinCompressError, atomic_dir, read_json, write_json
-from lib.variants import INPUT_NAMES, ONNX_FILE, TORCH_WEIGHTS, torch_predictor
+from lib import manifest, onnx_graph, onnx_runtime, quantize_static
+from lib.batching import make_loader
+from lib.common import FinCompressError, atomic_dir, quiet, read_json, set_seed, write_json
+from lib.train import fit
+from lib.torch_runtime import torch_predictor
+from lib.variants import INPUT_NAMES, TORCH_WEIGHTS
 
 META = "quantization.json"
-
-
-@contextlib.contextmanager
-def quiet():
-    """torch.ao.quantization and the legacy quantized-tensor API warn that they are deprecated (still the
-    only eager INT8 CPU path in torch 2.13); the ONNX exporter prints progress. Neither helps a report."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        yield
 
 
 def group_of(name: str) -> str:
@@ -181,21 +170,17 @@ def convert_qat(qat, keep_fp32=(), per_channel: bool = True):
     return quantize_torch(plain, keep_fp32, per_channel)
 
 
-def train_qat(name, model, tokenizer, splits, keep_mods, device, p) -> tuple:
-    """Short fake-quant fine-tuning at a low learning rate; returns the converted (real INT8) model.
+def train_qat(name, model, tokenizer, splits, keep_mods, device, *, epochs: int, lr: float, per_channel: bool,
+              max_length: int, seed: int, amp: bool = False) -> tuple:
+    """Short fake-quant fine-tuning at a low learning rate; returns the converted (real INT8) model and the history.
 
-    Under --gpu (p["gpu"]) it trains with bf16 autocast; fit pins the loaders on CUDA."""
-    # Imported here so that loading an INT8 model (predict, the benchmark) does not pull in the training stack.
-    from lib.common import set_seed
-    from lib.data import make_loader
-    from lib.train import fit
-    set_seed(p["seed"])  # the same shuffles and dropout however many random draws the stage made before
-    qat = prepare_qat(model, keep_mods, p["per_channel"])
-    train = make_loader(splits["train"], tokenizer, 32, p["max_length"], shuffle=True, seed=p["seed"])
-    val = make_loader(splits["val"], tokenizer, 64, p["max_length"])
-    result = fit(qat, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT",
-                 amp=bool(p.get("gpu")))
-    return convert_qat(qat, keep_mods, p["per_channel"]), result["history"]
+    amp: bf16 autocast on CUDA (stage 03's --gpu); fit pins the loaders on CUDA."""
+    set_seed(seed)  # the same shuffles and dropout however many random draws the stage made before
+    qat = prepare_qat(model, keep_mods, per_channel)
+    train = make_loader(splits["train"], tokenizer, 32, max_length, shuffle=True, seed=seed)
+    val = make_loader(splits["val"], tokenizer, 64, max_length)
+    result = fit(qat, train, val, device, epochs=epochs, lr=lr, patience=1, desc=f"{name} QAT", amp=amp)
+    return convert_qat(qat, keep_mods, per_channel), result["history"]
 
 
 # --- ONNX ------------------------------------------------------------------------------------------------
@@ -213,7 +198,6 @@ def export_onnx(model, inputs: dict, path: Path, fused: bool = True) -> None:
     """BERT classifiers: the fused graph of lib.onnx_graph (1.2-1.3x faster at batch 1 once INT8, see
     scripts/bench_onnx_graph.py). Anything else, or fused=False: the torch.export-based exporter.
     Batch and sequence axes dynamic, weights inside the one .onnx file so its size on disk is honest."""
-    from lib import onnx_graph
     if fused and onnx_graph.supports(model):
         import onnx
         onnx.save(onnx_graph.bert_graph(copy.deepcopy(model)), str(path))
@@ -256,7 +240,6 @@ def quantize_onnx(src: Path, dst: Path, keep_fp32=(), per_channel: bool = True, 
     from onnxruntime.quantization import QuantType, quantize_dynamic
     exclude = onnx_nodes_for(src, keep_fp32)
     if mode == "static":
-        from lib import quantize_static
         return quantize_static.quantize(src, dst, calib_inputs, exclude, calibration, per_channel)
     if mode != "dynamic":
         raise FinCompressError(f"INT8 mode {mode!r} is neither 'dynamic' nor 'static'; pass one of them")
@@ -267,7 +250,6 @@ def quantize_onnx(src: Path, dst: Path, keep_fp32=(), per_channel: bool = True, 
 
 def load_onnx(path, threads: int = 2):
     """(predict(inputs) -> torch logits, tokenizer) for an ONNX variant folder: lib.onnx_runtime's, torch out."""
-    from lib import onnx_runtime
     predict, tokenizer = onnx_runtime.load(path, threads)
     return (lambda inputs: torch.from_numpy(predict(inputs))), tokenizer
 

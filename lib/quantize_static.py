@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from lib import bench
-from lib.common import FinCompressError
+from lib.batching import length_sorted
+from lib.common import FinCompressError, quiet
 from lib.onnx_runtime import STATIC_INT8
 
 CALIBRATIONS = ("minmax", "entropy", "percentile")
@@ -44,7 +44,7 @@ def calibration_inputs(tokenizer, texts: list[str], n: int = 256, batch_size: in
     rng = np.random.default_rng(seed)
     pick = [texts[i] for i in rng.choice(len(texts), size=min(n, len(texts)), replace=False)]
     feeds = []
-    for batch in bench.length_sorted(tokenizer, pick, batch_size, max_length):
+    for batch in length_sorted(tokenizer, pick, batch_size, max_length):
         enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
         feeds.append({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc})
     return feeds
@@ -88,7 +88,6 @@ def calibrate(model_path: Path, feeds: list[dict], calibration: str, op_types=("
     One batch per collect_data call: ORT's histogram collector stacks a call's batches, so they must share
     a shape, and it holds every intermediate output of the call in memory until merged."""
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
-    from lib.quantize import quiet
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[calibration]
     options = {"percentile": {"percentile": PERCENTILE, "symmetric": False}, "entropy": ENTROPY_BINS}.get(calibration, {})

@@ -96,10 +96,12 @@ def _duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=round(seconds))) if seconds else "–"
 
 
-def _badge(check: dict) -> str:
+def _badge(check: dict, stage: str) -> str:
     met = "MET" if check["met"] else "NOT MET"
     reads = check.get("reads") or f"{check['value']:.4g}"
-    return (f"<li class='goal' data-goal='{html.escape(check['goal'])}' data-subject='{html.escape(check['subject'])}'>"
+    # stage too: 04's and 05's goals can share a name and a subject (the shipped model may be a pruned level)
+    return (f"<li class='goal' data-stage='{stage}' data-goal='{html.escape(check['goal'])}' "
+            f"data-subject='{html.escape(check['subject'])}'>"
             f"<span class='badge {'met' if check['met'] else 'missed'}'>{met}</span> "
             f"{html.escape(check['subject'])}: {html.escape(check['text'])} <b>({html.escape(reads)})</b></li>")
 
@@ -107,7 +109,7 @@ def _badge(check: dict) -> str:
 def _stage_row(reports_dir: Path, stage: str, status: str, result: dict, seconds: float) -> str:
     link = f'<a href="{stage}.html">{stage}</a>' if (reports_dir / f"{stage}.html").is_file() else stage
     heads = "".join(f"<li>{html.escape(str(k))}: <b>{_fmt(k, v)}</b></li>" for k, v in result.get("headline", {}).items())
-    goals = "".join(_badge(c) for c in result.get("goals", [])) or "<li class='none'>no goals</li>"
+    goals = "".join(_badge(c, stage) for c in result.get("goals", [])) or "<li class='none'>no goals</li>"
     state = status.split()[0].rstrip(":") if status else "not"
     status = re.sub(r" \(\d+ s\)$", "", status)  # the time has its own column
     return (f"<tr class='{state}'><td>{link}</td><td class='status'>{html.escape(status)}</td><td>{_duration(seconds)}</td>"

@@ -10,8 +10,8 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
-from lib.data import LABELS
 from lib.render import number
+from lib.variants import LABELS
 
 SCROLL_BOX = "fc-table"  # the class of the box every report table sits in (tests/test_reports.py looks for it)
 
@@ -64,7 +64,7 @@ def plot_distribution(summary: dict):
     """Class counts per split and per source, side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
     for ax, key, title in zip(axes, ["class_counts", "source_counts"], ["per split", "per source"]):
-        pd.DataFrame(summary[key]).T[LABELS].plot.bar(ax=ax, rot=0)
+        pd.DataFrame(summary[key]).T[list(LABELS)].plot.bar(ax=ax, rot=0)
         ax.set_title(f"Class distribution {title}")
         ax.set_ylabel("sentences")
         legend_outside(ax)
@@ -113,7 +113,7 @@ def plot_confusions(results: dict, per_row: int | None = None):
 
 def plot_per_class_f1(results: dict):
     """Grouped bars of per-class F1 for each model/split, the legend beside the bars."""
-    df = pd.DataFrame({name: m["per_class_f1"] for name, m in results.items()}).T[LABELS]
+    df = pd.DataFrame({name: m["per_class_f1"] for name, m in results.items()}).T[list(LABELS)]
     ax = df.plot.bar(rot=0, figsize=(max(7, 1.8 * len(df) + 2), 3.6), ylim=(0, 1.1))
     ax.set(title="Per-class F1", ylabel="F1")
     legend_outside(ax, title="class")

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from lib import manifest
 from lib.common import REPO_ROOT
-
-NOTEBOOKS = REPO_ROOT / "notebooks_src"
+from lib.pipeline import NOTEBOOKS
 OUTPUTS = "outputs"  # the state's entry: stage -> folders it wrote (relative to out_dir)
 
 

@@ -7,7 +7,8 @@ import torch
 
 from lib import quantize as q
 from lib.train import scores
-from lib.variants import ONNX_FILE, torch_predictor
+from lib.torch_runtime import torch_predictor
+from lib.variants import ONNX_FILE
 
 
 def run_logits(predict, loader) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,6 @@ loaded with numpy, onnxruntime and tokenizers (torch only for PyTorch formats), 
 import csv
 import io
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from lib import variants
+from lib import onnx_runtime, variants
+from lib.cli import first_line, quiet_stdout
 from lib.errors import FinCompressError
 
 DEFAULT_MAX_LENGTH = 128  # what the study trains and scores at; a model's config.json max_seq_length overrides it
@@ -27,10 +27,6 @@ class Model(NamedTuple):
     max_length: int        # what the model was trained to read
     max_positions: int | None  # the most it can read (position embeddings), where its files say
     normalization: str = "none"  # lib.textnorm mode the training text had: predict applies it to raw input
-
-
-def first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:160]
 
 
 # --- input rows: (row number, text), streamed -------------------------------------------------------------
@@ -118,7 +114,8 @@ def line_rows(binary):
 
 # --- the model ---------------------------------------------------------------------------------------------
 
-def read_json(path: Path) -> dict:
+def read_model_json(path: Path) -> dict:
+    """A model folder's JSON object ({} if the file is absent); damage is one line naming the fix."""
     if not path.is_file():
         return {}
     try:
@@ -141,18 +138,18 @@ def field(config: dict, key: str, kind: type, path: Path):
 
 
 def _onnx(path: Path, threads: int):
-    from lib import onnx_runtime
     return onnx_runtime.load_serving(path, threads)
 
 
 def _torch(path: Path, threads: int):
-    """A PyTorch-format variant through lib.variants, fed the same numpy batches as an ONNX model."""
+    """A PyTorch-format variant through lib.formats, fed the same numpy batches as an ONNX model."""
     import torch
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()  # a CLI's stderr is for its own one-line errors, not load reports
     hf_logging.disable_progress_bar()
     torch.set_num_threads(threads)
-    predict, tokenizer = variants.load(variants.detect(path), threads=threads)
+    from lib import formats  # the training stack, only for a PyTorch-format model
+    predict, tokenizer = formats.load(variants.detect(path), threads=threads)
 
     def run(batch: dict) -> np.ndarray:
         return predict({k: torch.from_numpy(v) for k, v in batch.items()}).float().numpy()
@@ -180,8 +177,8 @@ def load(path: Path, threads: int = 2) -> Model:
         raise FinCompressError(f"cannot load model {path} ({type(e).__name__}: {first_line(e)}); re-export it "
                                "with run_all.py or pass another --model") from None
     config_path = folder / variants.HF_CONFIG
-    config = read_json(config_path)
-    limit = read_json(folder / "tokenizer_config.json").get("model_max_length")
+    config = read_model_json(config_path)
+    limit = read_model_json(folder / "tokenizer_config.json").get("model_max_length")
     positions = field(config, "max_position_embeddings", int, config_path) or (
         limit if isinstance(limit, int) and limit < 10**6 else None)
     field(config, "id2label", dict, config_path)
@@ -222,10 +219,22 @@ def pad(encodings: list, pad_id: int) -> dict:
     return batch
 
 
-def softmax(logits) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float32)
+def softmax(logits, dtype=np.float32) -> np.ndarray:
+    """Row-wise class probabilities (the benchmark scores in float64)."""
+    z = np.asarray(logits, dtype=dtype)
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
+
+
+def classify(model: Model, encodings: list, batch_size: int) -> np.ndarray:
+    """Class probabilities in input order. Batches are formed after sorting by length, so each pads only
+    to its own longest sentence."""
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+    probs = np.empty((len(encodings), len(model.labels)), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        probs[rows] = softmax(model.run(pad([encodings[i] for i in rows], model.pad_id)))
+    return probs
 
 
 def write_out(text: str) -> None:
@@ -241,33 +250,3 @@ def write_out(text: str) -> None:
         raise FinCompressError(f"cannot write to stdout ({e.strerror or first_line(e)}); free space where it goes, "
                                "or send it elsewhere") from None
 
-
-def quiet_stdout() -> None:
-    """stdout's descriptor to /dev/null, so that the interpreter's flush of what is still buffered, at exit,
-    cannot fail a second time with a traceback."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):  # a stdout without a descriptor (replaced in-process) has none to flush to
-        pass
-
-
-def run_cli(main: Callable, prog: str) -> None:
-    """main()'s exit code; every failure is one line on stderr, never a traceback (FINCOMPRESS_DEBUG=1 shows one)."""
-    try:
-        code = main()
-    except FinCompressError as e:
-        message = str(e).replace("\n", " ")
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        code = 130
-    except BrokenPipeError:  # the reader downstream stopped early (| head): not an error of ours
-        quiet_stdout()
-        code = 0
-    except Exception as e:
-        if os.environ.get("FINCOMPRESS_DEBUG"):
-            raise
-        print(f"{prog}: error: unexpected {type(e).__name__}: {first_line(e)} (a bug: please report it; "
-              "FINCOMPRESS_DEBUG=1 shows the traceback)", file=sys.stderr)
-        code = 1
-    sys.exit(code)

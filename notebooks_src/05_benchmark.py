@@ -13,8 +13,8 @@
 # %% [markdown]
 # # 05 · Benchmark: which model to ship
 #
-# Every variant produced by stages 01-04 (teacher, students, quantized, pruned) plus the stacked
-# combinations built here (pruned -> ONNX -> INT8) is measured by **one harness**, each in a fresh
+# Every variant the earlier stages produced (teacher, students, quantized, pruned, and stage 06's stacked
+# pruned -> ONNX -> INT8 models) is measured by **one harness**, each in a fresh
 # process (forked from a server that has imported torch, transformers and ONNX Runtime once, so load
 # time is the model's own, not the libraries') with its threads pinned. Quality is scored on two named
 # sets of sentences, each batched the same way for every variant: **validation**, which decides, and
@@ -40,11 +40,6 @@ max_f1_drop_pts = 1.0  # deployment goal: largest validation macro-F1 loss vs th
 min_speedup = 12.0  # deployment goal: batch-1 speed-up over the FP32 PyTorch teacher [min 0]
 min_size_ratio = 10.0  # deployment goal: times smaller on disk than the teacher [min 0]
 min_ood_retention = 0.97  # deployment goal: the shipped model keeps at least this share of the teacher's out-of-domain validation macro-F1 [in 0..1]
-stacked = True  # build pruned -> ONNX INT8 combinations
-trim_vocab = True  # also build stacked twins whose vocabulary keeps only the tokens of the train sentences and the unlabeled tweet pool
-vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the most common words) [min 0]
-vocab_min_count = 3  # trimmed twins keep a train/pool token only if those texts use it at least this often (a rarer word falls back to kept pieces) [min 1]
-calibration_n = 256  # training sentences each stacked static INT8 twin calibrates on, by the method stage 03 chose on val for its source, 0 builds none [min 0] [smoke 16]
 max_eval = 0  # 0 scores every sentence of each set, smoke runs score the first few of each [min 0] [smoke 24]
 latency_n = 100  # real validation sentences timed one at a time (each twice, after warm-up) [min 1] [smoke 8]
 yardstick_layers = 12  # layers of the FinBERT-sized yardstick rows (bert-base shape, random weights, timed only), 0 for none [min 0] [smoke 1]
@@ -60,15 +55,7 @@ stage = benchmark.Stage(globals())
 
 # %% [markdown]
 # ## Variants
-# Listed by each earlier stage in its result; the stacked ones are built now. A `_vocab` twin keeps only
-# the WordPiece tokens the train sentences and the unlabeled tweet pool use (never val, so validation
-# sees what trimming loses) at least `vocab_min_count` times (plus every single character, so no word becomes
-# `[UNK]`) and the first `vocab_frequent` ids, which BERT's vocabulary orders by word frequency (a prior
-# for words future text will bring): the embedding matrix is most of a small model's bytes, and
-# head/FFN pruning never touches it. The twin's position table keeps only the 128 positions the study
-# reads (serving refuses longer input). Each stacked model is INT8 twice: dynamic (activation scales per batch)
-# and static (`_onnx_static_int8`: scales fixed once on `calibration_n` training sentences by the calibration
-# method stage 03 chose on validation for the model it was pruned from).
+# Listed by each earlier stage in its result (stage 06 built the stacked ones); the yardstick is built now.
 
 # %%
 stage.gather()

@@ -17,7 +17,8 @@ from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib import bench, onnx_runtime, prune, quantize as q  # noqa: E402
-from lib.common import FinCompressError, read_json, run_cli  # noqa: E402
+from lib.cli import run_cli  # noqa: E402
+from lib.common import FinCompressError, read_json  # noqa: E402
 from lib.variants import Variant  # noqa: E402
 
 

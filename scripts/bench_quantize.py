@@ -11,8 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import bench, goals, variants  # noqa: E402
-from lib.common import check_range, read_json, run_cli  # noqa: E402
+from lib import bench, formats, goals, variants  # noqa: E402
+from lib.cli import run_cli  # noqa: E402
+from lib.common import read_json  # noqa: E402
+from lib.params import check_range  # noqa: E402
 from lib.data import load_splits  # noqa: E402
 
 HEADER = f"{'variant':30} {'F1':>7} {'FP32 F1':>7} {'test Δ':>7} {'disk bytes':>11} {'params':>10} {'ms':>7} {'speedup':>7} {'size x':>6}  goals"
@@ -22,13 +24,13 @@ def bench_model(model: dict, listed: list[variants.Variant], out: Path, texts: l
     """The FP32 source, then each of its variants, timed in turn on the same inputs."""
     src = Path(model["fp32"]["path"])
     fp32 = variants.Variant(model["name"], "hf", str(src if src.is_absolute() else out / src))
-    predict, tok = variants.load(fp32, threads=args.threads)
+    predict, tok = formats.load(fp32, threads=args.threads)
     inputs = bench.batch1_inputs(tok, texts, args.seq_len, args.n)
     base = bench.latency_ms(predict, inputs, threads=args.threads)["median_ms"]
     print(f"{model['name'] + ' FP32 torch':30} {model['fp32']['test_macro_f1']:7.4f} {'':7} {'':7} "
           f"{model['fp32']['disk_bytes']:11d} {model['fp32']['params']:10d} {base:7.2f}")
     for v in (v for v in listed if v.name in model["variants"].values()):
-        predict, _ = variants.load(v, out, args.threads)
+        predict, _ = formats.load(v, out, args.threads)
         ms = bench.latency_ms(predict, inputs, threads=args.threads)["median_ms"]
         m = {**v.metrics, "speedup": base / ms}  # goals read val_delta_pts, as stage 03 judged them
         met = goals.all_met(gs, m)

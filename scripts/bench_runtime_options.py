@@ -23,7 +23,10 @@ from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib import bench, onnx_runtime  # noqa: E402
-from lib.common import FinCompressError, check_range, run_cli, write_json  # noqa: E402
+from lib.batching import length_sorted  # noqa: E402
+from lib.cli import run_cli  # noqa: E402
+from lib.common import FinCompressError, write_json  # noqa: E402
+from lib.params import check_range  # noqa: E402
 from lib.ort_runtime import interleaved_seconds  # noqa: E402
 from lib.variants import ONNX_FILE  # noqa: E402
 
@@ -111,7 +114,7 @@ def batching_passes(sess, tokenizer, texts: list[str], names, bs: int = 32) -> d
                "pad to 128, trimmed to longest": lambda: [trim_to_longest(tok(c, padding="max_length")) for c in chunks],
                "file order, pad to longest": lambda: [tok(c, padding=True) for c in chunks],
                "length-sorted, pad to longest (predict today)": lambda: [tok(c, padding=True) for c in
-                                                                         bench.length_sorted(tokenizer, texts, bs, FIXED)]}
+                                                                         length_sorted(tokenizer, texts, bs, FIXED)]}
     out = {}
     for name, make in recipes.items():
         def end_to_end(make=make):

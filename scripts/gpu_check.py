@@ -8,8 +8,6 @@ the CPU rehearsal (tiny sizes, no --gpu), FINBERT_DIR for the real FinBERT weigh
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,10 +16,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-FINBERT = "ProsusAI/finbert"
-CPU_MODE = os.environ.get("GPU_CHECK_CPU") == "1"
-WORK = Path(os.environ.get("GPU_CHECK_WORK", "/tmp/gpu_check"))
-BUNDLE = Path(os.environ.get("GPU_CHECK_BUNDLE", REPO / ".gpu_bundle"))
+from gpu_common import BUNDLE, CPU_MODE, WORK, CheckFailed, device, left_s, run_logged  # noqa: E402
+from gpu_check_train import ddp_worker, step_ddp, step_train  # noqa: E402
+from lib import pipeline  # noqa: E402
+from lib.model_source import FINBERT  # noqa: E402
+
 FINBERT_REV = "0000000000000000000000000000000000f1b3e7"  # the private cache's fake commit of the stand-in
 # FinBERT's head order (its config.json): our labels are negative/neutral/positive, so load_classifier remaps.
 FINBERT_ID2LABEL = {0: "positive", 1: "negative", 2: "neutral"}
@@ -30,58 +29,6 @@ TINY = {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4, "in
 NEEDED = ["torch", "transformers", "huggingface_hub", "tokenizers", "safetensors", "onnx", "onnxruntime", "sklearn",
           "pandas", "seaborn", "matplotlib", "psutil", "tqdm", "jinja2", "papermill", "jupytext", "nbconvert",
           "nbformat", "nbclient", "ipykernel"]
-
-
-class CheckFailed(Exception):
-    """A check that did not hold; its message is the summary line's figures."""
-
-
-def left_s() -> float:
-    return float(os.environ.get("GPU_CHECK_DEADLINE", time.time() + 3600)) - time.time()
-
-
-def device():
-    import torch
-    if CPU_MODE:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise CheckFailed("no CUDA device visible (GPU_CHECK_CPU=1 rehearses the check on the CPU)")
-    return torch.device("cuda", 0)
-
-
-def run_logged(cmd: list[str], log: Path, timeout: float, env: dict | None = None) -> int:
-    """A child in its own session, output to `log`; stopped at the timeout (rc 124).
-
-    SIGTERM first: torchrun starts its workers in sessions of their own and stops them only when asked
-    (a killed torchrun leaves them waiting on their ports); notebook kernels exit with their parent."""
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            return proc.wait(timeout=max(1.0, timeout))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            return 124
-
-
-def free_ports(n: int) -> int:
-    """The first of n consecutive free ports below the ephemeral range (where gloo's own sockets land)."""
-    import random
-    import socket
-    for _ in range(100):
-        base = random.randint(20000, 29000)
-        try:
-            for port in range(base, base + n):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise CheckFailed(f"no {n} consecutive free ports between 20000 and 29000")
 
 
 def step_env() -> str:
@@ -182,18 +129,17 @@ def step_smoke() -> str:
     status_file = out / "reports" / "run_all.json"
     status = json.loads(status_file.read_text())["status"] if status_file.is_file() else {}
     bad = {k: v for k, v in status.items() if not v.startswith("ok")}
-    if rc or bad or len(status) != 5:
+    if rc or bad or len(status) != len(pipeline.NAMES):
         raise CheckFailed(f"run_all exit {rc}, {bad or status or 'no status'}; log {log}")
     info = json.loads((out / "reports" / "01_data_teacher.json").read_text())["run_info"]
     if not CPU_MODE and not info["device"].startswith("cuda"):
         raise CheckFailed(f"stage 01 ran on {info['device']}, not CUDA")
     rec = json.loads((out / "reports" / "05_benchmark.json").read_text())["headline"].get("recommended")
     gpu = f" ({info['hardware']['gpu']})" if "gpu" in info["hardware"] else ""
-    return f"5/5 stages ok in {took}; stage 01 on {info['device']}{gpu}; 05 recommends {rec}"
+    return f"{len(status)}/{len(pipeline.NAMES)} stages ok in {took}; stage 01 on {info['device']}{gpu}; 05 recommends {rec}"
 
 
 def main(argv: list[str]) -> int:
-    from gpu_check_train import ddp_worker, step_ddp, step_train
     steps = {"env": step_env, "standin": step_standin, "smoke": step_smoke, "train": step_train, "ddp": step_ddp}
     if argv[1:] == ["ddp-worker"]:
         ddp_worker()

@@ -4,7 +4,8 @@ import os
 import sys
 import time
 
-from gpu_check import BUNDLE, CPU_MODE, FINBERT, WORK, CheckFailed, device, free_ports, left_s, run_logged
+from gpu_common import BUNDLE, CPU_MODE, WORK, CheckFailed, device, free_ports, left_s, run_logged
+from lib.model_source import FINBERT
 
 DDP_DIR = WORK / "ddp"
 BS, ML = (16, 48) if CPU_MODE else (64, 128)  # --gpu's training batch (evaluation at twice it); the notebooks' max_length
@@ -23,7 +24,7 @@ def warm_up(model, loader, dev, loss_fn, steps: int = 3) -> None:
     """Untimed forward and backward passes, no update: the first CUDA kernels, cuBLAS handles and autocast caches
     are built here (16 s for 20 steps on the first H100 check), not inside the timed epoch."""
     import torch
-    from lib.train import autocast, to_device
+    from lib.batching import autocast, to_device
     model.to(dev).train()
     for _, batch in zip(range(steps), loader):
         with autocast(dev, dev.type == "cuda"):
@@ -135,7 +136,7 @@ def ddp_worker() -> None:
     amp = dev.type == "cuda"
     result = train.fit(model, loader, val, dev, epochs=1, lr=3e-5, patience=1, amp=amp, desc=f"rank {rank}")
     heads = len(prune.layers(model)) * model.config.num_attention_heads
-    prune.prune_step(model, loader, dev, heads // 4, 0, "taylor", 2, amp)
+    prune.prune_step(model, prune.taylor_importance(loader, dev, 2, amp), heads // 4, 0)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, DDP_DIR / f"rank{rank}.safetensors")
     (DDP_DIR / f"rank{rank}.json").write_text(json.dumps({
         "backend": backend, "world": result["world_size"], "steps": -(-len(loader) // world),

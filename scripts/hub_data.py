@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from any working directory
 
-from lib.common import FinCompressError, atomic_dir, run_cli, write_json  # noqa: E402
+from lib.cli import run_cli  # noqa: E402
+from lib.common import FinCompressError, atomic_dir, write_json  # noqa: E402
 from lib.data import FIQA_HUB as FIQA, PHRASEBANK_HUB as PHRASEBANK, PHRASEBANK_ZIP  # noqa: E402,F401
 from lib.data import fiqa_task1, hub_downloads, phrasebank_members, read_local  # noqa: E402
 

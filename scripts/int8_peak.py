@@ -18,9 +18,11 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import bench, onnx_runtime, ort_runtime as rt  # noqa: E402
+from lib import batching, onnx_runtime, ort_runtime as rt  # noqa: E402
 from lib.variants import ONNX_FILE  # noqa: E402
-from lib.common import FinCompressError, check_range, run_cli, write_json  # noqa: E402
+from lib.cli import run_cli  # noqa: E402
+from lib.common import FinCompressError, write_json  # noqa: E402
+from lib.params import check_range  # noqa: E402
 
 
 def peaks(threads: int, seconds: float) -> dict:
@@ -44,7 +46,7 @@ def model_share(model_dir: Path, texts: list[str], peak: dict, threads: int, rou
     in_order = feeds(tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=128, return_tensors="np")
                      for i in range(0, len(texts), 32))
     by_length = feeds(tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="np")
-                      for batch in bench.length_sorted(tokenizer, texts, 32))
+                      for batch in batching.length_sorted(tokenizer, texts, 32))
     secs = rt.interleaved_seconds({"file order": lambda: [sess.run(None, f) for f in in_order],
                                    "length-sorted": lambda: [sess.run(None, f) for f in by_length]}, rounds)
     out = {"model": str(model_dir), "macs_per_sentence": macs}

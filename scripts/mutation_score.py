@@ -12,7 +12,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib.common import FinCompressError, run_cli  # noqa: E402
+from lib.cli import run_cli  # noqa: E402
+from lib.common import FinCompressError  # noqa: E402
 
 DETECTED = ("killed", "timeout", "caught by type check")
 

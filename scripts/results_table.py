@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.common import read_json, run_cli  # noqa: E402
+from lib.cli import run_cli  # noqa: E402
+from lib.common import read_json  # noqa: E402
 from lib.stats import noise_summary, verdict_word  # noqa: E402
 
 BEGIN, END = "<!-- results_table.py: begin -->", "<!-- results_table.py: end -->"

@@ -20,7 +20,8 @@ from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib import bench, onnx_runtime, quantize as q, quantize_static as qs  # noqa: E402
-from lib.common import FinCompressError, run_cli  # noqa: E402
+from lib.cli import run_cli  # noqa: E402
+from lib.common import FinCompressError  # noqa: E402
 from lib.variants import ONNX_FILE  # noqa: E402
 
 OPS = ["QAttention", "Attention", "MatMulIntegerToFloat", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMul",

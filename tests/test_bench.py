@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from lib import bench
-from lib.train import resolve_model_source
+from lib.model_source import resolve_model_source
 from lib.variants import Variant
 from tests.test_train import tiny_bert
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import common, manifest
+from lib import cli, common, manifest
 from lib.common import FinCompressError
 
 
@@ -146,10 +146,10 @@ def test_run_info_says_where_and_how(monkeypatch):
 
 def test_run_cli_exit_codes(capsys):
     with pytest.raises(SystemExit) as e:
-        common.run_cli(lambda: 0, "prog")
+        cli.run_cli(lambda: 0, "prog")
     assert e.value.code == 0
     with pytest.raises(SystemExit) as e:
-        common.run_cli(lambda: (_ for _ in ()).throw(FinCompressError("bad input")), "prog")
+        cli.run_cli(lambda: (_ for _ in ()).throw(FinCompressError("bad input")), "prog")
     assert e.value.code == 2 and capsys.readouterr().err == "prog: error: bad input\n"
 
 

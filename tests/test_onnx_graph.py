@@ -6,6 +6,7 @@ from transformers import BertConfig, BertForSequenceClassification, DistilBertCo
 
 from lib import onnx_graph, prune, quantize as q
 from lib.common import FinCompressError
+from lib.variants import ONNX_FILE
 
 SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
              "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]
@@ -19,7 +20,7 @@ def tiny_bert(layers=2, heads=4):
 
 
 def onnx_logits(model, batch, tmp_path, tokenizer):
-    q.export_onnx(model, batch, tmp_path / q.ONNX_FILE)
+    q.export_onnx(model, batch, tmp_path / ONNX_FILE)
     tokenizer.save_pretrained(tmp_path)
     predict, _ = q.load_onnx(tmp_path)
     return predict(batch)
@@ -32,7 +33,7 @@ def test_fused_graph_matches_pytorch_on_a_padded_batch(tokenizer, tmp_path):
     with torch.inference_mode():
         diff = q.logit_diff(onnx_logits(model, batch, tmp_path, tokenizer), model(**batch).logits)
     assert (batch["attention_mask"] == 0).any() and diff["max_abs_diff"] < 1e-4
-    ops = [n.op_type for n in onnx.load(str(tmp_path / q.ONNX_FILE)).graph.node]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / ONNX_FILE)).graph.node]
     assert ops.count("Attention") == 2 and "Softmax" not in ops and "Transpose" not in ops
 
 
@@ -77,8 +78,8 @@ def test_relative_positions_are_refused():
 def test_fused_false_uses_torch_onnx_for_a_bert_too(tokenizer, tmp_path):
     model = tiny_bert(layers=1)
     batch = q.example_inputs(tokenizer, SENTENCES)
-    q.export_onnx(model, batch, tmp_path / q.ONNX_FILE, fused=False)
-    ops = {n.op_type for n in onnx.load(str(tmp_path / q.ONNX_FILE)).graph.node}
+    q.export_onnx(model, batch, tmp_path / ONNX_FILE, fused=False)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / ONNX_FILE)).graph.node}
     assert "Attention" not in ops and "Softmax" in ops
     tokenizer.save_pretrained(tmp_path)
     with torch.inference_mode():

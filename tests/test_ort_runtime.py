@@ -72,7 +72,7 @@ def test_runtime_scripts_reject_bad_input_in_one_line(tmp_path):
 
 
 def test_length_sorted_batches_cover_every_text_once_with_less_padding(tokenizer):
-    from lib.bench import length_sorted
+    from lib.batching import length_sorted
     texts = [SENTENCES[i % 4] + " x" * (i % 7) for i in range(37)]
     batches = length_sorted(tokenizer, texts, batch_size=8)
     assert sorted(t for b in batches for t in b) == sorted(texts) and [len(b) for b in batches] == [8, 8, 8, 8, 5]

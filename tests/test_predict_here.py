@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from lib import predict, serving
+from lib import cli, predict, serving
 from tests import tiny_model
 from tests.test_predict import ODD, failure_inputs, write_csv
 
@@ -26,7 +26,7 @@ def run(monkeypatch, capsys):
         monkeypatch.setenv("RAYON_NUM_THREADS", "1")  # main() sets it; monkeypatch puts it back
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
         with pytest.raises(SystemExit) as e:
-            serving.run_cli(lambda: predict.main([str(a) for a in args]), "predict")
+            cli.run_cli(lambda: predict.main([str(a) for a in args]), "predict")
         out, err = capsys.readouterr()
         return e.value.code, out, err
     return call
@@ -234,14 +234,14 @@ def test_a_terminal_or_no_stdin_is_nothing_to_classify(model, capsys, monkeypatc
             return True
     monkeypatch.setattr(sys, "stdin", None if stdin is None else Terminal())
     with pytest.raises(SystemExit) as e:
-        serving.run_cli(lambda: predict.main(["--model", str(model)]), "predict")
+        cli.run_cli(lambda: predict.main(["--model", str(model)]), "predict")
     assert e.value.code == 2 and capsys.readouterr().err == (
         "predict: error: nothing to classify; pass sentences as arguments, --csv FILE, or pipe one per line\n")
 
 
 def test_defaults_are_32_sentences_a_batch_on_2_threads(model, run, monkeypatch):
-    real_load, real_classify, seen = serving.load, predict.classify, []
+    real_load, real_classify, seen = serving.load, serving.classify, []
     monkeypatch.setattr(serving, "load", lambda path, n: seen.append(("threads", n)) or real_load(path, n))
-    monkeypatch.setattr(predict, "classify", lambda m, e, b: seen.append(("batch", b)) or real_classify(m, e, b))
+    monkeypatch.setattr(serving, "classify", lambda m, e, b: seen.append(("batch", b)) or real_classify(m, e, b))
     json_rows(run("--model", model, "--json", "Up"))
     assert seen == [("threads", 2), ("batch", 32)]

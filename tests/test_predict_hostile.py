@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from lib import manifest, predict, serving
+from lib import cli, manifest, predict
 from tests.test_predict_here import json_rows, model, run  # noqa: F401  (fixtures)
 
 
@@ -116,7 +116,7 @@ def test_a_closed_or_full_stdout_is_one_line(model, run, monkeypatch, capsys):
         monkeypatch.setattr(sys, "stdin", None)
         monkeypatch.setattr(sys, "stdout", stdout)
         with pytest.raises(SystemExit) as e:
-            serving.run_cli(lambda: predict.main(["--model", str(model), "Up"]), "predict")
+            cli.run_cli(lambda: predict.main(["--model", str(model), "Up"]), "predict")
         assert e.value.code == 2 and capsys.readouterr().err == f"predict: error: {says}\n"
 
 

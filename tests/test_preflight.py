@@ -9,7 +9,7 @@ import pytest
 
 from lib import data, ood, preflight
 from lib.common import FinCompressError, atomic_dir
-from lib.train import PACKAGED_TEACHER
+from lib.model_source import PACKAGED_TEACHER
 
 
 def test_out_dir_must_be_a_folder_we_can_create_or_write(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import losses, prune, variants
+from lib import batching, formats, losses, prune
 from lib.common import FinCompressError
 from lib.data import make_loader
 from lib.variants import Variant
@@ -87,7 +87,7 @@ def test_taylor_scores_a_dead_head_zero_and_picks_it_first(loader):
     model = tiny_model()
     with torch.no_grad():
         prune.layers(model)[1].attention.output.dense.weight[:, 2 * HEAD_DIM:3 * HEAD_DIM] = 0
-    scores = prune.importance(model, loader, CPU, "taylor", max_batches=2)
+    scores = prune.taylor_importance(loader, CPU, batches=2)(model)
     assert [len(s) for s in scores["heads"]] == [HEADS] * LAYERS
     assert scores["heads"][1][2] == 0 and (scores["heads"][0] > 0).all()
     assert prune.select_lowest(scores["heads"], 1) == [[], [2], []]
@@ -99,7 +99,7 @@ def test_entropy_scores_a_uniform_head_lowest(loader):
         q = prune.layers(model)[0].attention.self.query
         q.weight[3 * HEAD_DIM:] = 0
         q.bias[3 * HEAD_DIM:] = 0
-    heads = prune.importance(model, loader, CPU, "entropy", max_batches=1)["heads"][0]
+    heads = prune.entropy_importance(loader, CPU, batches=1)(model)["heads"][0]
     assert int(heads.argmin()) == 3
 
 
@@ -111,11 +111,12 @@ def test_select_lowest_keeps_one_unit_per_layer():
 
 def test_removed_units_are_not_selected_again(loader):
     model = tiny_model()
-    first = prune.prune_step(model, loader, CPU, head_target=3, neuron_target=40, method="taylor", batches=2)
+    importance = prune.taylor_importance(loader, CPU, batches=2)
+    first = prune.prune_step(model, importance, head_target=3, neuron_target=40)
     # Scores exist only for the units still present: removed ones are gone, not masked.
-    scores = prune.importance(model, loader, CPU, "taylor", 2)
+    scores = importance(model)
     assert [len(s) for s in scores["heads"]] == prune.unit_counts(model)["heads"]
-    second = prune.prune_step(model, loader, CPU, head_target=6, neuron_target=80, method="taylor", batches=2)
+    second = prune.prune_step(model, importance, head_target=6, neuron_target=80)
     for kind in ("heads", "neurons"):
         for a, b in zip(first[kind], second[kind]):
             assert not set(a) & set(b)
@@ -127,28 +128,46 @@ def test_removed_units_are_not_selected_again(loader):
         assert len(kept) + len(first["heads"][layer]) + len(second["heads"][layer]) == HEADS
 
 
-def test_prune_to_reaches_target_with_recovery(loader, tmp_path):
-    model = tiny_model()
-    loss_fn = losses.precomputed_kd_loss(torch.zeros(len(loader.dataset), 3), alpha=0.5, temperature=2.0)
-    log = prune.prune_to(model, loader, loader, CPU, head_fraction=0.5, ffn_fraction=0.25, rounds=2,
-                         recovery_epochs=1, lr=1e-3, loss_fn=loss_fn, batches=1, log_dir=tmp_path)
+def test_prune_to_reaches_target_and_calls_recover_after_each_round(loader):
+    model, seen = tiny_model(), []
+
+    def recover(m, r):  # the caller's fine-tuning; here it only sees what each round left
+        seen.append((r, sum(prune.unit_counts(m)["heads"])))
+        return {"val_macro_f1": 0.5, "history": [r]}
+    log = prune.prune_to(model, prune.taylor_importance(loader, CPU, batches=1), head_fraction=0.5, ffn_fraction=0.25,
+                         rounds=2, recover=recover)
     counts = prune.unit_counts(model)
     assert sum(counts["heads"]) == 6 and sum(counts["neurons"]) == 144
-    assert len(log) == 2 and (tmp_path / "prune_round2.csv").is_file()
+    assert seen == [(1, 9), (2, 6)] and [e["history"] for e in log] == [[1], [2]]
+
+
+def test_stage04_recovery_trains_with_kd_and_logs_each_round(loader, tmp_path):
+    from lib.stages import pruning
+    model = tiny_model()
+    loss_fn = losses.precomputed_kd_loss(torch.zeros(len(loader.dataset), 3), alpha=0.5, temperature=2.0)
+    recover = pruning.recoverer(loader, loader, CPU, {"recovery_epochs": 1, "lr": 1e-3}, loss_fn, tmp_path, "prune", False)
+    log = prune.prune_to(model, prune.taylor_importance(loader, CPU, batches=1), head_fraction=0.5, ffn_fraction=0.25,
+                         rounds=2, recover=recover)
+    assert len(log) == 2 and (tmp_path / "prune_round2.csv").is_file() and len(log[1]["history"]) == 1
+    scored = pruning.recoverer(loader, loader, CPU, {"recovery_epochs": 0, "lr": 1e-3}, loss_fn, tmp_path, "x", False)
+    assert set(scored(model, 1)) == {"val_macro_f1"} and not (tmp_path / "x_round1.csv").exists()
 
 
 def test_recovery_reads_unlabeled_transfer_rows_while_scoring_reads_gold_labels(loader, tokenizer, monkeypatch):
     labeled = pd.DataFrame({"text": ["Profit rose sharply", "Sales fell by a third"] * 4, "label": [2, 0] * 4})
     transfer = pd.DataFrame({"text": ["Analysts see a strong quarter", "Orders slowed in March"] * 4, "label": -1})
     kd = make_loader(pd.concat([labeled, transfer], ignore_index=True), tokenizer, batch_size=8, max_length=16)
+    from lib.stages import pruning
     scored, trained = [], []
-    real_importance = prune.importance
-    monkeypatch.setattr(prune, "importance", lambda m, ld, *a, **k: scored.append(ld) or real_importance(m, ld, *a, **k))
-    real_fit = prune.fit
-    monkeypatch.setattr(prune, "fit", lambda m, ld, *a, **k: trained.append(ld) or real_fit(m, ld, *a, **k))
+    real_scores = prune._gate_scores
+    monkeypatch.setattr(prune, "_gate_scores", lambda m, ld, *a, **k: scored.append(ld) or real_scores(m, ld, *a, **k))
+    real_fit = pruning.fit
+    monkeypatch.setattr(pruning, "fit", lambda m, ld, *a, **k: trained.append(ld) or real_fit(m, ld, *a, **k))
     table = torch.zeros(len(kd.dataset), 3)
-    prune.prune_to(tiny_model(), loader, loader, CPU, head_fraction=0.25, ffn_fraction=0.25, rounds=1, recovery_epochs=1,
-                   lr=1e-3, loss_fn=losses.precomputed_kd_loss(table, 0.7, 2.0), batches=1, recovery_loader=kd)
+    recover = pruning.recoverer(kd, loader, CPU, {"recovery_epochs": 1, "lr": 1e-3}, losses.precomputed_kd_loss(table, 0.7, 2.0),
+                                None, "prune", False)
+    prune.prune_to(tiny_model(), prune.taylor_importance(loader, CPU, batches=1), head_fraction=0.25, ffn_fraction=0.25,
+                   rounds=1, recover=recover)
     assert scored == [loader] and trained == [kd]  # Taylor scores need gold labels; the KD term reads label -1 rows
     assert (torch.cat([b["labels"] for b in kd]) == -1).sum() == 8
 
@@ -157,7 +176,7 @@ def test_recovery_reads_unlabeled_transfer_rows_while_scoring_reads_gold_labels(
 def test_prune_to_rejects_bad_parameters(loader, kwargs):
     args = {"head_fraction": 0.5, "ffn_fraction": 0.5, "rounds": 1, **kwargs}
     with pytest.raises(FinCompressError, match="out of range"):
-        prune.prune_to(tiny_model(), loader, loader, CPU, recovery_epochs=0, lr=1e-3, loss_fn=None, **args)
+        prune.prune_to(tiny_model(), prune.taylor_importance(loader, CPU, batches=1), recover=lambda m, r: {}, **args)
 
 
 def test_pruned_model_reloads_with_same_shapes_and_logits(tmp_path, tokenizer):
@@ -170,7 +189,7 @@ def test_pruned_model_reloads_with_same_shapes_and_logits(tmp_path, tokenizer):
     assert prune.unit_counts(loaded) == prune.unit_counts(model)
     assert prune.get_spec(loaded) == prune.get_spec(model)
     assert torch.allclose(logits(model), logits(loaded), atol=1e-6)
-    predict, tok = variants.load(Variant("pruned", "pruned", "pruned"), tmp_path)
+    predict, tok = formats.load(Variant("pruned", "pruned", "pruned"), tmp_path)
     assert torch.allclose(predict(inputs()), logits(model), atol=1e-6) and tok.vocab_size == tokenizer.vocab_size
 
 
@@ -190,11 +209,10 @@ def rank_scores(model, *args, **kwargs):  # as if each rank's GPU had summed its
     g, counts = torch.Generator().manual_seed(rank), prune.unit_counts(model)
     return {k: [torch.rand(n, generator=g) for n in counts[k]] for k in ("heads", "neurons")}
 
-prune.importance = rank_scores
 model = tiny_model()
 scores = rank_scores(model)
 own = {"heads": prune.select_lowest(scores["heads"], 4), "neurons": prune.select_lowest(scores["neurons"], 50)}
-removed = prune.prune_step(model, None, torch.device("cpu"), head_target=4, neuron_target=50, method="taylor", batches=1)
+removed = prune.prune_step(model, rank_scores, head_target=4, neuron_target=50)
 json.dump({"own": own, "removed": removed, "spec": prune.get_spec(model), "counts": prune.unit_counts(model)},
           open(os.path.join(os.environ["OUT"], f"rank{rank}.json"), "w"))
 """
@@ -212,19 +230,20 @@ def test_pruning_choice_is_rank0s_on_every_rank(tmp_path):
 def test_prune_to_under_gpu_runs_every_loop_in_bf16_autocast(loader, monkeypatch):
     """--gpu: importance scoring, recovery training and evaluation all enter bf16 autocast (CUDA's autocast is
     swapped for the CPU's, as in test_train, since there is no GPU here)."""
-    from lib import train
     entered = []
 
     def spy(device, enabled):
         entered.append(enabled)
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
-    monkeypatch.setattr(train, "autocast", spy)
+    monkeypatch.setattr(batching, "autocast", spy)
     dtypes = []
     model = tiny_model()
     model.classifier.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
     loss_fn = losses.precomputed_kd_loss(torch.zeros(len(loader.dataset), 3), alpha=0.5, temperature=2.0)
-    log = prune.prune_to(model, loader, loader, CPU, head_fraction=0.25, ffn_fraction=0.25, rounds=1,
-                         recovery_epochs=1, lr=1e-3, loss_fn=loss_fn, batches=1, amp=True)
+    from lib.stages import pruning
+    recover = pruning.recoverer(loader, loader, CPU, {"recovery_epochs": 1, "lr": 1e-3}, loss_fn, None, "prune", True)
+    log = prune.prune_to(model, prune.taylor_importance(loader, CPU, batches=1, amp=True), head_fraction=0.25,
+                         ffn_fraction=0.25, rounds=1, recover=recover)
     # 1 importance batch + 2 training steps + 2 val batches (evaluate), every one with autocast enabled
     assert entered == [True] * 5 and set(dtypes) == {torch.bfloat16}
     assert sum(log[0]["counts"]["heads"]) == LAYERS * HEADS - 3

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import bench, manifest, quantize as q
+from lib import batching, bench, manifest, quantize as q
 from lib.common import FinCompressError
 from lib.variants import TORCH_WEIGHTS
 
@@ -101,10 +101,16 @@ def test_qat_does_not_depend_on_random_draws_made_before_it(tiny, tokenizer):
     logits = []
     for draws in (0, 7):
         torch.rand(draws)  # e.g. a different number of evaluations or exports earlier in stage 03
-        model, history = q.train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"), p)
+        model, history = q.train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"),
+                                    **qat_args(p))
         with torch.inference_mode():
             logits.append(model(**padded(tokenizer)).logits)
     assert len(history) == 1 and torch.equal(logits[0], logits[1])
+
+
+def qat_args(p: dict) -> dict:
+    return {"epochs": p["qat_epochs"], "lr": p["qat_lr"], "per_channel": p["per_channel"], "max_length": p["max_length"],
+            "seed": p["seed"], "amp": bool(p.get("gpu"))}
 
 
 @pytest.mark.parametrize("gpu", [True, False])
@@ -112,15 +118,15 @@ def test_qat_under_gpu_trains_in_bf16_autocast(tiny, tokenizer, monkeypatch, gpu
     """--gpu: every QAT training step and val batch enters bf16 autocast (CUDA's autocast swapped for the CPU's,
     as in test_train: no GPU here), activations are still rounded in fp32, the master weights stay fp32."""
     import pandas as pd
-    from lib import train
     entered, rounded = [], []
-    monkeypatch.setattr(train, "autocast", lambda device, enabled: entered.append(enabled) or
+    monkeypatch.setattr(batching, "autocast", lambda device, enabled: entered.append(enabled) or
                         torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled))
     real_fq = torch.fake_quantize_per_tensor_affine
     monkeypatch.setattr(torch, "fake_quantize_per_tensor_affine", lambda x, *a: rounded.append(x.dtype) or real_fq(x, *a))
     rows = pd.DataFrame({"text": SENTENCES * 2, "label": [2, 0, 0, 1] * 2})
     p = {"per_channel": True, "max_length": 32, "seed": 0, "qat_epochs": 1, "qat_lr": 1e-3, "gpu": gpu}
-    model, history = q.train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"), p)
+    model, history = q.train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"),
+                                    **qat_args(p))
     assert entered == [gpu] * 2 and len(history) == 1  # 1 training step (8 rows at 32) + 1 val batch (at 64)
     assert set(rounded) == {torch.float32} and is_int8(model.classifier)
 

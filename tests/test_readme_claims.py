@@ -9,7 +9,7 @@ import pytest
 import run_all
 from lib import data, preflight
 from lib.common import FinCompressError
-from lib.stages import benchmark
+from lib.stages import stacking
 
 
 @pytest.fixture
@@ -97,14 +97,17 @@ def test_the_trimmed_vocabulary_sees_train_sentences_and_the_tweet_pool_never_va
     def build(paths, variants, texts, keep, vocab_texts=None, vocab_frequent=0, static=None, vocab_min_count=1):
         seen.update(texts=texts, vocab_texts=vocab_texts, frequent=vocab_frequent, static=static, min_count=vocab_min_count)
         return []
-    monkeypatch.setattr(benchmark, "load_splits", lambda folder: splits)
-    monkeypatch.setattr(benchmark.ood, "load_tweet_pool", lambda folder: ["$TSLA up http"])
-    monkeypatch.setattr(benchmark, "build_stacked", build)
-    monkeypatch.setattr(benchmark.Stage, "upstream_variants", lambda self: [])
-    stage = benchmark.Stage({"out_dir": str(tmp_path), "vocab_frequent": 7, "vocab_min_count": 2})
+    monkeypatch.setattr(stacking, "load_splits", lambda folder: splits)
+    monkeypatch.setattr(stacking.ood, "load_tweet_pool", lambda folder: ["$TSLA up http"])
+    monkeypatch.setattr(stacking, "build_stacked", build)
+    monkeypatch.setattr(stacking.Stage, "upstream_variants", lambda self: [])
+    stage = stacking.Stage({"out_dir": str(tmp_path), "vocab_frequent": 7, "vocab_min_count": 2})
     stage.gather()
+    stage.build()
     assert seen["vocab_texts"] == splits["train"]["text"].tolist() + ["$TSLA up http"]  # val never: it must see the loss
     assert seen["texts"] == splits["val"]["text"].tolist() and seen["frequent"] == 7 and seen["min_count"] == 2
     assert seen["static"]["texts"] == splits["train"]["text"].tolist()  # static INT8 calibrates on training sentences only
-    benchmark.Stage({"out_dir": str(tmp_path), "trim_vocab": False}).gather()
+    stage = stacking.Stage({"out_dir": str(tmp_path), "trim_vocab": False})
+    stage.gather()
+    stage.build()
     assert seen["vocab_texts"] is None

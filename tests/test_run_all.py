@@ -4,7 +4,8 @@ import json
 import pytest
 
 import run_all
-from lib.common import FinCompressError, parse_parameters
+from lib.common import FinCompressError
+from lib.params import parse_parameters
 from tests.conftest import run_all as run_pipeline
 
 

@@ -1,11 +1,11 @@
-"""lib/serving.py's parts and predict.classify on their own: padding, softmax, label names, the lengths a model
+"""lib/serving.py's parts on their own: padding, softmax, label names, the lengths a model
 reads, where a bad byte is, errors of a failing batch, the CLI's exit codes, batching by length."""
 import json
 
 import numpy as np
 import pytest
 
-from lib import predict, serving
+from lib import cli, serving
 from tests.test_predict_here import model  # noqa: F401  (a fixture)
 
 
@@ -66,7 +66,7 @@ def test_a_failing_batch_names_the_model_and_the_shape(tmp_path):
     with pytest.raises(serving.FinCompressError, match=r"failed on a batch of shape \(2, 5\) \(RuntimeError: shape "
                                                        r"mismatch\); re-export it or pass another --model$"):
         call({"input_ids": np.zeros((2, 5))})
-    assert serving.first_line(ValueError("")) == "" and serving.first_line(ValueError("x" * 200)) == "x" * 160
+    assert cli.first_line(ValueError("")) == "" and cli.first_line(ValueError("x" * 200)) == "x" * 160
 
 
 @pytest.mark.parametrize("error, code, says", [
@@ -78,12 +78,12 @@ def test_run_cli_exit_codes(capsys, monkeypatch, error, code, says):
     def main():
         raise error
     with pytest.raises(SystemExit) as e:
-        serving.run_cli(main, "predict")
+        cli.run_cli(main, "predict")
     assert e.value.code == code and capsys.readouterr().err.startswith(says)
     monkeypatch.setenv("FINCOMPRESS_DEBUG", "1")
     if code == 1:
         with pytest.raises(ValueError):
-            serving.run_cli(main, "predict")
+            cli.run_cli(main, "predict")
 
 
 @pytest.mark.parametrize("first_byte_of_block_2", [b"\n", b"\xa9"])
@@ -113,7 +113,7 @@ def test_classify_batches_sentences_of_similar_length():
         first = batch["input_ids"][:, 0].astype(np.float32)  # logits that name the sentence: its first id
         return np.stack([first, np.zeros_like(first), np.zeros_like(first)], axis=1)
     encs = [SimpleNamespace(ids=[i] * n, type_ids=[0] * n) for i, n in enumerate([10, 3, 9, 4], 1)]
-    probs = predict.classify(SimpleNamespace(run=run, pad_id=0, labels=["a", "b", "c"]), encs, batch_size=2)
+    probs = serving.classify(SimpleNamespace(run=run, pad_id=0, labels=["a", "b", "c"]), encs, batch_size=2)
     assert widths == [4, 10] and probs.dtype == np.float32  # 3 and 4 tokens together, then 9 and 10: not 10 and 3
     assert np.allclose(probs, serving.softmax([[i, 0, 0] for i in (1, 2, 3, 4)]))  # back in input order
 
@@ -162,20 +162,20 @@ def test_onnx_models_get_the_threads_asked_for_else_2(model, monkeypatch):
 def test_a_closed_pipe_downstream_is_not_an_error(monkeypatch):
     """`predict ... | head`: the reader left; stdout goes to /dev/null so Python's exit flush does not fail too."""
     calls = []
-    monkeypatch.setattr(serving.os, "open", lambda path, flags: calls.append(("open", path, flags)) or 99)
-    monkeypatch.setattr(serving.os, "dup2", lambda fd, fd2: calls.append(("dup2", fd, fd2)))
-    monkeypatch.setattr(serving.sys, "stdout", type("Out", (), {"fileno": lambda self: 7})())
+    monkeypatch.setattr(cli.os, "open", lambda path, flags: calls.append(("open", path, flags)) or 99)
+    monkeypatch.setattr(cli.os, "dup2", lambda fd, fd2: calls.append(("dup2", fd, fd2)))
+    monkeypatch.setattr(cli.sys, "stdout", type("Out", (), {"fileno": lambda self: 7})())
 
     def main():
         raise BrokenPipeError
     with pytest.raises(SystemExit) as e:
-        serving.run_cli(main, "predict")
-    assert e.value.code == 0 and calls == [("open", serving.os.devnull, serving.os.O_WRONLY), ("dup2", 99, 7)]
+        cli.run_cli(main, "predict")
+    assert e.value.code == 0 and calls == [("open", cli.os.devnull, cli.os.O_WRONLY), ("dup2", 99, 7)]
 
 
 def test_an_unexpected_error_is_reported_as_a_bug_in_one_line(capsys, monkeypatch):
     monkeypatch.delenv("FINCOMPRESS_DEBUG", raising=False)
     with pytest.raises(SystemExit):
-        serving.run_cli(lambda: 1 / 0, "predict")
+        cli.run_cli(lambda: 1 / 0, "predict")
     assert capsys.readouterr().err == ("predict: error: unexpected ZeroDivisionError: division by zero (a bug: please "
                                        "report it; FINCOMPRESS_DEBUG=1 shows the traceback)\n")

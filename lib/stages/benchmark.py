@@ -1,18 +1,15 @@
-"""Stage 05: every variant listed before it, plus the stacked ones built here, benchmarked by one harness;
-the recommendation against the deployment goals, and its export."""
+"""Stage 05: every variant the stages before it listed (the stacked ones of stage 06 included), benchmarked by
+one harness; the recommendation against the deployment goals, and its export. It builds no variant."""
 from pathlib import Path
 
 import pandas as pd
 
-from lib import goals, harness, ood, pareto, prune, quantize as q, quantize_static as qs, ship, speed, vocab, yardstick
+from lib import goals, harness, ood, pareto, ship, speed, yardstick
 from lib.data import load_splits
 from lib.export import export_recommended
-from lib.onnx_export import save_onnx_fp32, save_onnx_int8, save_onnx_static_int8
-from lib.serving import DEFAULT_MAX_LENGTH
 from lib.stages.base import Stage as BaseStage
 from lib.variants import Variant
 
-QUANTIZATION = "03_quantization"  # its per-model FP32 groups and static calibration are reused for the stacked INT8 models
 SETS = ("val", "test")  # scored by one harness: val decides, test reports; ood_val/ood_test join when stage 01 wrote them
 
 
@@ -21,23 +18,12 @@ class Stage(BaseStage):
     STEPS = ("gather", "benchmark", "recommend", "export")
 
     def gather(self) -> list[Variant]:
-        """Every variant earlier stages listed, plus the stacked ones (and their vocabulary-trimmed twins) built now."""
+        """Every variant earlier stages listed, and the FinBERT-sized yardstick timed beside them."""
         self.variants = self.upstream_variants()
-        splits = load_splits(self.paths["data"])
-        if self.p.stacked:
-            # train text and the unlabeled tweet pool, never val: val must see what trimming loses to choose on it
-            vocab_texts = (splits["train"]["text"].tolist() + ood.load_tweet_pool(self.paths["data"])
-                           if self.p.trim_vocab else None)
-            static = {"texts": splits["train"]["text"].astype(str).tolist(), "n": self.p.calibration_n,
-                      "methods": self.static_calibrations(), "seed": self.p.seed}
-            self.variants += build_stacked(self.paths, self.variants, splits["val"]["text"].tolist(),
-                                           self.onnx_keep_groups(), vocab_texts=vocab_texts,
-                                           vocab_frequent=self.p.vocab_frequent, static=static,
-                                           vocab_min_count=self.p.vocab_min_count)
         self.yardsticks = []  # timed beside the variants, never one of them (lib.yardstick)
         if self.p.yardstick_layers:
             self.yardsticks = yardstick.build(self.paths["root"], self.paths["checkpoints"] / "yardstick",
-                                              splits["val"]["text"].tolist(),
+                                              load_splits(self.paths["data"])["val"]["text"].tolist(),
                                               self.p.yardstick_layers, self.p.seed)
         return self.variants
 
@@ -45,19 +31,6 @@ class Stage(BaseStage):
         return "\n".join([f"* `{v.name}` ({v.format}, {v.precision}, from {v.stage}: {' -> '.join(v.techniques)})"
                           for v in self.variants] + [f"* `{v.name}` ({v.format}, {v.precision}, the yardstick: "
                                                      f"{yardstick.LABEL})" for v in self.yardsticks])
-
-    def onnx_keep_groups(self) -> dict:
-        """Module groups stage 03 kept FP32 for ONNX Runtime INT8, by the name of the FP32 model it quantized."""
-        if not (self.paths["reports"] / f"{QUANTIZATION}.json").is_file():
-            return {}
-        return {m["name"]: m["onnx_keep_fp32_groups"] for m in self.result_of(QUANTIZATION).metrics["models"]}
-
-    def static_calibrations(self) -> dict:
-        """The calibration stage 03 chose on val for static ONNX INT8, by the name of the FP32 model it quantized."""
-        if not (self.paths["reports"] / f"{QUANTIZATION}.json").is_file():
-            return {}
-        return {m["name"]: m["onnx_static_calibration"] for m in self.result_of(QUANTIZATION).metrics["models"]
-                if m.get("onnx_static_calibration")}
 
     def benchmark(self):
         """The harness over every variant, the teacher first, on each named set; results/benchmark.{csv,json}."""
@@ -137,46 +110,3 @@ class Stage(BaseStage):
                 "verdict": "\n\n".join(filter(None, [
                     ship.recommendation_text(rec, self.df, self.stage_goals(), list(SETS)), ship.ood_text(rec, self.df),
                     self.skipped_goals(), "Speed as a user meets it, and how close to the hardware:\n\n" + self.hardware()]))}
-
-
-def stacked_onnx(v: Variant, name: str, model, tokenizer, keep, trimmed: bool, paths: dict, texts, tol,
-                 static: dict | None = None) -> list[Variant]:
-    """`v`'s (pruned) model as FP32 ONNX, then ORT dynamic INT8 and, when stage 03 chose a calibration for the
-    model `v` was pruned from and static["n"] > 0, static INT8 calibrated by that method on training sentences."""
-    qdir = paths["checkpoints"] / "stacked"
-    fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, tol)
-    path = save_onnx_int8(name, fp32_dir, tokenizer, qdir, keep)
-    print(f"stacked {name}_onnx_int8: ONNX parity max |logit diff| {parity['max_abs_diff']:.2e}")
-    steps = ("vocab_trim",) * trimmed + ("onnx_export",)
-    made = [v.derive(f"{name}_onnx_int8", "onnx", path.relative_to(paths["root"]), steps + ("onnx_int8",), Stage.NAME,
-                     "int8")]
-    method = (static or {}).get("methods", {}).get(v.source)
-    if method and static["n"]:
-        feeds = qs.calibration_inputs(tokenizer, static["texts"], n=static["n"], seed=static["seed"])
-        path = save_onnx_static_int8(name, fp32_dir, tokenizer, qdir, keep, feeds, method)
-        print(f"stacked {name}_onnx_static_int8: calibrated ({method}, as stage 03 chose for {v.source}) on "
-              f"{sum(len(f['input_ids']) for f in feeds)} training sentences")
-        made.append(v.derive(f"{name}_onnx_static_int8", "onnx", path.relative_to(paths["root"]),
-                             steps + ("onnx_static_int8",), Stage.NAME, "int8", calibration=method))
-    return made
-
-
-def build_stacked(paths: dict, variants: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,
-                  vocab_texts: list[str] | None = None, vocab_frequent: int = 0, static: dict | None = None,
-                  vocab_min_count: int = 1) -> list[Variant]:
-    """Pruned model -> ONNX -> ORT INT8 (dynamic, and static: stacked_onnx) for every pruned variant: compression
-    stacked as it would ship. With `vocab_texts`, each also gets a `_vocab` twin whose vocabulary keeps only the
-    tokens those texts use (and only the positions the study reads)."""
-    from transformers import AutoTokenizer
-    stacked = []
-    for v in [v for v in variants if v.format == "pruned"]:
-        src = v.location(paths["root"])
-        model, tokenizer = prune.load_pruned(src), AutoTokenizer.from_pretrained(src)
-        keep = q.modules_in(model, keep_groups.get(v.source, []))  # the FP32 choice made for the model it was pruned from
-        stacked += stacked_onnx(v, v.name, model, tokenizer, keep, False, paths, texts, tol, static)
-        if vocab_texts:  # trimming swaps only the word-embedding table, so the FP32 choices above still hold
-            model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts, vocab_frequent, vocab_min_count)
-            model = vocab.trim_positions(model, DEFAULT_MAX_LENGTH)
-            print(f"{v.name}_vocab: {len(kept)} of the vocabulary's tokens kept")
-            stacked += stacked_onnx(v, f"{v.name}_vocab", model, tokenizer, keep, True, paths, texts, tol, static)
-    return stacked

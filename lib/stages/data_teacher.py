@@ -3,7 +3,7 @@ import pandas as pd
 
 from lib import data, goals, ood
 from lib.common import relative_path
-from lib.data import LABELS
+from lib.variants import LABELS
 from lib.stages.base import Stage as BaseStage
 from lib.train import scores, train_teacher
 from lib.variants import Variant

@@ -5,15 +5,17 @@ import pandas as pd
 
 from lib import bench, goals, ood_eval, pipeline, stats
 from lib.common import FinCompressError, relative_path, set_seed
-from lib.data import LABELS, load_splits, load_transfer, make_loader
+from lib.data import load_splits, load_transfer, make_loader
 from lib.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
 from lib.losses import precomputed_kd_loss
 from lib.ood import load_tweet_pool
 from lib.parallel import rank0_only
+from lib.report import legend_outside
 from lib.stages.base import Stage as BaseStage
 from lib.textnorm import normalize_texts
 from lib.train import attention_for, evaluate, fit, load_classifier, predict, public, save_checkpoint
-from lib.variants import torch_predictor
+from lib.torch_runtime import torch_predictor
+from lib.variants import LABELS
 
 KINDS = ("baseline", "kd_vanilla", "kd_intermediate")
 
@@ -110,7 +112,7 @@ class Stage(BaseStage):
                 "hyperparameters": self.params, "best_epoch": result["best_epoch"], "val_macro_f1": val["macro_f1"],
                 **({"ood_val_macro_f1": ood["macro_f1"]} if ood else {}), "test_macro_f1": test["macro_f1"],
                 "teacher_agreement": agree,
-                "num_parameters": bench.count_params(student), "labels": LABELS, "train_seconds": seconds}
+                "num_parameters": bench.count_params(student), "labels": list(LABELS), "train_seconds": seconds}
         save_checkpoint(student.cpu(), self.tokenizer, path, info)
         self.results[kind] = {"kind": kind, "model": student, "history": result["history"], "val": val, "test": test,
                               "ood_val": ood, "best_epoch": result["best_epoch"],
@@ -174,7 +176,6 @@ class Stage(BaseStage):
 
     def plot_f1(self):
         """Val and test macro-F1 of every model, with the target and the F1 budget below the teacher's val F1."""
-        from lib.report import legend_outside
         table, target = self.table, self.target_f1
         ax = table[["val_macro_f1", "test_macro_f1"]].rename(columns=lambda c: c.split("_")[0]).plot.bar(
             rot=0, figsize=(10, 3.8))
@@ -201,9 +202,11 @@ class Stage(BaseStage):
                 "goals": self.goal_checks(), "variants": self.variants()}
 
     def variants(self) -> list:
-        root = self.paths["root"]
+        """The students; the one best on val says so (best_student), which later stages read from the record."""
+        root, best = self.paths["root"], self.best()
         return [self.teacher_variant.derive(f"student_{k}", "hf", relative_path(r["path"], root), f"student_{k}",
-                                            self.NAME, test_macro_f1=r["test"]["macro_f1"],
+                                            self.NAME, best_student=f"student_{k}" == best,
+                                            test_macro_f1=r["test"]["macro_f1"],
                                             val_macro_f1=r["val"]["macro_f1"],
                                             params=int(self.sizes.loc[f"student_{k}", "params"]),
                                             disk_bytes=int(self.sizes.loc[f"student_{k}", "disk_bytes"]),

@@ -13,9 +13,11 @@ from lib.data import load_splits, load_transfer, make_loader
 from lib.losses import precomputed_kd_loss
 from lib.parallel import rank0_only
 from lib.params import percent, sparsities
+from lib.report import legend_outside
 from lib.stages.base import Stage as BaseStage
-from lib.train import attention_for, evaluate, load_classifier, predict, public
-from lib.variants import Variant, torch_predictor
+from lib.train import attention_for, evaluate, fit, load_classifier, predict, public
+from lib.torch_runtime import torch_predictor
+from lib.variants import Variant
 
 
 class Stage(BaseStage):
@@ -97,17 +99,6 @@ def level_name(level: tuple[float, float]) -> str:
     return f"{h}" if h == f else f"h{h}_f{f}"
 
 
-def prunable_params(model) -> int:
-    """Weights structured pruning can remove: Q/K/V, attention output and FFN matrices (+ their sliced biases)."""
-    n = 0
-    for block in prune.layers(model):
-        att = block.attention
-        n += sum(p.numel() for m in (att.self.query, att.self.key, att.self.value) for p in m.parameters())
-        n += att.output.dense.weight.numel() + block.output.dense.weight.numel()
-        n += sum(p.numel() for p in block.intermediate.dense.parameters())
-    return n
-
-
 def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p: dict) -> dict:
     """Prune one checkpoint level by level (each continues the previous), saving and testing each level."""
     splits, src, amp = load_splits(paths["data"]), source.location(paths["root"]), p["gpu"]
@@ -120,31 +111,44 @@ def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p
     # recovery KD also reads the unlabeled transfer sentences (label -1: the teacher's soft labels only)
     kd_df = (pd.concat([splits["train"], load_transfer(paths["data"])], ignore_index=True) if p["transfer"]
              else splits["train"])
-    base = {"path": src, "params": bench.count_params(model), "prunable": prunable_params(model),
+    base = {"path": src, "params": bench.count_params(model), "prunable": prune.prunable_params(model),
             "test": evaluate(model, test, device, amp, desc="test"), "counts": prune.unit_counts(model)}
     # The unpruned model is the KD teacher of every recovery round: its logits are fixed, so compute once, and
     # keep them on the device, where each recovery batch looks its rows up without a trip to the host.
     teacher_logits = predict(model, loader(kd_df, 64), device, amp, desc="kd targets")["logits"].to(device)
     loss_fn = precomputed_kd_loss(teacher_logits, p["alpha"], p["temperature"])
     out = {"name": name, "base": base, "levels": []}
+    importance = prune.IMPORTANCE[p["importance"]](train, device, p["importance_batches"], amp)  # gold labels only
     for level in levels:
-        start, label = time.time(), level_name(level)
-        log = prune.prune_to(model, train, val, device, head_fraction=level[0], ffn_fraction=level[1],
-                             rounds=p["rounds"], recovery_epochs=p["recovery_epochs"], lr=p["lr"], loss_fn=loss_fn,
-                             method=p["importance"], batches=p["importance_batches"], log_dir=paths["logs"],
-                             desc=f"prune_{name}_{label}", amp=amp, recovery_loader=loader(kd_df, p["batch_size"], True))
+        start, label, desc = time.time(), level_name(level), f"prune_{name}_{level_name(level)}"
+        recover = recoverer(loader(kd_df, p["batch_size"], True), val, device, p, loss_fn, paths["logs"], desc, amp)
+        log = prune.prune_to(model, importance, head_fraction=level[0], ffn_fraction=level[1], rounds=p["rounds"],
+                             recover=recover, desc=desc)
         path = paths["checkpoints"] / "pruned" / f"{name}_{label}"
         prune.save_pruned(model.cpu(), tok, path, {"parent": str(src), "head_fraction": level[0],
                                                    "ffn_fraction": level[1], "hyperparameters": p})
         model.to(device)
         out["levels"].append({"name": label, "head_fraction": level[0], "ffn_fraction": level[1], "path": path,
                               "counts": prune.unit_counts(model), "params": bench.count_params(model),
-                              "sparsity": 1 - prunable_params(model) / base["prunable"],
+                              "sparsity": 1 - prune.prunable_params(model) / base["prunable"],
                               "val": public(evaluate(model, val, device, amp, desc="val")),
                               "test": public(evaluate(model, test, device, amp, desc="test")),
                               "rounds": [_round_summary(r) for r in log], "seconds": round(time.time() - start, 1)})
     base["test"] = public(base["test"])
     return out
+
+
+def recoverer(loader, val, device, p: dict, loss_fn, log_dir: Path | None, desc: str, amp: bool):
+    """(model, round) -> its val macro-F1 after recovery: `recovery_epochs` of KD fine-tuning from the unpruned model
+    on `loader` (it may hold unlabeled transfer rows, label -1, that only the KD term reads), best val weights kept."""
+    def recover(model, r: int) -> dict:
+        if not p["recovery_epochs"]:
+            return {"val_macro_f1": evaluate(model, val, device, amp, desc="val")["macro_f1"]}
+        res = fit(model, loader, val, device, epochs=p["recovery_epochs"], lr=p["lr"], patience=p["recovery_epochs"],
+                  loss_fn=loss_fn, log_path=log_dir / f"{desc}_round{r}.csv" if log_dir else None,
+                  desc=f"{desc} round {r}", amp=amp)
+        return {"history": res["history"], "val_macro_f1": res["val"]["macro_f1"]}
+    return recover
 
 
 def _round_summary(entry: dict) -> dict:
@@ -226,7 +230,6 @@ def plot_kept(results: dict):
 def plot_curve(results: dict, max_drop: float, min_speedup: float):
     """Val (solid, decides) and test (dashed) macro-F1, and batch-1 speed-up, against the share of prunable
     weights removed; the goals as dotted lines."""
-    from lib.report import legend_outside
     fig, (ax_f1, ax_sp) = plt.subplots(1, 2, figsize=(13, 3.9))
     for name, res in results.items():
         xs = [0.0] + [lv["sparsity"] for lv in res["levels"]]

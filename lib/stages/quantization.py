@@ -7,12 +7,13 @@ import pandas as pd
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lib import bench, goals, manifest, ood_eval, quantize as q, quantize_static as qs, sensitivity as sens, stats
-from lib.common import FinCompressError, relative_path
+from lib.common import FinCompressError, quiet, relative_path
 from lib.data import load_splits, make_loader
 from lib.onnx_export import calibration_study, save_onnx_fp32, save_onnx_int8
 from lib.parallel import rank0_only
 from lib.stages.base import Stage as BaseStage
-from lib.variants import Variant, torch_predictor
+from lib.torch_runtime import torch_predictor
+from lib.variants import Variant
 
 
 class Stage(BaseStage):
@@ -37,10 +38,9 @@ class Stage(BaseStage):
         return self.results[-1]
 
     def quantize_student(self) -> dict | None:
-        if len(self.models) > 1:
-            self.results.append(quantize_model(self.models[1], self.paths, self.device, self.params))
-            return self.results[-1]
-        return None
+        for v in self.models[1:]:  # none with student_dir = none
+            self.results.append(quantize_model(v, self.paths, self.device, self.params))
+        return self.results[-1] if len(self.models) > 1 else None
 
     def stage_goals(self) -> list[goals.Goal]:
         return goals.from_params(self.params, ref="its FP32 source")
@@ -60,7 +60,7 @@ def load_fp32(path: Path):
     if not (Path(path) / "config.json").is_file():
         raise FinCompressError(f"{path} is not a model folder (no config.json); run the stage that writes it first")
     manifest.check(path)
-    with q.quiet():
+    with quiet():
         model = AutoModelForSequenceClassification.from_pretrained(path)
     return model.eval(), AutoTokenizer.from_pretrained(path)
 
@@ -120,7 +120,9 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     ptq = rank0_only(post_training, source, model, tokenizer, paths, val, texts, test, lat_inputs, p,
                      splits["train"]["text"].astype(str).tolist())
     ptq["fp32"] |= {"ood_val": ood["ood_val"]} if ood else {}
-    qat_model, qat_history = q.train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p)
+    qat_model, qat_history = q.train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device,
+                                         epochs=p["qat_epochs"], lr=p["qat_lr"], per_channel=p["per_channel"],
+                                         max_length=p["max_length"], seed=p["seed"], amp=bool(p.get("gpu")))
     by_method, evals = rank0_only(save_and_measure, source, qat_model, model.config, tokenizer, paths,
                                   {"val": val, "test": test} | ({"ood_val": ood["ood_loader"]} if ood else {}),
                                   lat_inputs, ptq, p)
@@ -155,10 +157,13 @@ def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, te
 
 def save_and_measure(source: Variant, qat_model, config, tokenizer, paths: dict, loaders: dict, lat_inputs, ptq: dict,
                      p: dict) -> tuple[dict, dict]:
-    """Save the QAT INT8 model, then reload every saved variant from disk and score and time it: what ships is measured."""
+    """Save QAT INT8, reload and measure every saved variant; the ONNX INT8 ones carry what stage 06 reuses."""
     name, qdir = source.name, paths["checkpoints"] / "quantized"
     q.save_torch_int8(qat_model, config, tokenizer, qdir / f"{name}_qat_int8", ptq["meta"] | {"method": "qat"})
-    return measure_saved(source, qdir, paths["root"], loaders, lat_inputs, ptq["fp32"], p)
+    by_method, evals = measure_saved(source, qdir, paths["root"], loaders, lat_inputs, ptq["fp32"], p)
+    by_method["onnx_int8"] = by_method["onnx_int8"].with_metrics(keep_fp32_groups=ptq["onnx_keep_fp32_groups"])
+    by_method["onnx_static_int8"] = by_method["onnx_static_int8"].with_metrics(calibration=ptq["onnx_static_calibration"])
+    return by_method, evals
 
 
 def json_view(result: dict) -> dict:

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 from tests.test_train import tiny_bert
 
 MODULES = {"01_data_teacher": "data_teacher", "02_distillation": "distillation", "03_quantization": "quantization",
-           "04_pruning": "pruning", "05_benchmark": "benchmark"}
+           "04_pruning": "pruning", "06_stacking": "stacking", "05_benchmark": "benchmark"}
 
 
 def stage_calls(source: str) -> list[str]:

@@ -1,17 +1,20 @@
-"""Stage 05 (lib/stages/benchmark.py): every listed variant plus the stacked ones, one harness, the recommendation."""
+"""Stage 05 (lib/stages/benchmark.py): every listed variant (stage 06's stacked ones too), one harness, the
+recommendation; and stage 06 (lib/stages/stacking.py), which builds the stacked ones."""
 import json
 
 import pandas as pd
+
+from lib import pipeline
 
 
 def test_stage05_smoke(smoke_run):
     m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
     rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
-    listed = [v["name"] for s in ("01_data_teacher", "02_distillation", "03_quantization", "04_pruning")
+    listed = [v["name"] for s in pipeline.producers("05_benchmark")
               for v in json.loads((smoke_run / "reports" / f"{s}.json").read_text())["variants"]]
-    assert rows["name"].tolist()[:len(listed)] == listed  # every earlier variant, in stage order, the teacher first
-    stacked = rows.iloc[len(listed):]
-    assert len(stacked) and set(stacked["stage"]) == {"05_benchmark"} and set(stacked["precision"]) == {"int8"}
+    assert rows["name"].tolist() == listed  # every earlier variant, in stage order, the teacher first; none built here
+    stacked = rows[rows["stage"] == "06_stacking"]
+    assert len(stacked) and set(stacked["precision"]) == {"int8"} and stacked.index[0] > rows[rows["format"] == "pruned"].index[-1]
     # each stacked model has a vocabulary-trimmed twin from the same pruned source, smaller on disk
     by_kind = {trimmed: g.set_index("source")["disk_bytes"]
                for trimmed, g in stacked.groupby(stacked["techniques"].str.contains("vocab_trim"))}
@@ -94,3 +97,19 @@ def test_ood_goal_is_skipped_with_a_note_when_stage01_wrote_no_ood_sets():
     assert ship.recommend(stage.df, stage.stage_goals())["name"] == "student_p50_int8"
     stage.df = ood_rows()
     assert stage.stage_goals()[-1].metric == "ood_val_retention" and stage.skipped_goals() == ""
+
+
+def test_stage06_stacks_with_stage03s_choices_read_from_its_variants(smoke_run):
+    m06 = json.loads((smoke_run / "reports" / "06_stacking.json").read_text())
+    v03 = json.loads((smoke_run / "reports" / "03_quantization.json").read_text())["variants"]
+    models = json.loads((smoke_run / "reports" / "03_quantization.json").read_text())["metrics"]["models"]
+    # what stage 03 chose per model travels on its ONNX INT8 variants and is what stage 06 used
+    assert m06["metrics"]["keep_fp32_groups"] == {m["name"]: m["onnx_keep_fp32_groups"] for m in models}
+    assert m06["metrics"]["calibrations"] == {m["name"]: m["onnx_static_calibration"] for m in models}
+    assert {v["name"] for v in v03 if "keep_fp32_groups" in v["metrics"]} == {f"{m['name']}_onnx_int8" for m in models}
+    pruned_from = {v["name"]: v["source"] for v in json.loads((smoke_run / "reports" / "04_pruning.json").read_text())["variants"]}
+    for v in m06["variants"]:
+        assert v["stage"] == "06_stacking" and v["format"] == "onnx" and v["metrics"]["onnx_parity"] < 1e-3
+        if "onnx_static_int8" in v["techniques"]:  # calibrated as stage 03 chose for the model it was pruned from
+            assert v["metrics"]["calibration"] == m06["metrics"]["calibrations"][pruned_from[v["source"]]]
+    assert m06["headline"]["stacked variants"] == len(m06["variants"]) > 0 and m06["goals"] == []

@@ -28,6 +28,8 @@ def test_notebook_02_smoke(smoke_run):
         assert 0 <= v["metrics"]["test_macro_f1"] <= 1 and v["metrics"]["disk_bytes"] > 0 and v["metrics"]["latency_ms"] > 0
     best = max(variants, key=lambda v: v["metrics"]["val_macro_f1"])
     assert m["best_student"] == {"name": best["name"], "path": best["path"]}
+    # later stages read the choice from the record (lib/stages/base.py:sources), not from this JSON's metrics
+    assert [v["name"] for v in variants if v["metrics"]["best_student"]] == [best["name"]]
     for name in ["teacher", *names]:
         row = m["comparison"][name]
         assert 0 <= row["agreement_test"] <= 1 and set(m["sizes"][name]) >= {"params", "disk_bytes", "latency_ms"}

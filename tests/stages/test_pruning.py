@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lib import variants as variants_lib
+from lib import formats
 from lib.errors import FinCompressError
 from lib.stages import pruning
 from lib.variants import Variant
@@ -29,7 +29,7 @@ def test_notebook_04_smoke(smoke_run):
         assert all(min(lv["counts"]["heads"]) >= 1 for lv in levels)
     teacher_50 = Variant.from_dict(next(v for v in variants if v["name"] == "teacher_pruned_50"))
     assert teacher_50.techniques == ("finetune", "prune") and teacher_50.metrics["head_fraction"] == 0.5
-    predict, tok = variants_lib.load(teacher_50, smoke_run)
+    predict, tok = formats.load(teacher_50, smoke_run)
     assert predict(dict(tok("Profit rose", return_tensors="pt"))).shape == (1, 3)
     assert any(k.endswith("batch-1 speedup") for k in metrics["headline"])
     # each model's level is chosen on val and judged there: every goal for every model, with its number

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from lib import bench, quantize_static as qs, variants
+from lib import bench, formats, quantize_static as qs
 from lib.variants import Variant
 from tests.test_quantize import SENTENCES
 
@@ -20,7 +20,7 @@ def test_notebook_03_smoke(smoke_run):
         assert m["latency_ms"] > 0 and m["params"] > 0 and 0 <= m["test_macro_f1"] <= 1
         if v.precision == "int8":
             assert m["size_ratio"] >= 3.0, f"{v.name} only {m['size_ratio']:.2f}x smaller"
-        predict, tok = variants.load(v, smoke_run)
+        predict, tok = formats.load(v, smoke_run)
         assert predict(dict(tok(SENTENCES, padding=True, return_tensors="pt"))).shape == (4, 3)
     for model in report["metrics"]["models"]:
         assert model["onnx_parity"]["max_abs_diff"] < 1e-4 and model["sensitivity"][0]["group"] == "all"
