@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from lib.batching import LengthGroupedSampler, TextDataset, make_loader  # noqa: F401  (re-exported: their old home)
 from lib.common import FinCompressError, atomic_dir, write_json
 from lib.ood import counts as _counts, too_few, write_ood
 from lib.textnorm import normalize_frame, normalize_texts

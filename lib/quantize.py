@@ -3,6 +3,7 @@ import copy
 import logging
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -90,7 +91,9 @@ def read_int8_state(file: Path) -> dict:
     """The INT8 state dict, unpickled weights-only: a model folder is data, and a full unpickle would run any
     code a crafted file names. The packed weights save as quantized tensors, which torch allowlists."""
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own unpickler still builds TypedStorage, and says so each load
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+            return torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
         named = str(e).partition("Unsupported global: GLOBAL ")[2].split(" ")[0].rstrip(",.")
         what = (f"names {named}, which a weights-only load refuses" if named

@@ -39,7 +39,7 @@ def timed_fit(model, rows, val_loader, dev, tok, **kw) -> dict:
     """One epoch of lib.train.fit on `rows`: train sentences/s (the val pass timed apart and left out), peak memory."""
     import torch
     from lib import bench, train
-    from lib.data import make_loader
+    from lib.batching import make_loader
     loader = make_loader(rows, tok, BS, ML, shuffle=True, seed=42)
     warm_up(model, loader, dev, kw.get("loss_fn", train.cross_entropy_loss))
     if dev.type == "cuda":
@@ -64,7 +64,7 @@ def step_train() -> str:
     import torch
     from lib import distill, losses, train
     from lib.common import set_seed
-    from lib.data import make_loader
+    from lib.batching import make_loader
     dev = device()
     splits = real_splits()
     rows = splits["train"].head(96 if CPU_MODE else 1280)
@@ -116,7 +116,8 @@ def ddp_worker() -> None:
     from safetensors.torch import save_file
     from lib import prune, train
     from lib.common import dist_env, set_seed
-    from lib.data import load_splits, make_loader
+    from lib.batching import make_loader
+    from lib.data import load_splits
     rank, local, world = dist_env()
     # As run_all's join_launcher does: each group is hosted on its own port by rank 0, not by torchrun's agent.
     os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)

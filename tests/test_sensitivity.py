@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from lib import sensitivity
-from lib.data import make_loader
+from lib.batching import make_loader
 from lib.onnx_export import save_onnx_fp32
 from lib.torch_runtime import torch_predictor
 from tests.test_quantize import SENTENCES, tiny  # noqa: F401  (tiny is a fixture)

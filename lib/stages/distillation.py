@@ -5,7 +5,8 @@ import pandas as pd
 
 from lib import bench, goals, ood_eval, pipeline, stats
 from lib.common import FinCompressError, relative_path, set_seed
-from lib.data import load_splits, load_transfer, make_loader
+from lib.batching import make_loader
+from lib.data import load_splits, load_transfer
 from lib.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
 from lib.losses import precomputed_kd_loss
 from lib.ood import load_tweet_pool

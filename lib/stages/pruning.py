@@ -9,7 +9,8 @@ import seaborn as sns
 
 from lib import bench, goals, ood_eval, prune, stats
 from lib.common import FinCompressError, relative_path
-from lib.data import load_splits, load_transfer, make_loader
+from lib.batching import make_loader
+from lib.data import load_splits, load_transfer
 from lib.losses import precomputed_kd_loss
 from lib.parallel import rank0_only
 from lib.params import percent, sparsities

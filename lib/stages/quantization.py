@@ -8,7 +8,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lib import bench, goals, manifest, ood_eval, quantize as q, quantize_static as qs, sensitivity as sens, stats
 from lib.common import FinCompressError, quiet, relative_path
-from lib.data import load_splits, make_loader
+from lib.batching import make_loader
+from lib.data import load_splits
 from lib.onnx_export import calibration_study, save_onnx_fp32, save_onnx_int8
 from lib.parallel import rank0_only
 from lib.stages.base import Stage as BaseStage
@@ -110,8 +111,7 @@ def measure_saved(source: Variant, qdir: Path, root: Path, loaders: dict, lat_in
 def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     """PTQ (torch), ONNX FP32/INT8 and QAT INT8 of one model, each saved, reloaded from disk and measured. Under
     a launcher rank 0 alone does the CPU-only INT8 work and the CPU timing; QAT trains data-parallel on every rank."""
-    model, tokenizer = load_fp32(source.location(paths["root"]))
-    splits = load_splits(paths["data"])
+    (model, tokenizer), splits = load_fp32(source.location(paths["root"])), load_splits(paths["data"])
     val, test = (make_loader(splits[s], tokenizer, 64, p["max_length"]) for s in ("val", "test"))
     texts = splits["test"]["text"].astype(str).tolist()
     lat_inputs = bench.batch1_inputs(tokenizer, texts, seq_len=p["latency_seq_len"], n=p["latency_n"])
