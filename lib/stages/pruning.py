@@ -121,7 +121,8 @@ def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p
     out = {"name": name, "base": base, "levels": []}
     importance = prune.IMPORTANCE[p["importance"]](train, device, p["importance_batches"], amp)  # gold labels only
     for level in levels:
-        start, label, desc = time.time(), level_name(level), f"prune_{name}_{level_name(level)}"
+        start, label = time.time(), level_name(level)
+        desc = f"prune_{name}_{label}"
         recover = recoverer(loader(kd_df, p["batch_size"], True), val, device, p, loss_fn, paths["logs"], desc, amp)
         log = prune.prune_to(model, importance, head_fraction=level[0], ffn_fraction=level[1], rounds=p["rounds"],
                              recover=recover, desc=desc)

@@ -82,14 +82,14 @@ def stacked_onnx(v: Variant, name: str, model, tokenizer, keep, trimmed: bool, p
     return made
 
 
-def build_stacked(paths: dict, variants: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,
+def build_stacked(paths: dict, pruned: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,
                   vocab_texts: list[str] | None = None, vocab_frequent: int = 0, static: dict | None = None,
                   vocab_min_count: int = 1) -> list[Variant]:
-    """Pruned model -> ONNX -> ORT INT8 (dynamic, and static: stacked_onnx) for every pruned variant: compression
+    """Pruned model -> ONNX -> ORT INT8 (dynamic, and static: stacked_onnx) for each of `pruned`: compression
     stacked as it would ship. With `vocab_texts`, each also gets a `_vocab` twin whose vocabulary keeps only the
     tokens those texts use (and only the positions the study reads)."""
     stacked = []
-    for v in [v for v in variants if v.format == "pruned"]:
+    for v in pruned:  # Stage.gather picked them by format
         src = v.location(paths["root"])
         model, tokenizer = prune.load_pruned(src), AutoTokenizer.from_pretrained(src)
         keep = q.modules_in(model, keep_groups.get(v.source, []))  # the FP32 choice made for the model it was pruned from
