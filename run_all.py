@@ -13,17 +13,20 @@ import sys
 import time
 from pathlib import Path
 
-from lib import pipeline, preflight as checks
-from lib.cli import run_cli
-from lib.common import REPO_ROOT, FinCompressError, dist_env, stage_paths, write_json
-from lib.params import check_values, model_config, model_family, parse_parameters, parse_value
-from lib.render import write_index
-from lib.runlock import RunLock
-from lib.pipeline import NOTEBOOKS
-from lib.runstate import (damaged_outputs, fingerprint, forget, load_state, record_outputs,
+from lib.core import pipeline
+from lib.core.cli import run_cli
+from lib.core.errors import FinCompressError
+from lib.core.files import REPO_ROOT, stage_paths, write_json
+from lib.core.params import check_values, model_config, model_family, parse_parameters, parse_value
+from lib.core.pipeline import NOTEBOOKS
+from lib.modeling.distributed import dist_env
+from lib.report.render import write_index
+from lib.run import preflight as checks
+from lib.run.runlock import RunLock
+from lib.run.runstate import (damaged_outputs, fingerprint, forget, load_state, record_outputs,
                           up_to_date, writes_log)
-from lib.stagerun import INTERRUPTED, run_interruptible
-from lib.model_source import FINBERT, PACKAGED_TEACHER
+from lib.core.model_source import FINBERT, PACKAGED_TEACHER
+from lib.run.stagerun import INTERRUPTED, run_interruptible
 
 
 def parse_args(argv=None):

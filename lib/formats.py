@@ -1,12 +1,14 @@
 """How each format of variant loads, for inference and as a float module: the one registry every consumer goes
-through. It sits above the techniques whose loaders it names (lib.prune, lib.quantize, lib.onnx_runtime)."""
+through. It sits above the techniques whose loaders it names (lib.techniques.prune, lib.techniques.quantize, lib.runtime.onnxrt)."""
 from dataclasses import dataclass
 from typing import Callable
 
-from lib import manifest, onnx_runtime, prune, quantize
-from lib.errors import FinCompressError
-from lib.torch_runtime import torch_predictor
-from lib.variants import Variant
+from lib.core import manifest
+from lib.core.errors import FinCompressError
+from lib.core.variants import Variant
+from lib.runtime import onnxrt
+from lib.runtime.pytorch import torch_predictor
+from lib.techniques import prune, quantize
 
 
 def _tokenizer(path):
@@ -36,7 +38,7 @@ def _int8_load(path, threads):
 
 
 def _onnx_load(path, threads):
-    return onnx_runtime.load(path, threads)
+    return onnxrt.load(path, threads)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ target_f1 = 0.87  # goal: validation macro-F1 the teacher must reach (later stag
 # %%
 from IPython.display import Markdown, display
 
-from lib import report
+from lib.report import plots
 from lib.stages import data_teacher
 
 stage = data_teacher.Stage(globals())
@@ -63,7 +63,7 @@ stage = data_teacher.Stage(globals())
 # %%
 summary = stage.prepare_data()
 display(Markdown(stage.data_text()))
-report.plot_distribution(summary);
+plots.plot_distribution(summary);
 
 # %% [markdown]
 # ## Teacher fine-tuning
@@ -77,24 +77,24 @@ result = stage.train_teacher()
 # ## Learning curves
 
 # %%
-stage.save_figure(report.plot_history({"teacher": result["history"]}, target_f1), "learning_curves");
+stage.save_figure(plots.plot_history({"teacher": result["history"]}, target_f1), "learning_curves");
 
 # %% [markdown]
 # ## Where the teacher errs
 # Confusion matrices on validation (used for model selection) and test (untouched until now).
 
 # %%
-display(report.table(report.metrics_table(stage.evals())))
+display(plots.table(plots.metrics_table(stage.evals())))
 
 # %%
-report.plot_confusions(stage.evals());
-report.plot_per_class_f1(stage.evals());
+plots.plot_confusions(stage.evals());
+plots.plot_per_class_f1(stage.evals());
 
 # %% [markdown]
 # ## Test macro-F1 per source
 
 # %%
-display(report.table(stage.by_source.rename(columns={"n": "sentences", "macro_f1": "macro-F1"})))
+display(plots.table(stage.by_source.rename(columns={"n": "sentences", "macro_f1": "macro-F1"})))
 
 # %% [markdown]
 # ## Verdict

@@ -63,7 +63,7 @@ min_speedup = 2.5  # goal: batch-1 CPU speed-up of the best student over the tea
 # %%
 from IPython.display import Markdown, display
 
-from lib import report
+from lib.report import plots
 from lib.stages import distillation
 
 stage = distillation.Stage(globals())
@@ -100,7 +100,7 @@ stage.train_kd_intermediate();
 # plain cross-entropy for all.
 
 # %%
-report.plot_history({k: r["history"] for k, r in stage.results.items()}, stage.target_f1);
+plots.plot_history({k: r["history"] for k, r in stage.results.items()}, stage.target_f1);
 
 # %% [markdown]
 # ## Accuracy: students vs teacher
@@ -112,14 +112,14 @@ report.plot_history({k: r["history"] for k, r in stage.results.items()}, stage.t
 
 # %%
 table = stage.compare()
-display(report.table(stage.readable(), highlight=stage.best()))
+display(plots.table(stage.readable(), highlight=stage.best()))
 
 # %%
 stage.plot_f1();
 
 # %%
-report.plot_confusions(stage.tests());
-report.plot_per_class_f1(stage.tests());
+plots.plot_confusions(stage.tests());
+plots.plot_per_class_f1(stage.tests());
 
 # %% [markdown]
 # ## Size and batch-1 CPU latency
@@ -128,7 +128,7 @@ report.plot_per_class_f1(stage.tests());
 
 # %%
 stage.measure()
-display(report.table(stage.size_table(), highlight=stage.best()))
+display(plots.table(stage.size_table(), highlight=stage.best()))
 
 # %% [markdown]
 # ## Verdict

@@ -65,8 +65,9 @@ parity_tol = 1e-4  # largest max abs logit difference allowed between ONNX FP32 
 # %%
 from IPython.display import Markdown, display
 
-from lib import quantize_static as qs, report
+from lib.report import plots
 from lib.stages import quantization
+from lib.techniques import quantize_static as qs
 
 stage = quantization.Stage(globals())
 stage.pick_models()
@@ -100,7 +101,7 @@ for r in stage.results:
     display(Markdown(f"**{r['name']}**: full INT8 with the kept groups reads {r['val_delta_pts_with_keep']:+.2f} val "
                      f"points vs FP32 in PyTorch; ONNX Runtime keeps {', '.join(r['onnx_keep_fp32_groups']) or 'nothing'} "
                      f"FP32 and reads {r['onnx_val_delta_pts_with_keep']:+.2f}"))
-    display(report.table(quantization.sensitivity_table(r)))
+    display(plots.table(quantization.sensitivity_table(r)))
 
 # %% [markdown]
 # ## Accuracy, size and speed
@@ -114,7 +115,7 @@ quantization.plot_tradeoffs(stage.results);
 
 # %%
 for r in stage.results:
-    display(report.table(quantization.variants_table(r)))
+    display(plots.table(quantization.variants_table(r)))
     display(Markdown(f"ONNX export parity ({r['name']}, padded batch {r['onnx_parity']['batch_shape']}): max |logit "
                      f"diff| {r['onnx_parity']['max_abs_diff']:.2e}, agreement {r['onnx_parity']['agreement']:.0%}"))
 
@@ -125,7 +126,7 @@ for r in stage.results:
 
 # %%
 for r in stage.results:
-    display(report.table(quantization.calibration_table(r)))
+    display(plots.table(quantization.calibration_table(r)))
     display(Markdown(f"**{r['name']}**: static {qs.int8_summary(r['onnx_ops']['static'])} · dynamic "
                      f"{qs.int8_summary(r['onnx_ops']['dynamic'])}"))
 
@@ -135,7 +136,7 @@ for r in stage.results:
 
 # %%
 for r in stage.results:
-    report.plot_confusions(quantization.int8_confusions(r));
+    plots.plot_confusions(quantization.int8_confusions(r));
 
 # %% [markdown]
 # ## Verdict

@@ -62,7 +62,7 @@ min_speedup = 1.2  # goal: batch-1 speed-up of the chosen level over its unprune
 # %%
 from IPython.display import Markdown, display
 
-from lib import report
+from lib.report import plots
 from lib.stages import pruning
 
 stage = pruning.Stage(globals())
@@ -78,13 +78,13 @@ stage.prune();
 
 # %% [markdown]
 # ## Size, speed and accuracy against the unpruned source
-# Every checkpoint is reloaded from disk (pruned ones through `lib.prune.load_pruned`) and timed on
+# Every checkpoint is reloaded from disk (pruned ones through `lib.techniques.prune.load_pruned`) and timed on
 # real test sentences, one at a time, with the same harness as stage 05. `Δ` is the level's macro-F1
 # minus its unpruned source's, in points (negative = worse): on val it is what the goals judge, on test
 # it comes with a paired bootstrap 95% interval. `goals (val)`: every goal of this stage met on validation.
 
 # %%
-display(report.table(stage.measure()))
+display(plots.table(stage.measure()))
 
 # %% [markdown]
 # ## Where the units were removed
@@ -104,7 +104,7 @@ pruning.plot_curve(stage.results, max_f1_drop_pts, min_speedup);
 # ## Where the pruned models err (test set)
 
 # %%
-report.plot_confusions(pruning.confusions(stage.results));
+plots.plot_confusions(pruning.confusions(stage.results));
 
 # %% [markdown]
 # ## Verdict

@@ -48,7 +48,8 @@ peak_seconds = 1.0  # seconds per matmul shape when measuring the INT8 and FP32 
 # %%
 from IPython.display import Markdown, display
 
-from lib import pareto, report, ship
+from lib.report import plots
+from lib.ship import decide, pareto
 from lib.stages import benchmark
 
 stage = benchmark.Stage(globals())
@@ -73,10 +74,10 @@ display(Markdown(stage.describe()))
 results = stage.benchmark()
 recommended = stage.recommend()
 quality, costs, out_of_domain = stage.tables()
-display(report.table(quality, highlight=recommended.name, index=False))
+display(plots.table(quality, highlight=recommended.name, index=False))
 if out_of_domain is not None:  # in-domain retention beside the out-of-domain figures, per class
-    display(report.table(out_of_domain, highlight=recommended.name, index=False))
-display(report.table(costs, highlight=recommended.name, index=False))
+    display(plots.table(out_of_domain, highlight=recommended.name, index=False))
+display(plots.table(costs, highlight=recommended.name, index=False))
 
 # %% [markdown]
 # ## How fast, really
@@ -97,7 +98,7 @@ display(Markdown(stage.hardware()))
 stage.plot_tradeoffs();
 
 # %%
-display(Markdown(ship.why_here(recommended, results, stage.stage_goals())))
+display(Markdown(decide.why_here(recommended, results, stage.stage_goals())))
 
 # %%
 pareto.plot_retention(results);

@@ -1,4 +1,4 @@
-"""Batch-1 latency of one pruned model's ONNX Runtime INT8 graph: torch.onnx's export vs lib.onnx_graph's fused one.
+"""Batch-1 latency of one pruned model's ONNX Runtime INT8 graph: torch.onnx's export vs lib.runtime.onnx_graph's fused one.
 
     python scripts/bench_onnx_graph.py [PRUNED_DIR] [--out-dir .] [--threads 2]
 
@@ -16,10 +16,13 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import bench, onnx_runtime, prune, quantize as q  # noqa: E402
-from lib.cli import run_cli  # noqa: E402
-from lib.common import FinCompressError, read_json  # noqa: E402
-from lib.variants import Variant  # noqa: E402
+from lib.core.cli import run_cli  # noqa: E402
+from lib.core.errors import FinCompressError  # noqa: E402
+from lib.core.files import read_json  # noqa: E402
+from lib.core.variants import Variant  # noqa: E402
+from lib.measure import bench  # noqa: E402
+from lib.runtime import onnxrt  # noqa: E402
+from lib.techniques import prune, quantize as q  # noqa: E402
 
 
 def median_ms(sess, feeds, threads: int) -> float:
@@ -65,8 +68,9 @@ def main():
                               ("all INT8", [])]:
             sessions = {}
             for graph in ("torch_onnx", "fused"):
-                q.quantize_onnx(tmp / f"{graph}.onnx", tmp / f"{graph}_int8.onnx", q.modules_in(model, groups))
-                sessions[graph] = onnx_runtime.session(tmp / f"{graph}_int8.onnx", args.threads)
+                q.quantize_onnx(tmp / f"{graph}.onnx", tmp / f"{graph}_int8.onnx",
+                                q.QuantConfig(keep_fp32=tuple(q.modules_in(model, groups))))
+                sessions[graph] = onnxrt.session(tmp / f"{graph}_int8.onnx", args.threads)
             rounds = {g: [] for g in sessions}
             for _ in range(3):
                 for g, s in sessions.items():

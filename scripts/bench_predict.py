@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from lib.variants import SHIPPED_MODEL  # noqa: E402  (a record and file names: no numpy, no ONNX Runtime)
+from lib.core.variants import SHIPPED_MODEL  # noqa: E402  (a record and file names: no numpy, no ONNX Runtime)
 
 GOALS = {"startup_s": 1.5, "sentences_per_s": 1000, "peak_rss_mb": 250}
 
@@ -78,7 +78,8 @@ def levers(model: Path, texts: list[str], batch_size: int, threads: int, rounds:
     the machine's load: padding to 128 vs to the batch's longest, input order vs sorted by length, and the
     serving session options (no spinning, no memory patterns) vs ONNX Runtime's defaults."""
     import numpy as np
-    from lib import onnx_runtime, serving
+    from lib.predict import serving
+    from lib.runtime import onnxrt
     loaded = serving.load(model, threads)
     tokenizer, pad_id = loaded.tokenizer, loaded.pad_id
     serving.set_truncation(tokenizer, 128)
@@ -89,7 +90,7 @@ def levers(model: Path, texts: list[str], batch_size: int, threads: int, rounds:
                "pad to longest, sorted, ORT defaults": (False, True, True),
                "pad to longest, sorted, serving session (predict)": (False, True, False)}
     times = {k: [] for k in configs}
-    sessions = {defaults: onnx_runtime.predictor(onnx_runtime.session(onnx_runtime.model_file(model), threads,
+    sessions = {defaults: onnxrt.predictor(onnxrt.session(onnxrt.model_file(model), threads,
                                                                       serving=not defaults)) for defaults in (True, False)}
     for _ in range(rounds):
         for name, (fixed, ordered, defaults) in configs.items():

@@ -11,11 +11,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import bench, formats, goals, variants  # noqa: E402
-from lib.cli import run_cli  # noqa: E402
-from lib.common import read_json  # noqa: E402
-from lib.params import check_range  # noqa: E402
-from lib.data import load_splits  # noqa: E402
+from lib import formats  # noqa: E402
+from lib.core import goals, variants  # noqa: E402
+from lib.core.cli import run_cli  # noqa: E402
+from lib.core.files import read_json  # noqa: E402
+from lib.core.params import check_range  # noqa: E402
+from lib.data.corpus import load_splits  # noqa: E402
+from lib.measure import bench  # noqa: E402
 
 HEADER = f"{'variant':30} {'F1':>7} {'FP32 F1':>7} {'test Δ':>7} {'disk bytes':>11} {'params':>10} {'ms':>7} {'speedup':>7} {'size x':>6}  goals"
 

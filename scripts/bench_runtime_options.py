@@ -22,21 +22,23 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import bench, onnx_runtime  # noqa: E402
-from lib.batching import length_sorted  # noqa: E402
-from lib.cli import run_cli  # noqa: E402
-from lib.common import FinCompressError, write_json  # noqa: E402
-from lib.params import check_range  # noqa: E402
-from lib.ort_runtime import interleaved_seconds  # noqa: E402
-from lib.variants import ONNX_FILE  # noqa: E402
+from lib.core.cli import run_cli  # noqa: E402
+from lib.core.errors import FinCompressError  # noqa: E402
+from lib.core.files import write_json  # noqa: E402
+from lib.core.params import check_range  # noqa: E402
+from lib.core.variants import ONNX_FILE  # noqa: E402
+from lib.data.batching import length_sorted  # noqa: E402
+from lib.measure import bench  # noqa: E402
+from lib.measure.roofline import interleaved_seconds  # noqa: E402
+from lib.runtime import onnxrt  # noqa: E402
 
-BASE = "baseline: lib.onnx_runtime.session (ALL, arena, spinning)"
+BASE = "baseline: lib.runtime.onnxrt.session (ALL, arena, spinning)"
 AGAIN = "baseline again, a second session (A/A: the noise)"  # a gain smaller than its deviation from 1 is noise
 FIXED = 128
 
 
 def session(path, threads: int, level: str = "all", mem_arena: bool = True, config: dict | None = None):
-    """lib.onnx_runtime.session's options with one of them changed."""
+    """lib.runtime.onnxrt.session's options with one of them changed."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -80,9 +82,9 @@ def option_runners(path: Path, threads: int) -> dict:
     """name -> run(feed) for the baseline session and each single change to it."""
     def plain(sess):
         return lambda feed: sess.run(None, feed)[0]
-    return {BASE: plain(onnx_runtime.session(path, threads)),
-            AGAIN: plain(onnx_runtime.session(path, threads)),
-            "predict's serving session (no spinning, no mem pattern)": plain(onnx_runtime.session(path, threads, True)),
+    return {BASE: plain(onnxrt.session(path, threads)),
+            AGAIN: plain(onnxrt.session(path, threads)),
+            "predict's serving session (no spinning, no mem pattern)": plain(onnxrt.session(path, threads, True)),
             "graph level EXTENDED": plain(session(path, threads, level="extended")),
             "graph level BASIC": plain(session(path, threads, level="basic")),
             "graph level BASIC, no spinning": plain(session(path, threads, level="basic",
@@ -158,7 +160,7 @@ def main(argv=None) -> int:
     batches = [numpy_feed(tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=FIXED, return_tensors="np"), names)
                for i in range(0, len(texts), 32)]
     options = options_table(runners, singles, batches, args.threads, args.rounds)
-    batching = batching_table(onnx_runtime.session(model, args.threads), tokenizer, texts, args.rounds)
+    batching = batching_table(onnxrt.session(model, args.threads), tokenizer, texts, args.rounds)
     pd.set_option("display.width", 200)
     print(f"{model}: {len(texts)} sentences, {args.threads} threads, {args.rounds} interleaved rounds\n")
     print(options.round(3).to_string(), "\n")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from any working directory
 
-from lib.cli import run_cli  # noqa: E402
-from lib.common import FinCompressError, git_commit  # noqa: E402
+from lib.core.cli import run_cli  # noqa: E402
+from lib.core.errors import FinCompressError  # noqa: E402
+from lib.core.runinfo import git_commit  # noqa: E402
 
 MANIFEST = "MANIFEST.json"
 # Executed notebooks duplicate the HTML; dot files (.state.json) are run_all's bookkeeping.

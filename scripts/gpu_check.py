@@ -18,8 +18,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from gpu_common import BUNDLE, CPU_MODE, WORK, CheckFailed, device, left_s, run_logged  # noqa: E402
 from gpu_check_train import ddp_worker, step_ddp, step_train  # noqa: E402
-from lib import pipeline  # noqa: E402
-from lib.model_source import FINBERT  # noqa: E402
+from lib.core import pipeline  # noqa: E402
+from lib.core.model_source import FINBERT  # noqa: E402
 
 FINBERT_REV = "0000000000000000000000000000000000f1b3e7"  # the private cache's fake commit of the stand-in
 # FinBERT's head order (its config.json): our labels are negative/neutral/positive, so load_classifier remaps.
@@ -47,7 +47,7 @@ def step_env() -> str:
     if Path(spec.argv[0]).name not in ("python", "python3", Path(sys.executable).name):
         raise CheckFailed(f"papermill's python3 kernel runs {spec.argv[0]}, not this interpreter {sys.executable}")
     import nbformat
-    from lib.render import render_html
+    from lib.report.render import render_html
     render_html(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("check")]), WORK / "logs" / "env.html")
     import torch
     import transformers
@@ -78,7 +78,7 @@ def step_standin() -> str:
     import huggingface_hub
     import torch
     from transformers import AutoModelForSequenceClassification
-    from lib.train import load_classifier
+    from lib.modeling.train import load_classifier
     if os.environ.get("HF_HUB_OFFLINE") != "1":
         raise CheckFailed("HF_HUB_OFFLINE is not 1: run this through scripts/gpu_check.sh")
     repo = Path(os.environ["HF_HOME"]) / "hub" / "models--ProsusAI--finbert"

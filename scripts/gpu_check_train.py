@@ -5,7 +5,7 @@ import sys
 import time
 
 from gpu_common import BUNDLE, CPU_MODE, WORK, CheckFailed, device, free_ports, left_s, run_logged
-from lib.model_source import FINBERT
+from lib.core.model_source import FINBERT
 
 DDP_DIR = WORK / "ddp"
 BS, ML = (16, 48) if CPU_MODE else (64, 128)  # --gpu's training batch (evaluation at twice it); the notebooks' max_length
@@ -13,7 +13,7 @@ BS, ML = (16, 48) if CPU_MODE else (64, 128)  # --gpu's training batch (evaluati
 
 def real_splits():
     """Stage 01's split of the carried copy of the real data (all of it; a sample in the CPU rehearsal)."""
-    from lib.data import load_splits, prepare_data
+    from lib.data.corpus import load_splits, prepare_data
     folder = WORK / "data"
     if not (folder / "train.csv").is_file():
         prepare_data(folder, str(BUNDLE / "data"), seed=42, max_rows=400 if CPU_MODE else 0)
@@ -24,7 +24,7 @@ def warm_up(model, loader, dev, loss_fn, steps: int = 3) -> None:
     """Untimed forward and backward passes, no update: the first CUDA kernels, cuBLAS handles and autocast caches
     are built here (16 s for 20 steps on the first H100 check), not inside the timed epoch."""
     import torch
-    from lib.batching import autocast, to_device
+    from lib.data.batching import autocast, to_device
     model.to(dev).train()
     for _, batch in zip(range(steps), loader):
         with autocast(dev, dev.type == "cuda"):
@@ -36,10 +36,11 @@ def warm_up(model, loader, dev, loss_fn, steps: int = 3) -> None:
 
 
 def timed_fit(model, rows, val_loader, dev, tok, **kw) -> dict:
-    """One epoch of lib.train.fit on `rows`: train sentences/s (the val pass timed apart and left out), peak memory."""
+    """One epoch of lib.modeling.train.fit on `rows`: train sentences/s (the val pass timed apart and left out), peak memory."""
     import torch
-    from lib import bench, train
-    from lib.batching import make_loader
+    from lib.data.batching import make_loader
+    from lib.measure import bench
+    from lib.modeling import train
     loader = make_loader(rows, tok, BS, ML, shuffle=True, seed=42)
     warm_up(model, loader, dev, kw.get("loss_fn", train.cross_entropy_loss))
     if dev.type == "cuda":
@@ -62,9 +63,10 @@ def timed_fit(model, rows, val_loader, dev, tok, **kw) -> dict:
 def step_train() -> str:
     """Teacher (FinBERT offline, SDPA, bf16) then a 6-layer KD student, one epoch each on real sentences."""
     import torch
-    from lib import distill, losses, train
-    from lib.common import set_seed
-    from lib.batching import make_loader
+    from lib.data.batching import make_loader
+    from lib.modeling import losses, train
+    from lib.modeling.device import set_seed
+    from lib.techniques import distill
     dev = device()
     splits = real_splits()
     rows = splits["train"].head(96 if CPU_MODE else 1280)
@@ -87,7 +89,7 @@ def step_train() -> str:
 
 def step_ddp() -> str:
     """Two ranks (NCCL on 2+ GPUs, else gloo sharing one GPU; gloo on CPU in the rehearsal) train and prune with
-    lib.train.fit and lib.prune.prune_step; both must end with identical weights and pruned shapes."""
+    lib.modeling.train.fit and lib.techniques.prune.prune_step; both must end with identical weights and pruned shapes."""
     import shutil
     import torch
     from safetensors.torch import load_file
@@ -114,16 +116,18 @@ def ddp_worker() -> None:
     """One rank of step_ddp: the project's fit (DDP) and prune_step (rank 0's choice broadcast) on real data."""
     import torch
     from safetensors.torch import save_file
-    from lib import prune, train
-    from lib.common import dist_env, set_seed
-    from lib.batching import make_loader
-    from lib.data import load_splits
+    from lib.data.batching import make_loader
+    from lib.data.corpus import load_splits
+    from lib.modeling import train
+    from lib.modeling.device import set_seed
+    from lib.modeling.distributed import dist_env
+    from lib.techniques import prune
     rank, local, world = dist_env()
     # As run_all's join_launcher does: each group is hosted on its own port by rank 0, not by torchrun's agent.
     os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
     dev, backend = torch.device("cpu"), "gloo on CPU"
     if not CPU_MODE and torch.cuda.device_count() >= world:
-        dev, backend = torch.device("cuda", local), "NCCL"  # what lib.common.data_parallel picks on CUDA
+        dev, backend = torch.device("cuda", local), "NCCL"  # what lib.modeling.distributed.data_parallel picks on CUDA
         torch.cuda.set_device(dev)
     elif not CPU_MODE:  # NCCL refuses two ranks on one GPU: the same DDP code over gloo, CUDA tensors
         dev, backend = torch.device("cuda", 0), "gloo sharing one GPU"

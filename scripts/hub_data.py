@@ -13,10 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from any working directory
 
-from lib.cli import run_cli  # noqa: E402
-from lib.common import FinCompressError, atomic_dir, write_json  # noqa: E402
-from lib.data import FIQA_HUB as FIQA, PHRASEBANK_HUB as PHRASEBANK, PHRASEBANK_ZIP  # noqa: E402,F401
-from lib.data import fiqa_task1, hub_downloads, phrasebank_members, read_local  # noqa: E402
+from lib.core.cli import run_cli  # noqa: E402
+from lib.core.errors import FinCompressError  # noqa: E402
+from lib.core.files import atomic_dir, write_json  # noqa: E402
+from lib.data.corpus import FIQA_HUB as FIQA, PHRASEBANK_HUB as PHRASEBANK, PHRASEBANK_ZIP  # noqa: E402,F401
+from lib.data.corpus import fiqa_task1, hub_downloads, phrasebank_members, read_local  # noqa: E402
 
 TWEETS = "zeroshot/twitter-financial-news-sentiment"
 TWEETS_CSV = "sent_train.csv"
@@ -41,7 +42,7 @@ def cache_key(revs: dict) -> str:
 
 
 def write_layout(dest: Path, zip_path: Path, fiqa_rows: list[dict], tweets_csv: Path, revs: dict) -> dict:
-    """Write the ../shared/data layout atomically; it replaces `dest` only if lib.data reads it back whole."""
+    """Write the ../shared/data layout atomically; it replaces `dest` only if lib.data.corpus reads it back whole."""
     with atomic_dir(Path(dest)) as tmp:
         (tmp / "financial_phrasebank").mkdir()
         for name, data in phrasebank_members(zip_path).items():

@@ -5,7 +5,7 @@
 Peak: one large MatMulInteger (uint8 x int8 -> int32) and one FP32 MatMul per shape, the weight constant
 (pre-packed, as in a model), the fastest run within --seconds; the best shape is the peak, in GOP/s
 (2 ops per multiply-accumulate). Per model (a folder with model.onnx and its tokenizer): useful MACs per
-sentence at the sentences' real token counts (lib.ort_runtime.macs_per_sentence), batch-32
+sentence at the sentences' real token counts (lib.measure.roofline.macs_per_sentence), batch-32
 model-only throughput (padding to each batch's longest, in file order and length-sorted, interleaved)
 and the share of the INT8 peak those sentences per second represent.
 """
@@ -18,11 +18,14 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import batching, onnx_runtime, ort_runtime as rt  # noqa: E402
-from lib.variants import ONNX_FILE  # noqa: E402
-from lib.cli import run_cli  # noqa: E402
-from lib.common import FinCompressError, write_json  # noqa: E402
-from lib.params import check_range  # noqa: E402
+from lib.core.cli import run_cli  # noqa: E402
+from lib.core.errors import FinCompressError  # noqa: E402
+from lib.core.files import write_json  # noqa: E402
+from lib.core.params import check_range  # noqa: E402
+from lib.core.variants import ONNX_FILE  # noqa: E402
+from lib.data import batching  # noqa: E402
+from lib.measure import roofline as rt  # noqa: E402
+from lib.runtime import onnxrt  # noqa: E402
 
 
 def peaks(threads: int, seconds: float) -> dict:
@@ -36,7 +39,7 @@ def peaks(threads: int, seconds: float) -> dict:
 def model_share(model_dir: Path, texts: list[str], peak: dict, threads: int, rounds: int = 5) -> dict:
     """MACs per sentence, batch-32 throughput (file order and length-sorted) and share of the INT8 peak."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    sess = onnx_runtime.session(model_dir / ONNX_FILE, threads)
+    sess = onnxrt.session(model_dir / ONNX_FILE, threads)
     names = [i.name for i in sess.get_inputs()]
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=128)["input_ids"]]
     macs = rt.macs_per_sentence(model_dir / ONNX_FILE, lengths)

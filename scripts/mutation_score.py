@@ -12,8 +12,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib.cli import run_cli  # noqa: E402
-from lib.common import FinCompressError  # noqa: E402
+from lib.core.cli import run_cli  # noqa: E402
+from lib.core.errors import FinCompressError  # noqa: E402
 
 DETECTED = ("killed", "timeout", "caught by type check")
 
@@ -31,7 +31,7 @@ def statuses(root: Path) -> dict[str, str]:
 
 
 def module_of(mutant: str) -> str:
-    """lib.common.x_set_seed__mutmut_3 -> lib/common.py"""
+    """lib.modeling.device.x_set_seed__mutmut_3 -> lib/modeling/device.py"""
     return mutant.split("__mutmut_")[0].rsplit(".", 1)[0].replace(".", "/") + ".py"
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.cli import run_cli  # noqa: E402
-from lib.common import read_json  # noqa: E402
-from lib.stats import noise_summary, verdict_word  # noqa: E402
+from lib.core.cli import run_cli  # noqa: E402
+from lib.core.files import read_json  # noqa: E402
+from lib.core.stats import noise_summary, verdict_word  # noqa: E402
 
 BEGIN, END = "<!-- results_table.py: begin -->", "<!-- results_table.py: end -->"
 HEADER = ("| variant | val macro-F1 | test macro-F1 (95% CI) | test Δ vs teacher, pts (95% CI) | McNemar p | on test "
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     variants = read_json(out / "results" / "benchmark.json", "stage 05 results")["variants"]
     stage = read_json(out / "reports" / "05_benchmark.json", "stage 05 report")
     if not variants or "test_delta_pts" not in variants[0]:
-        from lib.errors import FinCompressError
+        from lib.core.errors import FinCompressError
         raise FinCompressError(f"{out / 'results' / 'benchmark.json'} predates the val/test columns; re-run stage 05 "
                                "(python run_all.py --only 05 --force)")
     shipped = stage["headline"]["recommended"]
@@ -82,8 +82,8 @@ def main(argv=None) -> int:
 
 def write_block(readme: Path, table: str, commit: str) -> None:
     """Replace what lies between the markers (kept) with the table, atomically."""
-    from lib.common import write_text_atomic
-    from lib.errors import FinCompressError
+    from lib.core.errors import FinCompressError
+    from lib.core.files import write_text_atomic
     text = readme.read_text(encoding="utf-8")
     if text.count(BEGIN) != 1 or text.count(END) != 1:
         raise FinCompressError(f"{readme} needs one {BEGIN} and one {END} line around the results table")

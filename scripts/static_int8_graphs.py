@@ -2,7 +2,7 @@
 
     python scripts/static_int8_graphs.py ONNX_DIR [--texts data/test.csv] [--calib data/train.csv] [--threads 2]
 
-ONNX_DIR holds an FP32 model.onnx written by lib.onnx_graph (fused com.microsoft.Attention) and its
+ONNX_DIR holds an FP32 model.onnx written by lib.runtime.onnx_graph (fused com.microsoft.Attention) and its
 tokenizer. Each recipe below is quantized from the same MinMax calibration, loaded with
 ORT_ENABLE_EXTENDED (the optimized graph ORT writes at ALL adds machine-specific layouts), and reported
 as the op types ORT runs (so which fusions happened), max |logit diff| against FP32, labels that move
@@ -19,10 +19,12 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import bench, onnx_runtime, quantize as q, quantize_static as qs  # noqa: E402
-from lib.cli import run_cli  # noqa: E402
-from lib.common import FinCompressError  # noqa: E402
-from lib.variants import ONNX_FILE  # noqa: E402
+from lib.core.cli import run_cli  # noqa: E402
+from lib.core.errors import FinCompressError  # noqa: E402
+from lib.core.variants import ONNX_FILE  # noqa: E402
+from lib.measure import bench  # noqa: E402
+from lib.runtime import onnxrt  # noqa: E402
+from lib.techniques import quantize as q, quantize_static as qs  # noqa: E402
 
 OPS = ["QAttention", "Attention", "MatMulIntegerToFloat", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMul",
        "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"]
@@ -48,7 +50,7 @@ def recipes(feeds) -> dict:
             "QDQ MatMul+Gather, FP32 outputs": ort_recipe("QDQ", ["MatMul", "Gather"], FP32_OUT),
             "QOperator MatMul+Gather": ort_recipe("QOperator", ["MatMul", "Gather"]),
             "ours: QDQ, FP32 outputs+residual, static QAttention":
-                lambda src, dst, cache: q.quantize_onnx(src, dst, mode="static", calib_inputs=feeds),
+                lambda src, dst, cache: q.quantize_onnx(src, dst, q.QuantConfig("static"), qs.ranges_for(src, feeds)),
             "dynamic INT8 (today's default)": lambda src, dst, cache: q.quantize_onnx(src, dst)}
 
 
@@ -76,11 +78,11 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         from onnxruntime.quantization.calibrate import save_tensors_data
         save_tensors_data(qs.calibrate(src, feeds, "minmax", op_types=None), tmp / "ranges.json")  # every tensor
-        fp32 = logits(onnx_runtime.session(src, args.threads), tok, texts, 32)
-        rows, sessions = [], {"FP32": onnx_runtime.session(src, args.threads)}
+        fp32 = logits(onnxrt.session(src, args.threads), tok, texts, 32)
+        rows, sessions = [], {"FP32": onnxrt.session(src, args.threads)}
         for name, make in recipes(feeds).items():
             make(src, tmp / f"{len(rows)}.onnx", tmp / "ranges.json")
-            sess = sessions[name] = onnx_runtime.session(tmp / f"{len(rows)}.onnx", args.threads)
+            sess = sessions[name] = onnxrt.session(tmp / f"{len(rows)}.onnx", args.threads)
             ops = qs.loaded_ops(tmp / f"{len(rows)}.onnx")
             one, many = logits(sess, tok, texts, 1), logits(sess, tok, texts, 32)
             rows.append({"recipe": name, **{o: ops.get(o, 0) for o in OPS}, "summary": qs.int8_summary(ops),

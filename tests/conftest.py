@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from lib.model_source import resolve_model_source
+from lib.core.model_source import resolve_model_source
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("FINCOMPRESS_DATA_DIR", REPO.parent / "shared" / "data"))

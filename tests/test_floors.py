@@ -1,4 +1,4 @@
-"""The floor plan (lib/floors.py) held against every import of the code: lib/, run_all.py, scripts/ and the
+"""The floor plan (lib/core/floors.py) held against every import of the code: lib/, run_all.py, scripts/ and the
 notebooks, at module level and inside functions. A planted circle and a planted upward import must fail."""
 import ast
 import re
@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lib import floors
+from lib.core import floors
 from tests.conftest import REPO
 
 SERVE_PACKAGES = {"numpy", "onnxruntime", "tokenizers"}  # requirements-serve.txt
@@ -49,7 +49,7 @@ def imports(path: Path, modules: set[str], scripts: set[str]) -> list[tuple[str,
         if isinstance(node, ast.Import):
             found = [known(a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            # `from lib import bench` names the module lib.bench; `from lib.bench import x` names lib.bench
+            # `from lib.measure import bench` names lib.measure.bench; so does `from lib.measure.bench import x`
             found = [known(f"{node.module}.{a.name}") for a in node.names]
             found = found if any(found) else [known(node.module)]
         else:
@@ -58,8 +58,13 @@ def imports(path: Path, modules: set[str], scripts: set[str]) -> list[tuple[str,
     return out
 
 
-def floor_of(plan: dict[str, list[str]]) -> dict[str, int]:
-    return {m: i for i, mods in enumerate(plan.values()) for m in mods}
+def file_of(module: str) -> str:
+    return f"lib/{module.replace('.', '/')}.py"
+
+
+def floor_of(module: str) -> str:
+    """A module's floor is its package: "techniques.prune" is on floor techniques, "formats" on floor formats."""
+    return module.split(".")[0]
 
 
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -86,39 +91,35 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def check(root: Path, plan: dict, lazy: dict) -> list[str]:
+def check(root: Path, plan: tuple, lazy: dict) -> list[str]:
     """Every way the code at root departs from the plan, one line each."""
     modules, files = lib_modules(root), sources(root)
-    mapped = [m for mods in plan.values() for m in mods]
-    out = [f"lib/{m}.py is on no floor of lib/floors.py" for m in sorted(modules - set(mapped))]
-    out += [f"lib/floors.py names {m}, which is no module of lib/" for m in sorted(set(mapped) - modules)]
-    out += [f"lib/floors.py names {m} twice" for m in sorted({m for m in mapped if mapped.count(m) > 1})]
-    floor, edges = floor_of(plan), {}
+    out = [f"{file_of(m)} is on no floor of lib/core/floors.py" for m in sorted(modules) if floor_of(m) not in plan]
+    level, edges = {m: plan.index(floor_of(m)) for m in modules if floor_of(m) in plan}, {}
     scripts = {name for name in files if name.startswith("scripts/")}
     for name, path in files.items():
         for dep, line, inner in imports(path, modules, scripts):
             edges.setdefault(name, set()).add(dep)
             where = f"{path.relative_to(root)}:{line}"
-            if name in floor and dep in floor and floor[dep] > floor[name]:
-                out.append(f"{where}: {name} (floor {list(plan)[floor[name]]}) imports {dep} from the higher floor "
-                           f"{list(plan)[floor[dep]]}")
-            if name in floor and dep.startswith("stages.") and name.startswith("stages.") and dep != "stages.base":
+            if name in level and dep in level and level[dep] > level[name]:
+                out.append(f"{where}: {name} (floor {floor_of(name)}) imports {dep} from the higher floor {floor_of(dep)}")
+            if name in level and dep.startswith("stages.") and name.startswith("stages.") and dep != "stages.base":
                 out.append(f"{where}: stage {name} imports stage {dep}; stages talk through variants and reads")
-            if name in floor and inner and (name, dep) not in lazy:
+            if name in level and inner and (name, dep) not in lazy:
                 out.append(f"{where}: {name} imports {dep} inside a function; import it at the top, or declare why "
-                           "in lib/floors.py LAZY")
+                           "in lib/core/floors.py LAZY")
             if name.startswith("scripts/") and dep.startswith("stages."):
                 out.append(f"{where}: {name} imports stage {dep}; a script reads a stage's JSON")
     out += [f"import circle: {' -> '.join(group)}" for group in circles(edges)]
     return out
 
 
-def torch_free_problems(root: Path, plan: dict, torch_free: tuple) -> list[str]:
+def torch_free_problems(root: Path, torch_free: tuple) -> list[str]:
     """Module-level imports, in the torch-free floors, of anything beyond the standard library and the serving
     requirements."""
     out = []
     for floor_name in torch_free:
-        for m in plan[floor_name]:
+        for m in sorted(m for m in lib_modules(root) if floor_of(m) == floor_name):
             path = root / "lib" / (m.replace(".", "/") + ".py")
             tree = ast.parse(path.read_text(encoding="utf-8"))
             inner = in_function(tree)
@@ -127,15 +128,15 @@ def torch_free_problems(root: Path, plan: dict, torch_free: tuple) -> list[str]:
                     names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
                     for top in {n.split(".")[0] for n in names}:
                         if top not in {"lib", *SERVE_PACKAGES} and top not in sys.stdlib_module_names:
-                            out.append(f"lib/{m}.py:{node.lineno} imports {top} at module level (floor {floor_name} "
+                            out.append(f"{file_of(m)}:{node.lineno} imports {top} at module level (floor {floor_name} "
                                        "is torch-free)")
     return out
 
 
 def test_the_code_keeps_the_floor_plan():
-    assert {"stages.benchmark", "formats", "variants"} <= lib_modules(REPO) and "scripts/gpu_check.py" in sources(REPO)
+    assert {"stages.benchmark", "formats", "core.variants"} <= lib_modules(REPO) and "scripts/gpu_check.py" in sources(REPO)
     assert check(REPO, floors.FLOORS, floors.LAZY) == []
-    assert torch_free_problems(REPO, floors.FLOORS, floors.TORCH_FREE) == []
+    assert torch_free_problems(REPO, floors.TORCH_FREE) == []
 
 
 def planted(tmp_path: Path) -> Path:
@@ -152,38 +153,47 @@ def plant(path: Path, code: str) -> None:
 
 def test_a_planted_circle_fails(tmp_path):
     root = planted(tmp_path)
-    plant(root / "lib" / "params.py", "def resolve():\n    from lib import stats\n")  # downward, lazy
-    plant(root / "lib" / "stats.py", "from lib import params\n")  # same floor: a circle with the lazy one
+    plant(root / "lib" / "core" / "params.py", "def resolve():\n    from lib.core import stats\n")  # downward, lazy
+    plant(root / "lib" / "core" / "stats.py", "from lib.core import params\n")  # same floor: a circle with it
     plant(root / "scripts" / "gpu_common.py", "from gpu_check import NEEDED\n")  # the old scripts circle
     found = check(root, floors.FLOORS, floors.LAZY)
-    assert "import circle: params -> stats" in found
+    assert "import circle: core.params -> core.stats" in found
     assert "import circle: scripts/gpu_check.py -> scripts/gpu_check_train.py -> scripts/gpu_common.py" in found
-    assert any(re.fullmatch(r"lib/params.py:\d+: params imports stats inside a function; .*", f) for f in found)
+    assert any(re.fullmatch(r"lib/core/params.py:\d+: core.params imports core.stats inside a function; .*", f)
+               for f in found)
 
 
 def test_a_planted_upward_import_fails(tmp_path):
     root = planted(tmp_path)
-    plant(root / "lib" / "variants.py", "def load():\n    from lib import formats\n    return formats\n")
-    plant(root / "lib" / "quantize.py", "from lib.stages.base import Stage\n")
-    found = check(root, floors.FLOORS, {**floors.LAZY, ("variants", "formats"): "planted"})
+    plant(root / "lib" / "core" / "variants.py", "def load():\n    from lib import formats\n    return formats\n")
+    plant(root / "lib" / "techniques" / "quantize.py", "from lib.stages.base import Stage\n")
+    found = check(root, floors.FLOORS, {**floors.LAZY, ("core.variants", "formats"): "planted"})
     assert sorted(f.split(": ", 1)[1] for f in found if "higher floor" in f) == [
-        "quantize (floor techniques) imports stages.base from the higher floor stages",
-        "variants (floor core) imports formats from the higher floor formats"]
-    (root / "lib" / "newcomer.py").write_text("from lib import errors\n")
-    assert "lib/newcomer.py is on no floor of lib/floors.py" in check(root, floors.FLOORS, floors.LAZY)
+        "core.variants (floor core) imports formats from the higher floor formats",
+        "techniques.quantize (floor techniques) imports stages.base from the higher floor stages"]
+    (root / "lib" / "newcomer.py").write_text("from lib.core import errors\n")
+    assert "lib/newcomer.py is on no floor of lib/core/floors.py" in check(root, floors.FLOORS, floors.LAZY)
+
+
+def test_a_new_module_takes_its_packages_floor(tmp_path):
+    """Adding a technique costs no floor-plan edit: its package is its floor, and the rules hold at once."""
+    root = planted(tmp_path)
+    (root / "lib" / "techniques" / "newcomer.py").write_text("from lib.core import errors\nfrom lib import formats\n")
+    found = check(root, floors.FLOORS, floors.LAZY)
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "techniques.newcomer (floor techniques) imports formats from the higher floor formats"]
 
 
 def test_a_torch_import_in_a_torch_free_floor_fails(tmp_path):
     root = planted(tmp_path)
-    plant(root / "lib" / "serving.py", "import torch\n")
-    found = torch_free_problems(root, floors.FLOORS, floors.TORCH_FREE)
-    assert len(found) == 1 and re.fullmatch(r"lib/serving.py:\d+ imports torch at module level \(floor serving is "
-                                            r"torch-free\)", found[0]), found
+    plant(root / "lib" / "predict" / "serving.py", "import torch\n")
+    found = torch_free_problems(root, floors.TORCH_FREE)
+    assert len(found) == 1 and re.fullmatch(r"lib/predict/serving.py:\d+ imports torch at module level \(floor predict "
+                                            r"is torch-free\)", found[0]), found
 
 
 def test_developers_md_shows_the_floor_plan():
     text = (REPO / "DEVELOPERS.md").read_text(encoding="utf-8")
-    rows = dict(re.findall(r"^\| `(\w+)` \| (.+?) \|$", text, re.M))
-    assert list(rows) == list(floors.FLOORS)
-    for name, mods in floors.FLOORS.items():
-        assert re.findall(r"`([\w.]+)`", rows[name]) == mods, name
+    rows = re.findall(r"^\| `(\w+)(?:/|\.py)` \| .+ \|$", text, re.M)
+    assert tuple(rows) == floors.FLOORS
+    assert {floor_of(m) for m in lib_modules(REPO)} == set(floors.FLOORS)

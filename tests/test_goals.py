@@ -1,7 +1,7 @@
-"""lib/goals.py: a goal parameter becomes a check with its metric, direction and words."""
+"""lib/core/goals.py: a goal parameter becomes a check with its metric, direction and words."""
 import pandas as pd
 
-from lib import goals
+from lib.core import goals
 
 
 def test_goals_come_from_parameters_with_their_direction():

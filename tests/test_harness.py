@@ -1,13 +1,13 @@
-"""lib/harness.py: each variant measured in its own process (fork server, or spawn where there is none)."""
+"""lib/measure/harness.py: each variant measured in its own process (fork server, or spawn where there is none)."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lib import bench, harness
-from lib.errors import FinCompressError
-from lib.variants import Variant
+from lib.core.errors import FinCompressError
+from lib.core.variants import Variant
+from lib.measure import bench, harness
 from tests.test_bench import TEXTS, tiny_variant  # noqa: F401  (a fixture)
 
 

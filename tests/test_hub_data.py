@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.common import FinCompressError
-from lib.data import parse_fiqa, read_local
+from lib.core.errors import FinCompressError
+from lib.data.corpus import parse_fiqa, read_local
 from tests.conftest import load_script
 
 
@@ -22,9 +22,9 @@ def phrasebank_zip(path: Path) -> Path:
 @pytest.fixture
 def tiny_release(monkeypatch):
     """The synthetic files below are whole releases: 3 sentences per PhraseBank file, FiQA 1 headline and 1 post."""
-    from lib import data
-    monkeypatch.setattr(data, "EXPECTED", {**{name: 3 for name in data.PHRASEBANK_FILES.values()},
-                                           **{name: 1 for name in data.FIQA_FILES.values()}})
+    from lib.data import corpus
+    monkeypatch.setattr(corpus, "EXPECTED", {**{name: 3 for name in corpus.PHRASEBANK_FILES.values()},
+                                           **{name: 1 for name in corpus.FIQA_FILES.values()}})
 
 
 def test_hub_rows_become_the_local_layout(tmp_path, tiny_release):

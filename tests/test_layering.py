@@ -6,9 +6,11 @@ import sys
 
 from tests.conftest import REPO
 
+
 def test_variants_and_onnx_inference_import_without_torch():
-    code = ("import sys; import lib.variants, lib.onnx_runtime, lib.errors, lib.params, lib.goals, lib.pipeline, "
-            "lib.serving, lib.card, lib.manifest, lib.predict, lib.cli, lib.model_source; "
+    code = ("import sys; import lib.core.variants, lib.runtime.onnxrt, lib.core.errors, lib.core.params, lib.core.goals, "
+            "lib.core.pipeline, lib.core.files, lib.core.runinfo, lib.predict.serving, lib.predict.command, lib.ship.card, "
+            "lib.core.manifest, lib.core.cli, lib.core.model_source; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -23,7 +25,7 @@ def dangling(source: str) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lib":
             for a in node.names:
-                try:  # `from lib import bench` names a submodule, `from lib.bench import x` an attribute
+                try:  # `from lib.measure import bench` names a submodule, `from lib.measure.bench import x` an attribute
                     bound[a.asname or a.name] = importlib.import_module(f"{node.module}.{a.name}")
                 except ModuleNotFoundError:
                     if not hasattr(importlib.import_module(node.module), a.name):
@@ -42,5 +44,5 @@ def test_code_uses_only_names_lib_defines():
              *(REPO / "tests").rglob("*.py"), REPO / "run_all.py"]
     found = {str(p.relative_to(REPO)): dangling(p.read_text()) for p in sorted(files)}
     assert {name: m for name, m in found.items() if m} == {}
-    assert dangling("from lib import losses\nlosses.no_such_loss\nfrom lib.report import no_such") == [
-        "lib.report.no_such", "lib.losses.no_such_loss"]
+    assert dangling("from lib.modeling import losses\nlosses.no_such_loss\nfrom lib.report.plots import no_such") == [
+        "lib.report.plots.no_such", "lib.modeling.losses.no_such_loss"]

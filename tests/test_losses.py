@@ -1,11 +1,11 @@
-"""lib/losses.py: KD, the one KD+CE objective, its precomputed-logits form, hidden and attention MSE, by hand."""
+"""lib/modeling/losses.py: KD, the one KD+CE objective, its precomputed-logits form, hidden and attention MSE, by hand."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lib import losses
+from lib.modeling import losses
 from tests.test_distill import tiny_batch, tiny_teacher
 
 # Teacher probs [0.75, 0.25] vs uniform student: KL = 0.75 ln 1.5 + 0.25 ln 0.5

@@ -1,4 +1,4 @@
-"""lib/manifest.py: every atomic_dir save carries the size and SHA-256 of its files; loaders refuse a damaged
+"""lib/core/manifest.py: every atomic_dir save carries the size and SHA-256 of its files; loaders refuse a damaged
 checkpoint with one line naming the file and the stage to re-run; the skip logic sees every byte; a failed save
 keeps the previous checkpoint (issue 17 failure 3, issue 23 mutation 1)."""
 import json
@@ -10,9 +10,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 
-from lib import formats, manifest, model_source, runstate, train, variants
-from lib.common import FinCompressError, atomic_dir
-from lib.params import PLAN_ENV
+from lib import formats
+from lib.core import manifest, model_source, variants
+from lib.core.errors import FinCompressError
+from lib.core.files import atomic_dir
+from lib.core.params import PLAN_ENV
+from lib.modeling import train
+from lib.run import runstate
 from tests.test_faults import tiny_bert, truncate
 
 

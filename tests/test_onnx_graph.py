@@ -4,9 +4,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
-from lib import onnx_graph, prune, quantize as q
-from lib.common import FinCompressError
-from lib.variants import ONNX_FILE
+from lib.core.errors import FinCompressError
+from lib.core.variants import ONNX_FILE
+from lib.runtime import onnx_graph
+from lib.techniques import prune, quantize as q
 
 SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
              "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]
@@ -52,7 +53,7 @@ def test_int8_fuses_attention_and_keeps_chosen_modules_fp32(tokenizer, tmp_path)
     q.export_onnx(model, q.example_inputs(tokenizer, SENTENCES), tmp_path / "fp32.onnx")
     keep = ["bert.encoder.layer.1.attention.self.value"]  # one of Q/K/V keeps its whole fused node FP32
     assert q.onnx_nodes_for(tmp_path / "fp32.onnx", keep) == ["bert.encoder.layer.1.attention.self"]
-    q.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", keep)
+    q.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", q.QuantConfig(keep_fp32=tuple(keep)))
     ops = [n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
     assert ops.count("QAttention") == 1 and ops.count("Attention") == 1
 
@@ -81,6 +82,25 @@ def test_fused_false_uses_torch_onnx_for_a_bert_too(tokenizer, tmp_path):
     q.export_onnx(model, batch, tmp_path / ONNX_FILE, fused=False)
     ops = {n.op_type for n in onnx.load(str(tmp_path / ONNX_FILE)).graph.node}
     assert "Attention" not in ops and "Softmax" in ops
+    tokenizer.save_pretrained(tmp_path)
+    with torch.inference_mode():
+        assert q.logit_diff(q.load_onnx(tmp_path)[0](batch), model(**batch).logits)["max_abs_diff"] < 1e-4
+
+
+def test_a_reshaped_layer_falls_back_to_torch_onnx(tokenizer, tmp_path):
+    """A technique that replaces a Linear (here an FFN factorized into two) needs no change of the writer: the
+    model is not "supported" and exports through torch.onnx with the same logits."""
+    model = tiny_bert(layers=1)
+    dense = model.bert.encoder.layer[0].intermediate.dense
+    u, s, vh = torch.linalg.svd(dense.weight.detach(), full_matrices=False)
+    first, second = torch.nn.Linear(64, 64, bias=False), torch.nn.Linear(64, 128)
+    with torch.no_grad():
+        first.weight.copy_(vh), second.weight.copy_(u * s), second.bias.copy_(dense.bias)
+    model.bert.encoder.layer[0].intermediate.dense = torch.nn.Sequential(first, second)
+    assert onnx_graph.why_unsupported(model) == "bert.encoder.layer.0.intermediate.dense is a Sequential, not an nn.Linear"
+    batch = q.example_inputs(tokenizer, SENTENCES)
+    q.export_onnx(model, batch, tmp_path / ONNX_FILE)
+    assert "Attention" not in {n.op_type for n in onnx.load(str(tmp_path / ONNX_FILE)).graph.node}
     tokenizer.save_pretrained(tmp_path)
     with torch.inference_mode():
         assert q.logit_diff(q.load_onnx(tmp_path)[0](batch), model(**batch).logits)["max_abs_diff"] < 1e-4

@@ -1,9 +1,9 @@
-"""lib/ood.py: the tweet split's rules (dedup, conflicts, in-domain overlap, stratified, seeded, disjoint, no pool labels)."""
+"""lib/data/ood.py: the tweet split's rules (dedup, conflicts, in-domain overlap, stratified, seeded, disjoint, no pool labels)."""
 import shutil
 
 import pandas as pd
 
-from lib import data, ood
+from lib.data import corpus, ood
 
 
 def tweets(n_per_class=40):
@@ -64,11 +64,11 @@ def test_missing_tweets_folder_is_one_note_and_no_files(tmp_path, capsys):
 
 
 def test_prepare_data_writes_the_reference_split(tmp_path, data_dir):
-    s = data.prepare_data(tmp_path / "d", str(data_dir), seed=42)["ood"]
+    s = corpus.prepare_data(tmp_path / "d", str(data_dir), seed=42)["ood"]
     assert s["rows_read"] == 9543 and s["rows_kept"] == 9430
     assert s["sizes"] == {"tweet_pool": 3772, "ood_val": 2829, "ood_test": 2829}
     sets = ood.load_ood_sets(tmp_path / "d")
-    splits = data.load_splits(tmp_path / "d")
+    splits = corpus.load_splits(tmp_path / "d")
     indomain = set(pd.concat(splits.values())["text"].map(ood.dedup_key))
     pool = {ood.dedup_key(t) for t in ood.load_tweet_pool(tmp_path / "d")}
     for df in sets.values():
@@ -78,5 +78,5 @@ def test_prepare_data_writes_the_reference_split(tmp_path, data_dir):
 def test_prepare_data_without_tweets_leaves_ood_absent(tmp_path, data_dir):
     local = tmp_path / "data"
     shutil.copytree(data_dir, local, ignore=shutil.ignore_patterns("twitter_financial_news"))
-    s = data.prepare_data(tmp_path / "d", str(local), seed=42, max_rows=120)
+    s = corpus.prepare_data(tmp_path / "d", str(local), seed=42, max_rows=120)
     assert "absent" in s["ood"] and ood.load_ood_sets(tmp_path / "d") == {}

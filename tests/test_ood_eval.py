@@ -1,8 +1,8 @@
-"""lib.ood_eval: the OOD-val figures stages 02-04 report beside val, and nothing when stage 01 wrote no OOD sets."""
+"""lib.measure.ood_eval: the OOD-val figures stages 02-04 report beside val, and nothing when stage 01 wrote no OOD sets."""
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from lib import ood_eval
+from lib.measure import ood_eval
 
 
 def result(preds, labels=(0, 1, 2, 0, 1, 2)):

@@ -5,7 +5,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import onnx_runtime, ort_runtime as rt, prune, quantize as q
+from lib.measure import roofline as rt
+from lib.runtime import onnxrt
+from lib.techniques import prune, quantize as q
 
 SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
              "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]
@@ -51,7 +53,7 @@ def test_int8_graphs_count_the_same_macs(pruned_onnx, tokenizer, tmp_path):
 def test_peak_graphs_compute_the_matmul_they_claim():
     for kind in ("int8", "fp32"):
         model, feed = rt.matmul_model(64, 96, 32, kind)
-        got = onnx_runtime.session(model.SerializeToString(), threads=1).run(None, feed)[0]
+        got = onnxrt.session(model.SerializeToString(), threads=1).run(None, feed)[0]
         b = next(t for t in model.graph.initializer if t.name == "B")
         from onnx import numpy_helper
         want = feed["A"].astype(np.float64) @ numpy_helper.to_array(b).astype(np.float64)
@@ -60,7 +62,7 @@ def test_peak_graphs_compute_the_matmul_they_claim():
 
 
 def test_runtime_scripts_reject_bad_input_in_one_line(tmp_path):
-    from lib.errors import FinCompressError
+    from lib.core.errors import FinCompressError
     from tests.conftest import load_script
     peak, options = load_script("int8_peak"), load_script("bench_runtime_options")
     with pytest.raises(FinCompressError, match="--threads=0 is out of range"):
@@ -72,7 +74,7 @@ def test_runtime_scripts_reject_bad_input_in_one_line(tmp_path):
 
 
 def test_length_sorted_batches_cover_every_text_once_with_less_padding(tokenizer):
-    from lib.batching import length_sorted
+    from lib.data.batching import length_sorted
     texts = [SENTENCES[i % 4] + " x" * (i % 7) for i in range(37)]
     batches = length_sorted(tokenizer, texts, batch_size=8)
     assert sorted(t for b in batches for t in b) == sorted(texts) and [len(b) for b in batches] == [8, 8, 8, 8, 5]
@@ -85,8 +87,8 @@ def test_length_sorted_batches_cover_every_text_once_with_less_padding(tokenizer
 
 
 def test_serving_sessions_stop_at_basic_optimizations(pruned_onnx):
-    levels = {str(kw): onnx_runtime.session(pruned_onnx, 1, **kw).get_session_options().graph_optimization_level.name
+    levels = {str(kw): onnxrt.session(pruned_onnx, 1, **kw).get_session_options().graph_optimization_level.name
               for kw in ({}, {"serving": True})}
     assert list(levels.values()) == ["ORT_ENABLE_ALL", "ORT_ENABLE_BASIC"]
-    assert onnx_runtime.session(pruned_onnx, 1, serving=True, level="all").get_session_options(
+    assert onnxrt.session(pruned_onnx, 1, serving=True, level="all").get_session_options(
     ).graph_optimization_level.name == "ORT_ENABLE_ALL"

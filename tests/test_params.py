@@ -1,4 +1,4 @@
-"""lib/params.py: the parameters cell as the one source of names, defaults, ranges, allowed values and presets."""
+"""lib/core/params.py: the parameters cell as the one source of names, defaults, ranges, allowed values and presets."""
 import json
 
 import nbformat
@@ -6,9 +6,9 @@ import jupytext
 import papermill
 import pytest
 
-from lib import params
-from lib.errors import FinCompressError
-from lib.pipeline import NAMES
+from lib.core import params
+from lib.core.errors import FinCompressError
+from lib.core.pipeline import NAMES
 from tests.conftest import REPO
 
 CELL = '''# %% tags=["parameters"]
@@ -68,7 +68,7 @@ def test_a_cells_levels_lists_pair_up():
 def test_every_seed_fits_what_numpy_sklearn_and_torch_accept():
     import numpy as np
 
-    from lib.common import set_seed
+    from lib.modeling.device import set_seed
     for stage in NAMES:
         seed = params.parse_parameters((REPO / "notebooks_src" / f"{stage}.py").read_text())["seed"]
         with pytest.raises(FinCompressError, match=f"seed={2**32} is out of range"):

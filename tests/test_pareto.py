@@ -1,11 +1,11 @@
-"""lib/pareto.py: the frontier, and numbered labels that never overlap however the points cluster."""
+"""lib/ship/pareto.py: the frontier, and numbered labels that never overlap however the points cluster."""
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lib import pareto  # noqa: E402
+from lib.ship import pareto  # noqa: E402
 
 
 def test_pareto_front():

@@ -1,5 +1,5 @@
-"""lib/pipeline.py: stage order comes from each stage's kind, so the benchmark stays last whatever is added."""
-from lib import pipeline
+"""lib/core/pipeline.py: stage order comes from each stage's kind, so the benchmark stays last whatever is added."""
+from lib.core import pipeline
 
 
 def test_run_order_is_source_techniques_benchmark():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import predict as predict_module
+from lib.predict import command as predict_module
 from tests import tiny_model
 from tests.conftest import REPO
 from tests.tiny_model import predict
@@ -82,7 +82,7 @@ def test_script_path_runs_from_any_directory(model, tmp_path):
 def test_onnx_model_never_imports_torch_or_transformers(model, tmp_path):
     env = tiny_model.blocked_env(tmp_path, "torch,transformers,onnx")  # requirements-serve.txt has none of them
     assert json_rows(predict("--model", model, "--json", "Profit rose", env=env))[0]["row"] == 1
-    code = (f"import sys; from lib import predict; predict.main(['--model', {str(model)!r}, 'Profit rose']); "
+    code = (f"import sys; from lib.predict import command; command.main(['--model', {str(model)!r}, 'Profit rose']); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'onnx')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -196,7 +196,7 @@ def test_oversized_cell_is_read_and_truncated_on_request(failures, model):
 def test_predict_normalizes_raw_input_in_the_exported_mode(model, tmp_path):
     """config.json's text_normalization is applied before tokenizing; the output echoes the raw text."""
     import shutil
-    from lib.manifest import write_manifest
+    from lib.core.manifest import write_manifest
     raw, normalized = "Profit rose https://t.co/Ab12 says @analyst", "Profit rose http says @user"
     folder = shutil.copytree(model, tmp_path / "model")
     config = json.loads((folder / "config.json").read_text())

@@ -1,4 +1,4 @@
-"""lib.predict and lib.serving run in this process: what test_predict.py checks through a subprocess, here where
+"""lib.predict and lib.predict.serving run in this process: what test_predict.py checks through a subprocess, here where
 mutation testing can see which code each test runs, with probabilities checked against ONNX Runtime run directly."""
 import io
 import json
@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from lib import cli, predict, serving
+from lib.core import cli
+from lib.predict import command, serving
 from tests import tiny_model
 from tests.test_predict import ODD, failure_inputs, write_csv
 
@@ -26,7 +27,7 @@ def run(monkeypatch, capsys):
         monkeypatch.setenv("RAYON_NUM_THREADS", "1")  # main() sets it; monkeypatch puts it back
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
         with pytest.raises(SystemExit) as e:
-            cli.run_cli(lambda: predict.main([str(a) for a in args]), "predict")
+            cli.run_cli(lambda: command.main([str(a) for a in args]), "predict")
         out, err = capsys.readouterr()
         return e.value.code, out, err
     return call
@@ -106,7 +107,7 @@ def test_a_short_csv_record_reads_as_an_empty_cell(model, run, tmp_path):
 
 
 def test_each_chunk_is_answered_before_the_next_is_read(model, run, monkeypatch):
-    monkeypatch.setattr(predict, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(command, "CHUNK_ROWS", 2)
     rows = json_rows(run("--model", model, "--json", *TEXTS, "Up", "Down"))
     assert [r["row"] for r in rows] == [1, 2, 3, 4, 5]
     code, out, _ = run("--model", model, *TEXTS, "Up", " ")  # the bad row is in the third chunk
@@ -196,7 +197,7 @@ def test_help_names_the_command_and_every_option(run, monkeypatch):
 
 def test_without_model_the_shipped_one_is_read_and_stdin_is_named(model, run, tmp_path, monkeypatch):
     # Not the checkout's artifacts/model: a `make run` before `make test` writes one there (issue 33 item 2).
-    monkeypatch.setattr(predict, "DEFAULT_MODEL", tmp_path / "artifacts" / "model")
+    monkeypatch.setattr(command, "DEFAULT_MODEL", tmp_path / "artifacts" / "model")
     code, _, err = run("x")
     assert code == 2 and err == (f"predict: error: model {tmp_path / 'artifacts' / 'model'} does not exist; run "
                                  "`python run_all.py` (it exports artifacts/model) or pass --model PATH\n")
@@ -234,7 +235,7 @@ def test_a_terminal_or_no_stdin_is_nothing_to_classify(model, capsys, monkeypatc
             return True
     monkeypatch.setattr(sys, "stdin", None if stdin is None else Terminal())
     with pytest.raises(SystemExit) as e:
-        cli.run_cli(lambda: predict.main(["--model", str(model)]), "predict")
+        cli.run_cli(lambda: command.main(["--model", str(model)]), "predict")
     assert e.value.code == 2 and capsys.readouterr().err == (
         "predict: error: nothing to classify; pass sentences as arguments, --csv FILE, or pipe one per line\n")
 

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from lib import cli, manifest, predict
+from lib.core import cli, manifest
+from lib.predict import command
 from tests.test_predict_here import json_rows, model, run  # noqa: F401  (fixtures)
 
 
@@ -27,8 +28,8 @@ def test_every_numeric_option_has_a_range(model, run, option, bad, limit):
 
 
 def test_the_ranges_reach_their_edges(model, run):
-    predict.check_limits(argparse.Namespace(threads=256, batch_size=256, max_length=2**16))
-    predict.check_limits(argparse.Namespace(threads=1, batch_size=1, max_length=None))
+    command.check_limits(argparse.Namespace(threads=256, batch_size=256, max_length=2**16))
+    command.check_limits(argparse.Namespace(threads=1, batch_size=1, max_length=None))
     assert json_rows(run("--model", model, "--json", "--threads", "256", "--batch-size", "256", "Up"))[0]["row"] == 1
     one_line(run("--model", model, "--max-length", "-1", "Up"), "--max-length -1 leaves no room for text after the "
              "model's special tokens; pass --max-length 3 or more")  # the model's own bounds still apply
@@ -116,7 +117,7 @@ def test_a_closed_or_full_stdout_is_one_line(model, run, monkeypatch, capsys):
         monkeypatch.setattr(sys, "stdin", None)
         monkeypatch.setattr(sys, "stdout", stdout)
         with pytest.raises(SystemExit) as e:
-            cli.run_cli(lambda: predict.main(["--model", str(model), "Up"]), "predict")
+            cli.run_cli(lambda: command.main(["--model", str(model), "Up"]), "predict")
         assert e.value.code == 2 and capsys.readouterr().err == f"predict: error: {says}\n"
 
 

@@ -1,4 +1,4 @@
-"""lib/preflight.py in this process: each check's one line, and what it lets through (the subprocess side, exit 2 and
+"""lib/run/preflight.py in this process: each check's one line, and what it lets through (the subprocess side, exit 2 and
 nothing written, is in test_faults.py and test_run_all.py)."""
 import os
 import re
@@ -7,9 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from lib import data, ood, preflight
-from lib.common import FinCompressError, atomic_dir
-from lib.model_source import PACKAGED_TEACHER
+from lib.core.errors import FinCompressError
+from lib.core.files import atomic_dir
+from lib.core.model_source import PACKAGED_TEACHER
+from lib.data import corpus, ood
+from lib.run import preflight
 
 
 def test_out_dir_must_be_a_folder_we_can_create_or_write(tmp_path, monkeypatch):
@@ -84,8 +86,8 @@ def test_teacher_is_the_packaged_model_a_whole_folder_or_a_reachable_hub_id(tmp_
 
 def test_data_check_passes_every_setting_on(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(data, "read_local", lambda *a: calls.append(a) or ([], {}, []))
-    monkeypatch.setattr(data, "plan_splits", lambda *a: calls.append(a) or (None, {}, [], {}))
+    monkeypatch.setattr(corpus, "read_local", lambda *a: calls.append(a) or ([], {}, []))
+    monkeypatch.setattr(corpus, "plan_splits", lambda *a: calls.append(a) or (None, {}, [], {}))
     monkeypatch.delenv("FINCOMPRESS_DATA_DIR", raising=False)
     preflight.check_data({"data_dir": str(tmp_path), "agreement": "66Agree", "fiqa_threshold": 0.3,
                           "allow_partial_data": True, "seed": 7, "max_rows": 90})

@@ -1,4 +1,4 @@
-"""lib/prune.py: exact removal, parameter accounting, no re-selection, reload, bad input."""
+"""lib/techniques/prune.py: exact removal, parameter accounting, no re-selection, reload, bad input."""
 import json
 
 import pandas as pd
@@ -6,10 +6,13 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import batching, formats, losses, prune
-from lib.common import FinCompressError
-from lib.batching import make_loader
-from lib.variants import Variant
+from lib import formats
+from lib.core.errors import FinCompressError
+from lib.core.variants import Variant
+from lib.data import batching
+from lib.data.batching import make_loader
+from lib.modeling import losses
+from lib.techniques import prune
 from tests.conftest import launch_ranks
 
 HIDDEN, HEADS, HEAD_DIM, FFN, LAYERS = 32, 4, 8, 64, 3
@@ -201,7 +204,7 @@ def test_load_pruned_rejects_a_plain_checkpoint(tmp_path):
 
 PRUNE_RANKS = """
 import json, os, torch
-from lib import prune
+from lib.techniques import prune
 from tests.test_prune import tiny_model
 rank = int(os.environ["RANK"])
 

@@ -1,4 +1,4 @@
-"""lib/quantize.py: INT8 disk round trips, ONNX parity, real size reduction, QAT conversion."""
+"""lib/techniques/quantize.py: INT8 disk round trips, ONNX parity, real size reduction, QAT conversion."""
 import json
 import re
 
@@ -8,9 +8,13 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import batching, bench, manifest, quantize as q
-from lib.common import FinCompressError
-from lib.variants import TORCH_WEIGHTS
+from lib.core import manifest
+from lib.core.errors import FinCompressError
+from lib.core.variants import TORCH_WEIGHTS
+from lib.data import batching
+from lib.measure import bench
+from lib.stages.quantization import train_qat
+from lib.techniques import quantize as q
 
 SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
              "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]
@@ -85,7 +89,8 @@ def test_onnx_export_parity_on_padded_batch(tiny, tokenizer, tmp_path):
 def test_onnx_int8_smaller_and_respects_exclusions(tiny, tokenizer, tmp_path):
     q.export_onnx(tiny, padded(tokenizer), tmp_path / "fp32.onnx")
     q.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "all.onnx")
-    q.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "keep.onnx", q.modules_in(tiny, ["L0 attention", "L1 ffn_out"]))
+    q.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "keep.onnx",
+                    q.QuantConfig(keep_fp32=tuple(q.modules_in(tiny, ["L0 attention", "L1 ffn_out"]))))
     assert bench.disk_bytes(tmp_path / "fp32.onnx") / bench.disk_bytes(tmp_path / "all.onnx") >= 3.0
     ops = {n: [x.op_type for x in onnx.load(str(tmp_path / n)).graph.node] for n in ("all.onnx", "keep.onnx")}
     # L0 attention is one fused QKV node plus the output projection; L1 ffn_out is one MatMul.
@@ -101,16 +106,10 @@ def test_qat_does_not_depend_on_random_draws_made_before_it(tiny, tokenizer):
     logits = []
     for draws in (0, 7):
         torch.rand(draws)  # e.g. a different number of evaluations or exports earlier in stage 03
-        model, history = q.train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"),
-                                    **qat_args(p))
+        model, history = train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"), p)
         with torch.inference_mode():
             logits.append(model(**padded(tokenizer)).logits)
     assert len(history) == 1 and torch.equal(logits[0], logits[1])
-
-
-def qat_args(p: dict) -> dict:
-    return {"epochs": p["qat_epochs"], "lr": p["qat_lr"], "per_channel": p["per_channel"], "max_length": p["max_length"],
-            "seed": p["seed"], "amp": bool(p.get("gpu"))}
 
 
 @pytest.mark.parametrize("gpu", [True, False])
@@ -125,8 +124,7 @@ def test_qat_under_gpu_trains_in_bf16_autocast(tiny, tokenizer, monkeypatch, gpu
     monkeypatch.setattr(torch, "fake_quantize_per_tensor_affine", lambda x, *a: rounded.append(x.dtype) or real_fq(x, *a))
     rows = pd.DataFrame({"text": SENTENCES * 2, "label": [2, 0, 0, 1] * 2})
     p = {"per_channel": True, "max_length": 32, "seed": 0, "qat_epochs": 1, "qat_lr": 1e-3, "gpu": gpu}
-    model, history = q.train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"),
-                                    **qat_args(p))
+    model, history = train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"), p)
     assert entered == [gpu] * 2 and len(history) == 1  # 1 training step (8 rows at 32) + 1 val batch (at 64)
     assert set(rounded) == {torch.float32} and is_int8(model.classifier)
 

@@ -1,4 +1,4 @@
-"""Static INT8 in ONNX Runtime (lib/quantize_static.py): batch-independent labels, which ops stay INT8 after ORT's
+"""Static INT8 in ONNX Runtime (lib/techniques/quantize_static.py): batch-independent labels, which ops stay INT8 after ORT's
 load-time fusion, FP32-kept modules, calibration methods, the val-only choice of method, bad input."""
 import json
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lib import onnx_runtime, quantize as q, quantize_static as qs
-from lib.common import FinCompressError
-from lib.data import parse_phrasebank
+from lib.core.errors import FinCompressError
+from lib.data.corpus import parse_phrasebank
+from lib.runtime import onnxrt
+from lib.techniques import quantize as q, quantize_static as qs
 from tests.tiny_model import tiny_classifier
 
 
@@ -20,7 +21,7 @@ def texts(data_dir):
 
 @pytest.fixture(scope="module")
 def fp32_onnx(tmp_path_factory, texts):
-    """tests/tiny_model's classifier as lib.onnx_graph's fused graph: (path, torch model, tokenizer)."""
+    """tests/tiny_model's classifier as lib.runtime.onnx_graph's fused graph: (path, torch model, tokenizer)."""
     model, tokenizer = tiny_classifier()
     path = tmp_path_factory.mktemp("static") / "fp32.onnx"
     q.export_onnx(model, q.example_inputs(tokenizer, texts[:8]), path)
@@ -33,7 +34,7 @@ def calib(fp32_onnx, texts):
 
 
 def logits(path, tokenizer, texts, batch_size):
-    predict = onnx_runtime.predictor(onnx_runtime.session(path))
+    predict = onnxrt.predictor(onnxrt.session(path))
     return np.concatenate([predict(dict(tokenizer(texts[i:i + batch_size], padding=True, return_tensors="np")))
                            for i in range(0, len(texts), batch_size)])
 
@@ -41,7 +42,7 @@ def logits(path, tokenizer, texts, batch_size):
 def test_static_labels_do_not_depend_on_batching(fp32_onnx, calib, texts, tmp_path):
     src, _, tok = fp32_onnx
     sentences = texts[:64]
-    q.quantize_onnx(src, tmp_path / "static.onnx", mode="static", calib_inputs=calib)
+    q.quantize_onnx(src, tmp_path / "static.onnx", q.QuantConfig("static"), qs.ranges_for(src, calib))
     one, many = logits(tmp_path / "static.onnx", tok, sentences, 1), logits(tmp_path / "static.onnx", tok, sentences, 32)
     assert len(set(many.argmax(1))) > 1, "a model that predicts one class cannot show labels moving"
     assert np.abs(one - many).max() <= 1e-3 * np.abs(many).max() and (one.argmax(1) == many.argmax(1)).all()
@@ -53,7 +54,7 @@ def test_static_labels_do_not_depend_on_batching(fp32_onnx, calib, texts, tmp_pa
 
 def test_static_graph_is_int8_where_it_counts(fp32_onnx, calib, texts, tmp_path):
     src, model, tok = fp32_onnx
-    q.quantize_onnx(src, tmp_path / "static.onnx", mode="static", calib_inputs=calib)
+    q.quantize_onnx(src, tmp_path / "static.onnx", q.QuantConfig("static"), qs.ranges_for(src, calib))
     ops = qs.loaded_ops(tmp_path / "static.onnx")
     # Every projection runs as an INT8 GEMM: QKV inside QAttention, the other three as MatMulIntegerToFloat.
     assert ops.get("QAttention") == 2 and "Attention" not in ops
@@ -72,7 +73,7 @@ def test_static_graph_is_int8_where_it_counts(fp32_onnx, calib, texts, tmp_path)
 def test_keep_fp32_modules_in_static_mode(fp32_onnx, calib, tmp_path):
     src, _, _ = fp32_onnx
     keep = ["bert.encoder.layer.1.attention.self.value", "bert.encoder.layer.0.output.dense"]
-    q.quantize_onnx(src, tmp_path / "static.onnx", keep, mode="static", calib_inputs=calib)
+    q.quantize_onnx(src, tmp_path / "static.onnx", q.QuantConfig("static", keep_fp32=tuple(keep)), qs.ranges_for(src, calib))
     ops = qs.loaded_ops(tmp_path / "static.onnx")
     assert ops.get("QAttention") == 1 and ops.get("Attention") == 1
     assert ops.get("MatMulIntegerToFloat") == 5 and ops.get("MatMul") == 1
@@ -107,24 +108,42 @@ def test_method_is_chosen_on_val_only():
 def test_bad_mode_or_missing_calibration_is_one_line_and_writes_nothing(fp32_onnx, tmp_path):
     src = fp32_onnx[0]
     with pytest.raises(FinCompressError, match="neither 'dynamic' nor 'static'"):
-        q.quantize_onnx(src, tmp_path / "x.onnx", mode="statc")
-    with pytest.raises(FinCompressError, match="calibration batches"):
-        q.quantize_onnx(src, tmp_path / "x.onnx", mode="static")
+        q.QuantConfig("statc")
     with pytest.raises(FinCompressError, match="is not one of minmax, entropy, percentile"):
-        q.quantize_onnx(src, tmp_path / "x.onnx", mode="static", calibration="kl", calib_inputs=[{}])
+        q.QuantConfig("static", "kl")
+    with pytest.raises(FinCompressError, match="is not one of minmax, entropy, percentile"):
+        qs.ranges_for(src, [{}], "kl")
+    with pytest.raises(FinCompressError, match="calibration batches"):
+        qs.ranges_for(src, [], "minmax")
+    with pytest.raises(FinCompressError, match="needs activation ranges; calibrate once"):
+        q.quantize_onnx(src, tmp_path / "x.onnx", q.QuantConfig("static"))
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_one_calibration_serves_many_quantizations(fp32_onnx, calib, tmp_path, monkeypatch):
+    """Optimum's split: the calibrator runs once per graph and method, and its ranges quantize any kept-FP32 set."""
+    src, calls = fp32_onnx[0], []
+    real = qs.calibrate
+    monkeypatch.setattr(qs, "calibrate", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    ranges = qs.ranges_for(src, calib, "entropy")
+    keep = ("bert.encoder.layer.0.output.dense",)
+    for name, kept in (("all.onnx", ()), ("keep.onnx", keep), ("again.onnx", ())):
+        q.quantize_onnx(src, tmp_path / name, q.QuantConfig("static", "entropy", keep_fp32=kept), ranges)
+    assert calls == ["entropy"]
+    assert qs.loaded_ops(tmp_path / "keep.onnx").get("MatMul") == 1 and "MatMul" not in qs.loaded_ops(tmp_path / "all.onnx")
+    assert (tmp_path / "all.onnx").read_bytes() == (tmp_path / "again.onnx").read_bytes()
 
 
 def test_serving_runs_static_graphs_at_all_optimizations(fp32_onnx, calib, tmp_path):
     # At BASIC, ORT leaves the QDQ pairs in place and runs FP32 matmuls between them (7x slower end to end).
     src = fp32_onnx[0]
-    q.quantize_onnx(src, tmp_path / "static.onnx", mode="static", calib_inputs=calib)
+    q.quantize_onnx(src, tmp_path / "static.onnx", q.QuantConfig("static"), qs.ranges_for(src, calib))
     q.quantize_onnx(src, tmp_path / "dynamic.onnx")
-    level = {f: onnx_runtime.session(tmp_path / f, 1, serving=True).get_session_options().graph_optimization_level.name
+    level = {f: onnxrt.session(tmp_path / f, 1, serving=True).get_session_options().graph_optimization_level.name
              for f in ("static.onnx", "dynamic.onnx")}
     assert level == {"static.onnx": "ORT_ENABLE_ALL", "dynamic.onnx": "ORT_ENABLE_BASIC"}
-    key = onnx_runtime.STATIC_INT8[0]  # the mark serving reads, so that predict needs no onnx package to tell
-    marks = {f: onnx_runtime.session(tmp_path / f, 1).get_modelmeta().custom_metadata_map
+    key = onnxrt.STATIC_INT8[0]  # the mark serving reads, so that predict needs no onnx package to tell
+    marks = {f: onnxrt.session(tmp_path / f, 1).get_modelmeta().custom_metadata_map
              for f in ("static.onnx", "dynamic.onnx")}
     assert marks["static.onnx"][key] == "static" and key not in marks["dynamic.onnx"]
 
@@ -134,8 +153,10 @@ def test_calibration_trials_are_scratch_not_outputs_run_all_records(fp32_onnx, c
     folders that were gone by the next run. Only the chosen method's folder is logged, and it holds no trial's."""
     import pandas as pd
 
-    from lib import manifest, onnx_export, runstate
-    from lib.batching import make_loader
+    from lib.core import manifest
+    from lib.data.batching import make_loader
+    from lib.run import runstate
+    from lib.techniques import onnx_export
     _, model, tok = fp32_onnx
     out = tmp_path / "out"
     qdir = out / "checkpoints" / "quantized"

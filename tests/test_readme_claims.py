@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 import run_all
-from lib import data, preflight
-from lib.common import FinCompressError
+from lib.core.errors import FinCompressError
+from lib.data import corpus
+from lib.run import preflight
 from lib.stages import stacking
 
 
@@ -16,8 +17,8 @@ from lib.stages import stacking
 def reads(monkeypatch) -> list:
     """Every data read as ("local", folder) or ("hub",), without reading anything."""
     seen = []
-    monkeypatch.setattr(data, "read_local", lambda folder, *a: seen.append(("local", str(folder))) or ([], {}, []))
-    monkeypatch.setattr(data, "read_hub", lambda *a: seen.append(("hub",)) or ([], {}, []))
+    monkeypatch.setattr(corpus, "read_local", lambda folder, *a: seen.append(("local", str(folder))) or ([], {}, []))
+    monkeypatch.setattr(corpus, "read_hub", lambda *a: seen.append(("hub",)) or ([], {}, []))
     return seen
 
 
@@ -26,10 +27,10 @@ def test_data_comes_from_data_dir_then_the_environment_then_the_hub(tmp_path, mo
     flag.mkdir()
     env.mkdir()
     monkeypatch.setenv("FINCOMPRESS_DATA_DIR", str(env))
-    assert data.load_rows(str(flag))[-1] == str(flag)
-    assert data.load_rows(None)[-1] == str(env)
+    assert corpus.load_rows(str(flag))[-1] == str(flag)
+    assert corpus.load_rows(None)[-1] == str(env)
     monkeypatch.delenv("FINCOMPRESS_DATA_DIR")
-    assert data.load_rows(None)[-1] == "huggingface-hub"
+    assert corpus.load_rows(None)[-1] == "huggingface-hub"
     assert reads == [("local", str(flag)), ("local", str(env)), ("hub",)]
 
 
@@ -38,7 +39,7 @@ def test_preflight_checks_the_same_source_in_the_same_order(tmp_path, monkeypatc
     flag.mkdir()
     env.mkdir()
     source = {"agreement": "AllAgree", "fiqa_threshold": 0.1, "allow_partial_data": False, "seed": 42, "max_rows": 0}
-    monkeypatch.setattr(data, "plan_splits", lambda *a: (None, {}, [], {}))  # splits what read_local read: nothing
+    monkeypatch.setattr(corpus, "plan_splits", lambda *a: (None, {}, [], {}))  # splits what read_local read: nothing
     monkeypatch.setenv("FINCOMPRESS_DATA_DIR", str(env))
     preflight.check_data({**source, "data_dir": str(flag)})
     preflight.check_data({**source, "data_dir": ""})

@@ -9,11 +9,12 @@ import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from lib import pipeline, render
-from lib.report import SCROLL_BOX
+from lib.core import pipeline
+from lib.report import render
+from lib.report.plots import SCROLL_BOX
 
 COLUMN_BUDGET = 8  # a table this narrow fits 1400 px without a scroll box of its own
-SCROLLERS = {SCROLL_BOX, "scroll"}  # report tables (lib.report.table) and the index's benchmark table
+SCROLLERS = {SCROLL_BOX, "scroll"}  # report tables (lib.report.plots.table) and the index's benchmark table
 
 
 def stderr_outputs(page: str) -> list[str]:
@@ -131,7 +132,7 @@ def test_every_json_the_run_writes_is_strict(smoke_run):
 def test_table_shows_html_in_cells_and_names_as_text():
     import pandas as pd
 
-    from lib.report import table
+    from lib.report.plots import table
     df = pd.DataFrame({"<b>model</b>": ["<script>alert(1)</script>", "a & b"], "F1": [0.87654, 1234.5], "n": [1200, 3]},
                       index=["<i>x</i>", "y"])
     page = table(df, highlight="y").data

@@ -4,8 +4,8 @@ import json
 import pytest
 
 import run_all
-from lib.common import FinCompressError
-from lib.params import parse_parameters
+from lib.core.errors import FinCompressError
+from lib.core.params import parse_parameters
 from tests.conftest import run_all as run_pipeline
 
 
@@ -75,7 +75,7 @@ def test_a_finished_run_run_again_skips_every_stage(smoke_run):
     next run found them gone and redid it, and --only 05 stopped on them. Every recorded folder is in the out dir."""
     from pathlib import Path
 
-    from lib import runstate
+    from lib.run import runstate
     state = json.loads((smoke_run / "reports" / ".state.json").read_text())
     recorded = [f for folders in state["outputs"].values() for f in folders]
     assert "checkpoints/quantized" in " ".join(recorded)  # stage 03's saves are there
@@ -223,8 +223,9 @@ def test_an_interrupted_stage_is_reported_as_interrupted_not_as_the_older_runs_o
     import os
     import signal
 
-    from lib import manifest, stagerun
-    from lib.common import atomic_dir
+    from lib.core import manifest
+    from lib.core.files import atomic_dir
+    from lib.run import stagerun
     stage, reports = "02_distillation", tmp_path / "reports"
     reports.mkdir()
     (reports / f"{stage}.json").write_text(json.dumps({"headline": {"older run": 1}}))

@@ -1,4 +1,4 @@
-"""lib/runstate.py and run_all's skip decision: a stage's key follows its notebook, lib/, parameters, data and
+"""lib/run/runstate.py and run_all's skip decision: a stage's key follows its notebook, lib/, parameters, data and
 upstream runs; an unchanged stage is skipped, --force and a changed key re-run it (issue 23, mutation 2)."""
 import json
 import shutil
@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 import run_all
-from lib import manifest, runstate
-from lib.common import REPO_ROOT
+from lib.core import manifest
+from lib.core.files import REPO_ROOT
+from lib.run import runstate
 
 STAGE = "01_data_teacher"
 
@@ -40,11 +41,11 @@ def test_a_changed_notebook_cell_changes_the_key(repo):
 
 def test_a_changed_lib_function_changes_the_key(repo):
     base = runstate.fingerprint(STAGE, {"epochs": 1}, [])
-    edit(repo / "lib" / "stats.py", "return f1 / classes", "return f1 / classes * 1.0")
+    edit(repo / "lib" / "core" / "stats.py", "return f1 / classes", "return f1 / classes * 1.0")
     changed = runstate.fingerprint(STAGE, {"epochs": 1}, [])
     assert changed != base
     # a file moved to another name with the same bytes is another module: the path is part of the key
-    (repo / "lib" / "stats.py").rename(repo / "lib" / "stats2.py")
+    (repo / "lib" / "core" / "stats.py").rename(repo / "lib" / "core" / "stats2.py")
     assert runstate.fingerprint(STAGE, {"epochs": 1}, []) not in (base, changed)
 
 
@@ -147,7 +148,7 @@ def test_an_unchanged_stage_is_skipped_and_force_or_an_edit_reruns_it(repo, tmp_
     ran, state = runs(out, monkeypatch)
     assert ran == [] and STAGE in state
     assert runs(out, monkeypatch, "--force")[0] == [STAGE]
-    edit(repo / "lib" / "goals.py", "return all(", "return all(  # edited\n        ")
+    edit(repo / "lib" / "core" / "goals.py", "return all(", "return all(  # edited\n        ")
     assert runs(out, monkeypatch)[0] == [STAGE]
     assert runs(out, monkeypatch)[0] == []
 
@@ -180,7 +181,7 @@ def test_a_stage_run_twice_is_skipped_whatever_scratch_it_saved(repo, tmp_path, 
     """A stage that saves scratch under the temp folder through atomic_dir (stage 03's calibration trials did)
     and its real output: the second run skips it, and the state names only the real output."""
     import tempfile
-    from lib.common import atomic_dir
+    from lib.core.files import atomic_dir
     out = tmp_path / "out"
 
     def work():

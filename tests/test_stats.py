@@ -1,8 +1,8 @@
-"""lib/stats.py: bootstrap interval, calibration error, agreement and one class's recall on known inputs."""
+"""lib/core/stats.py: bootstrap interval, calibration error, agreement and one class's recall on known inputs."""
 import numpy as np
 import pytest
 
-from lib import stats
+from lib.core import stats
 
 
 def test_bootstrap_interval_brackets_the_estimate():

@@ -1,9 +1,9 @@
-"""lib.textnorm: links and handles become placeholder words the tokenizer knows; cashtags stay; idempotent."""
+"""lib.core.textnorm: links and handles become placeholder words the tokenizer knows; cashtags stay; idempotent."""
 import pandas as pd
 import pytest
 
-from lib.errors import FinCompressError
-from lib.textnorm import HANDLE_WORD, MODES, URL_WORD, normalize_frame, normalize_text
+from lib.core.errors import FinCompressError
+from lib.core.textnorm import HANDLE_WORD, MODES, URL_WORD, normalize_frame, normalize_text
 
 CASES = [
     ("Shares up https://t.co/IfTM8IoUSG", "Shares up http"),
@@ -32,7 +32,7 @@ def test_none_returns_the_text_unchanged(raw, _):
 
 
 def test_placeholders_are_single_tokens_of_the_teachers_vocabulary():
-    from lib.model_source import PACKAGED_TEACHER, resolve_model_source
+    from lib.core.model_source import PACKAGED_TEACHER, resolve_model_source
     from pathlib import Path
     vocab = set((Path(resolve_model_source(PACKAGED_TEACHER)) / "vocab.txt").read_text().split())
     assert URL_WORD in vocab and HANDLE_WORD.lstrip("@") in vocab and "@" in vocab

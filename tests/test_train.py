@@ -1,12 +1,14 @@
-"""lib/train.py: parameter groups, schedule, early stopping, head remapping, the loop, checkpoints."""
+"""lib/modeling/train.py: parameter groups, schedule, early stopping, head remapping, the loop, checkpoints."""
 import json
 
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import batching, model_source, train
-from lib.common import FinCompressError
+from lib.core import model_source
+from lib.core.errors import FinCompressError
+from lib.data import batching
+from lib.modeling import train
 
 
 def tiny_bert(num_labels=3, **cfg):
@@ -142,8 +144,8 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_same_seed_same_metrics_twice(tmp_path, data_dir):
-    from lib.common import set_seed
-    from lib.data import prepare_data
+    from lib.data.corpus import prepare_data
+    from lib.modeling.device import set_seed
     prepare_data(tmp_path / "d", str(data_dir), seed=7, max_rows=90)
     runs = []
     for i in range(2):
@@ -158,7 +160,7 @@ def test_same_seed_same_metrics_twice(tmp_path, data_dir):
 
 def test_resolve_device_with_cuda_mocked(monkeypatch):
     # No GPU here: CUDA is mocked so the --gpu and torchrun device choice is still checked.
-    from lib.common import resolve_device
+    from lib.modeling.device import resolve_device
     picked = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -175,7 +177,7 @@ def test_resolve_device_with_cuda_mocked(monkeypatch):
 
 
 def test_gpu_without_cuda_is_one_line_error(monkeypatch):
-    from lib.common import resolve_device
+    from lib.modeling.device import resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(FinCompressError, match="drop --gpu"):
         resolve_device(True)
@@ -269,7 +271,7 @@ def test_sdpa_on_cuda_eager_where_maps_are_read_or_on_cpu(tmp_path):
 
 
 def test_loaders_are_pinned_on_cuda_only():
-    from lib.batching import pinned
+    from lib.data.batching import pinned
     batches = readable_batches()
     loader = torch.utils.data.DataLoader(list(range(10)), batch_size=4)
     assert pinned(loader, torch.device("cpu")) is loader and pinned(batches, torch.device("cuda")) is batches

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from lib.ood import load_tweet_pool
+from lib.data.ood import load_tweet_pool
 from lib.stages import distillation
 
 POOL = pd.DataFrame({"text": ["$AAPL up https://t.co/x1", "@bob: sales fell"], "label": [2, 0],

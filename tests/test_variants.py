@@ -1,4 +1,4 @@
-"""lib/variants.py: the Variant record, and every format written, recognised from its files and loaded back."""
+"""lib/core/variants.py: the Variant record, and every format written, recognised from its files and loaded back."""
 import json
 
 import numpy as np
@@ -6,9 +6,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lib import formats, prune, quantize as q, variants
-from lib.errors import FinCompressError
-from lib.variants import Variant
+from lib import formats
+from lib.core import variants
+from lib.core.errors import FinCompressError
+from lib.core.variants import Variant
+from lib.techniques import prune, quantize as q
 
 TEXTS = ["Operating profit rose to EUR 13.1 mn", "Sales fell"]
 
@@ -83,5 +85,5 @@ def test_bad_variants_are_one_line_errors(saved, tmp_path):
 
 
 def test_every_format_has_a_marker_a_runtime_and_a_loader():
-    # the record's facts (lib.variants) and the loaders (lib.formats) live apart: a format added to one only fails here
+    # the record's facts (lib.core.variants) and the loaders (lib.formats) live apart: a format added to one only fails here
     assert list(variants.MARKERS) == list(variants.RUNTIMES) == list(formats.FORMATS)

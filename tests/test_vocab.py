@@ -1,11 +1,11 @@
-"""lib/vocab.py: trimming the vocabulary keeps tokenization and logits on covered text, and reloads."""
+"""lib/techniques/vocab.py: trimming the vocabulary keeps tokenization and logits on covered text, and reloads."""
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from lib import vocab
-from lib.common import FinCompressError
-from lib.model_source import resolve_model_source
+from lib.core.errors import FinCompressError
+from lib.core.model_source import resolve_model_source
+from lib.techniques import vocab
 from tests.test_train import tiny_bert
 
 CORPUS = ["Operating profit rose to EUR 13.1 mn", "Net sales decreased by 5 %", "The company is based in Helsinki"]

@@ -1,5 +1,5 @@
 """The FinBERT-sized yardstick (bert-base shape, seeded, saved with its tokenizer, and its ORT INT8 form) and
-lib/speed.py's rows and ratios for it, the end-to-end columns and the share of the peak."""
+lib/measure/speed.py's rows and ratios for it, the end-to-end columns and the share of the peak."""
 import collections
 
 import numpy as np
@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-from lib import serving, speed, yardstick as ys
-from lib.variants import ONNX_FILE
+from lib.core.variants import ONNX_FILE
+from lib.measure import speed, yardstick as ys
+from lib.predict import serving
 
 SENTENCES = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell.",
              "The company said it will cut 120 jobs at its plant in Finland this year.", "Net sales were flat."]

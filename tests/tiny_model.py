@@ -50,8 +50,8 @@ def tiny_classifier():
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from lib.model_source import PACKAGED_TEACHER, resolve_model_source
-    from lib.variants import LABELS
+    from lib.core.model_source import PACKAGED_TEACHER, resolve_model_source
+    from lib.core.variants import LABELS
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(PACKAGED_TEACHER))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -68,10 +68,10 @@ def build(root: Path) -> Path:
     """root/artifacts/model exported from tiny_classifier (ONNX INT8), plus its hf checkpoint."""
     import pandas as pd
 
-    from lib.export import export_recommended
-    from lib.onnx_export import save_onnx_fp32, save_onnx_int8
-    from lib.model_source import PACKAGED_TEACHER
-    from lib.variants import Variant
+    from lib.core.model_source import PACKAGED_TEACHER
+    from lib.core.variants import Variant
+    from lib.ship.artifacts import ship_recommended
+    from lib.techniques.onnx_export import save_onnx_fp32, save_onnx_int8
     model, tokenizer = tiny_classifier()
     texts = TEXTS
     teacher_dir = root / "checkpoints" / "teacher"
@@ -85,7 +85,7 @@ def build(root: Path) -> Path:
     df = pd.DataFrame([schema_row("teacher", {"val": 0.85, "test": 0.84}, format="hf", precision="fp32"),
                        schema_row(shipped.name, {"val": 0.84, "test": 0.83},
                                   {"val": (-1.0, -2.5, 0.4), "test": (-1.2, -2.8, 0.3)})])
-    return export_recommended(df.iloc[1], df, [teacher, shipped], {"root": root}, info(), "the test's choice")
+    return ship_recommended(df.iloc[1], df, [teacher, shipped], {"root": root}, info(), "the test's choice")
 
 
 def blocked_env(tmp: Path, blocked: str) -> dict:
@@ -96,7 +96,7 @@ def blocked_env(tmp: Path, blocked: str) -> dict:
 
 
 def predict(*args, cwd=REPO, env=None, stdin=None, script=False) -> subprocess.CompletedProcess:
-    """python -m lib.predict (or lib/predict.py as a script path) in a fresh process."""
-    entry = [str(REPO / "lib" / "predict.py")] if script else ["-m", "lib.predict"]
+    """python -m lib.predict (or the lib/predict folder as a script path) in a fresh process."""
+    entry = [str(REPO / "lib" / "predict")] if script else ["-m", "lib.predict"]
     return subprocess.run([sys.executable, *entry, *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from lib import pipeline
-from lib.common import (FinCompressError, format_run_info, relative_path, resolve_device, run_info,
-                        set_seed, stage_paths, student_folder, write_json)
-from lib.params import notebook_values
-from lib.pipeline import NOTEBOOKS
-from lib.report import save_png
-from lib.variants import Variant, detect
+from lib.core import pipeline
+from lib.core.errors import FinCompressError
+from lib.core.files import relative_path, stage_paths, student_folder, write_json
+from lib.core.params import notebook_values
+from lib.core.pipeline import NOTEBOOKS
+from lib.core.runinfo import format_run_info
+from lib.core.variants import Variant, detect
+from lib.modeling.device import resolve_device, run_info, set_seed
+from lib.report.plots import save_png
 
 DISTILLATION = "02_distillation"  # its best student on val carries metrics["best_student"] = True
 

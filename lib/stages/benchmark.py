@@ -4,11 +4,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import goals, harness, ood, pareto, ship, speed, yardstick
-from lib.data import load_splits
-from lib.export import export_recommended
+from lib.core import goals
+from lib.core.variants import Variant
+from lib.data import ood
+from lib.data.corpus import load_splits
+from lib.measure import harness, speed, yardstick
+from lib.ship import decide, pareto
+from lib.ship.artifacts import ship_recommended
 from lib.stages.base import Stage as BaseStage
-from lib.variants import Variant
 
 SETS = ("val", "test")  # scored by one harness: val decides, test reports; ood_val/ood_test join when stage 01 wrote them
 
@@ -20,7 +23,7 @@ class Stage(BaseStage):
     def gather(self) -> list[Variant]:
         """Every variant earlier stages listed, and the FinBERT-sized yardstick timed beside them."""
         self.variants = self.upstream_variants()
-        self.yardsticks = []  # timed beside the variants, never one of them (lib.yardstick)
+        self.yardsticks = []  # timed beside the variants, never one of them (lib.measure.yardstick)
         if self.p.yardstick_layers:
             self.yardsticks = yardstick.build(self.paths["root"], self.paths["checkpoints"] / "yardstick",
                                               load_splits(self.paths["data"])["val"]["text"].tolist(),
@@ -52,23 +55,23 @@ class Stage(BaseStage):
 
     def stage_goals(self) -> list[goals.Goal]:
         """The deployment goals; the OOD-retention goal is skipped (with a note in the verdict) without OOD sets."""
-        return [g for g in goals.from_params(self.params, columns=ship.COLUMNS) if g.metric in self.df]
+        return [g for g in goals.from_params(self.params, columns=decide.COLUMNS) if g.metric in self.df]
 
     def skipped_goals(self) -> str:
-        missing = [g.name for g in goals.from_params(self.params, columns=ship.COLUMNS) if g.metric not in self.df]
+        missing = [g.name for g in goals.from_params(self.params, columns=decide.COLUMNS) if g.metric not in self.df]
         return (f"Goal(s) {', '.join(missing)} skipped: stage 01 wrote no out-of-domain sets (no tweets in the data "
                 "folder).") if missing else ""
 
     def recommend(self):
         """The choice, on validation columns only (test columns are reported, never read here)."""
-        self.recommended = ship.recommend(self.df, self.stage_goals())
+        self.recommended = decide.recommend(self.df, self.stage_goals())
         return self.recommended
 
     def tables(self) -> tuple:
         """Quality per set (with the paired delta to the teacher) and costs, numbered as the plot's points."""
         ood_sets = [s for s in self.sets if s in ood.OOD_SETS]
-        return (speed.quality_table(ship.quality_table(self.df, list(SETS)), self.yard),
-                speed.cost_table(self.df, self.yard), ship.ood_table(self.df, ood_sets) if ood_sets else None)
+        return (speed.quality_table(decide.quality_table(self.df, list(SETS)), self.yard),
+                speed.cost_table(self.df, self.yard), decide.ood_table(self.df, ood_sets) if ood_sets else None)
 
     def hardware(self) -> str:
         """End to end, against FinBERT's shape, and the share of the CPU's matmul peak, for the recommendation."""
@@ -83,14 +86,14 @@ class Stage(BaseStage):
         """artifacts/model: the recommended variant, self-describing (config, tokenizer, model card); `python -m
         lib.predict` serves it."""
         rec = self.recommended
-        self.exported = export_recommended(rec, self.df, self.variants, self.paths, self.info,
-                                           ship.choice_rule(rec, self.stage_goals()))
+        self.exported = ship_recommended(rec, self.df, self.variants, self.paths, self.info,
+                                           decide.choice_rule(rec, self.stage_goals()))
         return self.exported
 
     def outcome(self) -> dict:
         rec, test = self.recommended, SETS[-1]
         return {"metrics": {"variants_measured": len(self.df), "sets": {k: len(v) for k, v in self.sets.items()},
-                            "recommended": rec.to_dict(), "table": ship.index_table(self.df),
+                            "recommended": rec.to_dict(), "table": decide.index_table(self.df),
                             "artifact": str(self.exported), "peak": self.peak,
                             "yardstick": [] if self.yard is None else self.yard.to_dict("records")},
                 "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
@@ -108,5 +111,5 @@ class Stage(BaseStage):
                                  "OOD-test kept vs teacher": rec["ood_test_retention"]} if "ood_test_retention" in rec else {})},
                 "goals": goals.check_all(self.stage_goals(), rec, rec["name"]),
                 "verdict": "\n\n".join(filter(None, [
-                    ship.recommendation_text(rec, self.df, self.stage_goals(), list(SETS)), ship.ood_text(rec, self.df),
+                    decide.recommendation_text(rec, self.df, self.stage_goals(), list(SETS)), decide.ood_text(rec, self.df),
                     self.skipped_goals(), "Speed as a user meets it, and how close to the hardware:\n\n" + self.hardware()]))}

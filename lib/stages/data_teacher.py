@@ -1,12 +1,13 @@
 """Stage 01: the data splits every later stage reads, and the teacher they are all judged against."""
 import pandas as pd
 
-from lib import data, goals, ood
-from lib.common import relative_path
-from lib.variants import LABELS
+from lib.core import goals
+from lib.core.files import relative_path
+from lib.core.variants import LABELS
+from lib.core.variants import Variant
+from lib.data import corpus, ood
+from lib.modeling.train import scores, train_teacher
 from lib.stages.base import Stage as BaseStage
-from lib.train import scores, train_teacher
-from lib.variants import Variant
 
 
 class Stage(BaseStage):
@@ -16,7 +17,7 @@ class Stage(BaseStage):
     def prepare_data(self) -> dict:
         """Parse, de-duplicate and split 70/15/15 (stratified, seeded); writes data/*.csv."""
         p = self.p
-        self.summary = data.prepare_data(self.paths["data"], p.data_dir or None, p.seed, p.agreement,
+        self.summary = corpus.prepare_data(self.paths["data"], p.data_dir or None, p.seed, p.agreement,
                                          p.fiqa_threshold, p.max_rows, p.allow_partial_data,
                                          p.text_normalization)
         return self.summary
@@ -29,7 +30,7 @@ class Stage(BaseStage):
                                     epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, max_length=p.max_length,
                                     weight_decay=p.weight_decay, warmup_frac=p.warmup_frac, patience=p.patience,
                                     seed=p.seed, amp=p.gpu)
-        self.by_source = per_source_scores(data.load_splits(self.paths["data"])["test"], self.result["test"]["preds"])
+        self.by_source = per_source_scores(corpus.load_splits(self.paths["data"])["test"], self.result["test"]["preds"])
         return self.result
 
     def evals(self) -> dict:

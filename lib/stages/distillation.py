@@ -3,20 +3,23 @@ import time
 
 import pandas as pd
 
-from lib import bench, goals, ood_eval, pipeline, stats
-from lib.common import FinCompressError, relative_path, set_seed
-from lib.batching import make_loader
-from lib.data import load_splits, load_transfer
-from lib.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
-from lib.losses import precomputed_kd_loss
-from lib.ood import load_tweet_pool
-from lib.parallel import rank0_only
-from lib.report import legend_outside
+from lib.core import goals, pipeline, stats
+from lib.core.errors import FinCompressError
+from lib.core.files import relative_path
+from lib.core.textnorm import normalize_texts
+from lib.core.variants import LABELS
+from lib.data.batching import make_loader
+from lib.data.corpus import load_splits, load_transfer
+from lib.data.ood import load_tweet_pool
+from lib.measure import bench, ood_eval
+from lib.modeling.device import set_seed
+from lib.modeling.distributed import rank0_only
+from lib.modeling.losses import precomputed_kd_loss
+from lib.modeling.train import attention_for, evaluate, fit, load_classifier, predict, public, save_checkpoint
+from lib.report.plots import legend_outside
+from lib.runtime.pytorch import torch_predictor
 from lib.stages.base import Stage as BaseStage
-from lib.textnorm import normalize_texts
-from lib.train import attention_for, evaluate, fit, load_classifier, predict, public, save_checkpoint
-from lib.torch_runtime import torch_predictor
-from lib.variants import LABELS
+from lib.techniques.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
 
 KINDS = ("baseline", "kd_vanilla", "kd_intermediate")
 

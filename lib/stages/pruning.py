@@ -7,18 +7,21 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lib import bench, goals, ood_eval, prune, stats
-from lib.common import FinCompressError, relative_path
-from lib.batching import make_loader
-from lib.data import load_splits, load_transfer
-from lib.losses import precomputed_kd_loss
-from lib.parallel import rank0_only
-from lib.params import percent, sparsities
-from lib.report import legend_outside
+from lib.core import goals, stats
+from lib.core.errors import FinCompressError
+from lib.core.files import relative_path
+from lib.core.params import percent, sparsities
+from lib.core.variants import Variant
+from lib.data.batching import make_loader
+from lib.data.corpus import load_splits, load_transfer
+from lib.measure import bench, ood_eval
+from lib.modeling.distributed import rank0_only
+from lib.modeling.losses import precomputed_kd_loss
+from lib.modeling.train import attention_for, evaluate, fit, load_classifier, predict, public
+from lib.report.plots import legend_outside
+from lib.runtime.pytorch import torch_predictor
 from lib.stages.base import Stage as BaseStage
-from lib.train import attention_for, evaluate, fit, load_classifier, predict, public
-from lib.torch_runtime import torch_predictor
-from lib.variants import Variant
+from lib.techniques import prune
 
 
 class Stage(BaseStage):
@@ -161,9 +164,8 @@ def _round_summary(entry: dict) -> dict:
 
 
 def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2, passes: int = 2, n: int = 64) -> dict:
-    """Disk bytes and batch-1 latency of every base/level checkpoint, loaded back from disk; returns `results`.
-
-    Models are timed back to back and each keeps its fastest of `passes` passes (bench.fastest_latency)."""
+    """Disk bytes and batch-1 latency of every base/level checkpoint, loaded back from disk, timed back to back,
+    each keeping its fastest of `passes` passes (bench.fastest_latency); returns `results`."""
     for res in results.values():
         _, tok = load_classifier(str(res["base"]["path"]))
         inputs = bench.batch1_inputs(tok, texts, seq_len=seq_len, n=n)

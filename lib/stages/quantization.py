@@ -2,19 +2,25 @@
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
-from lib import bench, goals, manifest, ood_eval, quantize as q, quantize_static as qs, sensitivity as sens, stats
-from lib.common import FinCompressError, quiet, relative_path
-from lib.batching import make_loader
-from lib.data import load_splits
-from lib.onnx_export import calibration_study, save_onnx_fp32, save_onnx_int8
-from lib.parallel import rank0_only
+from lib import formats
+from lib.core import goals, stats
+from lib.core.errors import FinCompressError
+from lib.core.files import relative_path
+from lib.core.variants import Variant
+from lib.data.batching import make_loader
+from lib.data.corpus import load_splits
+from lib.measure import bench, ood_eval
+from lib.modeling.device import quiet, set_seed
+from lib.modeling.distributed import rank0_only
+from lib.modeling.train import fit
+from lib.report import plots
+from lib.runtime.pytorch import torch_predictor
 from lib.stages.base import Stage as BaseStage
-from lib.torch_runtime import torch_predictor
-from lib.variants import Variant
+from lib.techniques import quantize as q, quantize_static as qs, sensitivity as sens
+from lib.techniques.onnx_export import calibration_study, save_onnx_fp32, save_onnx_int8
 
 
 class Stage(BaseStage):
@@ -56,13 +62,13 @@ class Stage(BaseStage):
                 "variants": [v for r in self.results for v in r["variants"]]}
 
 
-def load_fp32(path: Path):
-    """The FP32 source exactly as the benchmark loads it (default attention), in eval mode."""
-    if not (Path(path) / "config.json").is_file():
+def load_fp32(source: Variant, root: Path):
+    """The FP32 source exactly as the benchmark loads it (the format registry, default attention), in eval mode."""
+    path = source.location(root)
+    if not (path / "config.json").is_file():
         raise FinCompressError(f"{path} is not a model folder (no config.json); run the stage that writes it first")
-    manifest.check(path)
     with quiet():
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = formats.load_torch(source, root)
     return model.eval(), AutoTokenizer.from_pretrained(path)
 
 
@@ -92,16 +98,20 @@ def measure(variant: Variant, path: Path, predict, lat_inputs, evals: dict, fp32
     return variant.with_metrics(**m, goals_met=goals.all_met(goals.from_params(p, ref="its FP32 source"), m))
 
 
-def measure_saved(source: Variant, qdir: Path, root: Path, loaders: dict, lat_inputs, fp32: dict, p: dict) -> tuple:
-    """Each saved variant reloaded from disk (what ships is scored) and measured: (variants by method, test evals)."""
-    made = {"torch_int8": ("torch_int8", "torch_int8", "int8"), "onnx_fp32": ("onnx", ("onnx_export",), "fp32"),
-            "onnx_int8": ("onnx", ("onnx_export", "onnx_int8"), "int8"), "qat_int8": ("torch_int8", "qat_int8", "int8"),
-            "onnx_static_int8": ("onnx", ("onnx_export", "onnx_static_int8"), "int8")}
+# What each saved folder is: (format, techniques added to its source, precision), by the method that made it.
+MADE = {"torch_int8": ("torch_int8", "torch_int8", "int8"), "onnx_fp32": ("onnx", ("onnx_export",), "fp32"),
+        "onnx_int8": ("onnx", ("onnx_export", "onnx_int8"), "int8"), "qat_int8": ("torch_int8", "qat_int8", "int8"),
+        "onnx_static_int8": ("onnx", ("onnx_export", "onnx_static_int8"), "int8")}
+
+
+def measure_saved(source: Variant, saved: dict, root: Path, loaders: dict, lat_inputs, fp32: dict, p: dict) -> tuple:
+    """Each saved folder (by method: where its writer put it) reloaded from disk through the format registry (what
+    ships is scored) and measured: (variants by method, test evals)."""
     by_method, evals = {}, {}
-    for method, (fmt, technique, precision) in made.items():
-        path = qdir / f"{source.name}_{method}"
-        predict, _ = q.load_onnx(path, p["threads"]) if fmt == "onnx" else q.load_torch_int8(path)
-        v = source.derive(f"{source.name}_{method}", fmt, relative_path(path, root), technique, Stage.NAME, precision)
+    for method, (fmt, technique, precision) in MADE.items():
+        path = Path(saved[method])
+        v = source.derive(path.name, fmt, relative_path(path, root), technique, Stage.NAME, precision)
+        predict, _ = formats.load(v, root, p["threads"])
         scored = {s: sens.evaluate_predictor(predict, loaders[s], fp32[s]["logits"]) for s in loaders}
         evals[v.name] = scored["test"]
         by_method[method] = measure(v, path, predict, lat_inputs, scored, fp32, p)
@@ -111,7 +121,7 @@ def measure_saved(source: Variant, qdir: Path, root: Path, loaders: dict, lat_in
 def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     """PTQ (torch), ONNX FP32/INT8 and QAT INT8 of one model, each saved, reloaded from disk and measured. Under
     a launcher rank 0 alone does the CPU-only INT8 work and the CPU timing; QAT trains data-parallel on every rank."""
-    (model, tokenizer), splits = load_fp32(source.location(paths["root"])), load_splits(paths["data"])
+    (model, tokenizer), splits = load_fp32(source, paths["root"]), load_splits(paths["data"])
     val, test = (make_loader(splits[s], tokenizer, 64, p["max_length"]) for s in ("val", "test"))
     texts = splits["test"]["text"].astype(str).tolist()
     lat_inputs = bench.batch1_inputs(tokenizer, texts, seq_len=p["latency_seq_len"], n=p["latency_n"])
@@ -120,14 +130,23 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     ptq = rank0_only(post_training, source, model, tokenizer, paths, val, texts, test, lat_inputs, p,
                      splits["train"]["text"].astype(str).tolist())
     ptq["fp32"] |= {"ood_val": ood["ood_val"]} if ood else {}
-    qat_model, qat_history = q.train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device,
-                                         epochs=p["qat_epochs"], lr=p["qat_lr"], per_channel=p["per_channel"],
-                                         max_length=p["max_length"], seed=p["seed"], amp=bool(p.get("gpu")))
+    qat_model, qat_history = train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p)
     by_method, evals = rank0_only(save_and_measure, source, qat_model, model.config, tokenizer, paths,
                                   {"val": val, "test": test} | ({"ood_val": ood["ood_loader"]} if ood else {}),
                                   lat_inputs, ptq, p)
-    return {"name": source.name, **{k: v for k, v in ptq.items() if k != "meta"}, "qat_history": qat_history,
+    return {"name": source.name, **{k: v for k, v in ptq.items() if k not in ("meta", "saved")}, "qat_history": qat_history,
             "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
+
+
+def train_qat(name, model, tokenizer, splits, keep_mods, device, p: dict) -> tuple:
+    """QAT: a short fine-tuning at a low learning rate (bf16 autocast under --gpu); (INT8 model, history)."""
+    def finetune(fake):
+        train = make_loader(splits["train"], tokenizer, 32, p["max_length"], shuffle=True, seed=p["seed"])
+        val = make_loader(splits["val"], tokenizer, 64, p["max_length"])
+        return fit(fake, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT",
+                   amp=bool(p.get("gpu")))["history"]
+    set_seed(p["seed"])  # the same shuffles and dropout however many random draws the stage made before
+    return q.qat(model, keep_mods, p["per_channel"], finetune)
 
 
 def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, test, lat_inputs, p: dict, train_texts) -> dict:
@@ -140,27 +159,29 @@ def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, te
     keep, val_delta = sens.choose_fp32_groups(model, val, ref_f1, scan, p["per_channel"], p["max_f1_drop_pts"])
     keep_mods, qdir = q.modules_in(model, keep), paths["checkpoints"] / "quantized"
     meta = {"source": fp32["path"], "keep_fp32_groups": keep, "keep_fp32": keep_mods, "per_channel": p["per_channel"]}
+    saved = {"torch_int8": qdir / f"{name}_torch_int8"}
     q.save_torch_int8(q.quantize_torch(model, keep_mods, p["per_channel"]), model.config, tokenizer,
-                      qdir / f"{name}_torch_int8", meta | {"method": "ptq_dynamic"})
+                      saved["torch_int8"], meta | {"method": "ptq_dynamic"})
     # One FP32 export serves the ONNX FP32-group choice and the saved INT8 variant.
     fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, p["parity_tol"])
     onnx_keep, onnx_val_delta = sens.choose_onnx_fp32_groups(model, tokenizer, fp32_dir, val, ref_f1, scan,
                                                             p["max_f1_drop_pts"])
-    save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))
+    saved |= {"onnx_fp32": fp32_dir, "onnx_int8": save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))}
     feeds = qs.calibration_inputs(tokenizer, train_texts, n=p["calibration_n"], max_length=p["max_length"], seed=p["seed"])
     static = calibration_study(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep), feeds, {"val": val, "test": test})
     return {"onnx_static_calibration": static["calibration"], "onnx_static_scores": static["scores"], "onnx_ops": static["ops"],
             "fp32": fp32, "sensitivity": scan, "keep_fp32_groups": keep, "val_delta_pts_with_keep": val_delta,
             "onnx_keep_fp32_groups": onnx_keep, "onnx_val_delta_pts_with_keep": onnx_val_delta, "onnx_parity": parity,
-            "meta": meta}
+            "meta": meta, "saved": saved | {"onnx_static_int8": static["path"]}}
 
 
 def save_and_measure(source: Variant, qat_model, config, tokenizer, paths: dict, loaders: dict, lat_inputs, ptq: dict,
                      p: dict) -> tuple[dict, dict]:
     """Save QAT INT8, reload and measure every saved variant; the ONNX INT8 ones carry what stage 06 reuses."""
     name, qdir = source.name, paths["checkpoints"] / "quantized"
-    q.save_torch_int8(qat_model, config, tokenizer, qdir / f"{name}_qat_int8", ptq["meta"] | {"method": "qat"})
-    by_method, evals = measure_saved(source, qdir, paths["root"], loaders, lat_inputs, ptq["fp32"], p)
+    saved = ptq["saved"] | {"qat_int8": qdir / f"{name}_qat_int8"}
+    q.save_torch_int8(qat_model, config, tokenizer, saved["qat_int8"], ptq["meta"] | {"method": "qat"})
+    by_method, evals = measure_saved(source, saved, paths["root"], loaders, lat_inputs, ptq["fp32"], p)
     by_method["onnx_int8"] = by_method["onnx_int8"].with_metrics(keep_fp32_groups=ptq["onnx_keep_fp32_groups"])
     by_method["onnx_static_int8"] = by_method["onnx_static_int8"].with_metrics(calibration=ptq["onnx_static_calibration"])
     return by_method, evals
@@ -238,36 +259,13 @@ def sensitivity_table(result: dict) -> pd.DataFrame:
 
 def plot_sensitivity(results: list[dict], max_drop: float):
     """Val macro-F1 delta when one group alone is INT8; red bars are the groups the default keeps FP32."""
-    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 0.3 * len(results[0]["sensitivity"]) + 1.8),
-                             squeeze=False)
-    for ax, r in zip(axes[0], results):
-        df = sensitivity_table(r)
-        ax.barh(df.index, df["val Δ (pts)"], color=["tab:red" if k else "tab:blue" for k in df["kept FP32"]])
-        ax.axvline(-max_drop, color="grey", ls=":", label=f"budget: -{max_drop} pts")
-        ax.axvline(0, color="black", lw=0.8)
-        ax.invert_yaxis()
-        ax.set(title=f"{r['name']}: val ΔF1, one group INT8", xlabel="val ΔF1 vs FP32 (points, negative = worse)")
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
+    return plots.plot_group_deltas({r["name"]: sensitivity_table(r) for r in results}, "val Δ (pts)", "kept FP32",
+                                   -max_drop, f"budget: -{max_drop} pts", "val ΔF1 vs FP32 (points, negative = worse)")
 
 
 def plot_tradeoffs(results: list[dict]):
     """Test macro-F1, size on disk and batch-1 latency of every variant next to its FP32 source."""
-    df = pd.concat([variants_table(r) for r in results])
-    fp32_rows = {f"{r['name']} (FP32 torch)" for r in results}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 0.35 * len(df) + 1.8))
-    for ax, col, title in zip(axes, ["test macro-F1", "disk (MB)", "latency (ms)"],
-                              ["test macro-F1", "size on disk (MB)", "latency, batch 1, 32 tokens (ms)"]):
-        ax.barh(df.index, df[col], color=["grey" if i in fp32_rows else "tab:blue" for i in df.index])
-        ax.bar_label(ax.containers[0], fmt="%.3g", fontsize=9)
-        ax.invert_yaxis()
-        ax.set_title(title)
-    for ax in axes[1:]:
-        ax.set_yticklabels([])
-    axes[0].set_xlim(max(0, df["test macro-F1"].min() - 0.1), 1)
-    fig.tight_layout()
-    return fig
+    return plots.plot_tradeoffs(pd.concat([variants_table(r) for r in results]), {f"{r['name']} (FP32 torch)" for r in results})
 
 
 def int8_confusions(result: dict) -> dict:

@@ -4,12 +4,14 @@ and the calibration stage 03 chose on val for the model the pruned one was made 
 variants). Stage 05 then measures these with everything else."""
 from transformers import AutoTokenizer
 
-from lib import ood, prune, quantize as q, quantize_static as qs, vocab
-from lib.data import load_splits
-from lib.onnx_export import save_onnx_fp32, save_onnx_int8, save_onnx_static_int8
-from lib.serving import DEFAULT_MAX_LENGTH
+from lib import formats
+from lib.core.variants import Variant
+from lib.data import ood
+from lib.data.corpus import load_splits
+from lib.predict.serving import DEFAULT_MAX_LENGTH
 from lib.stages.base import Stage as BaseStage
-from lib.variants import Variant
+from lib.techniques import quantize as q, quantize_static as qs, vocab
+from lib.techniques.onnx_export import save_onnx_fp32, save_onnx_int8, save_onnx_static_int8
 
 
 class Stage(BaseStage):
@@ -90,8 +92,7 @@ def build_stacked(paths: dict, pruned: list[Variant], texts: list[str], keep_gro
     tokens those texts use (and only the positions the study reads)."""
     stacked = []
     for v in pruned:  # Stage.gather picked them by format
-        src = v.location(paths["root"])
-        model, tokenizer = prune.load_pruned(src), AutoTokenizer.from_pretrained(src)
+        model, tokenizer = formats.load_torch(v, paths["root"]), AutoTokenizer.from_pretrained(v.location(paths["root"]))
         keep = q.modules_in(model, keep_groups.get(v.source, []))  # the FP32 choice made for the model it was pruned from
         stacked += stacked_onnx(v, v.name, model, tokenizer, keep, False, paths, texts, tol, static)
         if vocab_texts:  # trimming swaps only the word-embedding table, so the FP32 choices above still hold

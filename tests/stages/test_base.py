@@ -5,10 +5,10 @@ import importlib
 
 import pytest
 
-from lib import pipeline
-from lib.errors import FinCompressError
+from lib.core import pipeline
+from lib.core.errors import FinCompressError
+from lib.core.variants import Variant
 from lib.stages.base import StageResult
-from lib.variants import Variant
 from tests.conftest import REPO
 from tests.test_train import tiny_bert
 

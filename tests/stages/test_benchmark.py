@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from lib import pipeline
+from lib.core import pipeline
 
 
 def test_stage05_smoke(smoke_run):
@@ -52,13 +52,14 @@ def test_stage05_smoke(smoke_run):
 
 
 def test_stage05_chooses_on_validation(smoke_run):
-    from lib import goals, ship
+    from lib.core import goals
+    from lib.ship import decide
     m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
     rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
     assert m["metrics"]["sets"] == {"val": 24, "test": 24, "ood_val": 24, "ood_test": 24}
     # recomputed from the table's val columns (and costs), the choice is the same variant
-    gs = goals.from_params(m["run_info"]["params"], columns=ship.COLUMNS)
-    assert ship.recommend(rows, gs)["name"] == m["headline"]["recommended"]
+    gs = goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS)
+    assert decide.recommend(rows, gs)["name"] == m["headline"]["recommended"]
     assert all(g["metric"] in ("val_delta_pts", "speedup_vs_teacher", "size_ratio_vs_teacher", "ood_val_retention") for g in m["goals"])
     assert "Why here:" in m["verdict"] or "fastest variant measured" in m["verdict"]
 
@@ -86,7 +87,7 @@ def test_stage05_end_to_end_yardstick_and_peak(smoke_run):
 
 
 def test_ood_goal_is_skipped_with_a_note_when_stage01_wrote_no_ood_sets():
-    from lib import ship
+    from lib.ship import decide
     from lib.stages import benchmark
     from tests.test_ship import ood_rows, table_rows
     stage = object.__new__(benchmark.Stage)
@@ -94,7 +95,7 @@ def test_ood_goal_is_skipped_with_a_note_when_stage01_wrote_no_ood_sets():
     stage.df = table_rows()
     assert [g.name for g in stage.stage_goals()] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio"]
     assert stage.skipped_goals().startswith("Goal(s) min_ood_retention skipped")
-    assert ship.recommend(stage.df, stage.stage_goals())["name"] == "student_p50_int8"
+    assert decide.recommend(stage.df, stage.stage_goals())["name"] == "student_p50_int8"
     stage.df = ood_rows()
     assert stage.stage_goals()[-1].metric == "ood_val_retention" and stage.skipped_goals() == ""
 

@@ -2,7 +2,7 @@
 import json
 import re
 
-from lib.render import REMOTE_SCRIPT
+from lib.report.render import REMOTE_SCRIPT
 from lib.stages import data_teacher
 
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from lib.errors import FinCompressError
+from lib.core.errors import FinCompressError
 from lib.stages import distillation
 
 

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from lib import formats
-from lib.errors import FinCompressError
+from lib.core.errors import FinCompressError
+from lib.core.variants import Variant
 from lib.stages import pruning
-from lib.variants import Variant
 
 
 @pytest.mark.parametrize("heads,ffn,msg", [("0.3,1.2", "0.3,0.5", r"in \[0, 1\)"), ("0.3", "0.3,0.5", "same number"),

@@ -4,8 +4,10 @@ import re
 
 import pytest
 
-from lib import bench, formats, quantize_static as qs
-from lib.variants import Variant
+from lib import formats
+from lib.core.variants import Variant
+from lib.measure import bench
+from lib.techniques import quantize_static as qs
 from tests.test_quantize import SENTENCES
 
 

@@ -1,0 +1,1 @@
+"""The seed and device, data-parallel groups, the training loop, metrics and losses."""

@@ -1,0 +1,161 @@
+"""Plots and tables every stage draws: class distributions, learning curves, confusion matrices, per-class F1,
+and the one way a table is shown in a report (its own horizontal scroll box, human column names)."""
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from sklearn.metrics import confusion_matrix
+
+from lib.core.variants import LABELS
+from lib.report.render import number
+
+SCROLL_BOX = "fc-table"  # the class of the box every report table sits in (tests/test_reports.py looks for it)
+
+
+def table(df: pd.DataFrame, highlight=None, index: bool = True):
+    """A DataFrame as report HTML inside a box that scrolls sideways on its own if it is wider than the page:
+    numbers right-aligned at 2-3 significant decimals, text left-aligned, headings that wrap; the row whose
+    index is `highlight` is shaded. index=False hides the index (then give the table a column that names rows)."""
+    from IPython.display import HTML
+    text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    # escape="html": a cell, row or column name holding "<script>" shows as text, whatever text tables come to hold
+    styler = (df.style.format(number, escape="html").format_index(escape="html", axis=0)
+              .format_index(escape="html", axis=1).set_properties(subset=text, **{"text-align": "left"})
+              .hide(names=True, axis="index"))
+    if not index:
+        styler = styler.hide(axis="index")
+    if highlight is not None:
+        styler = styler.apply(lambda r: ["background-color:#fff1b8;font-weight:bold" if r.name == highlight else ""]
+                              * len(r), axis=1)
+    # headings wrap (short lines of human words), figures never do: a table fits 1400 px without sideways scrolling
+    styler = styler.set_table_styles([{"selector": "td", "props": "padding:3px 7px;white-space:nowrap"},
+                                      {"selector": "th.col_heading", "props": "padding:3px 7px;white-space:normal;"
+                                       "max-width:7.5em;vertical-align:bottom;text-align:right"},
+                                      {"selector": "th.row_heading", "props": "padding:3px 7px;white-space:nowrap;"
+                                       "text-align:left"}])
+    return HTML(f'<div class="{SCROLL_BOX}" style="overflow-x:auto;max-width:100%">{styler.to_html()}</div>')
+
+
+def save_png(fig, path: Path, dpi: int = 110) -> None:
+    """A figure as PNG, written to a temp file and renamed, so the index never links a half-written image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def legend_outside(ax, **kw):
+    """The legend to the right of the axes, where it covers no data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, frameon=False, fontsize=9, **kw)
+
+
+def plot_distribution(summary: dict):
+    """Class counts per split and per source, side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    for ax, key, title in zip(axes, ["class_counts", "source_counts"], ["per split", "per source"]):
+        pd.DataFrame(summary[key]).T[list(LABELS)].plot.bar(ax=ax, rot=0)
+        ax.set_title(f"Class distribution {title}")
+        ax.set_ylabel("sentences")
+        legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(histories: dict, target: float):
+    """Train/val loss and val macro-F1 per epoch (with the target line) for one or more runs."""
+    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(12, 3.8))
+    for name, hist in histories.items():
+        h = pd.DataFrame(hist)
+        line, = ax_loss.plot(h["epoch"], h["train_loss"], marker="o", label=f"{name} train")
+        ax_loss.plot(h["epoch"], h["val_loss"], marker="s", ls="--", color=line.get_color(), label=f"{name} val")
+        ax_f1.plot(h["epoch"], h["val_f1"], marker="o", color=line.get_color(), label=name)
+    ax_f1.axhline(target, color="red", ls=":", label=f"target {target:.2f}")
+    ax_loss.set(title="Loss", xlabel="epoch")
+    ax_f1.set(title="Validation macro-F1", xlabel="epoch")
+    for ax in (ax_loss, ax_f1):
+        legend_outside(ax)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusions(results: dict, per_row: int | None = None):
+    """Row-normalised confusion matrices (counts annotated, 10 pt), one panel per (title -> metrics), in a grid
+    of `per_row` panels (2 for 2 or 4 panels, else 3), so the text stays legible however many models there are."""
+    per_row = per_row or (2 if len(results) in (2, 4) else 3)
+    rows = -(-len(results) // per_row)
+    cols = min(per_row, len(results))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.9 * rows), squeeze=False)
+    for ax, (title, m) in zip(axes.flat, results.items()):
+        cm = confusion_matrix(m["labels"], m["preds"], labels=range(len(LABELS)))
+        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        annot = np.array([[f"{n}\n{p:.0%}" for n, p in zip(r, q)] for r, q in zip(cm, norm)])
+        sns.heatmap(norm, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
+                    xticklabels=LABELS, yticklabels=LABELS, annot_kws={"fontsize": 10})
+        ax.set_title(f"{title} (F1 {m['macro_f1']:.3f})", fontsize=10)
+        ax.set(xlabel="predicted", ylabel="true")
+    for ax in list(axes.flat)[len(results):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_f1(results: dict):
+    """Grouped bars of per-class F1 for each model/split, the legend beside the bars."""
+    df = pd.DataFrame({name: m["per_class_f1"] for name, m in results.items()}).T[list(LABELS)]
+    ax = df.plot.bar(rot=0, figsize=(max(7, 1.8 * len(df) + 2), 3.6), ylim=(0, 1.1))
+    ax.set(title="Per-class F1", ylabel="F1")
+    legend_outside(ax, title="class")
+    for c in ax.containers:
+        ax.bar_label(c, fmt="%.2f", fontsize=8)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def metrics_table(results: dict) -> pd.DataFrame:
+    rows = {name: {"macro-F1": m["macro_f1"], "accuracy": m["accuracy"],
+                   **{f"F1 {k}": v for k, v in m["per_class_f1"].items()}} for name, m in results.items()}
+    return pd.DataFrame(rows).T
+
+
+def plot_group_deltas(tables: dict[str, pd.DataFrame], column: str, flag: str, line: float, line_label: str, xlabel: str):
+    """One panel per model: a horizontal bar per row of its table (red where `flag` is true), a dotted budget line."""
+    first = next(iter(tables.values()))
+    fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 0.3 * len(first) + 1.8), squeeze=False)
+    for ax, (name, df) in zip(axes[0], tables.items()):
+        ax.barh(df.index, df[column], color=["tab:red" if k else "tab:blue" for k in df[flag]])
+        ax.axvline(line, color="grey", ls=":", label=line_label)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.invert_yaxis()
+        ax.set(title=f"{name}: val ΔF1, one group INT8", xlabel=xlabel)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def plot_tradeoffs(df: pd.DataFrame, reference_rows: set):
+    """Test macro-F1, size on disk and batch-1 latency per row of a variants table; reference rows grey."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 0.35 * len(df) + 1.8))
+    for ax, col, title in zip(axes, ["test macro-F1", "disk (MB)", "latency (ms)"],
+                              ["test macro-F1", "size on disk (MB)", "latency, batch 1, 32 tokens (ms)"]):
+        ax.barh(df.index, df[col], color=["grey" if i in reference_rows else "tab:blue" for i in df.index])
+        ax.bar_label(ax.containers[0], fmt="%.3g", fontsize=9)
+        ax.invert_yaxis()
+        ax.set_title(title)
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
+    axes[0].set_xlim(max(0, df["test macro-F1"].min() - 0.1), 1)
+    fig.tight_layout()
+    return fig
+

@@ -1,0 +1,1 @@
+"""What run_all needs besides the stages: pre-flight, the run lock, the run records, the notebook runner."""

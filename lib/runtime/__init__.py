@@ -1,0 +1,1 @@
+"""Inference on a loaded model, ONNX Runtime (torch-free) or PyTorch, and the fused ONNX BERT graph."""

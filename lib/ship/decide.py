@@ -1,0 +1,166 @@
+"""What to ship: the deployment goals on validation, the recommended variant and why it (lib.ship.artifacts writes
+it out).
+
+The choice reads validation columns only (val_*); test columns are reported, never used to choose.
+"""
+import pandas as pd
+
+from lib.core import stats
+from lib.core.goals import Goal
+from lib.ship.pareto import pareto_front
+
+# stage 05's table names the cost ratios after their reference; the goals read those columns
+COLUMNS = {"speedup": "speedup_vs_teacher", "size_ratio": "size_ratio_vs_teacher"}
+LATENCY_TIE = 0.1  # variants within 10% (about the run-to-run spread of the timings) of the fastest count as tied
+
+
+def goal_checks(df: pd.DataFrame, goals: list[Goal]) -> dict:
+    """Each deployment goal, in words -> whether each variant meets it (a boolean Series)."""
+    return {g.text: g.met(df[g.metric]) for g in goals}
+
+
+def meets_goals(df: pd.DataFrame, goals: list[Goal]) -> pd.Series:
+    """True for variants that meet every goal at once."""
+    return pd.concat(goal_checks(df, goals).values(), axis=1).all(axis=1)
+
+
+def budget(goals: list[Goal]) -> Goal:
+    """The F1 budget: the one goal a shipped model may never miss."""
+    return next(g for g in goals if g.name == "max_f1_drop_pts")
+
+
+def recommend(df: pd.DataFrame, goals: list[Goal], latency_tie: float = LATENCY_TIE) -> pd.Series:
+    """Fastest variant that meets every deployment goal on validation; if none does, the fastest within the
+    F1 budget. Variants within latency_tie of the fastest count as tied, and the smallest wins."""
+    ok = df[budget(goals).met(df[budget(goals).metric])]
+    meets = ok[meets_goals(ok, goals)]
+    pool = meets if len(meets) else ok
+    tied = pool[pool["latency_median_ms"] <= pool["latency_median_ms"].min() * (1 + latency_tie)]
+    return tied.sort_values(["disk_bytes", "latency_median_ms"]).iloc[0]
+
+
+def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: float = LATENCY_TIE, show: int = 4) -> str:
+    """One sentence on why the recommendation sits where it does: what rules out each faster variant."""
+    faster = df[df["latency_median_ms"] < rec["latency_median_ms"]].sort_values("latency_median_ms", ascending=False)
+    if faster.empty:
+        return f"`{rec['name']}` is the fastest variant measured."
+    # the goals that decided: all of them, or only the F1 budget when no variant met every goal
+    deciding = goals if meets_goals(rec.to_frame().T, goals).iloc[0] else [budget(goals)]
+    reasons = []
+    for _, r in faster.head(show).iterrows():
+        missed = [g.short for g in deciding if not g.met(r[g.metric])]
+        why = (f"misses {', '.join(missed)}" if missed else
+               f"is within {latency_tie:.0%} of its latency but larger ({r['disk_bytes'] / 1e6:.1f} MB)")
+        reasons.append(f"`{r['name']}` ({r['latency_median_ms']:.2f} ms) {why}")
+    more = f"; {len(faster) - show} more faster variants miss a goal too" if len(faster) > show else ""
+    return (f"Why here: {len(faster)} variant(s) are faster than `{rec['name']}` ({rec['latency_median_ms']:.2f} ms), "
+            f"and none of them qualifies: {'; '.join(reasons)}{more}.")
+
+
+def quality_table(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """Per variant and set: macro-F1 with its 95% CI and the paired delta to the teacher with its CI; for the
+    last set (test) also the McNemar p and the reading. '#' numbers the points of the Pareto plot."""
+    out = pd.DataFrame({"#": range(len(df)), "variant": df["name"]}, index=df.index)
+    for s in sets:
+        out[f"{s} macro-F1 (95% CI)"] = [f"{f:.3f} ({lo:.3f}-{hi:.3f})" for f, lo, hi in
+                                         zip(df[f"{s}_macro_f1"], df[f"{s}_f1_ci_low"], df[f"{s}_f1_ci_high"])]
+        out[f"{s} Δ vs teacher, pts [95% CI]"] = [stats.delta_cell(*x) for x in
+                                                  zip(df[f"{s}_delta_pts"], df[f"{s}_delta_ci_low"], df[f"{s}_delta_ci_high"])]
+    last = sets[-1]
+    out[f"{last} McNemar p"] = df[f"{last}_mcnemar_p"]
+    out[f"on {last}"] = [stats.verdict_word(lo, hi) for lo, hi in zip(df[f"{last}_delta_ci_low"], df[f"{last}_delta_ci_high"])]
+    return out
+
+
+def cost_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: format, batch-1 latency, speed-up, throughput, size, memory, load time."""
+    out = pd.DataFrame({"#": range(len(df)), "variant": df["name"], "format": df["format"] + " " + df["precision"],
+                        "latency median (ms)": df["latency_median_ms"], "p95 (ms)": df["latency_p95_ms"],
+                        "speed-up": df["speedup_vs_teacher"], "sentences/s (batch 32)": df["throughput_b32_per_s"],
+                        "disk (MB)": df["disk_bytes"] / 1e6, "smaller by": df["size_ratio_vs_teacher"],
+                        "peak RSS (MB)": df["peak_rss_mb"], "load (s)": df["load_s"]}, index=df.index)
+    if "gpu_throughput_b32_per_s" in df:
+        out["GPU sentences/s"] = df["gpu_throughput_b32_per_s"]
+    return out
+
+
+def lineage(df: pd.DataFrame, name: str) -> list[str]:
+    """pretrained model -> teacher -> student -> pruned -> INT8: the chain of sources of a variant."""
+    sources = dict(zip(df["name"], df["source"]))
+    chain = [name]
+    while isinstance(sources.get(chain[-1]), str) and sources[chain[-1]] not in chain:  # a missing source reads NaN
+        chain.append(sources[chain[-1]])
+    return chain[::-1]
+
+
+def choice_rule(row: pd.Series, goals: list[Goal]) -> str:
+    """Why this variant was chosen, in words (which of recommend's two rules applied)."""
+    if meets_goals(row.to_frame().T, goals).iloc[0]:
+        return "the fastest variant that meets every goal: " + "; ".join(g.text for g in goals)
+    return f"the fastest variant with {budget(goals).text} (none met every goal)"
+
+
+def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal], sets: list[str]) -> str:
+    """The plain-language verdict: what to ship (chosen on val), its test figures with the paired delta to the
+    teacher, what it costs, why it and not a faster variant, each goal, and how many variants are within noise."""
+    test = sets[-1]
+    d = {k: row[f"{test}_{k}"] for k in ("delta_pts", "delta_ci_low", "delta_ci_high", "mcnemar_p")}
+    checks = [g.check(row[g.metric], row["name"]) for g in goals]
+    return "\n".join([
+        f"**Ship `{row['name']}`**: {choice_rule(row, goals)}.", "",
+        f"* Lineage: {' -> '.join(lineage(df, row['name']))}.",
+        f"* Chosen on validation: macro-F1 {row['val_macro_f1']:.3f}, {row['val_delta_pts']:+.2f} points vs the teacher.",
+        f"* On {test}, reported only: macro-F1 {row[f'{test}_macro_f1']:.3f} (95% CI {row[f'{test}_f1_ci_low']:.3f}-"
+        f"{row[f'{test}_f1_ci_high']:.3f}), {stats.delta_text(d)}.",
+        f"* Cost: {row['latency_median_ms']:.2f} ms median batch-1 latency ({row['speedup_vs_teacher']:.1f}x faster), "
+        f"{row['disk_bytes'] / 1e6:.1f} MB on disk ({row['size_ratio_vs_teacher']:.1f}x smaller).",
+        f"* {why_here(row, df, goals)}", "", "Goals, judged on validation:", "",
+        *[f"* **{'MET' if c['met'] else 'NOT MET'}**: {c['text']} (it reads {c['reads']})" for c in checks], "",
+        stats.noise_summary(df[f"{test}_delta_ci_low"][1:], df[f"{test}_delta_ci_high"][1:], test), "",
+        f"Pareto-optimal on validation F1 vs latency: {', '.join(df[pareto_front(df, 'latency_median_ms')]['name'])}."])
+
+
+INDEX_COLUMNS = ["name", "val_macro_f1", "test_macro_f1", "test_delta_pts", "test_delta_ci_low", "test_delta_ci_high",
+                 "test_mcnemar_p", "latency_median_ms", "speedup_vs_teacher", "disk_bytes", "size_ratio_vs_teacher"]
+OOD_INDEX_COLUMNS = ["ood_val_macro_f1", "ood_val_retention", "ood_test_macro_f1", "ood_test_retention",
+                     "ood_test_delta_pts", "ood_test_delta_ci_low", "ood_test_delta_ci_high"]  # when the tweets are there
+
+
+def index_table(df: pd.DataFrame) -> list[dict]:
+    """The headline columns that reports/index.html shows (it names and formats them)."""
+    return df[[c for c in INDEX_COLUMNS + OOD_INDEX_COLUMNS if c in df]].to_dict("records")
+
+
+def ood_table(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """Out of domain beside in domain: per OOD set macro-F1 (CI), paired delta to the teacher [CI], retention next
+    to the in-domain retention it pairs with (ood_val ~ val, ood_test ~ test), and per-class F1 (neg/neu/pos)."""
+    out = pd.DataFrame({"#": range(len(df)), "variant": df["name"]}, index=df.index)
+    for s in sets:
+        ind = s.removeprefix("ood_")
+        out[f"{ind} retention"] = df[f"{ind}_retention"].map("{:.3f}".format)
+        out[f"{s} macro-F1 (95% CI)"] = [f"{f:.3f} ({lo:.3f}-{hi:.3f})" for f, lo, hi in
+                                         zip(df[f"{s}_macro_f1"], df[f"{s}_f1_ci_low"], df[f"{s}_f1_ci_high"])]
+        out[f"{s} Δ, pts [95% CI]"] = [stats.delta_cell(*x) for x in
+                                       zip(df[f"{s}_delta_pts"], df[f"{s}_delta_ci_low"], df[f"{s}_delta_ci_high"])]
+        out[f"{s} retention"] = df[f"{s}_retention"].map("{:.3f}".format)
+        out[f"{s} F1 neg/neu/pos"] = ["/".join(f"{r[f'{s}_f1_{c}']:.2f}" for c in ("negative", "neutral", "positive"))
+                                      for _, r in df.iterrows()]
+    return out
+
+
+def ood_text(row: pd.Series, df: pd.DataFrame, test: str = "ood_test") -> str:
+    """The out-of-domain reading, from the measured numbers: how low every model is, and what the pick keeps."""
+    if f"{test}_macro_f1" not in df:
+        return ""
+    t, f1 = df.iloc[0], df[f"{test}_macro_f1"]
+    d = {k: row[f"{test}_{k}"] for k in ("delta_pts", "delta_ci_low", "delta_ci_high", "mcnemar_p")}
+    low = (f1 < df["test_macro_f1"]).all()
+    reading = (f"every model scores lower there than in domain: tweets differ in style and label convention, so the low "
+               "absolute level is the data's limit, not a compression effect" if low else
+               "not every model scores lower there than in domain")
+    return (f"Out of domain (financial tweets; {test} reported only): macro-F1 {f1.min():.3f}-"
+            f"{f1.max():.3f} there against {df['test_macro_f1'].min():.3f}-{df['test_macro_f1'].max():.3f} in domain "
+            f"(teacher {t[f'{test}_macro_f1']:.3f} vs {t['test_macro_f1']:.3f}); {reading}. What compression "
+            f"costs there: `{row['name']}` keeps {row[f'{test}_retention']:.1%} of the teacher's {test} macro-F1 "
+            f"against {row['test_retention']:.1%} in domain (a gap of "
+            f"{100 * (row['test_retention'] - row[f'{test}_retention']):.1f} points), {stats.delta_text(d)}.")

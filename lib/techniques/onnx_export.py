@@ -1,0 +1,82 @@
+"""ONNX variants on disk: an FP32 export kept only if it matches PyTorch, and ORT INT8 (dynamic, or static with
+its calibration chosen on val) of a saved FP32 graph."""
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lib.core.errors import FinCompressError
+from lib.core.files import atomic_dir, write_json
+from lib.core.variants import ONNX_FILE
+from lib.techniques import quantize as q, quantize_static as qs
+from lib.techniques.sensitivity import evaluate_predictor
+
+STATIC_META = "static_int8.json"  # which calibration made a static INT8 folder, on how many sentences
+
+
+def save_onnx_fp32(name, model, tokenizer, texts, qdir, tol) -> tuple[Path, dict]:
+    """FP32 ONNX export to qdir/<name>_onnx_fp32, kept only if it matches PyTorch on a padded batch of real sentences."""
+    fp32_dir, example = qdir / f"{name}_onnx_fp32", q.example_inputs(tokenizer, texts)
+    with atomic_dir(fp32_dir) as tmp:
+        q.export_onnx(model, example, tmp / ONNX_FILE)
+        tokenizer.save_pretrained(tmp)
+        predict, _ = q.load_onnx(tmp)
+        with torch.inference_mode():
+            parity = q.logit_diff(predict(example), model(**example).logits)
+        if parity["max_abs_diff"] > tol:
+            raise FinCompressError(f"ONNX export of {name} disagrees with PyTorch (max |logit diff| "
+                                   f"{parity['max_abs_diff']:.2e} > {tol:g}); the export is wrong, not saved")
+        write_json(tmp / "parity.json", parity)
+    return fp32_dir, parity | {"batch_shape": list(example["input_ids"].shape)}
+
+
+def save_onnx_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods) -> Path:
+    """ORT dynamic INT8 of a saved FP32 ONNX graph to qdir/<name>_onnx_int8, keep_mods left FP32."""
+    with atomic_dir(qdir / f"{name}_onnx_int8") as tmp:
+        q.quantize_onnx(fp32_dir / ONNX_FILE, tmp / ONNX_FILE, q.QuantConfig(keep_fp32=tuple(keep_mods)))
+        tokenizer.save_pretrained(tmp)
+    return qdir / f"{name}_onnx_int8"
+
+
+def write_static_int8(folder: Path, fp32_dir: Path, tokenizer, config: "q.QuantConfig", ranges, sentences: int) -> None:
+    """The files of a static INT8 variant (activation ranges calibrated on `sentences` sentences), written into `folder`."""
+    q.quantize_onnx(fp32_dir / ONNX_FILE, folder / ONNX_FILE, config, ranges)
+    tokenizer.save_pretrained(folder)
+    write_json(folder / STATIC_META, {"calibration": config.calibration, "calibration_sentences": sentences})
+
+
+def save_onnx_static_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: list[dict], calibration: str) -> Path:
+    """ORT static INT8 (activations calibrated once on `feeds` by `calibration`) to qdir/<name>_onnx_static_int8."""
+    config = q.QuantConfig("static", calibration, keep_fp32=tuple(keep_mods))
+    ranges = qs.ranges_for(fp32_dir / ONNX_FILE, feeds, calibration)
+    with atomic_dir(qdir / f"{name}_onnx_static_int8") as tmp:
+        write_static_int8(tmp, fp32_dir, tokenizer, config, ranges, sentences_in(feeds))
+    return qdir / f"{name}_onnx_static_int8"
+
+
+def sentences_in(feeds: list[dict]) -> int:
+    return sum(len(f["input_ids"]) for f in feeds)
+
+
+def calibration_study(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: list[dict], loaders: dict) -> dict:
+    """Static INT8 under each calibration method (each calibrated once), scored on every loader (val, test); the
+    method best on val (quantize_static.choose_calibration, test never read) is saved as qdir/<name>_onnx_static_int8."""
+    scores = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for method in qs.CALIBRATIONS:
+            # A trial is scratch, not a save: written in place, not through atomic_dir, which would log it as one
+            # of the stage's outputs (lib.core.manifest.record_write) and run_all would look for it after it is gone.
+            trial = Path(scratch) / method
+            trial.mkdir()
+            config = q.QuantConfig("static", method, keep_fp32=tuple(keep_mods))
+            ranges = qs.ranges_for(fp32_dir / ONNX_FILE, feeds, method)
+            write_static_int8(trial, fp32_dir, tokenizer, config, ranges, sentences_in(feeds))
+            predict, _ = q.load_onnx(trial)
+            scores[method] = {f"{s}_macro_f1": evaluate_predictor(predict, loader)["macro_f1"] for s, loader in loaders.items()}
+        chosen = qs.choose_calibration(scores)
+        with atomic_dir(qdir / f"{name}_onnx_static_int8") as out:
+            shutil.copytree(Path(scratch) / chosen, out, dirs_exist_ok=True)
+    path = qdir / f"{name}_onnx_static_int8"
+    return {"calibration": chosen, "scores": scores, "path": path,
+            "ops": {"static": qs.loaded_ops(path / ONNX_FILE), "dynamic": qs.loaded_ops(qdir / f"{name}_onnx_int8" / ONNX_FILE)}}
