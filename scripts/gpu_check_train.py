@@ -75,7 +75,7 @@ def step_train() -> str:
     val = make_loader(splits["val"], tok, 2 * BS, ML)
     t = timed_fit(teacher, rows, val, dev, tok, lr=3e-5, desc="teacher")
     student, mapping = distill.build_student(teacher, 0)
-    logits = train.predict(teacher, make_loader(rows, tok, 2 * BS, ML), dev, amp=dev.type == "cuda")["logits"].to(dev)
+    logits = train.logits_over(teacher, make_loader(rows, tok, 2 * BS, ML), dev, amp=dev.type == "cuda")["logits"].to(dev)
     teacher.cpu()  # the student's peak memory is its own
     if dev.type == "cuda":
         torch.cuda.empty_cache()

@@ -71,6 +71,8 @@ def test_stage_reports_are_clean(smoke_run):
         assert "epoch 1:" in page or stage not in ("01_data_teacher", "02_distillation")  # summary lines stay
         soup = BeautifulSoup(page, "html.parser")
         assert soup.title.get_text() == f"FinCompress: {stage}" and soup.find("a", href="index.html"), stage
+        alts = [img.get("alt", "") for img in soup.find_all("img")]  # each figure named by its section's heading
+        assert all(a.startswith("Figure: ") and len(a) > 10 for a in alts), (stage, alts)
 
 
 def test_index_is_a_dashboard(smoke_run):
@@ -84,8 +86,9 @@ def test_index_is_a_dashboard(smoke_run):
     soup = BeautifulSoup(index, "html.parser")
     facts = soup.find(class_="facts").get_text()
     assert all(k in facts for k in ("commit", "finished", "hardware", "total run time"))
-    for img in soup.find_all("img"):  # thumbnails exist next to the reports they link to
-        assert (reports / img["src"]).is_file() and img.find_parent("a")["href"].endswith(".html")
+    for img in soup.find_all("img"):  # a thumbnail opens its full image; its caption opens the stage's page
+        assert (reports / img["src"]).is_file() and img.find_parent("a")["href"] == img["src"]
+        assert img.find_parent("figure").figcaption.a["href"].endswith(".html")
     assert len(soup.find_all("img")) == 2
     assert not re.search(r"\d\.\d{4,}", soup.find("table", class_="bench").get_text(" "))
 
@@ -104,6 +107,7 @@ def test_the_checks_find_reintroduced_defects(smoke_run, tmp_path):
     render.render_html(nb, tmp_path / "r.html")  # the renderer drops stderr; the other two are the cell's to fix
     page = (tmp_path / "r.html").read_text()
     assert not stderr_outputs(page) and stray_values(page) and unboxed_wide_tables(page)
+    assert "No description has been provided" in raw and "No description has been provided" not in page
     results = {"01_data_teacher": json.loads((smoke_run / "reports" / "01_data_teacher.json").read_text())}
     results["01_data_teacher"]["goals"].append({"goal": "target_f1", "subject": "ghost", "met": True})
     assert missing_badges((smoke_run / "reports" / "index.html").read_text(), results) == ["01_data_teacher: ghost target_f1 (None)"]

@@ -109,7 +109,7 @@ class EarlyStopping:
 
 
 @torch.no_grad()
-def predict(model, loader, device, amp: bool = False, desc: str = "eval") -> dict:
+def logits_over(model, loader, device, amp: bool = False, desc: str = "eval") -> dict:
     """Logits, labels and loss over a loader."""
     model.eval()
     logits, labels = [], []
@@ -134,7 +134,7 @@ def scores(labels, preds) -> dict:
 
 def evaluate(model, loader, device, amp: bool = False, desc: str = "eval") -> dict:
     """Macro-F1, accuracy, per-class F1, loss, plus labels/preds for confusion matrices."""
-    out = predict(model, loader, device, amp, desc)
+    out = logits_over(model, loader, device, amp, desc)
     preds = out["logits"].argmax(-1)
     return {**scores(out["labels"], preds), "loss": out["loss"], "labels": out["labels"].tolist(),
             "preds": preds.tolist(), "logits": out["logits"]}

@@ -32,11 +32,18 @@ THUMBNAILS = [(SOURCE, "learning_curves", "Teacher learning curves"), (BENCHMARK
 
 def for_readers(nb):
     """The executed notebook without its stderr streams (progress bars, warnings, library logs): run_all showed
-    them on the terminal as they came; the report keeps stdout (one summary line per epoch) and the results."""
-    nb = copy.deepcopy(nb)
+    them on the terminal as they came; the report keeps stdout (one summary line per epoch) and the results.
+    Each figure's alt text is the heading of the section it sits in (the template reads it)."""
+    nb, heading = copy.deepcopy(nb), "Figure"
     for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            heading = next((line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")),
+                           heading)
         if cell.get("outputs"):
             cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            for o in cell.outputs:
+                if "image/png" in o.get("data", {}):
+                    o.setdefault("metadata", {}).setdefault("image/png", {}).setdefault("alt", f"Figure: {heading}")
     return nb
 
 
@@ -118,7 +125,7 @@ def _stage_row(reports_dir: Path, stage: str, status: str, result: dict, seconds
 
 
 def _thumbnails(reports_dir: Path) -> str:
-    cells = [f"<figure><a href='{stage}.html'><img src='img/{stage}_{name}.png' alt='{html.escape(title)}'></a>"
+    cells = [f"<figure><a href='img/{stage}_{name}.png'><img src='img/{stage}_{name}.png' alt='{html.escape(title)}'></a>"
              f"<figcaption><a href='{stage}.html'>{html.escape(title)}</a></figcaption></figure>"
              for stage, name, title in THUMBNAILS if (reports_dir / "img" / f"{stage}_{name}.png").is_file()]
     return f"<div class='thumbs'>{''.join(cells)}</div>" if cells else ""

@@ -15,7 +15,7 @@ from lib.measure import bench, ood_eval
 from lib.modeling.device import set_seed
 from lib.modeling.distributed import rank0_only
 from lib.modeling.losses import precomputed_kd_loss
-from lib.modeling.train import attention_for, evaluate, fit, load_classifier, predict, public, save_checkpoint
+from lib.modeling.train import attention_for, evaluate, fit, load_classifier, logits_over, public, save_checkpoint
 from lib.report.plots import legend_outside
 from lib.runtime.pytorch import torch_predictor
 from lib.stages.base import Stage as BaseStage
@@ -49,7 +49,7 @@ class Stage(BaseStage):
         self.kd_train = pd.concat(parts + [self.tweets], ignore_index=True)
         # unshuffled, so row i of the logits is training sentence i, the idx every batch carries
         ordered = make_loader(self.kd_train, self.tokenizer, p.batch_size * 2, p.max_length)
-        self.teacher_logits = predict(self.teacher, ordered, device, p.gpu, desc="teacher logits")["logits"].to(device)
+        self.teacher_logits = logits_over(self.teacher, ordered, device, p.gpu, desc="teacher logits")["logits"].to(device)
         self.teacher_val = evaluate(self.teacher, self.val_loader, device, p.gpu, desc="teacher val")
         self.teacher_test = evaluate(self.teacher, self.test_loader, device, p.gpu, desc="teacher test")
         # reported beside val only (never chosen on); None when stage 01 wrote no OOD sets

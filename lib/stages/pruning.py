@@ -17,7 +17,7 @@ from lib.data.corpus import load_splits, load_transfer
 from lib.measure import bench, ood_eval
 from lib.modeling.distributed import rank0_only
 from lib.modeling.losses import precomputed_kd_loss
-from lib.modeling.train import attention_for, evaluate, fit, load_classifier, predict, public
+from lib.modeling.train import attention_for, evaluate, fit, load_classifier, logits_over, public
 from lib.report.plots import legend_outside
 from lib.runtime.pytorch import torch_predictor
 from lib.stages.base import Stage as BaseStage
@@ -119,7 +119,7 @@ def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p
             "test": evaluate(model, test, device, amp, desc="test"), "counts": prune.unit_counts(model)}
     # The unpruned model is the KD teacher of every recovery round: its logits are fixed, so compute once, and
     # keep them on the device, where each recovery batch looks its rows up without a trip to the host.
-    teacher_logits = predict(model, loader(kd_df, 64), device, amp, desc="kd targets")["logits"].to(device)
+    teacher_logits = logits_over(model, loader(kd_df, 64), device, amp, desc="kd targets")["logits"].to(device)
     loss_fn = precomputed_kd_loss(teacher_logits, p["alpha"], p["temperature"])
     out = {"name": name, "base": base, "levels": []}
     importance = prune.IMPORTANCE[p["importance"]](train, device, p["importance_batches"], amp)  # gold labels only
