@@ -129,16 +129,17 @@ def metrics_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def plot_group_deltas(tables: dict[str, pd.DataFrame], column: str, flag: str, line: float, line_label: str, xlabel: str):
-    """One panel per model: a horizontal bar per row of its table (red where `flag` is true), a dotted budget line."""
+def plot_sensitivity(tables: dict[str, pd.DataFrame], max_drop: float):
+    """Per model, the val F1 delta (points) when one layer group alone is INT8 (a sensitivity table's "val Δ (pts)");
+    red bars are the groups kept FP32, the dotted line the budget."""
     first = next(iter(tables.values()))
     fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 0.3 * len(first) + 1.8), squeeze=False)
     for ax, (name, df) in zip(axes[0], tables.items()):
-        ax.barh(df.index, df[column], color=["tab:red" if k else "tab:blue" for k in df[flag]])
-        ax.axvline(line, color="grey", ls=":", label=line_label)
+        ax.barh(df.index, df["val Δ (pts)"], color=["tab:red" if k else "tab:blue" for k in df["kept FP32"]])
+        ax.axvline(-max_drop, color="grey", ls=":", label=f"budget: -{max_drop} pts")
         ax.axvline(0, color="black", lw=0.8)
         ax.invert_yaxis()
-        ax.set(title=f"{name}: val ΔF1, one group INT8", xlabel=xlabel)
+        ax.set(title=f"{name}: val ΔF1, one group INT8", xlabel="val ΔF1 vs FP32 (points, negative = worse)")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

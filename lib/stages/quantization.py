@@ -259,8 +259,7 @@ def sensitivity_table(result: dict) -> pd.DataFrame:
 
 def plot_sensitivity(results: list[dict], max_drop: float):
     """Val macro-F1 delta when one group alone is INT8; red bars are the groups the default keeps FP32."""
-    return plots.plot_group_deltas({r["name"]: sensitivity_table(r) for r in results}, "val Δ (pts)", "kept FP32",
-                                   -max_drop, f"budget: -{max_drop} pts", "val ΔF1 vs FP32 (points, negative = worse)")
+    return plots.plot_sensitivity({r["name"]: sensitivity_table(r) for r in results}, max_drop)
 
 
 def plot_tradeoffs(results: list[dict]):

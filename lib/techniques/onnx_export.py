@@ -39,24 +39,22 @@ def save_onnx_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods) -> Path:
     return qdir / f"{name}_onnx_int8"
 
 
-def write_static_int8(folder: Path, fp32_dir: Path, tokenizer, config: "q.QuantConfig", ranges, sentences: int) -> None:
-    """The files of a static INT8 variant (activation ranges calibrated on `sentences` sentences), written into `folder`."""
+def write_static_int8(folder: Path, fp32_dir: Path, tokenizer, keep_mods, feeds: list[dict], calibration: str) -> None:
+    """The files of a static INT8 variant (activations calibrated once on `feeds` by `calibration`), written into
+    `folder`."""
+    config = q.QuantConfig("static", calibration, keep_fp32=tuple(keep_mods))
+    ranges = qs.ranges_for(fp32_dir / ONNX_FILE, feeds, calibration)
     q.quantize_onnx(fp32_dir / ONNX_FILE, folder / ONNX_FILE, config, ranges)
     tokenizer.save_pretrained(folder)
-    write_json(folder / STATIC_META, {"calibration": config.calibration, "calibration_sentences": sentences})
+    write_json(folder / STATIC_META, {"calibration": calibration,
+                                      "calibration_sentences": sum(len(f["input_ids"]) for f in feeds)})
 
 
 def save_onnx_static_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: list[dict], calibration: str) -> Path:
     """ORT static INT8 (activations calibrated once on `feeds` by `calibration`) to qdir/<name>_onnx_static_int8."""
-    config = q.QuantConfig("static", calibration, keep_fp32=tuple(keep_mods))
-    ranges = qs.ranges_for(fp32_dir / ONNX_FILE, feeds, calibration)
     with atomic_dir(qdir / f"{name}_onnx_static_int8") as tmp:
-        write_static_int8(tmp, fp32_dir, tokenizer, config, ranges, sentences_in(feeds))
+        write_static_int8(tmp, fp32_dir, tokenizer, keep_mods, feeds, calibration)
     return qdir / f"{name}_onnx_static_int8"
-
-
-def sentences_in(feeds: list[dict]) -> int:
-    return sum(len(f["input_ids"]) for f in feeds)
 
 
 def calibration_study(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: list[dict], loaders: dict) -> dict:
@@ -69,9 +67,7 @@ def calibration_study(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: l
             # of the stage's outputs (lib.core.manifest.record_write) and run_all would look for it after it is gone.
             trial = Path(scratch) / method
             trial.mkdir()
-            config = q.QuantConfig("static", method, keep_fp32=tuple(keep_mods))
-            ranges = qs.ranges_for(fp32_dir / ONNX_FILE, feeds, method)
-            write_static_int8(trial, fp32_dir, tokenizer, config, ranges, sentences_in(feeds))
+            write_static_int8(trial, fp32_dir, tokenizer, keep_mods, feeds, method)
             predict, _ = q.load_onnx(trial)
             scores[method] = {f"{s}_macro_f1": evaluate_predictor(predict, loader)["macro_f1"] for s, loader in loaders.items()}
         chosen = qs.choose_calibration(scores)

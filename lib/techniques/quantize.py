@@ -241,9 +241,7 @@ class QuantConfig:
     def __post_init__(self):
         if self.mode not in ("dynamic", "static"):
             raise FinCompressError(f"INT8 mode {self.mode!r} is neither 'dynamic' nor 'static'; pass one of them")
-        if self.calibration not in quantize_static.CALIBRATIONS:
-            raise FinCompressError(f"calibration {self.calibration!r} is not one of "
-                                   f"{', '.join(quantize_static.CALIBRATIONS)}; pass one of them")
+        quantize_static.check_calibration(self.calibration)
 
 
 def quantize_onnx(src: Path, dst: Path, config: QuantConfig = QuantConfig(), ranges=None) -> None:

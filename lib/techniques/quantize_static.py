@@ -188,11 +188,15 @@ def int8_summary(ops: dict[str, int]) -> str:
     return f"INT8 {', '.join(int8) or 'none'} (FP32 {', '.join(fp32) or 'none'})"
 
 
+def check_calibration(calibration: str) -> None:
+    if calibration not in CALIBRATIONS:
+        raise FinCompressError(f"calibration {calibration!r} is not one of {', '.join(CALIBRATIONS)}; pass one of them")
+
+
 def ranges_for(src: Path, feeds: list[dict], calibration: str = "minmax"):
     """Activation ranges of an FP32 graph, calibrated once on `feeds` by `calibration`: what quantize() reads, for any
     number of quantizations of that graph (kept-FP32 sets, attention on or off)."""
-    if calibration not in CALIBRATIONS:
-        raise FinCompressError(f"calibration {calibration!r} is not one of {', '.join(CALIBRATIONS)}; pass one of them")
+    check_calibration(calibration)
     if not feeds:
         raise FinCompressError("static INT8 needs calibration batches; build them with "
                                "quantize_static.calibration_inputs(tokenizer, train_texts)")
