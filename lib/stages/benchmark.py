@@ -87,7 +87,7 @@ class Stage(BaseStage):
         lib.predict` serves it."""
         rec = self.recommended
         self.exported = ship_recommended(rec, self.df, self.variants, self.paths, self.info,
-                                           decide.choice_rule(rec, self.stage_goals()))
+                                         decide.choice_rule(rec, self.stage_goals()))
         return self.exported
 
     def outcome(self) -> dict:
