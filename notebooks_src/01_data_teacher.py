@@ -75,16 +75,20 @@ result = stage.train_teacher()
 
 # %% [markdown]
 # ## Learning curves
+# Training loss (mean over each logging interval) and learning rate per optimizer step (warm-up, then linear
+# decay); validation macro-F1 after each epoch, against the target. The per-step rows are in
+# `logs/teacher_training_steps.csv`.
 
 # %%
-stage.save_figure(plots.plot_history({"teacher": result["history"]}, target_f1), "learning_curves");
+stage.save_figure(plots.plot_training({"teacher": result}, "Teacher fine-tuning", target_f1), "learning_curves");
 
 # %% [markdown]
 # ## Where the teacher errs
 # Confusion matrices on validation (used for model selection) and test (untouched until now).
 
 # %%
-display(plots.table(plots.metrics_table(stage.evals())))
+display(plots.table(plots.metrics_table(stage.evals()),
+                  caption="The teacher on validation (chose its epoch) and test (reported): macro-F1, accuracy, F1 per class."))
 
 # %%
 plots.plot_confusions(stage.evals());
@@ -94,7 +98,8 @@ plots.plot_per_class_f1(stage.evals());
 # ## Test macro-F1 per source
 
 # %%
-display(plots.table(stage.by_source.rename(columns={"n": "sentences", "macro_f1": "macro-F1"})))
+display(plots.table(stage.by_source.rename(columns={"n": "sentences", "macro_f1": "macro-F1"}),
+                  caption="The teacher on the test split, by the source each sentence comes from."))
 
 # %% [markdown]
 # ## Verdict

@@ -63,7 +63,7 @@ min_speedup = 2.5  # goal: batch-1 CPU speed-up of the best student over the tea
 # %%
 from IPython.display import Markdown, display
 
-from lib.report import plots
+from lib.report import plots, render
 from lib.stages import distillation
 
 stage = distillation.Stage(globals())
@@ -96,23 +96,29 @@ stage.train_kd_intermediate();
 
 # %% [markdown]
 # ## Learning curves
-# Train loss is each run's own objective (so the three are not on one scale); validation loss is
-# plain cross-entropy for all.
+# Training loss per optimizer step is each run's own objective (cross-entropy for the baseline, the KD mix for
+# the others, so the three are not on one scale); learning rate per step; validation macro-F1 after each epoch.
+# The KD students train on the transfer sentences too, so their epochs have more steps (and their two learning-rate
+# lines coincide).
 
 # %%
-plots.plot_history({k: r["history"] for k, r in stage.results.items()}, stage.target_f1);
+plots.plot_training(stage.results, "Students", stage.target_f1);
 
 # %% [markdown]
 # ## Accuracy: students vs teacher
 # `Δ` is the student's macro-F1 minus the teacher's, in points: negative means worse. On test it comes
-# with a paired bootstrap 95% interval (both models scored on the same resampled sentences) and an exact
-# McNemar p-value; where the interval contains 0 the student is *indistinguishable from the teacher*.
+# with a paired bootstrap 95% interval (both models scored on the same resampled sentences) and the bootstrap
+# p of "no difference". The word (`on test`) follows one rule: *better* / *worse* only where that p,
+# **Holm-adjusted over the students compared with the teacher** (the family; its size is in the header), is
+# below 0.05, else *indistinguishable from the teacher*. McNemar p (accuracy, unadjusted) is secondary.
 # Negative recall: negative is the smallest class and the first place compression hurts. Agreement: the
 # share of test sentences where student and teacher predict the same class. The goals read validation.
 
 # %%
 table = stage.compare()
-display(plots.table(stage.readable(), highlight=stage.best()))
+display(plots.table(stage.readable(), highlight=stage.best(),
+                  caption="Students against the teacher: validation decides, OOD-val and test are reported; Δ = student "
+                  "minus teacher in macro-F1 points, on test with its paired bootstrap 95% interval."))
 
 # %%
 stage.plot_f1();
@@ -128,7 +134,8 @@ plots.plot_per_class_f1(stage.tests());
 
 # %%
 stage.measure()
-display(plots.table(stage.size_table(), highlight=stage.best()))
+display(plots.table(stage.size_table(), highlight=stage.best(),
+                  caption=f"Size and latency, {render.in_stage_timing(stage.params)}."))
 
 # %% [markdown]
 # ## Verdict

@@ -40,8 +40,10 @@
 # is within `max_f1_drop_pts` of FP32 on val. The same budget, on val, is the stage's F1 goal, next to
 # `min_speedup` and `min_size_ratio`; the INT8 variant each model would ship is chosen on val too. Test
 # data is only reported: its delta to FP32 (negative = worse) comes with a paired bootstrap 95% interval
-# and an exact McNemar p-value, and a variant whose interval contains 0 is *indistinguishable from its
-# FP32 source*. Sizes are MB on disk of the saved folder (weights, config, tokenizer).
+# and the bootstrap p of "no difference"; a variant is *better* or *worse* than its FP32 source only where
+# that p, **Holm-adjusted over every variant of this page compared with its FP32 source** (both models'
+# variants: one family), is below 0.05, else *indistinguishable from its FP32 source*. Sizes are MB on disk
+# of the saved folder (weights, config, tokenizer).
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/ and reports/ are, stages 01 and 02 are read from here
@@ -65,7 +67,7 @@ parity_tol = 1e-4  # largest max abs logit difference allowed between ONNX FP32 
 # %%
 from IPython.display import Markdown, display
 
-from lib.report import plots
+from lib.report import plots, render
 from lib.stages import quantization
 from lib.techniques import quantize_static as qs
 
@@ -87,6 +89,15 @@ stage.quantize_teacher();
 stage.quantize_student();
 
 # %% [markdown]
+# ## QAT training curves
+# Quantization-aware training fine-tunes each model with fake-quantized Linear layers at `qat_lr`: training
+# loss (cross-entropy) and learning rate per optimizer step, validation macro-F1 (with fake quantization)
+# after each epoch; the dashed line is the FP32 source's val macro-F1.
+
+# %%
+plots.plot_training({f"{r['name']} QAT": r["qat"] for r in stage.results}, "Quantization-aware training");
+
+# %% [markdown]
 # ## Sensitivity: which groups can be INT8
 # One group INT8 at a time (everything else FP32), on validation; `all` is every group at once.
 # Red groups are the ones the default keeps FP32 in PyTorch INT8. Logit differences are against the
@@ -101,13 +112,14 @@ for r in stage.results:
     display(Markdown(f"**{r['name']}**: full INT8 with the kept groups reads {r['val_delta_pts_with_keep']:+.2f} val "
                      f"points vs FP32 in PyTorch; ONNX Runtime keeps {', '.join(r['onnx_keep_fp32_groups']) or 'nothing'} "
                      f"FP32 and reads {r['onnx_val_delta_pts_with_keep']:+.2f}"))
-    display(plots.table(quantization.sensitivity_table(r)))
+    display(plots.table(quantization.sensitivity_table(r), caption=f"{r['name']}: validation macro-F1 with one "
+                        "group of modules INT8 at a time (the rest FP32), against the FP32 model."))
 
 # %% [markdown]
 # ## Accuracy, size and speed
 # Val and test macro-F1, MB on disk, batch-1 latency (real tokens, pinned threads) for every variant
 # next to its FP32 PyTorch source. `Δ` is variant minus FP32 in points (negative = worse); `on test`
-# reads the paired 95% interval. `agreement` is the share of test sentences where the variant predicts
+# reads the Holm-adjusted bootstrap p (the header gives the family's size) at alpha 0.05. `agreement` is the share of test sentences where the variant predicts
 # the same class as FP32. `goals (val)`: every goal of this stage met on validation.
 
 # %%
@@ -115,7 +127,8 @@ quantization.plot_tradeoffs(stage.results);
 
 # %%
 for r in stage.results:
-    display(plots.table(quantization.variants_table(r)))
+    display(plots.table(quantization.variants_table(r), caption=f"{r['name']} and its INT8 variants: Δ = variant "
+                        f"minus FP32 in macro-F1 points; latency, {render.in_stage_timing(stage.params)}."))
     display(Markdown(f"ONNX export parity ({r['name']}, padded batch {r['onnx_parity']['batch_shape']}): max |logit "
                      f"diff| {r['onnx_parity']['max_abs_diff']:.2e}, agreement {r['onnx_parity']['agreement']:.0%}"))
 
@@ -126,7 +139,8 @@ for r in stage.results:
 
 # %%
 for r in stage.results:
-    display(plots.table(quantization.calibration_table(r)))
+    display(plots.table(quantization.calibration_table(r), caption=f"{r['name']}: static INT8 by calibration "
+                        "method beside dynamic INT8; validation chooses, test is reported."))
     display(Markdown(f"**{r['name']}**: static {qs.int8_summary(r['onnx_ops']['static'])} · dynamic "
                      f"{qs.int8_summary(r['onnx_ops']['dynamic'])}"))
 

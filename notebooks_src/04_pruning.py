@@ -33,7 +33,9 @@
 #   per level it is reached in two prune-then-recover steps (0 → 30% → 50%).
 # * Each model's **chosen level** is the most pruned one that meets the goals (`max_f1_drop_pts`,
 #   `min_speedup` against its unpruned source) **on validation**; test deltas (negative = worse) are
-#   reported with a paired bootstrap 95% interval. Stage 05 still benchmarks every level.
+#   reported with a paired bootstrap 95% interval; the verdict's word (better / worse / indistinguishable
+#   from the unpruned source) reads the bootstrap p Holm-adjusted over every level, at alpha 0.05. Stage 05
+#   still benchmarks every level.
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/ and reports/ are written
@@ -62,7 +64,7 @@ min_speedup = 1.2  # goal: batch-1 speed-up of the chosen level over its unprune
 # %%
 from IPython.display import Markdown, display
 
-from lib.report import plots
+from lib.report import plots, render
 from lib.stages import pruning
 
 stage = pruning.Stage(globals())
@@ -77,14 +79,26 @@ display(Markdown(stage.describe()))
 stage.prune();
 
 # %% [markdown]
+# ## Recovery fine-tuning curves
+# After each pruning round, `recovery_epochs` of KD fine-tuning from the unpruned model: training loss (the KD
+# objective) and learning rate per optimizer step, validation macro-F1 after each epoch. One figure per model,
+# one line per level and round.
+
+# %%
+for role, res in stage.results.items():
+    plots.plot_training(res["recovery"], f"{role}: recovery after pruning");
+
+# %% [markdown]
 # ## Size, speed and accuracy against the unpruned source
 # Every checkpoint is reloaded from disk (pruned ones through `lib.techniques.prune.load_pruned`) and timed on
-# real test sentences, one at a time, with the same harness as stage 05. `Δ` is the level's macro-F1
+# real test sentences, one at a time, with SDPA attention as stage 05 runs them (this stage's own timing: the
+# caption says how). `Δ` is the level's macro-F1
 # minus its unpruned source's, in points (negative = worse): on val it is what the goals judge, on test
 # it comes with a paired bootstrap 95% interval. `goals (val)`: every goal of this stage met on validation.
 
 # %%
-display(plots.table(stage.measure()))
+display(plots.table(stage.measure(), caption=f"Each pruning level against its unpruned source: Δ = level minus "
+                  f"source in macro-F1 points; latency, {render.in_stage_timing(stage.params)}."))
 
 # %% [markdown]
 # ## Where the units were removed

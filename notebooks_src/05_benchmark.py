@@ -20,8 +20,11 @@
 # sets of sentences, each batched the same way for every variant: **validation**, which decides, and
 # **test**, which is only reported. Per set: macro-F1 with a bootstrap 95% interval, per-class F1, and the
 # **paired** difference to the teacher (the same resampled sentences for both models) with its 95% interval
-# and an exact McNemar p-value; a negative difference means worse than the teacher. A difference whose
-# interval contains 0 is within noise: *indistinguishable from the teacher*. Cost: batch-1 latency on real
+# and the two-sided bootstrap p-value of "no difference" from the same resamples; a negative difference means
+# worse than the teacher. **One rule gives the word**: *better* or *worse* only where that p, **Holm-adjusted
+# over every variant compared with the teacher** on the set (the family; its size is in the table's header and
+# the verdict), is below 0.05, else *indistinguishable from the teacher*. An exact McNemar p (accuracy,
+# unadjusted) stays as a secondary column and decides nothing. Cost: batch-1 latency on real
 # validation sentences at their natural length, throughput at batch 32, peak memory, load time, MB on disk;
 # then the same **end to end** (text in, label out: `lib.predict`'s loader, tokenizer and length-sorted batches).
 # A **FinBERT-sized yardstick** (a BertForSequenceClassification of bert-base shape, 12 x 768, random weights
@@ -54,30 +57,32 @@ from lib.stages import benchmark
 
 stage = benchmark.Stage(globals())
 
-# %% [markdown]
-# ## Variants
-# Listed by each earlier stage in its result (stage 06 built the stacked ones); the yardstick is built now.
-
 # %%
 stage.gather()
-display(Markdown(stage.describe()))
 
 # %% [markdown]
 # ## Benchmark and the choice
 # Quality per set; `Δ vs teacher` is the paired difference in macro-F1 points with its 95% interval
-# (negative = worse), and the last column reads it on test: *indistinguishable* where the interval
-# contains 0 (within noise). Then, when stage 01 wrote them, the out-of-domain sets (financial tweets)
-# beside the in-domain retention, with per-class F1. Then the costs. The highlighted row is the recommendation, chosen on
+# (negative = worse). On test: its bootstrap p, that p Holm-adjusted over the variants compared with the teacher
+# (the header says how many), McNemar p (accuracy, unadjusted; secondary), and the word, read from the adjusted
+# p at alpha 0.05: *better* / *worse* below it, else *indistinguishable*; the teacher's row is the *reference*.
+# An interval that excludes 0 can still read *indistinguishable* once the family is accounted for.
+# Then, when stage 01 wrote them, the out-of-domain sets (financial tweets)
+# beside the in-domain retention (per-class F1 in the stage's JSON). Then the costs. The highlighted row is the recommendation, chosen on
 # validation. `#` numbers the points of the plots below.
 
 # %%
 results = stage.benchmark()
 recommended = stage.recommend()
 quality, costs, out_of_domain = stage.tables()
-display(plots.table(quality, highlight=recommended.name, index=False))
+display(plots.table(quality, highlight=recommended.name, index=False, caption="Quality of every variant against the "
+                  "teacher (row 0): validation decides, test is reported; Δ = variant minus teacher in macro-F1 points."))
 if out_of_domain is not None:  # in-domain retention beside the out-of-domain figures, per class
-    display(plots.table(out_of_domain, highlight=recommended.name, index=False))
-display(plots.table(costs, highlight=recommended.name, index=False))
+    display(plots.table(out_of_domain, highlight=recommended.name, index=False, caption="Out of domain (financial "
+                        "tweets) beside in domain: the share of the teacher's macro-F1 each variant keeps, and the paired Δ."))
+display(plots.table(costs, highlight=recommended.name, index=False, caption=f"Costs, all from this stage's one "
+                  f"harness (each variant in a fresh process, {threads} threads): latency over {latency_n} validation "
+                  "sentences at natural length, batch 1; throughput at batch 32; end to end = text in, label out."))
 
 # %% [markdown]
 # ## How fast, really
@@ -102,6 +107,13 @@ display(Markdown(decide.why_here(recommended, results, stage.stage_goals())))
 
 # %%
 pareto.plot_retention(results);
+
+# %% [markdown]
+# ## Variants measured
+# Listed by each earlier stage in its result (stage 06 built the stacked ones); the yardstick is built here.
+
+# %%
+display(Markdown(stage.describe()))
 
 # %% [markdown]
 # ## Recommendation and export

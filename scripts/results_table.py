@@ -16,21 +16,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.core.cli import run_cli  # noqa: E402
 from lib.core.files import read_json  # noqa: E402
-from lib.core.stats import noise_summary, verdict_word  # noqa: E402
+from lib.core.stats import noise_summary  # noqa: E402
 
 BEGIN, END = "<!-- results_table.py: begin -->", "<!-- results_table.py: end -->"
-HEADER = ("| variant | val macro-F1 | test macro-F1 (95% CI) | test Δ vs teacher, pts (95% CI) | McNemar p | on test "
-          "| batch-1 median / p99 (ms) | speed-up | MB on disk | smaller |\n|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| variant | val macro-F1 | test macro-F1 (95% CI) | test Δ vs teacher, pts (95% CI) | test p (bootstrap; "
+          "Holm) | McNemar p (accuracy, unadjusted) | on test | batch-1 median / p99 (ms) | speed-up | MB on disk "
+          "| smaller |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def row(v: dict, shipped: str) -> str:
     name = f"**`{v['name']}`** (shipped)" if v["name"] == shipped else f"`{v['name']}`"
     return (f"| {name} | {v['val_macro_f1']:.3f} | {v['test_macro_f1']:.3f} ({v['test_f1_ci_low']:.3f}-"
             f"{v['test_f1_ci_high']:.3f}) | {v['test_delta_pts']:+.2f} ({v['test_delta_ci_low']:+.2f} to "
-            f"{v['test_delta_ci_high']:+.2f}) | {v['test_mcnemar_p']:.2f} | "
-            f"{verdict_word(v['test_delta_ci_low'], v['test_delta_ci_high'])} | {v['latency_median_ms']:.2f} / "
+            f"{v['test_delta_ci_high']:+.2f}) | {v['test_p']:.3f}; {holm_cell(v['test_p_holm'])} | "
+            f"{v['test_mcnemar_p']:.2f} | {v['test_reading']} | {v['latency_median_ms']:.2f} / "
             f"{v['latency_p99_ms']:.2f} | {v['speedup_vs_teacher']:.1f}x | {v['disk_bytes'] / 1e6:.1f} | "
             f"{v['size_ratio_vs_teacher']:.1f}x |")
+
+
+def holm_cell(p) -> str:
+    """The Holm-adjusted p, or '-' on the teacher's own row (null in the JSON)."""
+    return "-" if p is None else f"{p:.3f}"
 
 
 OOD_HEADER = ("| variant | OOD-val macro-F1 | OOD-val retention | val retention | OOD-test macro-F1 (95% CI) "
@@ -56,7 +62,7 @@ def ood_block(variants: list[dict], shipped: str) -> list[str]:
 
 def summary(variants: list[dict]) -> str:
     rest = variants[1:]  # the teacher against itself is no finding
-    return noise_summary([v["test_delta_ci_low"] for v in rest], [v["test_delta_ci_high"] for v in rest], "test")
+    return noise_summary([v["test_reading"] for v in rest], "test")
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,7 @@ def chain() -> list[Variant]:
 
 def render(row, teacher=None) -> str:
     teacher = teacher or schema_row("teacher", {"val": 0.86, "test": 0.85})
-    return card.model_card(row, teacher, chain(), info(), "the fastest variant that meets every goal", 128)
+    return card.model_card(row, teacher, chain(), info(), "the fastest variant that meets every goal", 128, 33)
 
 
 def front(text: str) -> dict:
@@ -52,6 +52,8 @@ def test_front_matter_and_lineage_come_from_the_records_and_rows():
     # val's CI contains 0, test's lies below it: said in words, per set
     assert "On the validation set it is indistinguishable from the teacher" in text
     assert "On the test set it is worse than the teacher" in text
+    assert "Holm-adjusted over the 33 variants compared with the teacher, alpha 0.05" in text  # the rule, its family
+    assert "| 0.001; 0.001 | 0.001 | worse than the teacher |" in text  # bootstrap p; Holm p; McNemar p; the word
     assert "-3.00 (-4.90 to -1.10)" in text and "Test CPU 9000" in text and "9.5x faster" in text
 
 

@@ -120,3 +120,30 @@ def test_stages_time_and_quantize_on_rank0_only_and_train_qat_on_every_rank(tmp_
     assert r0["keep"] == r1["keep"] and r0["variants"] == r1["variants"] and len(r0["variants"]) == 5
     assert r0["wrote"] == ["teacher_onnx_int8", "teacher_onnx_static_int8", "teacher_qat_int8", "teacher_torch_int8"]
     assert r1["wrote"] == []
+
+
+FIT_STEPS = """
+import json, os
+from pathlib import Path
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+from lib.modeling import train
+rank, out = int(os.environ["RANK"]), Path(os.environ["OUT"])
+torch.manual_seed(0)  # the same initial weights and data on both ranks; DistributedSampler gives each half the rows
+model = BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                 intermediate_size=32, num_labels=3))
+x = torch.randint(5, 64, (64, 8))
+rows = [{"input_ids": x[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": x[i, 0] % 3} for i in range(64)]
+loader = torch.utils.data.DataLoader(rows, batch_size=8, collate_fn=lambda b: {k: torch.stack([r[k] for r in b]) for k in b[0]})
+res = train.fit(model, loader, loader, torch.device("cpu"), epochs=2, lr=1e-3, patience=2, log_every=2)
+json.dump({"steps": res["steps"], "history": res["history"]}, open(out / f"rank{rank}.json", "w"))
+"""
+
+
+def test_training_curve_under_two_ranks_is_rank0s(tmp_path):
+    """fit under DDP: each rank takes 4 of the 8 batches an epoch; both return rank 0's curve, as its history."""
+    r0, r1 = launch_ranks(FIT_STEPS, tmp_path)
+    assert [s["step"] for s in r0["steps"]] == [2, 4, 6, 8] and r0["steps"] == r1["steps"]
+    for row in r0["history"]:  # rank 0's epoch loss is the mean of its two equal intervals
+        first, second = [s["loss"] for s in r0["steps"] if s["epoch"] == row["epoch"]]
+        assert row["train_loss"] == pytest.approx((first + second) / 2, rel=1e-9)

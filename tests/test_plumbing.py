@@ -140,7 +140,10 @@ def test_run_info_says_where_and_how(monkeypatch):
     text = runinfo.format_run_info({**info, "hardware": {**info["hardware"], "cpu": "X", "gpu": "H100"}})
     lines = text.splitlines()
     assert lines[0] == "seed 7 | device cpu | git abc1234" and lines[-1] == "params: lr=0.1"
-    assert lines[1] == f"hardware: X ({os.cpu_count()} cores, torch threads {info['hardware']['torch_threads']}), GPU H100"
+    flags = " ".join(runinfo.cpu_flags()) or "unknown"
+    assert info["hardware"]["cpu_flags"] == runinfo.cpu_flags()
+    assert lines[1] == (f"hardware: X ({os.cpu_count()} cores, torch threads {info['hardware']['torch_threads']}; "
+                        f"flags {flags}), GPU H100")
     assert lines[2].startswith("versions: python ") and f"torch {torch.__version__}" in lines[2]
     assert len(runinfo.format_run_info({**info, "params": {}}).splitlines()) == 3
     assert runinfo.cpu_name()
@@ -189,7 +192,8 @@ def test_run_info_names_the_gpu_and_every_package(monkeypatch):
     assert plain.splitlines()[1].endswith(", GPU H100 as cuda:0")
     del info["hardware"]["gpu"]
     assert runinfo.format_run_info({**info, "hardware": {**info["hardware"], "cpu": "X"}}).splitlines()[1] == \
-        f"hardware: X ({os.cpu_count()} cores, torch threads {info['hardware']['torch_threads']})"
+        f"hardware: X ({os.cpu_count()} cores, torch threads {info['hardware']['torch_threads']}; flags " \
+        f"{' '.join(runinfo.cpu_flags()) or 'unknown'})"
 
 
 def test_cpu_name_reads_the_first_model_name_else_the_platform(monkeypatch):

@@ -196,6 +196,18 @@ def test_pruned_model_reloads_with_same_shapes_and_logits(tmp_path, tokenizer):
     assert torch.allclose(predict(inputs()), logits(model), atol=1e-6) and tok.vocab_size == tokenizer.vocab_size
 
 
+def test_pruned_variants_serve_with_sdpa_and_train_with_eager(tmp_path, tokenizer, monkeypatch):
+    """Timed and served like the hf teacher (SDPA; eager cost a 50% level 17% in stage 05's harness), while the
+    float module for training keeps eager attention, whose maps entropy importance reads."""
+    prune.save_pruned(tiny_model(), tokenizer, tmp_path / "pruned")
+    seen, real = [], prune.load_pruned
+    monkeypatch.setattr(prune, "load_pruned", lambda p, attn_implementation="eager": seen.append(attn_implementation)
+                        or real(p, attn_implementation))
+    formats.load(Variant("pruned", "pruned", "pruned"), tmp_path)
+    assert formats.load_torch(Variant("pruned", "pruned", "pruned"), tmp_path).config._attn_implementation == "eager"
+    assert seen == ["sdpa", "eager"]
+
+
 def test_load_pruned_rejects_a_plain_checkpoint(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     with pytest.raises(FinCompressError, match="not a pruned checkpoint"):

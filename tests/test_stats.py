@@ -1,4 +1,5 @@
-"""lib/core/stats.py: bootstrap interval, calibration error, agreement and one class's recall on known inputs."""
+"""lib/core/stats.py: bootstrap interval and p, Holm, the word, calibration error, agreement and one class's recall
+on known inputs."""
 import numpy as np
 import pytest
 
@@ -44,7 +45,7 @@ def test_vectorised_macro_f1_matches_sklearn_and_the_old_loop():
 def test_identical_predictions_differ_by_nothing():
     labels, preds = [0, 1, 2, 2, 1, 0, 1], [0, 1, 1, 2, 1, 2, 1]
     assert stats.compare(labels, preds, preds) == {"delta_pts": 0.0, "delta_ci_low": 0.0, "delta_ci_high": 0.0,
-                                                   "mcnemar_p": 1.0}
+                                                   "p": 1.0, "mcnemar_p": 1.0}
 
 
 def test_mcnemar_exact_on_a_known_discordant_split():
@@ -72,12 +73,70 @@ def test_paired_delta_sign_and_interval():
     worse = np.where(rng.random(400) < 0.6, labels, (labels + 1) % 3)   # far worse than the reference
     d = stats.paired_delta(labels, worse, ref, n=500)
     assert d["delta_pts"] < 0 and d["delta_ci_low"] <= d["delta_pts"] <= d["delta_ci_high"] < 0  # negative = worse
-    assert stats.verdict_word(d["delta_ci_low"], d["delta_ci_high"]) == "worse"
+    assert d["p"] == 1 / 501  # no resample reaches 0: the floor that 500 draws can resolve
     assert stats.paired_delta(labels, ref, worse, n=500)["delta_ci_low"] > 0
     # one flipped sentence: a tiny delta whose paired interval straddles 0
     near = ref.copy()
     near[np.flatnonzero(ref == labels)[0]] = (labels[np.flatnonzero(ref == labels)[0]] + 1) % 3
     d = stats.paired_delta(labels, near, ref, n=500)
-    assert d["delta_ci_low"] <= 0 <= d["delta_ci_high"]
-    assert "indistinguishable from the teacher" in stats.delta_text({**d, "mcnemar_p": 1.0})
+    assert d["delta_ci_low"] <= 0 <= d["delta_ci_high"] and d["p"] > 0.05
+    assert "indistinguishable from the teacher" in stats.delta_text({**d, "p_holm": d["p"], "reading": "indistinguishable",
+                                                                      "mcnemar_p": 1.0})
+    teacher = {"delta_pts": 0.0, "p": 1.0, "p_holm": None, "reading": "reference"}
+    assert stats.delta_text(teacher) == "+0.00 points: the teacher itself, the reference of every delta"
     assert stats.paired_delta(labels, near, ref, n=200, seed=5) == stats.paired_delta(labels, near, ref, n=200, seed=5)
+
+
+def test_bootstrap_p_counts_the_smaller_tail_twice_and_never_reaches_zero():
+    # 10 resampled deltas, 2 at or below 0: p = 2 * 2/10; ties at 0 count on both sides
+    assert stats.bootstrap_p([-1.0, 0.0, *[1.0] * 8]) == pytest.approx(0.4)
+    assert stats.bootstrap_p([0.0] * 10) == 1.0  # every resample ties: no evidence either way (2 * 1, capped)
+    assert stats.bootstrap_p([-0.5, 0.5]) == 1.0
+    assert stats.bootstrap_p([2.0] * 9) == pytest.approx(1 / 10)  # none crosses 0: floored at 1/(draws+1), not 0
+    assert stats.bootstrap_p([-3.0, *[-1.0] * 18, 0.5]) == pytest.approx(0.1)  # sign does not matter: 2 * 1/20
+
+
+def test_holm_on_a_hand_worked_family():
+    # sorted 0.01, 0.02, 0.03, 0.04 x (4, 3, 2, 1) = 0.04, 0.06, 0.06, 0.04 -> running max 0.04, 0.06, 0.06, 0.06
+    assert stats.holm([0.03, 0.01, 0.04, 0.02]).tolist() == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert stats.holm([0.5, 0.4]).tolist() == pytest.approx([0.8, 0.8])  # 0.4 x 2 = 0.8, then max(0.8, 0.5)
+    assert stats.holm([0.9, 0.6, 0.001]).tolist() == pytest.approx([1.0, 1.0, 0.003])  # capped at 1
+    assert stats.holm([0.02]).tolist() == [0.02]  # a family of one is not adjusted
+    adjusted = stats.holm([0.01, float("nan"), 0.04])  # NaN: not a member, stays NaN, does not grow the family
+    assert adjusted[0] == pytest.approx(0.02) and np.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+    assert stats.holm([]).tolist() == []
+
+
+def test_holm_never_lowers_a_p_and_keeps_the_raw_order():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        p = rng.random(rng.integers(1, 40)) ** 3  # many small p, as a family of compressed variants gives
+        adjusted = stats.holm(p)
+        assert (adjusted >= p).all() and (adjusted <= 1).all()
+        order = np.argsort(p, kind="stable")
+        assert (np.diff(adjusted[order]) >= 0).all()  # a smaller raw p never gets a larger adjusted p
+
+
+def test_the_word_reads_the_adjusted_p_and_the_sign():
+    assert stats.reading(-1.2, 0.049) == "worse" and stats.reading(0.8, 0.01) == "better"
+    assert stats.reading(-1.2, 0.05) == "indistinguishable"  # alpha itself is not below alpha
+    assert stats.reading(3.0, float("nan")) == "indistinguishable" and stats.reading(0.0, 0.001) == "indistinguishable"
+    # the reviewer's case: one row with p 0.02 (its CI excludes 0) among 33 variants: 33 x 0.02 > 0.05
+    adjusted, words = stats.family_readings([0.75, *[-0.1] * 32], [0.02, *[0.9] * 32])
+    assert adjusted[0] == pytest.approx(0.66) and words[0] == "indistinguishable"
+    adjusted, words = stats.family_readings([-2.0, 0.5, 1.0], [0.001, 0.3, float("nan")])
+    assert adjusted == [pytest.approx(0.002), pytest.approx(0.3), None] and words == ["worse", "indistinguishable",
+                                                                                        "indistinguishable"]
+    entries = [{"test_delta_pts": -2.0, "test_p": 0.01}, {"test_delta_pts": 1.0, "test_p": 0.02}]
+    assert stats.judge_family(entries) == 2
+    assert [(e["test_p_holm"], e["test_reading"]) for e in entries] == [(0.02, "worse"), (0.02, "better")]
+    assert stats.family_size([None, 0.1, float("nan"), 0.3]) == 2
+
+
+def test_the_rule_is_stated_with_its_family():
+    assert stats.rule_text(33) == ("word (better / worse / indistinguishable): paired bootstrap test of the macro-F1 "
+                                   "delta = 0, p Holm-adjusted over the 33 variants compared with the teacher, alpha "
+                                   "0.05; McNemar p (accuracy) is unadjusted, shown only")
+    summary = stats.noise_summary(["worse", "indistinguishable", "better", "indistinguishable"], "test")
+    assert summary.startswith("On test, 2 of 4 variants are indistinguishable from the teacher, 1 are worse and 1 better")
+    assert "over the 4 variants compared with the teacher" in summary

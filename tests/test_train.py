@@ -1,5 +1,7 @@
 """lib/modeling/train.py: parameter groups, schedule, early stopping, head remapping, the loop, checkpoints."""
+import csv
 import json
+import math
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from lib.core import model_source
 from lib.core.errors import FinCompressError
 from lib.data import batching
-from lib.modeling import train
+from lib.modeling import curves, train
 
 
 def tiny_bert(num_labels=3, **cfg):
@@ -239,9 +241,12 @@ def test_training_steps_make_no_host_sync_and_log_loss_parts(steps):
     model, batches = tiny_bert(), readable_batches()[:steps]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = train.warmup_linear(opt, steps)
-    out = train._train_epoch(model, batches, torch.device("cpu"), opt, sched, loss_fn, False, 1.0, "t")
+    log = curves.StepLog(1)  # a point every step: the training curve must not add a sync per step either
+    out = train._train_epoch(model, batches, torch.device("cpu"), opt, sched, loss_fn, False, 1.0, "t", log)
     assert len(SyncCounter.syncs) == 2  # one read of the loss sum and one of the ce sum, at the end
     assert out["loss"] == pytest.approx(out["ce"], rel=1e-12) and out["const"] == 0.5
+    rows = log.end_epoch(1)
+    assert len(SyncCounter.syncs) == 3 and len(rows) == steps  # the curve's losses, read in one go per epoch
 
 
 def test_fit_history_carries_loss_parts():
@@ -277,3 +282,53 @@ def test_loaders_are_pinned_on_cuda_only():
     assert pinned(loader, torch.device("cpu")) is loader and pinned(batches, torch.device("cuda")) is batches
     gpu = pinned(loader, torch.device("cuda"))
     assert gpu.pin_memory and gpu.sampler is loader.sampler and gpu.batch_size == 4
+
+
+def expected_lr(peak: float, step: int, total: int, warmup_frac: float) -> float:
+    """The lr optimizer step `step` (from 1) uses under warmup_linear: a linear rise over the warm-up, then a
+    linear fall to zero at `total` steps (written out here, not taken from train.py)."""
+    warmup = max(1, int(total * warmup_frac))
+    done = step - 1  # the scheduler has stepped once per earlier optimizer step
+    return peak * ((done + 1) / warmup if done < warmup else (total - done) / (total - warmup))
+
+
+def test_fit_records_loss_and_lr_every_interval(tmp_path):
+    torch.manual_seed(0)
+    batches = readable_batches()  # 6 batches of 8: intervals of 4 steps end at 4, 6 (the epoch's rest), 10, 12, ...
+    out = train.fit(tiny_bert(), batches, batches, torch.device("cpu"), epochs=3, lr=3e-3, patience=3, warmup_frac=0.2,
+                    log_every=4, log_path=tmp_path / "log.csv")
+    steps = out["steps"]
+    assert [s["step"] for s in steps] == [4, 6, 10, 12, 16, 18] and [s["epoch"] for s in steps] == [1, 1, 2, 2, 3, 3]
+    assert all(s["lr"] == pytest.approx(expected_lr(3e-3, s["step"], 18, 0.2)) for s in steps)
+    assert all(math.isfinite(s["loss"]) and s["loss"] > 0 for s in steps)
+    for epoch, row in enumerate(out["history"], 1):  # an epoch's train loss is its intervals' size-weighted mean
+        first, rest = [s["loss"] for s in steps if s["epoch"] == epoch]
+        assert row["train_loss"] == pytest.approx((4 * first + 2 * rest) / 6, rel=1e-9)
+    with open(curves.steps_path(tmp_path / "log.csv"), newline="") as f:  # log_steps.csv, beside the log
+        rows = list(csv.DictReader(f))
+    assert [(int(r["step"]), float(r["loss"]), float(r["lr"])) for r in rows] == [(s["step"], s["loss"], s["lr"]) for s in steps]
+
+
+def test_fit_logs_every_step_of_a_short_epoch_and_warms_up():
+    out = train.fit(tiny_bert(), readable_batches(), readable_batches(), torch.device("cpu"), epochs=2, lr=1e-3,
+                    patience=2, warmup_frac=0.5)
+    steps = out["steps"]
+    assert [s["step"] for s in steps] == list(range(1, 13))
+    lrs = [s["lr"] for s in steps]
+    assert lrs[:6] == pytest.approx([1e-3 * k / 6 for k in range(1, 7)])  # warm-up to the peak over half the steps
+    assert lrs[6] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs[6:], lrs[7:]))  # then linear decay
+    assert lrs[-1] == pytest.approx(1e-3 / 6)
+
+
+@pytest.mark.parametrize("steps_per_epoch, every", [(1, 1), (6, 1), (40, 1), (41, 2), (100, 3), (1000, 25), (10_000, 250)])
+def test_log_interval_gives_a_readable_number_of_points(steps_per_epoch, every):
+    assert curves.interval(steps_per_epoch) == every
+    points = math.ceil(steps_per_epoch / every)
+    assert points == steps_per_epoch or 20 <= points <= curves.POINTS_PER_EPOCH
+    assert curves.interval(steps_per_epoch, 7) == 7
+
+
+def test_log_interval_rejects_a_negative_setting():
+    with pytest.raises(FinCompressError, match="log_every"):
+        train.fit(tiny_bert(), readable_batches(), readable_batches(), torch.device("cpu"), epochs=1, lr=1e-3,
+                  log_every=-1)

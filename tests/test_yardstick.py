@@ -67,7 +67,7 @@ def test_finbert_ratio_peak_share_and_tables():
     assert costs["variant"].tolist() == ["teacher", "small", "fs_fp32 (shape only, untrained)",
                                          "fs_int8 (shape only, untrained)"]
     assert costs["#"].tolist() == [0, 1, "", ""] and costs["e2e ms (batch 1)"].tolist() == [9.0, 1.5, 9.0, 1.5]
-    assert costs["vs FinBERT-sized FP32"].tolist() == [5.0, 40.0, 1.0, 2.0]
+    assert costs["faster than FinBERT-sized FP32 (x)"].tolist() == [5.0, 40.0, 1.0, 2.0]
     assert costs["% of INT8 peak (batch 32)"].tolist() == ["n/a", "10.0", "n/a", "6000.0"]  # 2 x 3e9 x 1000/s
     without_peak = speed.cost_table(df.drop(columns="share_int8_peak_b32"), yard.drop(columns="share_int8_peak_b32"))
     assert "% of INT8 peak (batch 32)" not in without_peak

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lib.core import stats
 from tests.conftest import REPO
 
 SETS = ("val", "test")
@@ -20,17 +21,22 @@ sys.meta_path.insert(0, Blocker())
 
 
 def schema_row(name: str, f1: dict, delta: dict | None = None, **extra) -> dict:
-    """One benchmark row: per set S `S_macro_f1`, its CI, the paired delta vs the teacher and its CI, and costs."""
+    """One benchmark row: per set S `S_macro_f1`, its CI, the paired delta vs the teacher with its CI, p and word
+    (the teacher's: "reference"), and costs."""
     row = {"name": name, "format": "onnx", "stage": "05_benchmark", "precision": "int8", "path": name,
            "latency_median_ms": 2.5, "latency_p95_ms": 3.1, "latency_p99_ms": 3.9, "throughput_b32_per_s": 1500.0,
            "peak_rss_mb": 120.0, "load_s": 0.3, "disk_bytes": 9_800_000, "weight_bytes": 9_500_000,
            "speedup_vs_teacher": 9.5, "size_ratio_vs_teacher": 9.3}
     for s, value in f1.items():
         d = (delta or {}).get(s, (0.0, 0.0, 0.0))
+        # as the bootstrap would read the CI (1 for no difference at all); a family of one: Holm adds nothing
+        p = 0.001 if not d[1] <= 0 <= d[2] else 1.0 if d[1] == d[2] == 0 else 0.5
+        row.update({f"{s}_p": p, f"{s}_p_holm": None if name == "teacher" else p,
+                    f"{s}_reading": "reference" if name == "teacher" else stats.reading(d[0], p)})
         row.update({f"{s}_macro_f1": value, f"{s}_f1_ci_low": value - 0.03, f"{s}_f1_ci_high": value + 0.03,
                     f"{s}_accuracy": value + 0.01, f"{s}_f1_negative": value - 0.05, f"{s}_f1_neutral": value + 0.04,
                     f"{s}_f1_positive": value, f"{s}_delta_pts": d[0], f"{s}_delta_ci_low": d[1],
-                    f"{s}_delta_ci_high": d[2], f"{s}_mcnemar_p": 0.5 if d[1] <= 0 <= d[2] else 0.001,
+                    f"{s}_delta_ci_high": d[2], f"{s}_mcnemar_p": p,
                     f"{s}_retention": 1.0, f"{s}_teacher_agreement": 0.95, f"{s}_ece": 0.04})
     return {**row, **extra}
 

@@ -24,3 +24,13 @@ def resolve_model_source(name: str) -> str:
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise FinCompressError(f"model path {name} does not exist; pass an existing folder, {PACKAGED_TEACHER} or a Hub id")
     return name
+
+
+def describe_teacher(name: str) -> str:
+    """The teacher in words for report readers: the packaged MiniLM is a stand-in for FinBERT, not FinBERT."""
+    if name == PACKAGED_TEACHER:
+        return (f"all-MiniLM-L6-v2 (6 layers, 384 wide; packaged as {PACKAGED_TEACHER}) fine-tuned here, standing in "
+                f"for {FINBERT} (12 x 768), which this offline machine cannot download")
+    if name == FINBERT:
+        return f"{FINBERT} fine-tuned here"
+    return f"{name} fine-tuned here"

@@ -30,6 +30,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# the instruction sets that decide how fast INT8 and bf16 kernels run (the README groups results by them)
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD flags of SIMD_FLAGS this CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in SIMD_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def package_versions() -> dict:
     from importlib import metadata
     names = ["torch", "transformers", "datasets", "scikit-learn", "numpy", "onnxruntime", "onnx", "papermill"]
@@ -46,7 +62,8 @@ def format_run_info(info: dict) -> str:
     v = ", ".join(f"{k} {x}" for k, x in info["versions"].items())
     hw = info["hardware"]
     lines = [f"seed {info['seed']} | device {info['device']} | git {info['git_commit']}",
-             f"hardware: {hw['cpu']} ({hw['cpu_count']} cores, torch threads {hw['torch_threads']})"
+             f"hardware: {hw['cpu']} ({hw['cpu_count']} cores, torch threads {hw['torch_threads']}; "
+             f"flags {' '.join(hw.get('cpu_flags', [])) or 'unknown'})"
              + (f", GPU {hw['gpu']}" if "gpu" in hw else ""),
              f"versions: {v}"]
     if info.get("params"):

@@ -2,12 +2,18 @@
 
 Sign convention, everywhere: a delta is (model - reference) in macro-F1 points, so a NEGATIVE delta means
 WORSE than the reference (the teacher, or a variant's FP32 source).
+
+The one rule for the word (better / worse / indistinguishable), stated in RULE: the paired bootstrap test of delta = 0,
+its p Holm-adjusted over the family of variants a page compares with the same reference, at ALPHA.
 """
 from math import comb
 
 import numpy as np
 
 CLASSES = 3  # negative, neutral, positive (lib.core.variants.LABELS order)
+ALPHA = 0.05
+RULE = ("word (better / worse / indistinguishable): paired bootstrap test of the macro-F1 delta = 0, p Holm-adjusted "
+        "over the {family} variants compared with {ref}, alpha {alpha}; McNemar p (accuracy) is unadjusted, shown only")
 
 
 def macro_f1_rows(labels: np.ndarray, preds: np.ndarray, classes: int = CLASSES) -> np.ndarray:
@@ -43,7 +49,15 @@ def paired_delta(labels, preds, ref_preds, n: int = 1000, seed: int = 0) -> dict
     idx = resamples(len(labels), n, seed)
     deltas = 100 * (macro_f1_rows(labels[idx], preds[idx]) - macro_f1_rows(labels[idx], ref_preds[idx]))
     return {"delta_pts": float(point), "delta_ci_low": float(np.percentile(deltas, 2.5)),
-            "delta_ci_high": float(np.percentile(deltas, 97.5))}
+            "delta_ci_high": float(np.percentile(deltas, 97.5)), "p": bootstrap_p(deltas)}
+
+
+def bootstrap_p(deltas) -> float:
+    """Two-sided p for delta = 0 from resampled deltas: twice the smaller tail share (ties count on both sides),
+    never below 1/(draws+1), the least that draws resamples can resolve."""
+    deltas = np.asarray(deltas)
+    tail = min(float((deltas <= 0).mean()), float((deltas >= 0).mean()))
+    return min(1.0, max(2 * tail, 1 / (len(deltas) + 1)))
 
 
 def mcnemar_p(labels, preds, ref_preds) -> float:
@@ -63,13 +77,49 @@ def compare(labels, preds, ref_preds, n: int = 1000, seed: int = 0) -> dict:
     return {**paired_delta(labels, preds, ref_preds, n, seed), "mcnemar_p": mcnemar_p(labels, preds, ref_preds)}
 
 
-def verdict_word(ci_low: float, ci_high: float) -> str:
-    """How to describe a paired delta: only an interval that excludes 0 is a difference."""
-    if ci_high < 0:
-        return "worse"
-    if ci_low > 0:
-        return "better"
-    return "indistinguishable"
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment over one family, in the input order; NaN entries stay NaN and are not counted."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    known = np.flatnonzero(~np.isnan(p))
+    order = known[np.argsort(p[known], kind="stable")]
+    scaled = (len(order) - np.arange(len(order))) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))  # the running max keeps adjusted p monotone in raw p
+    return out
+
+
+def reading(delta: float, p_holm: float, alpha: float = ALPHA) -> str:
+    """The word for a paired delta: a difference only where the Holm-adjusted p is below alpha (NaN p: none)."""
+    if not p_holm < alpha or delta == 0:
+        return "indistinguishable"
+    return "better" if delta > 0 else "worse"
+
+
+def family_readings(deltas, pvalues) -> tuple[list, list[str]]:
+    """One family (every variant compared with the same reference on one set): Holm-adjusted p (None where a p is
+    absent, as strict JSON wants) and the word of each."""
+    adjusted = holm(pvalues)
+    return ([None if np.isnan(a) else float(a) for a in adjusted],
+            [reading(d, a) for d, a in zip(deltas, adjusted)])
+
+
+def judge_family(entries: list[dict], prefix: str = "test_") -> int:
+    """Holm over one family of result dicts, each compared with its own reference: adds {prefix}p_holm and
+    {prefix}reading to each in place; returns the family's size."""
+    adjusted, words = family_readings([e[prefix + "delta_pts"] for e in entries], [e[prefix + "p"] for e in entries])
+    for e, a, w in zip(entries, adjusted, words):
+        e.update({prefix + "p_holm": a, prefix + "reading": w})
+    return len(entries)
+
+
+def family_size(adjusted) -> int:
+    """How many variants a Holm adjustment counted: the entries that have an adjusted p."""
+    return sum(1 for a in adjusted if a is not None and a == a)  # None in JSON rows, NaN in frames
+
+
+def rule_text(family: int, ref: str = "the teacher") -> str:
+    """The rule as every table that prints a word states it beside the table, with the family's size."""
+    return RULE.format(family=family, ref=ref, alpha=ALPHA)
 
 
 def delta_cell(delta: float, lo: float, hi: float) -> str:
@@ -77,21 +127,24 @@ def delta_cell(delta: float, lo: float, hi: float) -> str:
     return f"{delta:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def noise_summary(lows, highs, name: str) -> str:
-    """How many variants' paired CIs against the teacher on set `name` contain 0, exclude it below, above."""
-    words = [verdict_word(lo, hi) for lo, hi in zip(lows, highs)]
-    return (f"On {name}, {words.count('indistinguishable')} of {len(words)} variants are indistinguishable from the "
-            f"teacher (the paired 95% CI of the delta contains 0: within noise), {words.count('worse')} are worse and "
-            f"{words.count('better')} better.")
+def noise_summary(words, name: str, ref: str = "the teacher") -> str:
+    """How many variants read indistinguishable from, worse and better than the reference on set `name`, and the rule."""
+    words = list(words)
+    return (f"On {name}, {words.count('indistinguishable')} of {len(words)} variants are indistinguishable from "
+            f"{ref}, {words.count('worse')} are worse and {words.count('better')} better ({rule_text(len(words), ref)}).")
 
 
 def delta_text(d: dict, ref: str = "the teacher", prefix: str = "") -> str:
-    """'-0.84 points (95% CI -2.10 to +0.40, McNemar p 0.31): indistinguishable from the teacher'."""
+    """'-0.84 points (95% CI -2.10 to +0.40, bootstrap p 0.31, Holm-adjusted 1, McNemar p 0.31): indistinguishable
+    from the teacher'; the word is d's `reading`, from the Holm-adjusted p of its family."""
+    word = d[prefix + "reading"]
+    if word == "reference":  # the reference's own row: nothing was compared
+        return f"{d[prefix + 'delta_pts']:+.2f} points: {ref} itself, the reference of every delta"
     ci = f"95% CI {d[prefix + 'delta_ci_low']:+.2f} to {d[prefix + 'delta_ci_high']:+.2f}"
-    p = f", McNemar p {d[prefix + 'mcnemar_p']:.2g}" if prefix + "mcnemar_p" in d else ""
-    word = verdict_word(d[prefix + "delta_ci_low"], d[prefix + "delta_ci_high"])
-    reading = f"indistinguishable from {ref}" if word == "indistinguishable" else f"{word} than {ref}"
-    return f"{d[prefix + 'delta_pts']:+.2f} points ({ci}{p}): {reading}"
+    p = f", bootstrap p {d[prefix + 'p']:.2g}, Holm-adjusted {d[prefix + 'p_holm']:.2g}"
+    mcnemar = f", McNemar p {d[prefix + 'mcnemar_p']:.2g}" if prefix + "mcnemar_p" in d else ""
+    said = f"indistinguishable from {ref}" if word == "indistinguishable" else f"{word} than {ref}"
+    return f"{d[prefix + 'delta_pts']:+.2f} points ({ci}{p}{mcnemar}): {said}"
 
 
 def expected_calibration_error(probs: np.ndarray, labels, bins: int = 15) -> float:

@@ -103,7 +103,7 @@ def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Vari
             rows.append(row(v, quality, raw))
             if gpu is not None:
                 rows[-1]["gpu_throughput_b32_per_s"] = bench.gpu_throughput(v, root, all_texts, gpu)
-    return with_ratios(pd.DataFrame(rows), list(sets))
+    return with_readings(with_ratios(pd.DataFrame(rows), list(sets)), list(sets))
 
 
 def run_yardstick(root: Path, texts: list[str], yardsticks: list[Variant], teacher: pd.Series, threads: int = 2,
@@ -130,6 +130,16 @@ def with_ratios(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
         df[f"{name}_retention"] = df[f"{name}_macro_f1"] / teacher[f"{name}_macro_f1"]
     df["speedup_vs_teacher"] = teacher["latency_median_ms"] / df["latency_median_ms"]
     df["size_ratio_vs_teacher"] = teacher["disk_bytes"] / df["disk_bytes"]
+    return df
+
+
+def with_readings(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """Per set S: S_p_holm and S_reading, Holm over the family of every variant compared with the teacher (row 0,
+    whose p_holm is absent and whose reading is "reference")."""
+    for name in sets:
+        adjusted, words = stats.family_readings(df[f"{name}_delta_pts"].iloc[1:], df[f"{name}_p"].iloc[1:])
+        df[f"{name}_p_holm"] = [None, *adjusted]
+        df[f"{name}_reading"] = ["reference", *words]
     return df
 
 

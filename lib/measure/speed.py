@@ -40,7 +40,7 @@ def cost_columns(out: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     out["e2e ms (batch 1)"] = df["e2e_latency_median_ms"]
     out["e2e sentences/s (batch 32)"] = df["e2e_throughput_b32_per_s"]
     if "speedup_vs_finbert_fp32" in df:
-        out["vs FinBERT-sized FP32"] = df["speedup_vs_finbert_fp32"]
+        out["faster than FinBERT-sized FP32 (x)"] = df["speedup_vs_finbert_fp32"]
     if "share_int8_peak_b32" in df:
         out["% of INT8 peak (batch 32)"] = [NA if s != s else f"{100 * s:.1f}" for s in df["share_int8_peak_b32"]]
     return out

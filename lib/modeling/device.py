@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lib.core.errors import FinCompressError
-from lib.core.runinfo import cpu_name, git_commit, package_versions
+from lib.core.runinfo import cpu_flags, cpu_name, git_commit, package_versions
 from lib.modeling.distributed import dist_env
 
 
@@ -40,8 +40,8 @@ def resolve_device(gpu: bool) -> torch.device:
 
 def run_info(seed: int, device: torch.device, params: dict | None = None) -> dict:
     """Everything needed to say where and how a number was produced."""
-    hw = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-          "platform": platform.platform()}
+    hw = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+          "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
     if device.type == "cuda":
         hw["gpu"] = torch.cuda.get_device_name(device)
     return {"seed": seed, "device": str(device), "git_commit": git_commit(), "versions": package_versions(),

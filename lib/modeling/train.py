@@ -22,6 +22,7 @@ from lib.core.variants import LABELS
 from lib.data import batching
 from lib.data.batching import make_loader, model_inputs, pinned, to_device
 from lib.data.corpus import LABEL2ID, load_splits
+from lib.modeling import curves
 from lib.modeling.distributed import data_parallel, dist_env
 from lib.modeling.distributed import from_rank0, shard_loader
 
@@ -147,12 +148,12 @@ def cross_entropy_loss(model, batch):
 
 def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weight_decay: float = 0.01,
         warmup_frac: float = 0.1, patience: int = 3, loss_fn=cross_entropy_loss, log_path: Path | None = None,
-        amp: bool = False, desc: str = "train", max_grad_norm: float = 1.0) -> dict:
+        amp: bool = False, desc: str = "train", max_grad_norm: float = 1.0, log_every: int = 0) -> dict:
     """The training loop every stage uses; leaves the best-val-F1 weights in `model`.
 
     loss_fn(model, batch) -> (loss, parts) lets distillation and pruning recovery reuse it; parts (floats or
-    detached tensors) are logged as per-epoch means. Under torchrun it trains data-parallel: each rank a
-    shard of every epoch, DDP averages the gradients.
+    detached tensors) are logged as per-epoch means; loss and lr also every `log_every` steps (result["steps"]).
+    Under torchrun it trains data-parallel: each rank a shard of every epoch, DDP averages the gradients.
     """
     check_range("epochs", epochs, 1)
     check_range("lr", lr, 0, low_open=True)
@@ -165,25 +166,27 @@ def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weig
         optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
         scheduler = warmup_linear(optimizer, epochs * len(train_loader), warmup_frac)
         stopper, history, best_state, best_val = EarlyStopping(patience), [], None, None
+        steps, group = curves.StepLog(curves.interval(len(train_loader), log_every)), device if parallel else None
         for epoch in range(1, epochs + 1):
             start = time.time()
             if parallel:
                 train_loader.sampler.set_epoch(epoch)
             train = _train_epoch(net, train_loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm,
-                                 f"{desc} epoch {epoch}/{epochs}")
+                                 f"{desc} epoch {epoch}/{epochs}", steps)
             val = evaluate(model, val_loader, device, amp, desc="val")
-            row = _epoch_row(epoch, train, val, optimizer.param_groups[0]["lr"], start, device if parallel else None)
-            history.append(row)
-            print(f"{desc} epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
-            if log_path:
-                write_log(log_path, history)
+            steps.end_epoch(epoch, group)
+            history.append(_epoch_row(epoch, train, val, optimizer.param_groups[0]["lr"], start, group))
+            _report_epoch(desc, history, steps.rows, log_path)
             if stopper.step(val["macro_f1"], epoch):
                 best_state, best_val = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}), val
             if stopper.should_stop:
                 print(f"early stop: no val F1 gain for {patience} epochs (best epoch {stopper.best_epoch})")
                 break
+        # DDP's reducer holds the group: freed after the group is torn down, gloo's destructor waited forever
+        del net
     model.load_state_dict(best_state)
-    return {"history": history, "best_epoch": stopper.best_epoch, "val": best_val, "world_size": dist_env()[2]}
+    return {"history": history, "steps": steps.rows, "best_epoch": stopper.best_epoch, "val": best_val,
+            "world_size": dist_env()[2]}
 
 
 def _epoch_row(epoch: int, train: dict, val: dict, lr: float, start: float, group_device) -> dict:
@@ -197,9 +200,19 @@ def _epoch_row(epoch: int, train: dict, val: dict, lr: float, start: float, grou
             **{f"train_{k}": v for k, v in train.items()}}
 
 
-def _train_epoch(model, loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm, desc) -> dict:
-    """One pass; the mean loss and loss parts, weighted by batch size. Sums stay on the device (float64,
-    the same arithmetic as Python floats), so a step waits on no host sync; the one sync is at the end."""
+def _report_epoch(desc: str, history: list[dict], steps: list[dict], log_path: Path | None) -> None:
+    """The epoch's summary line; the CSV logs rewritten (history, and the steps beside it) when there is a log_path."""
+    row = history[-1]
+    print(f"{desc} epoch {row['epoch']}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
+          flush=True)
+    if log_path:
+        write_log(log_path, history)
+        write_log(curves.steps_path(log_path), steps)
+
+
+def _train_epoch(model, loader, device, optimizer, scheduler, loss_fn, amp, max_grad_norm, desc, steps=None) -> dict:
+    """One pass; the mean loss and loss parts, weighted by batch size (and each step into `steps`, a StepLog).
+    Sums stay on the device (float64, the same arithmetic as Python floats), so a step waits on no host sync."""
     model.train()
     sums, n = {"loss": torch.zeros((), dtype=torch.float64, device=device)}, 0
     for batch in tqdm(loader, desc=desc, mininterval=10, ascii=True):
@@ -210,8 +223,10 @@ def _train_epoch(model, loader, device, optimizer, scheduler, loss_fn, amp, max_
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
-        scheduler.step()
         size = len(batch["labels"])
+        if steps is not None:
+            steps.record(loss, size, optimizer.param_groups[0]["lr"])  # the lr this step used
+        scheduler.step()
         for k, v in {"loss": loss, **parts}.items():
             sums[k] = sums.get(k, 0.0) + (v.detach().double() if torch.is_tensor(v) else v) * size
         n += size

@@ -1,6 +1,8 @@
-"""Plots and tables every stage draws: class distributions, learning curves, confusion matrices, per-class F1,
+"""Plots and tables every stage draws: class distributions, training curves, confusion matrices, per-class F1,
 and the one way a table is shown in a report (its own horizontal scroll box, human column names)."""
+import numbers
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -13,28 +15,62 @@ from sklearn.metrics import confusion_matrix
 from lib.core.variants import LABELS
 from lib.report.render import number
 
+# a text cell that is a figure already formatted ("0.523 (0.504-0.541)", "+1.20 [-0.40, +2.90]", "12.5%", "–")
+FIGURE = re.compile(r"^[-+−–]?[\d.,]*\d[\d.,]*( ?%| ?x)?( [(\[][-+−]?[\d.,]+(-|, )[-+−]?[\d.,]+[)\]])?$|^[–-]$")
 SCROLL_BOX = "fc-table"  # the class of the box every report table sits in (tests/test_reports.py looks for it)
 
 
-def table(df: pd.DataFrame, highlight=None, index: bool = True):
+def _numbers_with_gaps(values: pd.Series) -> bool:
+    """A column of numbers where some rows have none ('n/a', '–', None): the yardstick rows of stage 05."""
+    real = [v for v in values if not (v is None or v in ("n/a", "–", "") or (isinstance(v, float) and v != v))]
+    return bool(real) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in real)
+
+
+def _figure_or_gap(v) -> bool:
+    return v in ("", None) or bool(FIGURE.match(str(v)))
+
+
+def column_format(values: pd.Series):
+    """One format for a whole numeric column, so its decimals line up: 3 decimals when its median figure is below
+    10, 2 below 100, 1 below 1000, none above; integers with thousands separators; yes/no for booleans."""
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values):
+        return number
+    real = [abs(float(v)) for v in values if isinstance(v, numbers.Real) and np.isfinite(float(v))]
+    typical = float(np.median(real)) if real else 0  # the median: one slow outlier row keeps the others' decimals
+    decimals = 3 if typical < 10 else 2 if typical < 100 else 1 if typical < 1000 else 0
+    return lambda x: f"{x:,.{decimals}f}" if isinstance(x, numbers.Real) and x == x else "–" if x is None or x != x else str(x)
+
+
+def table(df: pd.DataFrame, highlight=None, index: bool = True, caption: str = ""):
     """A DataFrame as report HTML inside a box that scrolls sideways on its own if it is wider than the page:
-    numbers right-aligned at 2-3 significant decimals, text left-aligned, headings that wrap; the row whose
-    index is `highlight` is shaded. index=False hides the index (then give the table a column that names rows)."""
+    numbers right-aligned at one number of decimals per column, text left-aligned, headings that wrap, a caption
+    saying what is compared on which split; the row whose index is `highlight` is shaded. index=False hides the
+    index (then give the table a column that names rows)."""
     from IPython.display import HTML
-    text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) or _numbers_with_gaps(df[c])]
+    figures = [c for c in df.columns if c not in numeric and df[c].map(_figure_or_gap).all()]
+    text = [c for c in df.columns if c not in numeric + figures]
     # escape="html": a cell, row or column name holding "<script>" shows as text, whatever text tables come to hold
-    styler = (df.style.format(number, escape="html").format_index(escape="html", axis=0)
-              .format_index(escape="html", axis=1).set_properties(subset=text, **{"text-align": "left"})
+    formats = {c: column_format(df[c]) if c in numeric else number for c in df.columns}
+    styler = (df.style.format(formats, escape="html")
+              .format_index(escape="html", axis=0).format_index(escape="html", axis=1)
+              .set_properties(subset=text, **{"text-align": "left"})
+              .set_properties(subset=numeric + figures, **{"text-align": "right", "font-variant-numeric": "tabular-nums"})
               .hide(names=True, axis="index"))
+    if caption:
+        styler = styler.set_caption(caption)
     if not index:
         styler = styler.hide(axis="index")
     if highlight is not None:
         styler = styler.apply(lambda r: ["background-color:#fff1b8;font-weight:bold" if r.name == highlight else ""]
                               * len(r), axis=1)
-    # headings wrap (short lines of human words), figures never do: a table fits 1400 px without sideways scrolling
-    styler = styler.set_table_styles([{"selector": "td", "props": "padding:3px 7px;white-space:nowrap"},
-                                      {"selector": "th.col_heading", "props": "padding:3px 7px;white-space:normal;"
-                                       "max-width:7.5em;vertical-align:bottom;text-align:right"},
+    # headings wrap (short lines of human words), figures never do: a table fits 1366 px without sideways scrolling
+    styler = styler.set_table_styles([{"selector": "", "props": "font-size:.85em"},
+                                      {"selector": "td", "props": "padding:3px 6px;white-space:nowrap"},
+                                      {"selector": "caption", "props": "caption-side:top;text-align:left;"
+                                       "font-size:.9em;padding:.3em 0;color:#333"},
+                                      {"selector": "th.col_heading", "props": "padding:3px 6px;white-space:normal;"
+                                       "max-width:6.5em;vertical-align:bottom;text-align:right"},
                                       {"selector": "th.row_heading", "props": "padding:3px 7px;white-space:nowrap;"
                                        "text-align:left"}])
     return HTML(f'<div class="{SCROLL_BOX}" style="overflow-x:auto;max-width:100%">{styler.to_html()}</div>')
@@ -72,22 +108,60 @@ def plot_distribution(summary: dict):
     return fig
 
 
-def plot_history(histories: dict, target: float):
-    """Train/val loss and val macro-F1 per epoch (with the target line) for one or more runs."""
-    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(12, 3.8))
-    for name, hist in histories.items():
-        h = pd.DataFrame(hist)
-        line, = ax_loss.plot(h["epoch"], h["train_loss"], marker="o", label=f"{name} train")
-        ax_loss.plot(h["epoch"], h["val_loss"], marker="s", ls="--", color=line.get_color(), label=f"{name} val")
-        ax_f1.plot(h["epoch"], h["val_f1"], marker="o", color=line.get_color(), label=name)
-    ax_f1.axhline(target, color="red", ls=":", label=f"target {target:.2f}")
-    ax_loss.set(title="Loss", xlabel="epoch")
-    ax_f1.set(title="Validation macro-F1", xlabel="epoch")
-    for ax in (ax_loss, ax_f1):
-        legend_outside(ax)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+def f1_limits(values, target: float | None = None, margin: float = 0.05, span: float = 0.15) -> tuple[float, float]:
+    """F1 axis limits showing every value and the target with a margin, inside [0, 1] and at least `span` wide, so a
+    run that moves by a point does not fill the panel as if it had moved by fifty."""
+    ys = [*values, *([target] if target is not None else [])]
+    hi = min(1.0, max(ys) + margin / 2)
+    lo = max(0.0, min(min(ys) - margin, hi - span))
+    return lo, max(hi, min(1.0, lo + span))
+
+
+def plot_training(runs: dict[str, dict], title: str, target: float | None = None):
+    """Per run (name -> fit's {"steps", "history"}, optional "reference": (label, val F1)): training loss and lr per
+    optimizer step, val macro-F1 at each epoch's last step (dotted: epoch ends; dashed: the run's reference)."""
+    runs = {k: r for k, r in runs.items() if r.get("steps")}
+    panels = 3 if any(r.get("history") for r in runs.values()) else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels + 2.5, 3.8), sharex=True, squeeze=False)
+    axes, f1s = axes[0], []
+    for name, run in runs.items():
+        f1s += _draw_run(axes, name, run)
+    axes[0].set(title="Training loss", xlabel="optimizer step", ylabel="training loss (the run's objective)")
+    axes[1].set(title="Learning rate", xlabel="optimizer step", ylabel="learning rate (AdamW)")
+    axes[1].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    if panels == 3:
+        if target is not None:
+            axes[2].axhline(target, color="red", ls=":", label=f"target {target:.2f}")
+        axes[2].set(title="Validation macro-F1 (epoch ends)", xlabel="optimizer step", ylabel="validation macro-F1",
+                    ylim=f1_limits(f1s, target))
+    if runs:
+        legend_outside(axes[-1])
+    else:  # e.g. pruning with recovery_epochs = 0: say so rather than show empty axes
+        axes[0].text(0.5, 0.5, "no training in this run", ha="center", va="center", transform=axes[0].transAxes)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _draw_run(axes, name: str, run: dict) -> list[float]:
+    """One run's lines on plot_training's panels; its val F1 values (none without a history)."""
+    steps = pd.DataFrame(run["steps"])
+    line, = axes[0].plot(steps["step"], steps["loss"], lw=1.3, label=name)
+    color = line.get_color()
+    axes[1].plot(steps["step"], steps["lr"], lw=1.3, color=color, label=name)
+    ends = steps.groupby("epoch")["step"].max()
+    for ax in axes:
+        for x in ends.iloc[:-1]:
+            ax.axvline(x, color=color, alpha=0.3, lw=0.8, ls=":")
+    if len(axes) < 3 or not run.get("history"):
+        return []
+    h = pd.DataFrame(run["history"])
+    axes[2].plot(ends.reindex(h["epoch"]).to_numpy(), h["val_f1"], marker="o", color=color, label=name)
+    if run.get("reference"):
+        label, value = run["reference"]
+        axes[2].axhline(value, color=color, ls="--", lw=1, label=f"{name}: {label} {value:.3f}")
+        return [*h["val_f1"], value]
+    return list(h["val_f1"])
 
 
 def plot_confusions(results: dict, per_row: int | None = None):

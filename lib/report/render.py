@@ -1,5 +1,4 @@
 """Offline HTML of executed notebooks, and reports/index.html: the study's dashboard, read from the stages' JSON."""
-import copy
 import datetime
 import html
 import json
@@ -12,46 +11,37 @@ import numpy as np
 from lib.core.errors import FinCompressError
 from lib.core.files import REPO_ROOT, write_text_atomic
 from lib.core.pipeline import BENCHMARK, NAMES, SOURCE
-from lib.core.stats import delta_cell, verdict_word
+from lib.core.stats import delta_cell, family_size, rule_text
+from lib.report.card import CARD_CSS, badge, machine, read_results, study_card
+from lib.report.page import for_readers
 
 REMOTE_SCRIPT = re.compile(r"<(script|link|img)[^>]+(src|href)=[\"']https?://", re.I)
-# what the index shows of stage 05's table: column -> (heading, format)
+# what the index shows of stage 05's table: column -> (heading with its unit, format); text columns are named in TEXT
 BENCH_COLUMNS = {"name": ("variant", "{}"), "val_macro_f1": ("val macro-F1", "{:.3f}"),
-                 "test_macro_f1": ("test macro-F1", "{:.3f}"), "test_delta": ("test Δ vs teacher (pts) [95% CI]", "{}"),
-                 "test_mcnemar_p": ("McNemar p", "{:.3f}"), "reading": ("on test", "{}"),
-                 "latency_median_ms": ("latency (ms)", "{:.2f}"), "speedup_vs_teacher": ("speed-up", "{:.1f}x"),
-                 "disk_mb": ("disk (MB)", "{:.1f}"), "size_ratio_vs_teacher": ("smaller", "{:.1f}x")}
+                 "test_macro_f1": ("test macro-F1", "{:.3f}"), "test_delta": ("test Δ vs teacher, points [95% CI]", "{}"),
+                 "reading": ("on test", "{}"), "test_p_holm": ("p, Holm-adjusted", "{:.3f}"),
+                 "test_mcnemar_p": ("McNemar p (accuracy, unadjusted)", "{:.3f}"),
+                 "latency_median_ms": ("latency, ms (batch 1, median)", "{:.2f}"),
+                 "speedup_vs_teacher": ("faster than teacher", "{:.1f}x"), "disk_mb": ("disk, MB", "{:.1f}"),
+                 "size_ratio_vs_teacher": ("smaller than teacher", "{:.1f}x")}
 # the out-of-domain table beside it, when stage 01 wrote the tweet sets
 OOD_BENCH_COLUMNS = {"name": ("variant", "{}"), "val_macro_f1": ("val macro-F1", "{:.3f}"),
-                     "ood_val_macro_f1": ("OOD-val macro-F1", "{:.3f}"), "ood_val_retention": ("OOD-val retention", "{:.3f}"),
+                     "ood_val_macro_f1": ("OOD-val macro-F1", "{:.3f}"), "ood_val_retention": ("OOD-val kept (share of the teacher)", "{:.3f}"),
                      "test_macro_f1": ("test macro-F1", "{:.3f}"), "ood_test_macro_f1": ("OOD-test macro-F1", "{:.3f}"),
-                     "ood_test_delta": ("OOD-test Δ vs teacher (pts) [95% CI]", "{}"),
-                     "ood_test_retention": ("OOD-test retention", "{:.3f}")}
+                     "ood_test_delta": ("OOD-test Δ vs teacher, points [95% CI]", "{}"),
+                     "ood_test_retention": ("OOD-test kept (share of the teacher)", "{:.3f}")}
+TEXT = {"name", "reading"}
+SPEED = re.compile(r"speed-?up|faster", re.I)
 THUMBNAILS = [(SOURCE, "learning_curves", "Teacher learning curves"), (BENCHMARK, "pareto", "F1 vs latency and size")]
 
 
-def for_readers(nb):
-    """The executed notebook without its stderr streams (progress bars, warnings, library logs): run_all showed
-    them on the terminal as they came; the report keeps stdout (one summary line per epoch) and the results.
-    Each figure's alt text is the heading of the section it sits in (the template reads it)."""
-    nb, heading = copy.deepcopy(nb), "Figure"
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            heading = next((line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")),
-                           heading)
-        if cell.get("outputs"):
-            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
-            for o in cell.outputs:
-                if "image/png" in o.get("data", {}):
-                    o.setdefault("metadata", {}).setdefault("image/png", {}).setdefault("alt", f"Figure: {heading}")
-    return nb
-
-
-def render_html(nb, out_path: Path) -> None:
-    """Offline HTML (no CDN scripts; plots are inline PNG) of an executed notebook, as readers should see it."""
+def render_html(nb, out_path: Path, card: str = "") -> None:
+    """Offline HTML (no CDN scripts; plots are inline PNG) of an executed notebook, as readers should see it:
+    outputs only (the code is the .py notebook's), the card first when given."""
     from nbconvert import HTMLExporter
-    exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(REPO_ROOT / "templates")])
-    nb = for_readers(nb)
+    exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(REPO_ROOT / "templates")],
+                            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    nb = for_readers(nb, card)
     nb.metadata["title"] = f"FinCompress: {Path(out_path).stem}"  # else every tab reads "Notebook"
     body, _ = exporter.from_notebook_node(nb)
     if REMOTE_SCRIPT.search(body):
@@ -59,28 +49,50 @@ def render_html(nb, out_path: Path) -> None:
     write_text_atomic(out_path, body)
 
 
-def _read(reports_dir: Path, name: str) -> dict:
-    path = reports_dir / name
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
 def write_index(reports_dir: Path, statuses: dict) -> Path:
-    """reports/index.html: run facts at the top; per stage its status, run time, goal badges and headline;
-    stage 05's benchmark table with the recommendation highlighted; thumbnails linked to their reports."""
+    """reports/index.html: the study's answer first (the card), run facts, per stage its status, run time, goal
+    badges and headline; stage 05's benchmark table with the recommendation highlighted; thumbnails."""
     reports_dir = Path(reports_dir)
-    results = {stage: _read(reports_dir, f"{stage}.json") for stage in NAMES}
-    run = _read(reports_dir, "run_all.json")
+    found = read_results(reports_dir)
+    results = {stage: found.get(stage, {}) for stage in NAMES}
+    path = reports_dir / "run_all.json"
+    run = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     # wall time as run_all measured it (kernel start and rendering included); the stage's own for skipped stages
     times = {stage: run.get("seconds", {}).get(stage) or results[stage].get("run_info", {}).get("seconds", 0)
              for stage in NAMES}
     rows = [_stage_row(reports_dir, stage, statuses.get(stage, "not run"), results[stage], times[stage])
             for stage in NAMES]
-    page = INDEX_TEMPLATE.format(facts=_facts(results, run, sum(times.values())), rows="\n".join(rows),
-                                 thumbs=_thumbnails(reports_dir), bench=_bench_table(results[BENCHMARK]))
+    page = INDEX_TEMPLATE.format(css=CARD_CSS, card=study_card(results), facts=_facts(results, run, sum(times.values())),
+                                 rows="\n".join(rows), timing=_timing_notes(results), thumbs=_thumbnails(reports_dir),
+                                 bench=_bench_table(results[BENCHMARK]))
     if REMOTE_SCRIPT.search(page):
         raise FinCompressError("reports/index.html references a remote asset; the index must open offline")
     write_text_atomic(reports_dir / "index.html", page)
     return reports_dir / "index.html"
+
+
+def timing_conditions(params: dict) -> str:
+    """How a stage before 05 times its models, in words; '' for a stage that does not time in its own process."""
+    if "latency_seq_len" not in params:
+        return ""
+    return (f"batch-1 median over {params.get('latency_n', '?')} test sentences padded or cut to "
+            f"{params['latency_seq_len']} tokens, {params.get('threads', '?')} threads, inside the stage's process")
+
+
+def in_stage_timing(params: dict) -> str:
+    """A stage table's caption on its speeds: they differ from stage 05's, which times every model with one harness."""
+    return (f"this stage's own timing ({timing_conditions(params)}), to check its goals; stage 05 times every model "
+            f"again with one harness, and its figures are the ones to compare across stages")
+
+
+def _timing_notes(results: dict) -> str:
+    conditions = {stage: timing_conditions(r.get("run_info", {}).get("params", {})) for stage, r in results.items()}
+    notes = "".join(f"<li>{stage}: {html.escape(text)}</li>" for stage, text in conditions.items() if text)
+    if not notes:
+        return ""
+    return ("<p class='note'>† A speed marked † is its stage's own timing, under that stage's conditions; stage 05 "
+            "times every model again with one harness (natural-length validation sentences, a fresh process per "
+            f"model): its figures, in the card and the table below, are the ones to compare.</p><ul class='note'>{notes}</ul>")
 
 
 def _facts(results: dict, run: dict, total: float) -> str:
@@ -104,20 +116,13 @@ def _duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=round(seconds))) if seconds else "–"
 
 
-def _badge(check: dict, stage: str) -> str:
-    met = "MET" if check["met"] else "NOT MET"
-    reads = check.get("reads") or f"{check['value']:.4g}"
-    # stage too: 04's and 05's goals can share a name and a subject (the shipped model may be a pruned level)
-    return (f"<li class='goal' data-stage='{stage}' data-goal='{html.escape(check['goal'])}' "
-            f"data-subject='{html.escape(check['subject'])}'>"
-            f"<span class='badge {'met' if check['met'] else 'missed'}'>{met}</span> "
-            f"{html.escape(check['subject'])}: {html.escape(check['text'])} <b>({html.escape(reads)})</b></li>")
-
-
 def _stage_row(reports_dir: Path, stage: str, status: str, result: dict, seconds: float) -> str:
     link = f'<a href="{stage}.html">{stage}</a>' if (reports_dir / f"{stage}.html").is_file() else stage
-    heads = "".join(f"<li>{html.escape(str(k))}: <b>{_fmt(k, v)}</b></li>" for k, v in result.get("headline", {}).items())
-    goals = "".join(_badge(c, stage) for c in result.get("goals", [])) or "<li class='none'>no goals</li>"
+    mark = "†" if timing_conditions(result.get("run_info", {}).get("params", {})) else ""  # this stage's own timing: see the note under the table
+    heads = "".join(f"<li>{html.escape(str(k))}: <b>{_fmt(k, v)}</b>{mark if SPEED.search(str(k)) else ''}</li>"
+                    for k, v in result.get("headline", {}).items())
+    goals = "".join(badge(c, stage, mark if c.get("metric") == "speedup" else "") for c in result.get("goals", []))
+    goals = goals or "<li class='none'>no goals</li>"
     state = status.split()[0].rstrip(":") if status else "not"
     status = re.sub(r" \(\d+ s\)$", "", status)  # the time has its own column
     return (f"<tr class='{state}'><td>{link}</td><td class='status'>{html.escape(status)}</td><td>{_duration(seconds)}</td>"
@@ -131,40 +136,47 @@ def _thumbnails(reports_dir: Path) -> str:
     return f"<div class='thumbs'>{''.join(cells)}</div>" if cells else ""
 
 
-def _bench_row(i: int, r: dict, recommended: str, columns: dict = BENCH_COLUMNS) -> str:
+def _bench_row(i: int, r: dict, recommended: str, columns: dict) -> str:
     r = {**r, "disk_mb": r["disk_bytes"] / 1e6,
          **{f"{s}_delta": delta_cell(r[f"{s}_delta_pts"], r[f"{s}_delta_ci_low"], r[f"{s}_delta_ci_high"])
             for s in ("test", "ood_test") if f"{s}_delta_pts" in r},
-         "reading": verdict_word(r["test_delta_ci_low"], r["test_delta_ci_high"])}
+         "reading": r["test_reading"]}
     rec = r["name"] == recommended
-    cells = "".join(f"<td>{'★ ' if rec and k == 'name' else ''}{html.escape(fmt.format(r[k]))}</td>"
-                    for k, (_, fmt) in columns.items())
-    return f"<tr{' class=rec' if rec else ''}><td>{i}</td>{cells}</tr>"
+    cells = "".join(f"<td{'' if k in TEXT else ' class=num'}>{'★ ' if rec and k == 'name' else ''}"
+                    f"{html.escape(fmt.format(r[k]) if r.get(k) is not None else '–')}</td>" for k, (_, fmt) in columns.items())
+    return f"<tr{' class=rec' if rec else ''}><td class=num>{i}</td>{cells}</tr>"
+
+
+def _table(table: list[dict], recommended: str, columns: dict, caption: str) -> str:
+    columns = {k: v for k, v in columns.items() if k in table[0] or k in ("disk_mb", "test_delta", "ood_test_delta",
+                                                                          "reading")}
+    head = "<th>#</th>" + "".join(f"<th{' class=text' if k in TEXT else ''}>{html.escape(h)}</th>"
+                                  for k, (h, _) in columns.items())
+    body = "".join(_bench_row(i, r, recommended, columns) for i, r in enumerate(table))
+    return (f"<div class='scroll'><table class='bench'><caption>{caption}</caption><tr>{head}</tr>{body}</table>"
+            f"</div>")
 
 
 def _bench_table(result: dict) -> str:
-    """The benchmark's headline table, when it has run: human headings, MB, 2-3 decimals, the pick highlighted."""
+    """The benchmark's headline table, when it has run: headings with units, fixed decimals, the pick highlighted."""
     table = result.get("metrics", {}).get("table", [])
     if not table or "test_delta_pts" not in table[0]:
         return ""
     recommended = result.get("headline", {}).get("recommended")
-    head = "<th>#</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _ in BENCH_COLUMNS.values())
-    body = "".join(_bench_row(i, r, recommended) for i, r in enumerate(table))
-    return (f"<h2>Benchmark (CPU): chosen on validation, test reported</h2><p>Δ: variant minus teacher in macro-F1 "
-            f"points, negative = worse, with its paired bootstrap 95% interval; <i>indistinguishable</i>: the interval "
-            f"contains 0 (within noise). ★ and the shaded row: the recommended variant. # numbers the points of the "
-            f"<a href='{BENCHMARK}.html'>Pareto plot</a>.</p>"
-            f"<div class='scroll'><table class='bench'><tr>{head}</tr>{body}</table></div>" + _ood_table(table, recommended))
-
-
-def _ood_table(table: list[dict], recommended: str) -> str:
-    """In domain beside out of domain (financial tweets): macro-F1 and retention vs the teacher, OOD-test's paired Δ."""
-    if "ood_test_delta_pts" not in table[0]:
-        return ""
-    head = "<th>#</th>" + "".join(f"<th>{html.escape(h)}</th>" for h, _ in OOD_BENCH_COLUMNS.values())
-    body = "".join(_bench_row(i, r, recommended, OOD_BENCH_COLUMNS) for i, r in enumerate(table))
-    return ("<h3>Out of domain (financial tweets): OOD-val decides with a retention goal, OOD-test reported</h3>"
-            f"<div class='scroll'><table class='bench'><tr>{head}</tr>{body}</table></div>")
+    n = result.get("run_info", {}).get("params", {}).get("latency_n", "?")
+    caption = (f"Every variant against the FP32 PyTorch teacher (row 0), all measured by stage 05's one harness on "
+               f"{html.escape(machine(result))}. Macro-F1 on validation (decides) and test (reported). Δ: variant "
+               f"minus teacher in points, negative = worse, with its paired bootstrap 95% interval. <i>On test</i>: "
+               f"{html.escape(rule_text(family_size([r.get('test_p_holm') for r in table])))}. "
+               f"Latency: median batch-1 time over {n} validation sentences at their natural length. ★ and the shaded "
+               f"row: the recommended variant; # numbers the points of the <a href='{BENCHMARK}.html'>Pareto plot</a>.")
+    ood = ""
+    if "ood_test_delta_pts" in table[0]:
+        ood = _table(table, recommended, OOD_BENCH_COLUMNS, "Out of domain (financial tweets) beside in domain: "
+                     "macro-F1, and the share of the teacher's macro-F1 each variant keeps; OOD-val decides with a "
+                     "retention goal, OOD-test is reported with its paired Δ [95% CI].")
+    return "<h2>Benchmark (CPU): chosen on validation, test reported</h2>" + _table(table, recommended, BENCH_COLUMNS,
+                                                                                      caption) + ood
 
 
 def number(x) -> str:
@@ -190,23 +202,25 @@ def _fmt(key: str, v) -> str:
 INDEX_TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>FinCompress study</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:84em;margin:1.5em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.35em .5em;vertical-align:top;text-align:left}}
+<style>body{{font-family:system-ui,sans-serif;max-width:84em;margin:1em auto;padding:0 1em;color:#222}}
+h1{{margin:.2em 0}} table{{border-collapse:collapse}} caption{{caption-side:top;text-align:left;font-size:.9em;padding:.3em 0;color:#333}}
+td,th{{border:1px solid #ccc;padding:.35em .5em;vertical-align:top;text-align:left}} td.num{{text-align:right;font-variant-numeric:tabular-nums}}
 .stages{{width:100%}} th{{background:#f3f3f3}} tr.failed td,tr.interrupted td{{background:#fdd}} tr.ok td.status{{color:#17692c}}
 ul{{margin:0;padding-left:1.1em}} ul.goals{{list-style:none;padding-left:0}} li.goal{{margin:.15em 0}}
-.badge{{display:inline-block;min-width:5.6em;text-align:center;font-weight:bold;font-size:.85em;border-radius:3px;
-padding:.05em .4em;color:#fff}} .badge.met{{background:#17692c}} .badge.missed{{background:#b3261e}}
 .facts{{background:#f6f8fa;padding:.6em .8em;border-radius:4px}} .scroll{{overflow-x:auto;max-width:100%}}
-table.bench{{font-size:.92em}} table.bench td{{white-space:nowrap}} table.bench th{{max-width:7.5em;vertical-align:bottom}} tr.rec td{{background:#fff1b8;font-weight:bold}}
-.thumbs{{display:flex;gap:1.5em;flex-wrap:wrap;margin:1em 0}} .thumbs img{{height:220px;border:1px solid #ccc}}
-figure{{margin:0}} figcaption{{font-size:.9em}}</style></head><body>
+table.bench{{font-size:.88em}} table.bench td{{white-space:nowrap}} table.bench th{{max-width:7em;vertical-align:bottom;text-align:right}} table.bench th.text{{text-align:left}}
+tr.rec td{{background:#fff1b8;font-weight:bold}} .note{{font-size:.85em;color:#444}}
+.thumbs{{display:flex;gap:1.5em;flex-wrap:wrap;margin:1em 0}} .thumbs img{{max-height:320px;max-width:100%;border:1px solid #ccc}}
+figure{{margin:0}} figcaption{{font-size:.9em}} {css}</style></head><body>
 <h1>FinCompress study</h1>
+{card}
 {facts}
 <p>Each stage is a notebook executed by <code>run_all.py</code>; its report links from its name, its metrics JSON
 sits next to it. Goals are judged on validation; test figures are reported.</p>
-<table class="stages"><tr><th>stage</th><th>status</th><th>run time</th><th>goals</th><th>headline</th></tr>
+<div class="scroll"><table class="stages"><tr><th>stage</th><th>status</th><th>run time</th><th>goals</th><th>headline</th></tr>
 {rows}
-</table>
+</table></div>
+{timing}
 {thumbs}
 {bench}
 </body></html>

@@ -11,6 +11,7 @@ from lib.core import pipeline
 from lib.core.files import REPO_ROOT
 from lib.core.params import PLAN_ENV
 from lib.modeling.distributed import dist_env
+from lib.report.card import page_card
 from lib.report.render import render_html
 
 INTERRUPTED = "interrupted (Ctrl-C)"  # a stage's status when Ctrl-C stopped it
@@ -58,7 +59,8 @@ def run_stage(stage: str, params: dict, reports: Path) -> tuple[bool, str]:
         error = f"{e.ename}: {e.evalue}".splitlines()[0]
     finally:
         os.environ.pop(PLAN_ENV, None)
-    render_html(nbformat.read(executed, as_version=4), reports / f"{stage}.html")
+    card = page_card(reports, stage, error)
+    render_html(nbformat.read(executed, as_version=4), reports / f"{stage}.html", card)
     return not error, error
 
 

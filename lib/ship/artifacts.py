@@ -83,7 +83,8 @@ def ship_recommended(row, df, variants: list[Variant], paths: dict, info: dict, 
         tokenizer = save_tokenizer(tmp, max_length)
         norm = text_normalization(root / "data")
         write_json(tmp / HF_CONFIG, model_config(chain, root, tokenizer, max_length, norm))
-        write_text_atomic(tmp / "README.md", card.model_card(row, df.iloc[0], chain, info, choice, max_length, norm))
+        family = len(df) - 1  # every variant stage 05 compared with the teacher: its words' Holm family
+        write_text_atomic(tmp / "README.md", card.model_card(row, df.iloc[0], chain, info, choice, max_length, family, norm))
         write_json(tmp / "metrics.json", {"variant": row.to_dict(), "teacher": df.iloc[0].to_dict(),
                                           "labels": list(LABELS), "run_info": info})
     return dest

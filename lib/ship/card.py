@@ -1,6 +1,6 @@
 """The shipped model's Hugging Face model card (artifacts/model/README.md), written from stage 05's result rows
 (field names of notes/SCHEMA: `val_macro_f1`, `test_delta_pts`, ...) and the Variant records of its lineage."""
-from lib.core.stats import verdict_word
+from lib.core import stats
 from lib.core.textnorm import HANDLE_WORD, URL_WORD
 from lib.core.variants import LABELS, RUNTIMES, Variant
 
@@ -46,11 +46,11 @@ def sets_in(row) -> list[str]:
 
 
 def noise_words(row, s: str) -> str:
-    """The paired CI of the difference to the teacher, in words (notes/SCHEMA's wording)."""
-    return {"indistinguishable": "indistinguishable from the teacher (the 95% CI of the difference contains 0: within noise)",
-            "worse": "worse than the teacher (the whole 95% CI is below 0)",
-            "better": "better than the teacher (the whole 95% CI is above 0)"}[
-        verdict_word(row[f"{s}_delta_ci_low"], row[f"{s}_delta_ci_high"])]
+    """The paired difference to the teacher in words: the row's reading, from its Holm-adjusted bootstrap p."""
+    return {"indistinguishable": "indistinguishable from the teacher (no difference at the Holm-adjusted 5% level)",
+            "worse": "worse than the teacher (Holm-adjusted p below 0.05, the difference below 0)",
+            "better": "better than the teacher (Holm-adjusted p below 0.05, the difference above 0)",
+            "reference": "the teacher itself, the reference of every difference"}[row[f"{s}_reading"]]
 
 
 def front_matter(row, chain: list[Variant]) -> str:
@@ -86,21 +86,28 @@ def lineage(chain: list[Variant]) -> str:
     return "\n".join(lines)
 
 
-def quality(row, teacher) -> str:
-    """Macro-F1 per scored set with its CI, and the paired difference to the teacher in words."""
-    head = ["| set | this model: macro-F1 (95% CI) | teacher | difference, points (paired 95% CI) | McNemar p | in words |",
-            "|---|---|---|---|---|---|"]
+def quality(row, teacher, family: int) -> str:
+    """Macro-F1 per scored set with its CI, and the paired difference to the teacher with its p and in words."""
+    head = ["| set | this model: macro-F1 (95% CI) | teacher | difference, points (paired 95% CI) | p (bootstrap; "
+            "Holm-adjusted) | McNemar p (accuracy, unadjusted) | in words |", "|---|---|---|---|---|---|---|"]
     rows = [f"| {SETS[s]} | {row[f'{s}_macro_f1']:.4f} ({row[f'{s}_f1_ci_low']:.4f}-{row[f'{s}_f1_ci_high']:.4f}) "
             f"| {teacher[f'{s}_macro_f1']:.4f} | {row[f'{s}_delta_pts']:+.2f} ({row[f'{s}_delta_ci_low']:+.2f} to "
-            f"{row[f'{s}_delta_ci_high']:+.2f}) | {row[f'{s}_mcnemar_p']:.3g} | {noise_words(row, s).split(' (')[0]} |"
-            for s in sets_in(row)]
+            f"{row[f'{s}_delta_ci_high']:+.2f}) | {p_cell(row, s)} | {row[f'{s}_mcnemar_p']:.3g} "
+            f"| {noise_words(row, s).split(' (')[0]} |" for s in sets_in(row)]
     if not rows:
         return "The run's results carry no scored sets, so this card reports no quality figures."
     said = [f"On the {SETS[s]} set it is {noise_words(row, s)}." for s in sets_in(row)]
     classes = [f"{SETS[s]} F1 " + " / ".join(f"{l} {row[f'{s}_f1_{l}']:.3f}" for l in LABELS)
                for s in sets_in(row) if f"{s}_f1_{LABELS[0]}" in row]
-    return "\n".join([*head, *rows, "", " ".join(said), "A negative difference means worse than the teacher.",
+    return "\n".join([*head, *rows, "", f"The {stats.rule_text(family)}.", "", " ".join(said),
+                      "A negative difference means worse than the teacher.",
                       *(["", "Per class: " + "; ".join(classes) + "."] if classes else [])])
+
+
+def p_cell(row, s: str) -> str:
+    """'0.012; 0.37': the set's bootstrap p and its Holm-adjusted p ('-' where absent: the teacher's own row)."""
+    adjusted = row[f"{s}_p_holm"]
+    return f"{row[f'{s}_p']:.3g}; " + ("-" if adjusted is None or adjusted != adjusted else f"{adjusted:.3g}")
 
 
 def out_of_domain(row) -> str:
@@ -191,9 +198,10 @@ def limits(row) -> str:
         f"- {out_of_domain(row)}"])
 
 
-def model_card(row, teacher, chain: list[Variant], info: dict, choice: str, max_length: int,
+def model_card(row, teacher, chain: list[Variant], info: dict, choice: str, max_length: int, family: int,
                normalization: str = "none") -> str:
-    """The whole README.md: front matter, lineage, quality vs the teacher, cost, use, intended use, limits."""
+    """The whole README.md: front matter, lineage, quality vs the teacher (words Holm-adjusted over `family`
+    variants), cost, use, intended use, limits."""
     shipped = chain[-1]
     return "\n\n".join([
         front_matter(row, chain) + f"# FinCompress financial sentiment: `{row['name']}`",
@@ -201,7 +209,7 @@ def model_card(row, teacher, chain: list[Variant], info: dict, choice: str, max_
         f"sentences and headlines, served by {RUNTIMES[shipped.format]}, with {shipped.precision.upper()} weights. "
         f"FinCompress stage 05 chose it on validation metrics as {choice}; test figures are reported, never used to choose.",
         "## Lineage\n" + lineage(chain),
-        "## Quality against the teacher\n" + quality(row, teacher),
+        "## Quality against the teacher\n" + quality(row, teacher, family),
         "## Speed and size\n" + cost(row, teacher, info),
         usage(row, max_length), normalization_text(normalization), intended_use(row, chain), limits(row),
         "## Files\n`model.onnx` or the weights, `config.json` (labels, `max_seq_length`, the architecture it was built "

@@ -94,16 +94,17 @@ class Stage(BaseStage):
         rec, test = self.recommended, SETS[-1]
         return {"metrics": {"variants_measured": len(self.df), "sets": {k: len(v) for k, v in self.sets.items()},
                             "recommended": rec.to_dict(), "table": decide.index_table(self.df),
+                            "shipped": {"name": rec["name"], "lineage": decide.lineage(self.df, rec["name"])},
                             "artifact": str(self.exported), "peak": self.peak,
                             "yardstick": [] if self.yard is None else self.yard.to_dict("records")},
                 "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
                              f"recommended {test} macro-F1": rec[f"{test}_macro_f1"],
                              f"{test} Δ vs teacher (points)": rec[f"{test}_delta_pts"],
-                             "speed-up vs teacher": rec["speedup_vs_teacher"],
-                             "size ratio vs teacher": rec["size_ratio_vs_teacher"],
+                             "faster than teacher (x)": rec["speedup_vs_teacher"],
+                             "smaller than teacher (x)": rec["size_ratio_vs_teacher"],
                              "e2e ms batch 1": rec["e2e_latency_median_ms"],
                              "e2e sentences/s batch 32": rec["e2e_throughput_b32_per_s"],
-                             **({"speed-up vs FinBERT-sized FP32": rec["speedup_vs_finbert_fp32"]}
+                             **({"faster than FinBERT-sized FP32 (untrained, shape only) (x)": rec["speedup_vs_finbert_fp32"]}
                                 if "speedup_vs_finbert_fp32" in rec else {}),
                              **({"share of INT8 peak at batch 32": rec["share_int8_peak_b32"]}
                                 if pd.notna(rec.get("share_int8_peak_b32")) else {}),

@@ -11,7 +11,7 @@ from lib.core.variants import LABELS
 from lib.data.batching import make_loader
 from lib.data.corpus import load_splits, load_transfer
 from lib.data.ood import load_tweet_pool
-from lib.measure import bench, ood_eval
+from lib.measure import bench, harness, ood_eval
 from lib.modeling.device import set_seed
 from lib.modeling.distributed import rank0_only
 from lib.modeling.losses import precomputed_kd_loss
@@ -118,21 +118,22 @@ class Stage(BaseStage):
                 "teacher_agreement": agree,
                 "num_parameters": bench.count_params(student), "labels": list(LABELS), "train_seconds": seconds}
         save_checkpoint(student.cpu(), self.tokenizer, path, info)
-        self.results[kind] = {"kind": kind, "model": student, "history": result["history"], "val": val, "test": test,
-                              "ood_val": ood, "best_epoch": result["best_epoch"],
+        self.results[kind] = {"kind": kind, "model": student, "history": result["history"], "steps": result["steps"],
+                              "val": val, "test": test, "ood_val": ood, "best_epoch": result["best_epoch"],
                               "agreement": agree, "path": path, "info": info}
         return self.results[kind]
 
     def compare(self) -> pd.DataFrame:
-        """Val/test macro-F1, the paired delta to the teacher on each (negative = worse; test with its 95% CI and
-        McNemar p), per-class test F1, negative recall and agreement with the teacher, per model."""
+        """Val/test macro-F1, the paired delta to the teacher on each (negative = worse; test with its 95% CI, its
+        bootstrap p Holm-adjusted over the students, the word, McNemar p), per-class test F1, negative recall and agreement with the teacher, per model."""
         teacher = {"val": self.teacher_val, "test": self.teacher_test}
         seed, ref = self.p.seed, self.teacher_ood
         rows = {"teacher": _row(teacher, teacher, {"val": 1.0, "test": 1.0}, seed)
                 | ood_eval.ood_fields(ref, ref, seed)}
         rows |= {f"student_{k}": _row({"val": r["val"], "test": r["test"]}, teacher, r["agreement"], seed)
                  | ood_eval.ood_fields(r["ood_val"], ref, seed) for k, r in self.results.items()}
-        self.table = pd.DataFrame(rows).T
+        # the word on test: Holm over the family of students compared with the teacher (the first row)
+        self.table = harness.with_readings(pd.DataFrame(rows).T, ["test"])
         return self.table
 
     def readable(self) -> pd.DataFrame:
@@ -144,8 +145,9 @@ class Stage(BaseStage):
             "test macro-F1": t["test_macro_f1"],
             "test Δ (pts) [95% CI]": [stats.delta_cell(*x) for x in
                                       zip(t["test_delta_pts"], t["test_delta_ci_low"], t["test_delta_ci_high"])],
-            "McNemar p": t["test_mcnemar_p"],
-            "on test": [stats.verdict_word(lo, hi) for lo, hi in zip(t["test_delta_ci_low"], t["test_delta_ci_high"])],
+            f"test p, Holm over {stats.family_size(t['test_p_holm'])} vs teacher": t["test_p_holm"],
+            "McNemar p (accuracy, unadjusted)": t["test_mcnemar_p"],
+            f"on test (Holm p < {stats.ALPHA})": t["test_reading"],
             "negative recall": t["test_negative_recall"], "agrees with teacher (test)": t["agreement_test"]})
 
     def measure(self) -> pd.DataFrame:
@@ -166,7 +168,7 @@ class Stage(BaseStage):
         z = self.sizes
         return pd.DataFrame({"layers": z["layers"], "parameters (M)": z["params"] / 1e6, "disk (MB)": z["disk_bytes"] / 1e6,
                              "weights (MB)": z["weight_bytes"] / 1e6, "latency (ms)": z["latency_ms"],
-                             "speed-up": z["speedup"], "weights smaller by": z["size_ratio"]})
+                             "faster than teacher (x)": z["speedup"], "weights smaller (x)": z["size_ratio"]})
 
     def best_kind(self) -> str:
         """Selected on validation macro-F1 only: test stays untouched for the final comparison."""

@@ -121,14 +121,14 @@ def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p
     # keep them on the device, where each recovery batch looks its rows up without a trip to the host.
     teacher_logits = logits_over(model, loader(kd_df, 64), device, amp, desc="kd targets")["logits"].to(device)
     loss_fn = precomputed_kd_loss(teacher_logits, p["alpha"], p["temperature"])
-    out = {"name": name, "base": base, "levels": []}
+    out = {"name": name, "base": base, "levels": [], "recovery": {}}
     importance = prune.IMPORTANCE[p["importance"]](train, device, p["importance_batches"], amp)  # gold labels only
     for level in levels:
-        start, label = time.time(), level_name(level)
-        desc = f"prune_{name}_{label}"
+        start, label, desc = time.time(), level_name(level), f"prune_{name}_{level_name(level)}"
         recover = recoverer(loader(kd_df, p["batch_size"], True), val, device, p, loss_fn, paths["logs"], desc, amp)
         log = prune.prune_to(model, importance, head_fraction=level[0], ffn_fraction=level[1], rounds=p["rounds"],
                              recover=recover, desc=desc)
+        out["recovery"].update({f"{label}% round {e['round']}": e for e in log})  # curves: notebook only
         path = paths["checkpoints"] / "pruned" / f"{name}_{label}"
         prune.save_pruned(model.cpu(), tok, path, {"parent": str(src), "head_fraction": level[0],
                                                    "ffn_fraction": level[1], "hyperparameters": p})
@@ -152,7 +152,7 @@ def recoverer(loader, val, device, p: dict, loss_fn, log_dir: Path | None, desc:
         res = fit(model, loader, val, device, epochs=p["recovery_epochs"], lr=p["lr"], patience=p["recovery_epochs"],
                   loss_fn=loss_fn, log_path=log_dir / f"{desc}_round{r}.csv" if log_dir else None,
                   desc=f"{desc} round {r}", amp=amp)
-        return {"history": res["history"], "val_macro_f1": res["val"]["macro_f1"]}
+        return {"history": res["history"], "steps": res["steps"], "val_macro_f1": res["val"]["macro_f1"]}
     return recover
 
 
@@ -164,12 +164,13 @@ def _round_summary(entry: dict) -> dict:
 
 
 def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2, passes: int = 2, n: int = 64) -> dict:
-    """Disk bytes and batch-1 latency of every base/level checkpoint, loaded back from disk, timed back to back,
-    each keeping its fastest of `passes` passes (bench.fastest_latency); returns `results`."""
+    """Disk bytes and batch-1 latency of every base/level checkpoint, loaded back from disk with SDPA attention (as
+    stage 05 and `predict` run them), timed back to back, each keeping its fastest of `passes` passes."""
     for res in results.values():
         _, tok = load_classifier(str(res["base"]["path"]))
         inputs = bench.batch1_inputs(tok, texts, seq_len=seq_len, n=n)
-        entries = [(res["base"], lambda p: load_classifier(str(p))[0])] + [(lv, prune.load_pruned) for lv in res["levels"]]
+        entries = ([(res["base"], lambda p: load_classifier(str(p), "sdpa")[0])]
+                   + [(lv, lambda p: prune.load_pruned(p, "sdpa")) for lv in res["levels"]])
         fns = {i: torch_predictor(load(e["path"])) for i, (e, load) in enumerate(entries)}
         best = bench.fastest_latency(fns, inputs, threads=threads, rounds=passes)
         for i, (e, _) in enumerate(entries):
@@ -181,13 +182,12 @@ def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2
 
 def judge(results: dict, gs: list, seed: int) -> None:
     """Each level's delta to its unpruned source (negative = worse): on val for the goals, on test paired with its
-    95% CI and McNemar p (reported); and whether the level meets every goal."""
-    for res in results.values():
-        base = res["base"]
-        for lv in res["levels"]:
-            lv["val_delta_pts"] = 100 * (lv["val"]["macro_f1"] - base["val"]["macro_f1"])
-            paired = stats.compare(lv["test"]["labels"], lv["test"]["preds"], base["test"]["preds"], seed=seed)
-            lv.update({f"test_{k}": v for k, v in paired.items()}, goals_met=goals.all_met(gs, lv))
+    95% CI, bootstrap p Holm-adjusted over every level, the word and McNemar p (reported); and the goals met."""
+    for base, lv in [(res["base"], lv) for res in results.values() for lv in res["levels"]]:
+        lv["val_delta_pts"] = 100 * (lv["val"]["macro_f1"] - base["val"]["macro_f1"])
+        paired = stats.compare(lv["test"]["labels"], lv["test"]["preds"], base["test"]["preds"], seed=seed)
+        lv.update({f"test_{k}": v for k, v in paired.items()}, goals_met=goals.all_met(gs, lv))
+    stats.judge_family([lv for res in results.values() for lv in res["levels"]])  # the word: Holm over every level
 
 
 def best_level(res: dict, gs: list) -> dict:
@@ -210,7 +210,7 @@ def table(results: dict) -> pd.DataFrame:
                 **ood_eval.level_cells(lv, not lv["sparsity"]),
                 "test macro-F1": lv["test"]["macro_f1"], "test Δ (pts) [95% CI]": paired,
                 "params (M)": lv["params"] / 1e6, "disk (MB)": lv["disk_bytes"] / 1e6,
-                "latency (ms)": lv["latency"]["median_ms"], "speed-up": lv["speedup"],
+                "latency (ms)": lv["latency"]["median_ms"], "faster than unpruned (x)": lv["speedup"],
                 "goals (val)": {True: "MET", False: "NOT MET"}.get(lv.get("goals_met"), "")}
     return pd.DataFrame(rows).T
 

@@ -47,6 +47,8 @@ class Stage(BaseStage):
     def quantize_student(self) -> dict | None:
         for v in self.models[1:]:  # none with student_dir = none
             self.results.append(quantize_model(v, self.paths, self.device, self.params))
+        family = stats.judge_family([v.metrics for r in self.results for v in r["variants"]])  # last: family complete
+        self.results = [r | {"holm_family": family} for r in self.results]
         return self.results[-1] if len(self.models) > 1 else None
 
     def stage_goals(self) -> list[goals.Goal]:
@@ -130,21 +132,23 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     ptq = rank0_only(post_training, source, model, tokenizer, paths, val, texts, test, lat_inputs, p,
                      splits["train"]["text"].astype(str).tolist())
     ptq["fp32"] |= {"ood_val": ood["ood_val"]} if ood else {}
-    qat_model, qat_history = train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p)
+    qat_model, qat = train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p)
     by_method, evals = rank0_only(save_and_measure, source, qat_model, model.config, tokenizer, paths,
                                   {"val": val, "test": test} | ({"ood_val": ood["ood_loader"]} if ood else {}),
                                   lat_inputs, ptq, p)
-    return {"name": source.name, **{k: v for k, v in ptq.items() if k not in ("meta", "saved")}, "qat_history": qat_history,
-            "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
+    qat["reference"] = ("FP32 val", ptq["fp32"]["val"]["macro_f1"])  # its curve's dashed line; not in the JSON
+    return {"name": source.name, **{k: v for k, v in ptq.items() if k not in ("meta", "saved")}, "qat_history": qat["history"],
+            "qat": qat, "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
 
 
 def train_qat(name, model, tokenizer, splits, keep_mods, device, p: dict) -> tuple:
-    """QAT: a short fine-tuning at a low learning rate (bf16 autocast under --gpu); (INT8 model, history)."""
+    """QAT: a short fine-tuning at a low learning rate (bf16 autocast under --gpu); (INT8 model, {history, steps})."""
     def finetune(fake):
         train = make_loader(splits["train"], tokenizer, 32, p["max_length"], shuffle=True, seed=p["seed"])
         val = make_loader(splits["val"], tokenizer, 64, p["max_length"])
-        return fit(fake, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT",
-                   amp=bool(p.get("gpu")))["history"]
+        run = fit(fake, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT",
+                  amp=bool(p.get("gpu")))
+        return {"history": run["history"], "steps": run["steps"]}
     set_seed(p["seed"])  # the same shuffles and dropout however many random draws the stage made before
     return q.qat(model, keep_mods, p["per_channel"], finetune)
 
@@ -192,7 +196,7 @@ def json_view(result: dict) -> dict:
     fp32 = {k: v for k, v in result["fp32"].items() if k not in ("val", "test", "ood_val")}
     fp32.update({"ood_val_macro_f1": result["fp32"]["ood_val"]["macro_f1"]} if "ood_val" in result["fp32"] else {})
     fp32.update(val_macro_f1=result["fp32"]["val"]["macro_f1"], test_macro_f1=result["fp32"]["test"]["macro_f1"])
-    skip = ("fp32", "evals", "variants", "by_method")
+    skip = ("fp32", "evals", "variants", "by_method", "qat")
     return {**{k: v for k, v in result.items() if k not in skip}, "fp32": fp32,
             "variants": {method: v.name for method, v in result["by_method"].items()}}
 
@@ -219,20 +223,21 @@ def headline(results: list[dict], gs: list) -> dict:
 def variants_table(result: dict) -> pd.DataFrame:
     """One model's FP32 source and every variant: val and test F1, the deltas to FP32, size, speed, goals."""
     f = result["fp32"]
+    holm, word = f"test p, Holm over {result['holm_family']} vs FP32 source", f"on test (Holm p < {stats.ALPHA})"
     rows = [{"variant": f"{result['name']} (FP32 torch)", "val macro-F1": f["val"]["macro_f1"], "val Δ (pts)": "",
              **ood_eval.level_cells({"ood_val_macro_f1": f["ood_val"]["macro_f1"]} if "ood_val" in f else {}, True),
-             "test macro-F1": f["test"]["macro_f1"], "test Δ (pts) [95% CI]": "", "on test": "",
-             "disk (MB)": f["disk_bytes"] / 1e6, "latency (ms)": f["latency"]["median_ms"], "speed-up": 1.0,
-             "size ratio": 1.0, "agreement": 1.0, "goals (val)": ""}]
+             "test macro-F1": f["test"]["macro_f1"], "test Δ (pts) [95% CI]": "",
+             holm: "", word: "reference", "disk (MB)": f["disk_bytes"] / 1e6, "latency (ms)": f["latency"]["median_ms"],
+             "faster than FP32 (x)": 1.0, "smaller than FP32 (x)": 1.0, "agreement": 1.0, "goals (val)": ""}]
     for v in result["variants"]:
         m = v.metrics
         rows.append({"variant": v.name, "val macro-F1": m["val_macro_f1"], "val Δ (pts)": f"{m['val_delta_pts']:+.2f}",
                      **ood_eval.level_cells(m, False), "test macro-F1": m["test_macro_f1"],
                      "test Δ (pts) [95% CI]": stats.delta_cell(m["test_delta_pts"], m["test_delta_ci_low"],
                                                                m["test_delta_ci_high"]),
-                     "on test": stats.verdict_word(m["test_delta_ci_low"], m["test_delta_ci_high"]),
-                     "disk (MB)": m["disk_bytes"] / 1e6, "latency (ms)": m["latency_ms"], "speed-up": m["speedup"],
-                     "size ratio": m["size_ratio"], "agreement": m["agreement"],
+                     holm: m["test_p_holm"],
+                     word: m["test_reading"], "disk (MB)": m["disk_bytes"] / 1e6, "latency (ms)": m["latency_ms"],
+                     "faster than FP32 (x)": m["speedup"], "smaller than FP32 (x)": m["size_ratio"], "agreement": m["agreement"],
                      "goals (val)": "MET" if m["goals_met"] else "NOT MET"})
     return pd.DataFrame(rows).set_index("variant")
 

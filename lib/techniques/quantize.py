@@ -177,11 +177,11 @@ def convert_qat(qat, keep_fp32=(), per_channel: bool = True):
 
 
 def qat(model, keep_fp32, per_channel: bool, finetune) -> tuple:
-    """Quantization-aware training: fake-quant Linears, the caller's `finetune(model) -> history` (the training
-    loop stays with the caller, as pruning's recovery does), then the real INT8 model; (INT8 model, history)."""
+    """Quantization-aware training: fake-quant Linears, the caller's `finetune(model) -> record` (the training loop
+    stays with the caller, as pruning's recovery does), then the real INT8 model; (INT8 model, record)."""
     fake = prepare_qat(model, keep_fp32, per_channel)
-    history = finetune(fake)
-    return convert_qat(fake, keep_fp32, per_channel), history
+    record = finetune(fake)
+    return convert_qat(fake, keep_fp32, per_channel), record
 
 
 # --- ONNX ------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ recommendation; and stage 06 (lib/stages/stacking.py), which builds the stacked 
 import json
 
 import pandas as pd
+import pytest
 
-from lib.core import pipeline
+from lib.core import pipeline, stats
 
 
 def test_stage05_smoke(smoke_run):
@@ -21,7 +22,7 @@ def test_stage05_smoke(smoke_run):
     assert set(by_kind[True].index) == set(by_kind[False].index) == set(rows.loc[rows["format"] == "pruned", "name"])
     assert (by_kind[True] < 0.8 * by_kind[False]).all()
     per_set = ["macro_f1", "accuracy", "f1_negative", "f1_neutral", "f1_positive", "f1_ci_low", "f1_ci_high", "delta_pts",
-               "delta_ci_low", "delta_ci_high", "mcnemar_p", "retention", "teacher_agreement", "ece"]
+               "delta_ci_low", "delta_ci_high", "p", "mcnemar_p", "retention", "teacher_agreement", "ece"]
     costs = ["latency_median_ms", "latency_p95_ms", "latency_p99_ms", "throughput_b32_per_s", "peak_rss_mb", "load_s",
              "disk_bytes", "weight_bytes", "speedup_vs_teacher", "size_ratio_vs_teacher"]
     sets = ("val", "test", "ood_val", "ood_test")  # the smoke data folder has the tweets: stage 01 split them
@@ -32,9 +33,18 @@ def test_stage05_smoke(smoke_run):
         assert (rows[f"{s}_delta_ci_low"] <= rows[f"{s}_delta_pts"] + 1e-9).all()
         assert (rows[f"{s}_delta_pts"] <= rows[f"{s}_delta_ci_high"] + 1e-9).all()
         assert rows.loc[0, [f"{s}_delta_pts", f"{s}_delta_ci_low", f"{s}_mcnemar_p"]].tolist() == [0, 0, 1]
+        # the word: the bootstrap p Holm-adjusted over every variant compared with the teacher (not the teacher itself)
+        assert rows[f"{s}_p_holm"].isna().tolist() == [True] + [False] * (len(rows) - 1)
+        assert rows[f"{s}_p_holm"][1:].tolist() == pytest.approx(stats.holm(rows[f"{s}_p"][1:]).tolist())
+        assert rows[f"{s}_reading"].tolist() == ["reference"] + [stats.reading(d, a) for d, a in
+                                                                 zip(rows[f"{s}_delta_pts"][1:], rows[f"{s}_p_holm"][1:])]
         # negative = worse than the teacher
         assert rows[f"{s}_delta_pts"].round(9).tolist() == (100 * (rows[f"{s}_macro_f1"] - rows.loc[0, f"{s}_macro_f1"])).round(9).tolist()
     assert [r["name"] for r in m["metrics"]["table"]] == rows["name"].tolist()
+    table = m["metrics"]["table"]  # what the index reads: the word and its p per set, null where absent
+    assert [r["test_reading"] for r in table] == rows["test_reading"].tolist() and table[0]["test_p_holm"] is None
+    assert {"test_p", "ood_test_p", "ood_test_p_holm", "ood_test_reading"} <= set(table[1])
+    assert f"p Holm-adjusted over the {len(rows) - 1} variants compared with the teacher" in m["verdict"]
     assert [g["goal"] for g in m["goals"]] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio", "min_ood_retention"]
     model = smoke_run / "artifacts" / "model"
     card = (model / "README.md").read_text()
@@ -46,7 +56,7 @@ def test_stage05_smoke(smoke_run):
     assert page.count("data:image/png;base64,") >= 2
     index = (smoke_run / "reports" / "index.html").read_text()
     assert "Benchmark (CPU): chosen on validation, test reported" in index and "class=rec" in index
-    assert "OOD-test retention" in index and "ood_test F1 neg/neu/pos" in page
+    assert "OOD-test kept (share of the teacher)" in index and "ood_test retention" in page
     assert "out-of-domain test macro-F1" in card and "Out of domain (financial tweets; ood_test reported only)" in m["verdict"]
     assert (smoke_run / "reports" / "img" / "05_benchmark_pareto.png").is_file() and "img/05_benchmark_pareto.png" in index
 
