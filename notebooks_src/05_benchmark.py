@@ -58,7 +58,7 @@ from lib.stages import benchmark
 stage = benchmark.Stage(globals())
 
 # %%
-stage.gather()
+stage.gather();
 
 # %% [markdown]
 # ## Benchmark and the choice

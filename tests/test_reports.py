@@ -28,7 +28,9 @@ def stray_values(page: str) -> list[str]:
     for tag in soup(["style", "script"]):  # the template's CSS is not what a reader sees
         tag.decompose()
     prompts = [p.get_text(" ", strip=True) for p in soup.select(".jp-OutputPrompt") if p.get_text(strip=True)]
-    return prompts + re.findall(r"(?:Posix|Windows)Path\([^)]*\)", soup.get_text(" "))
+    # the pages hide Out[n] prompts: a bare value is an execute_result that is plain text
+    values = [v.get_text(" ", strip=True)[:80] for v in soup.select('.jp-OutputArea-executeResult [data-mime-type="text/plain"]')]
+    return prompts + values + re.findall(r"(?:Posix|Windows)Path\([^)]*\)", soup.get_text(" "))
 
 
 def unboxed_wide_tables(page: str) -> list[str]:
