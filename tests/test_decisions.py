@@ -55,7 +55,7 @@ def label_free(r: dict) -> dict:
         "int8_val": {v["name"]: v["metrics"]["val_delta_pts"] for v in r["03_quantization"]["variants"]},
         "level_val": {k: [lv["val_delta_pts"] for lv in m["levels"]] for k, m in d04["models"].items()},
         # None for the teacher's own adjusted p (NaN would never equal itself)
-        "bench_val": r["bench"].filter(regex="^val_").round(9).astype(object).where(lambda d: d.notna()).to_dict("list"),
+        "bench_val": (lambda d: d.astype(object).where(d.notna(), None))(r["bench"].filter(regex="^val_").round(9)).to_dict("list"),
         "names": r["bench"]["name"].tolist(),
     }
 

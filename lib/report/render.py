@@ -208,7 +208,7 @@ td,th{{border:1px solid #ccc;padding:.35em .5em;vertical-align:top;text-align:le
 .stages{{width:100%}} th{{background:#f3f3f3}} tr.failed td,tr.interrupted td{{background:#fdd}} tr.ok td.status{{color:#17692c}}
 ul{{margin:0;padding-left:1.1em}} ul.goals{{list-style:none;padding-left:0}} li.goal{{margin:.15em 0}}
 .facts{{background:#f6f8fa;padding:.6em .8em;border-radius:4px}} .scroll{{overflow-x:auto;max-width:100%}}
-table.bench{{font-size:.88em}} table.bench td{{white-space:nowrap}} table.bench th{{max-width:7em;vertical-align:bottom;text-align:right}} table.bench th.text{{text-align:left}}
+table.bench{{font-size:.84em}} table.bench td{{white-space:nowrap;padding:.3em .4em}} table.bench th{{max-width:6em;vertical-align:bottom;text-align:right;padding:.3em .4em}} table.bench th.text{{text-align:left}}
 tr.rec td{{background:#fff1b8;font-weight:bold}} .note{{font-size:.85em;color:#444}}
 .thumbs{{display:flex;gap:1.5em;flex-wrap:wrap;margin:1em 0}} .thumbs img{{max-height:320px;max-width:100%;border:1px solid #ccc}}
 figure{{margin:0}} figcaption{{font-size:.9em}} {css}</style></head><body>
