@@ -155,10 +155,14 @@ def parse_parameters(source: str) -> dict[str, Param]:
         start = next(i for i, l in enumerate(lines) if l.startswith("# %%") and "parameters" in l)
     except StopIteration:
         raise FinCompressError("notebook has no '# %% tags=[\"parameters\"]' cell") from None
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("# %%")), len(lines))
+    return parse_cell(lines[start + 1:end])
+
+
+def parse_cell(lines: list[str]) -> dict[str, Param]:
+    """The Params of a parameters cell's lines, in order (blank and comment lines skipped)."""
     params = {}
-    for line in lines[start + 1:]:
-        if line.startswith("# %%"):
-            break
+    for line in lines:
         if line.strip() and not line.lstrip().startswith("#"):
             param = parse_line(line)
             params[param.name] = param

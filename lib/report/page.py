@@ -5,7 +5,7 @@ import html
 
 import nbformat
 
-from lib.core.params import parse_line
+from lib.core.params import parse_cell
 
 LOCAL_PATHS = ("out_dir", "data_dir")  # where this run kept its files: the reader's machine has other paths
 
@@ -42,11 +42,7 @@ def _split_title(cells: list) -> list:
 def parameters_table(nb) -> str:
     """The run's parameters: name, value as run, what it means (the parameters cell's comment)."""
     cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    helps = {}
-    for line in (cell.source.splitlines() if cell else []):
-        if "=" in line and not line.lstrip().startswith("#"):
-            param = parse_line(line)
-            helps[param.name] = param.help
+    helps = {name: p.help for name, p in parse_cell(cell.source.splitlines() if cell else []).items()}
     values = nb.metadata.get("papermill", {}).get("parameters") or {}
     rows = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td class='num'>"
                    f"{'(local path)' if k in LOCAL_PATHS else html.escape(repr(v))}</td>"
