@@ -55,6 +55,26 @@ def unexplained_speeds(index: str, results: dict) -> list[str]:
     return bad
 
 
+def empty_sections(page: str) -> list[str]:
+    """Headings with no text, table or figure before the next heading of their level or higher."""
+    soup = BeautifulSoup(page, "html.parser")
+    heads = soup.find_all(re.compile("^h[1-6]$"))
+    bad = []
+    for i, head in enumerate(heads):
+        level = int(head.name[1])
+        end = next((h for h in heads[i + 1:] if int(h.name[1]) <= level), None)
+        content = False
+        for el in head.next_elements:
+            if el is end:
+                break
+            if el.name in ("table", "img", "pre", "details") or (el.name is None and el.strip() and head not in el.parents):
+                content = True
+                break
+        if not content:
+            bad.append(head.get_text(" ", strip=True).rstrip("¶ "))
+    return bad
+
+
 def clipped_tables(page_path, tmp_path, width: int = 1366) -> list[str]:
     """Tables that overflow their box or the window of a headless Chromium `width` px wide."""
     probe = tmp_path / f"probe-{page_path.name}"
@@ -81,6 +101,8 @@ def test_every_page_opens_with_its_card(smoke_run):
         # the code is the .py notebook's; the parameters as a table at the end, the run's local paths nowhere
         assert not soup.select(".jp-CodeCell .jp-InputArea") and soup.find(id="parameters") and str(smoke_run) not in page, stage
         assert soup.find("details", class_="log") or stage == "06_stacking", stage
+        assert not empty_sections(page), (stage, empty_sections(page))
+    assert empty_sections("<h1>T</h1><p>x</p><h2>A</h2><h2>B</h2><p>y</p><h2>C</h2>") == ["A", "C"]
     assert "epoch 1:" in BeautifulSoup((reports / "02_distillation.html").read_text(), "html.parser").find(
         "details", class_="log").get_text()
 

@@ -148,3 +148,15 @@ def test_table_shows_html_in_cells_and_names_as_text():
     # one number of decimals per column, from its median (617: 1 decimal); integers with separators
     assert cells == ["<script>alert(1)</script>", "0.9", "1,200", "a & b", "1,234.5", "3"]
     assert [th.get_text() for th in soup.find_all("th")][1:] == ["<b>model</b>", "F1", "n", "<i>x</i>", "y"]  # after the corner
+
+
+def test_whole_numbers_show_without_decimals():
+    import pandas as pd
+
+    from lib.report.plots import column_format
+    # stage 05's row numbers beside its yardstick rows (""), stage 04's head counts stored as floats
+    numbers = {"#": pd.Series([0, 1, 33, ""]), "heads": pd.Series([72.0, 50.0, 36.0]), "rate": pd.Series([1.0, 0.0]),
+               "f1": pd.Series([0.5, 12.0])}
+    shown = {k: [column_format(s)(x) for x in s] for k, s in numbers.items()}
+    assert shown == {"#": ["0", "1", "33", ""], "heads": ["72", "50", "36"], "rate": ["1.000", "0.000"],
+                     "f1": ["0.500", "12.000"]}

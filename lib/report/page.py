@@ -29,6 +29,25 @@ def _without_verdict_section(cells: list) -> list:
     return out
 
 
+def _level(cell) -> int | None:
+    """The level of a markdown cell's first line if it is a heading (2 for '## ...'), else None."""
+    first = next((line for line in cell.source.splitlines() if line.strip()), "") if cell.cell_type == "markdown" else ""
+    return len(first) - len(first.lstrip("#")) if first.startswith("#") else None
+
+
+def _without_empty_sections(cells: list) -> list:
+    """Headings with nothing under them (their cells only printed progress, now in the folded log): a reader would
+    meet a title and no content. A heading is empty when the next cell is a heading of its level or higher."""
+    out = []
+    for cell in reversed(cells):
+        bare = _level(cell) is not None and len([x for x in cell.source.splitlines() if x.strip()]) == 1
+        following = _level(out[-1]) if out else 0
+        if bare and following is not None and following <= _level(cell):
+            continue
+        out.append(cell)
+    return out[::-1]
+
+
 def _split_title(cells: list) -> list:
     """The first markdown cell as its title line alone, then the rest of its text: the card goes in between."""
     first = cells[0]
@@ -70,8 +89,8 @@ def _log(nb) -> str:
 
 
 def for_readers(nb, card: str = ""):
-    """The executed notebook without stderr streams or empty code cells, its stdout moved to a folded log at the
-    end, the card after the title, the parameters as a table last. Each figure's alt text is its section's heading."""
+    """The executed notebook without stderr streams, empty code cells or empty sections, its stdout moved to a folded
+    log at the end, the card after the title, the parameters as a table last. Each figure's alt text is its section's heading."""
     nb, heading = copy.deepcopy(nb), "Figure"
     log, kept = _log(nb), []
     for cell in nb.cells:
@@ -85,7 +104,8 @@ def for_readers(nb, card: str = ""):
             if not cell.outputs:
                 continue
         kept.append(cell)
-    cells = _split_title(_without_verdict_section(kept)) if card else kept
+    cells = _without_empty_sections(_without_verdict_section(kept) if card else kept)
+    cells = _split_title(cells) if card else cells
     if card:
         cells.insert(1, _html_cell(card))
     tail = parameters_table(nb) + log

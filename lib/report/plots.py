@@ -30,11 +30,21 @@ def _figure_or_gap(v) -> bool:
     return v in ("", None) or bool(FIGURE.match(str(v)))
 
 
+def _counts(values: pd.Series) -> bool:
+    """Whole numbers only, beside gaps: row numbers, heads, neurons. A float column of whole numbers counts too when
+    one of them is at least 2 (a column of 0.0/1.0 is more likely a rate that happened to be exact)."""
+    real = [v for v in values if isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v]
+    whole = bool(real) and all(float(v).is_integer() for v in real)
+    return whole and (all(isinstance(v, numbers.Integral) for v in real) or max(abs(float(v)) for v in real) >= 2)
+
+
 def column_format(values: pd.Series):
     """One format for a whole numeric column, so its decimals line up: 3 decimals when its median figure is below
     10, 2 below 100, 1 below 1000, none above; integers with thousands separators; yes/no for booleans."""
     if pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values):
         return number
+    if _counts(values):
+        return lambda x: f"{int(x):,}" if isinstance(x, numbers.Real) and x == x else "–" if x is None or x != x else str(x)
     real = [abs(float(v)) for v in values if isinstance(v, numbers.Real) and np.isfinite(float(v))]
     typical = float(np.median(real)) if real else 0  # the median: one slow outlier row keeps the others' decimals
     decimals = 3 if typical < 10 else 2 if typical < 100 else 1 if typical < 1000 else 0
