@@ -19,8 +19,9 @@ WARMUP = 10  # sentences each newly loaded setting answers, one at a time, befor
 # Medians this close to the fastest are a tie: rounds on a machine that runs other work move more than that.
 TIE = 0.03
 RULE = (f"the fastest batch-1 median; among settings within {TIE:.0%} of it, the most sentences/s at batch {BATCH}")
-# One pass, one setting at a time (a full grid is 3 x 2 x 2 x threads sessions): threads first, the setting that
-# moves most, then spinning (idle threads that spin take cores the tokenizer and other work need), then the rest.
+# One pass, one setting at a time (a full grid is 3 x 2 x 2 x threads sessions): threads first, as spinning acts only
+# through worker threads, then spinning (idle threads that spin take cores the tokenizer and other work need), then
+# the graph optimization level and the memory pattern.
 STEPS = ("threads", "intra_op_spinning", "graph_optimization_level", "memory_pattern")
 WORDS = {"threads": "threads", "intra_op_spinning": "spinning", "graph_optimization_level": "graph optimizations",
          "memory_pattern": "memory pattern"}
