@@ -47,10 +47,13 @@ max_eval = 0  # 0 scores every sentence of each set, smoke runs score the first 
 latency_n = 100  # real validation sentences timed one at a time (each twice, after warm-up) [min 1] [smoke 8]
 yardstick_layers = 12  # layers of the FinBERT-sized yardstick rows (bert-base shape, random weights, timed only), 0 for none [min 0] [smoke 1]
 peak_seconds = 1.0  # seconds per matmul shape when measuring the INT8 and FP32 peak of ONNX Runtime (5 shapes each), 0 skips it [min 0] [smoke 0.05]
+serving_n = 50  # validation sentences each serving setting of the shipped ONNX model reads per round, one at a time (and more at batch 32), 0 ships ONNX Runtime's defaults unsearched [min 0] [smoke 4]
+serving_rounds = 3  # interleaved rounds per step of the serving-settings search, each setting keeping its best [min 1] [smoke 1]
 
 # %%
 from IPython.display import Markdown, display
 
+from lib.measure import serving_search
 from lib.report import plots
 from lib.ship import decide, pareto
 from lib.stages import benchmark
@@ -114,6 +117,22 @@ pareto.plot_retention(results);
 
 # %%
 display(Markdown(stage.describe()))
+
+# %% [markdown]
+# ## Serving settings for this machine
+# Which ONNX Runtime settings serve the recommended model fastest depends on the CPU, so none is fixed in code:
+# they are searched here, one at a time from ONNX Runtime's defaults (intra-op threads up to `threads`, then
+# spinning of idle threads, graph optimization level, memory pattern), each timed end to end as
+# `python -m lib.predict` serves (text in, label out) on real validation sentences, in interleaved rounds.
+# The choice ships with the model in `serving.json`; `predict` reads it (`--threads` still wins).
+
+# %%
+stage.tune_serving()
+display(Markdown(stage.serving_text()))
+if stage.serving is not None:
+    display(plots.table(serving_search.table(stage.serving), index=False, caption="Serving settings tried, step by "
+                        "step (each step starts from the one before's choice; the last step's ships), timed in this "
+                        "stage's process on validation sentences: comparable with each other, not with the harness."))
 
 # %% [markdown]
 # ## Recommendation and export

@@ -76,7 +76,7 @@ def cpu_s() -> float:
 def levers(model: Path, texts: list[str], batch_size: int, threads: int, rounds: int = 3) -> None:
     """predict's speed levers A/B in one process on the same sentences, configurations alternated so they share
     the machine's load: padding to 128 vs to the batch's longest, input order vs sorted by length, and the
-    serving session options (no spinning, no memory patterns) vs ONNX Runtime's defaults."""
+    model folder's serving settings (serving.json, chosen by stage 05) vs ONNX Runtime's defaults."""
     import numpy as np
     from lib.predict import serving
     from lib.runtime import onnxrt
@@ -88,10 +88,12 @@ def levers(model: Path, texts: list[str], batch_size: int, threads: int, rounds:
     configs = {"pad to 128, input order, ORT defaults": (True, False, True),
                "pad to longest, input order, ORT defaults": (False, False, True),
                "pad to longest, sorted, ORT defaults": (False, True, True),
-               "pad to longest, sorted, serving session (predict)": (False, True, False)}
+               "pad to longest, sorted, serving.json (predict)": (False, True, False)}
     times = {k: [] for k in configs}
-    sessions = {defaults: onnxrt.predictor(onnxrt.session(onnxrt.model_file(model), threads,
-                                                                      serving=not defaults)) for defaults in (True, False)}
+    found = onnxrt.model_file(model)
+    served = serving.settings_of(found.parent)._replace(threads=threads)
+    sessions = {defaults: onnxrt.predictor(onnxrt.session(found, threads, None if defaults else served))
+                for defaults in (True, False)}
     for _ in range(rounds):
         for name, (fixed, ordered, defaults) in configs.items():
             order = by_length if ordered else list(range(len(enc)))

@@ -5,8 +5,8 @@
 MODEL_DIR holds model.onnx and its tokenizer (a stage-03/05 ONNX variant). Two tables, every option
 measured against the baseline in the same process, interleaved round by round (rotating order), so the
 ratios hold on a shared machine even when the absolute figures do not:
-1. session options (graph optimization level, intra-op threads, memory arena, predict's serving session
-   without thread spinning, I/O binding into a pre-allocated output): batch-1 latency on natural-length real
+1. session options (graph optimization level, intra-op threads, memory arena, the settings predict served with
+   before issue 30, I/O binding into a pre-allocated output): batch-1 latency on natural-length real
    sentences (median, best round) and batch-32 model-only throughput;
 2. batching at batch 32, end to end (tokenizer included) and model-only: fixed 128-token padding, the
    same trimmed to the batch's longest real token, file-order batches padded to their longest, and
@@ -84,7 +84,8 @@ def option_runners(path: Path, threads: int) -> dict:
         return lambda feed: sess.run(None, feed)[0]
     return {BASE: plain(onnxrt.session(path, threads)),
             AGAIN: plain(onnxrt.session(path, threads)),
-            "predict's serving session (no spinning, no mem pattern)": plain(onnxrt.session(path, threads, True)),
+            "predict before issue 30 (BASIC, no spinning, no mem pattern)": plain(onnxrt.session(
+                path, settings=onnxrt.Settings(threads, "basic", intra_op_spinning=False, memory_pattern=False))),
             "graph level EXTENDED": plain(session(path, threads, level="extended")),
             "graph level BASIC": plain(session(path, threads, level="basic")),
             "graph level BASIC, no spinning": plain(session(path, threads, level="basic",

@@ -191,7 +191,8 @@ def test_help_names_the_command_and_every_option(run, monkeypatch):
                          ("--truncate", "cut texts longer than --max-length instead of failing"),
                          ("--json", "one JSON object per line, with the input row number"),
                          ("--batch-size BATCH_SIZE", "sentences per model call (default: 32)"),
-                         ("--threads THREADS", "CPU threads for the model and the tokenizer (default: 2)")]:
+                         ("--threads THREADS", "CPU threads for the model and the tokenizer (default: 2, or for the "
+                                               "model what its serving.json says)")]:
         assert f"{option} {says}" in words, option
 
 
@@ -241,8 +242,12 @@ def test_a_terminal_or_no_stdin_is_nothing_to_classify(model, capsys, monkeypatc
 
 
 def test_defaults_are_32_sentences_a_batch_on_2_threads(model, run, monkeypatch):
-    real_load, real_classify, seen = serving.load, serving.classify, []
-    monkeypatch.setattr(serving, "load", lambda path, n: seen.append(("threads", n)) or real_load(path, n))
+    import os
+
+    from lib.runtime import onnxrt
+    real_session, real_classify, seen = onnxrt.session, serving.classify, []
+    monkeypatch.setattr(onnxrt, "session", lambda path, threads=2, settings=None: seen.append(
+        ("threads", settings.threads)) or real_session(path, threads, settings))
     monkeypatch.setattr(serving, "classify", lambda m, e, b: seen.append(("batch", b)) or real_classify(m, e, b))
-    json_rows(run("--model", model, "--json", "Up"))
-    assert seen == [("threads", 2), ("batch", 32)]
+    json_rows(run("--model", model, "--json", "Up"))  # a folder without serving.json
+    assert seen == [("threads", 2), ("batch", 32)] and os.environ["RAYON_NUM_THREADS"] == "2"

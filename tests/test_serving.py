@@ -154,10 +154,11 @@ def test_an_unloadable_model_names_the_error_type(model, tmp_path):
 def test_onnx_models_get_the_threads_asked_for_else_2(model, monkeypatch):
     from lib.runtime import onnxrt
     seen = []
-    monkeypatch.setattr(onnxrt, "load_serving", lambda path, threads: seen.append(threads) or (None, None, 0))
+    monkeypatch.setattr(onnxrt, "load_serving", lambda path, settings: seen.append(settings.threads) or (None, None, 0))
     serving.load(model)
     serving.load(model, 5)
-    assert seen == [2, 5]
+    serving.load(model, settings=onnxrt.Settings(3))
+    assert seen == [2, 5, 3]
 
 
 def test_a_closed_pipe_downstream_is_not_an_error(monkeypatch):

@@ -70,8 +70,9 @@ def tiny_classifier():
     return model, tokenizer
 
 
-def build(root: Path) -> Path:
-    """root/artifacts/model exported from tiny_classifier (ONNX INT8), plus its hf checkpoint."""
+def build(root: Path, serving: dict | None = None) -> Path:
+    """root/artifacts/model exported from tiny_classifier (ONNX INT8), plus its hf checkpoint; `serving`: the serving
+    settings record stage 05 ships (lib.measure.serving_search.run)."""
     import pandas as pd
 
     from lib.core.model_source import PACKAGED_TEACHER
@@ -91,7 +92,8 @@ def build(root: Path) -> Path:
     df = pd.DataFrame([schema_row("teacher", {"val": 0.85, "test": 0.84}, format="hf", precision="fp32"),
                        schema_row(shipped.name, {"val": 0.84, "test": 0.83},
                                   {"val": (-1.0, -2.5, 0.4), "test": (-1.2, -2.8, 0.3)})])
-    return ship_recommended(df.iloc[1], df, [teacher, shipped], {"root": root}, info(), "the test's choice")
+    return ship_recommended(df.iloc[1], df, [teacher, shipped], {"root": root}, info(), "the test's choice",
+                            serving=serving)
 
 
 def blocked_env(tmp: Path, blocked: str) -> dict:

@@ -9,7 +9,10 @@ An ONNX model needs only numpy, onnxruntime and tokenizers; other formats import
 Input is read and answered in chunks, so a CSV of any length runs in constant memory. A text longer than
 the model's max length (128 tokens for artifacts/model) is an error unless --truncate; nothing is cut
 silently. Input is normalized as the model's training text was (config.json's text_normalization, see
-lib/core/textnorm.py); the output echoes the raw text. An error stops the run at the chunk holding the bad row: every line written before is complete.
+lib/core/textnorm.py); the output echoes the raw text. An ONNX model runs with the session settings stage 05
+chose on the machine of its run (serving.json in its folder; ONNX Runtime's defaults without one); --threads wins
+over the threads it names. An error stops the run at the chunk holding the bad row: every line written before is
+complete.
 """
 import argparse
 import itertools
@@ -25,6 +28,7 @@ from lib.core.params import check_range
 from lib.core.textnorm import normalize_text
 from lib.core.variants import SHIPPED_MODEL
 from lib.predict import serving
+from lib.runtime import onnxrt
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent.parent / SHIPPED_MODEL
 CHUNK_ROWS = 2048  # rows read, checked and answered at a time: bounds memory, and each chunk is sorted by length
@@ -35,12 +39,11 @@ BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069
 ESCAPES = str.maketrans({**{chr(c): f"\\u{c:04x}" for c in [*range(32), *range(0x7f, 0xa0)]},
                          **{c: f"\\u{ord(c):04x}" for c in BIDI + "\u2028\u2029"},
                          "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
-# Option ranges. Threads: a fixed cap, not the CPU count, so a command that runs on one machine runs on any (and a
-# container's os.cpu_count() is the host's); more threads than cores only contend, and 100,000 grew past 10 GB.
+# Option ranges. Threads: onnxrt.MAX_THREADS, a fixed cap (why there), the same for a model folder's serving.json.
 # Batch: rows per model call; CPU throughput stops growing long before 256 while memory grows with each row
 # (attention scores are rows x length^2). --max-length: the model's positions bound it; where its files do not
 # say, 65,536 (past any BERT position table) keeps a mistyped number from reaching the tokenizer.
-LIMITS = {"threads": (1, 256), "batch_size": (1, 256), "max_length": (None, 2**16)}
+LIMITS = {"threads": (1, onnxrt.MAX_THREADS), "batch_size": (1, 256), "max_length": (None, 2**16)}
 
 
 def parse_args(argv):
@@ -54,7 +57,8 @@ def parse_args(argv):
     p.add_argument("--truncate", action="store_true", help="cut texts longer than --max-length instead of failing")
     p.add_argument("--json", action="store_true", help="one JSON object per line, with the input row number")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per model call (default: 32)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for the model and the tokenizer (default: 2)")
+    p.add_argument("--threads", type=int, help=f"CPU threads for the model and the tokenizer (default: "
+                   f"{onnxrt.Settings().threads}, or for the model what its {onnxrt.SETTINGS_FILE} says)")
     return p.parse_args(argv)
 
 
@@ -117,7 +121,8 @@ def main(argv=None) -> int:
     check_limits(args)
     if sys.stdout is None:  # started with stdout closed (>&-): say so before any work, not at the first write
         raise FinCompressError("stdout is closed; send the output to a file or a pipe (> labels.txt)")
-    os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # the tokenizer's thread pool reads it at its first batch
+    # the tokenizer's thread pool reads it at its first batch; stage 05 chose the model's threads beside this default
+    os.environ["RAYON_NUM_THREADS"] = str(args.threads or onnxrt.Settings().threads)
     kind, where, rows = rows_of(args)
     chunk = list(itertools.islice(rows, CHUNK_ROWS))  # input problems surface before the model loads
     if not chunk:

@@ -138,16 +138,23 @@ def field(config: dict, key: str, kind: type, path: Path):
                            "the model")
 
 
-def _onnx(path: Path, threads: int):
-    return onnxrt.load_serving(path, threads)
+def settings_of(folder: Path) -> onnxrt.Settings:
+    """The serving settings in a folder's SETTINGS_FILE (stage 05 chose them on its machine), else ORT's defaults."""
+    path = folder / onnxrt.SETTINGS_FILE
+    return onnxrt.settings_from_json(read_model_json(path), path)
 
 
-def _torch(path: Path, threads: int):
+def _onnx(path: Path, threads: int | None, settings: onnxrt.Settings):
+    return onnxrt.load_serving(path, settings if threads is None else settings._replace(threads=threads))
+
+
+def _torch(path: Path, threads: int | None):
     """A PyTorch-format variant through lib.formats, fed the same numpy batches as an ONNX model."""
     import torch
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()  # a CLI's stderr is for its own one-line errors, not load reports
     hf_logging.disable_progress_bar()
+    threads = threads or onnxrt.Settings().threads
     torch.set_num_threads(threads)
     from lib import formats  # the training stack, only for a PyTorch-format model
     predict, tokenizer = formats.load(variants.detect(path), threads=threads)
@@ -163,15 +170,17 @@ def labels_of(config: dict) -> list:
     return names if all(names) and not any(n.startswith("LABEL_") for n in names) else list(variants.LABELS)
 
 
-def load(path: Path, threads: int = 2) -> Model:
-    """Any model folder (or .onnx file); a damaged or foreign file is one line naming it, not a traceback."""
+def load(path: Path, threads: int | None = None, settings: onnxrt.Settings | None = None) -> Model:
+    """Any model folder (or .onnx file); a damaged or foreign file is one line naming it, not a traceback. `threads`:
+    the model's, None for its serving settings' (2 without them); `settings`: instead of the folder's (ONNX only)."""
     if not path.exists():
         raise FinCompressError(f"model {path} does not exist; run `python run_all.py` (it exports artifacts/model) "
                                "or pass --model PATH")
     fmt = variants.detect(path).format
     folder = path if path.is_dir() else path.parent
     try:
-        run, tokenizer, pad_id = (_onnx if fmt == "onnx" else _torch)(path, threads)
+        run, tokenizer, pad_id = (_onnx(path, threads, settings or settings_of(folder)) if fmt == "onnx"
+                                  else _torch(path, threads))
     except FinCompressError:
         raise
     except Exception as e:  # InvalidProtobuf, SafetensorError, a damaged tokenizer.json, ...: all the user's file

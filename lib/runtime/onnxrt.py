@@ -1,6 +1,7 @@
 """ONNX Runtime inference without torch: a session with pinned threads, and a predict over tokenizer output."""
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -9,40 +10,63 @@ from lib.core.errors import FinCompressError
 from lib.core.variants import ONNX_FILE
 
 TOKENIZER_FILE = "tokenizer.json"
-STATIC_INT8 = ("fincompress.activations", "static")  # metadata of a static INT8 (QDQ) graph: scales fixed, not per batch
+# Metadata of a static INT8 (QDQ) graph, written by lib.techniques.quantize_static: its activation scales are fixed,
+# not taken per batch, so a sentence's logits do not depend on its batch-mates; readable without the onnx package.
+STATIC_INT8 = ("fincompress.activations", "static")
+SETTINGS_FILE = "serving.json"  # a model folder's serving settings, chosen by stage 05 on the machine of its run
+SETTINGS_KEY = "onnxruntime"  # the block of SETTINGS_FILE sessions read; the rest (what was measured) is for people
+LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+# Threads: a fixed cap, not the CPU count, so what runs on one machine runs on any (and a container's os.cpu_count()
+# is the host's); more threads than cores only contend, and 100,000 grew past 10 GB.
+MAX_THREADS = 256
 
 
-def session(path, threads: int = 2, serving: bool = False, level: str | None = None):
-    """`path`: a file or a serialized model (bytes). serving=True, for predict on a busy machine and any mix of
-    sentence lengths: idle worker threads sleep instead of spinning (spinning takes the cores the others need:
-    about 2x the wall time on 2 shared cores), and no memory pattern is kept per input shape (with a new shape
-    every batch they only add memory: -55 MB peak RSS on 10,000 real sentences, no slower). Both measured by
-    scripts/bench_predict.py. Serving also stops at BASIC graph optimizations: on the fused graph lib.runtime.onnx_graph
-    writes, the EXTENDED/ALL rewrites made the shipped INT8 model slower (scripts/bench_runtime_options.py, 3 runs:
-    batch 1 1.10-1.23x and batch 32 1.10-1.31x faster at BASIC vs 1.01 for a second ALL session; end to end
-    through predict 1.09x at batch 1, 1.31x at batch 32, the same labels on the 505 val sentences). Not for a
-    static INT8 (QDQ) graph: only the EXTENDED/ALL rewrites turn its QuantizeLinear/DequantizeLinear pairs into
-    integer kernels, so at BASIC it runs FP32 matmuls between (de)quantizations: the static teacher took 14.8 ms
-    at BASIC vs 2.0 ms at ALL for one 30-token sentence on 1 thread; serving runs such graphs at ALL. They are
-    known by the STATIC_INT8 metadata lib.techniques.quantize_static writes, which the session itself reads: no onnx
-    package (and no second parse of the file) on predict's path."""
-    sess = _session(path, threads, serving, level or ("basic" if serving else "all"))
-    if serving and level is None and sess.get_modelmeta().custom_metadata_map.get(STATIC_INT8[0]) == STATIC_INT8[1]:
-        sess = _session(path, threads, serving, "all")
-    return sess
+class Settings(NamedTuple):
+    """The ONNX Runtime session settings serving varies, named as in SETTINGS_FILE; the defaults are ORT's own
+    (threads aside: ORT would take every core). None is fixed here: stage 05 measures them on its machine."""
+    threads: int = 2                       # intra-op threads
+    graph_optimization_level: str = "all"  # a key of LEVELS
+    intra_op_spinning: bool = True         # idle intra-op workers spin, waiting for work, instead of sleeping
+    memory_pattern: bool = True            # plan memory once per input shape and reuse the plan
 
 
-def _session(path, threads: int, serving: bool, level: str):
-    """One InferenceSession with session()'s options at graph optimization `level` ("all" or "basic")."""
+# What each setting may be: a test and its words (`type(v) is`, as JSON's true is no thread count, nor 1 a switch).
+CHECKS = {"threads": (lambda v: type(v) is int and 1 <= v <= MAX_THREADS, f"a whole number in [1, {MAX_THREADS}]"),
+          "graph_optimization_level": (lambda v: isinstance(v, str) and v in LEVELS, f"one of {', '.join(LEVELS)}"),
+          "intra_op_spinning": (lambda v: type(v) is bool, "true or false"),
+          "memory_pattern": (lambda v: type(v) is bool, "true or false")}
+
+
+def settings_from_json(data: dict, path) -> Settings:
+    """The Settings a SETTINGS_FILE's data names (ORT's defaults for those it does not name). Values only: a model
+    folder never gets to run code; a bad one is one line naming it and the fix."""
+    block = data.get(SETTINGS_KEY, {})
+    if not isinstance(block, dict):
+        raise FinCompressError(f"{path}: {SETTINGS_KEY} is {json.dumps(block)[:40]}, expected an object; fix it "
+                               "or re-export the model")
+    for key, value in block.items():
+        if key not in CHECKS:
+            raise FinCompressError(f"{path}: {SETTINGS_KEY} names {json.dumps(key)[:40]}, not a serving setting "
+                                   f"(known: {', '.join(CHECKS)}); remove it or re-export the model")
+        if not CHECKS[key][0](value):
+            raise FinCompressError(f"{path}: {SETTINGS_KEY}.{key} is {json.dumps(value)[:40]}, expected "
+                                   f"{CHECKS[key][1]}; fix it or re-export the model")
+    return Settings(**block)
+
+
+def session(path, threads: int = 2, settings: Settings | None = None):
+    """An InferenceSession on the CPU. `path`: a file or a serialized model (bytes). `settings` (threads included)
+    when given, else ORT's defaults on `threads` intra-op threads. Which settings serve fastest depends on the
+    machine (on the AMD box of issue 15, no spinning, no memory pattern and BASIC optimizations; on an Intel Xeon
+    those cost 1.36x at batch 1 against ORT's defaults, issue 30): lib.measure.serving_search chooses them."""
     import onnxruntime as ort
+    settings = settings or Settings(threads)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
+    opts.intra_op_num_threads, opts.inter_op_num_threads = settings.threads, 1
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[settings.graph_optimization_level])
     opts.log_severity_level = 3  # errors only: optimizer notices are not the user's business
-    if serving:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.enable_mem_pattern = False
+    opts.add_session_config_entry("session.intra_op.allow_spinning", str(int(settings.intra_op_spinning)))
+    opts.enable_mem_pattern = settings.memory_pattern
     return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -72,7 +96,7 @@ def load(path, threads: int = 2):
     return predictor(session(found, threads)), AutoTokenizer.from_pretrained(found.parent)
 
 
-def load_serving(path, threads: int = 2):
+def load_serving(path, settings: Settings):
     """(predict, tokenizers.Tokenizer, pad id) with numpy, onnxruntime and tokenizers only: no torch, no transformers."""
     found = model_file(path)
     if not (found.parent / TOKENIZER_FILE).is_file():
@@ -80,7 +104,7 @@ def load_serving(path, threads: int = 2):
                                "is saved with every variant)")
     from tokenizers import Tokenizer
     tokenizer = Tokenizer.from_file(str(found.parent / TOKENIZER_FILE))
-    return predictor(session(found, threads, serving=True)), tokenizer, pad_id(tokenizer, found.parent)
+    return predictor(session(found, settings=settings)), tokenizer, pad_id(tokenizer, found.parent)
 
 
 def pad_id(tokenizer, folder: Path) -> int:

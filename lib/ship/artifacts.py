@@ -1,5 +1,6 @@
 """artifacts/model: the recommended variant as a folder standard tools recognise: config.json (labels, max
-length, architecture), the tokenizer with predict's length rule, a Hugging Face model card and metrics.json."""
+length, architecture), the tokenizer with predict's length rule, a Hugging Face model card, metrics.json, and
+serving.json (the ONNX Runtime settings stage 05 chose on the machine of its run, which predict reads)."""
 import json
 import shutil
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 from lib.core.files import atomic_dir, write_json, write_text_atomic
 from lib.core.variants import HF_CONFIG, LABELS, ONNX_FILE, SHIPPED_MODEL, Variant
 from lib.predict.serving import DEFAULT_MAX_LENGTH
-from lib.runtime.onnxrt import TOKENIZER_FILE, pad_id
+from lib.runtime.onnxrt import SETTINGS_FILE, TOKENIZER_FILE, pad_id
 from lib.ship import card
 
 # Keys transformers saves from the tokenizer's last call, not settings of the model: dropped, so the one length
@@ -73,9 +74,10 @@ def save_tokenizer(folder: Path, max_length: int):
 
 
 def ship_recommended(row, df, variants: list[Variant], paths: dict, info: dict, choice: str,
-                       max_length: int = DEFAULT_MAX_LENGTH) -> Path:
+                       max_length: int = DEFAULT_MAX_LENGTH, serving: dict | None = None) -> Path:
     """artifacts/model, written atomically: the recommended variant's files, config.json, tokenizer, README.md
-    (the model card), metrics.json. `max_length`: the tokens stage 05 scored it at."""
+    (the model card), metrics.json, and `serving` (lib.measure.serving_search's record) as serving.json when given.
+    `max_length`: the tokens stage 05 scored it at."""
     root, dest = paths["root"], paths["root"] / SHIPPED_MODEL
     chain = chain_of(variants, row["name"])
     with atomic_dir(dest) as tmp:
@@ -87,4 +89,6 @@ def ship_recommended(row, df, variants: list[Variant], paths: dict, info: dict, 
         write_text_atomic(tmp / "README.md", card.model_card(row, df.iloc[0], chain, info, choice, max_length, family, norm))
         write_json(tmp / "metrics.json", {"variant": row.to_dict(), "teacher": df.iloc[0].to_dict(),
                                           "labels": list(LABELS), "run_info": info})
+        if serving is not None:
+            write_json(tmp / SETTINGS_FILE, serving)
     return dest

@@ -8,7 +8,7 @@ from lib.core import goals
 from lib.core.variants import Variant
 from lib.data import ood
 from lib.data.corpus import load_splits
-from lib.measure import harness, speed, yardstick
+from lib.measure import harness, serving_search, speed, yardstick
 from lib.ship import decide, pareto
 from lib.ship.artifacts import ship_recommended
 from lib.stages.base import Stage as BaseStage
@@ -18,7 +18,7 @@ SETS = ("val", "test")  # scored by one harness: val decides, test reports; ood_
 
 class Stage(BaseStage):
     NAME = "05_benchmark"
-    STEPS = ("gather", "benchmark", "recommend", "export")
+    STEPS = ("gather", "benchmark", "recommend", "tune_serving", "export")
 
     def gather(self) -> list[Variant]:
         """Every variant earlier stages listed, and the FinBERT-sized yardstick timed beside them."""
@@ -82,12 +82,27 @@ class Stage(BaseStage):
         fig = pareto.plot_tradeoffs(self.df, self.recommended["name"], self.params)
         return self.save_figure(fig, "pareto")
 
+    def tune_serving(self) -> dict | None:
+        """ONNX Runtime's serving settings for the recommendation, searched on this machine (lib.measure.
+        serving_search); None, and ORT's defaults shipped, with serving_n = 0 or a model ORT does not serve."""
+        shipped = next(v for v in self.variants if v.name == self.recommended["name"])
+        self.serving = None
+        if self.p.serving_n and shipped.format == "onnx":
+            self.serving = serving_search.run(shipped.location(self.paths["root"]), self.sets["val"]["text"].tolist(),
+                                              self.p.threads, self.p.serving_n, self.p.serving_rounds)
+        return self.serving
+
+    def serving_text(self) -> str:
+        """The report's paragraph on the serving settings shipped, or why none were searched."""
+        why = "serving_n = 0" if not self.p.serving_n else f"`{self.recommended['name']}` is not an ONNX model"
+        return serving_search.summary(self.serving, why)
+
     def export(self) -> Path:
         """artifacts/model: the recommended variant, self-describing (config, tokenizer, model card); `python -m
         lib.predict` serves it."""
         rec = self.recommended
         self.exported = ship_recommended(rec, self.df, self.variants, self.paths, self.info,
-                                         decide.choice_rule(rec, self.stage_goals()))
+                                         decide.choice_rule(rec, self.stage_goals()), serving=self.serving)
         return self.exported
 
     def outcome(self) -> dict:
@@ -95,7 +110,7 @@ class Stage(BaseStage):
         return {"metrics": {"variants_measured": len(self.df), "sets": {k: len(v) for k, v in self.sets.items()},
                             "recommended": rec.to_dict(), "table": decide.index_table(self.df),
                             "shipped": {"name": rec["name"], "lineage": decide.lineage(self.df, rec["name"])},
-                            "artifact": str(self.exported), "peak": self.peak,
+                            "artifact": str(self.exported), "peak": self.peak, "serving": self.serving,
                             "yardstick": [] if self.yard is None else self.yard.to_dict("records")},
                 "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
                              f"recommended {test} macro-F1": rec[f"{test}_macro_f1"],

@@ -225,5 +225,5 @@ def quantize(src: Path, dst: Path, ranges, exclude=(), per_channel: bool = True,
         qmodel = onnx.load(str(tmp / "qdq.onnx"))
     if attention_int8:
         attention_to_qattention(qmodel, ranges, skip=exclude)
-    qmodel.metadata_props.add(key=STATIC_INT8[0], value=STATIC_INT8[1])  # serving runs it at ALL (lib.runtime.onnxrt)
+    qmodel.metadata_props.add(key=STATIC_INT8[0], value=STATIC_INT8[1])  # fixed scales: batch-mates cannot move its logits
     onnx.save(qmodel, str(dst))

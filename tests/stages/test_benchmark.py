@@ -124,3 +124,41 @@ def test_stage06_stacks_with_stage03s_choices_read_from_its_variants(smoke_run):
         if "onnx_static_int8" in v["techniques"]:  # calibrated as stage 03 chose for the model it was pruned from
             assert v["metrics"]["calibration"] == m06["metrics"]["calibrations"][pruned_from[v["source"]]]
     assert m06["headline"]["stacked variants"] == len(m06["variants"]) > 0 and m06["goals"] == []
+
+
+def test_stage05_ships_serving_settings_chosen_on_its_machine(smoke_run):
+    """Issue 30 item 2: the search ran at smoke size (same code path) on the recommended ONNX model; its choice and
+    what it measured are in serving.json beside the model, in the stage's metrics and on its page; predict reads it."""
+    from lib.measure import serving_search
+    from lib.predict import serving
+    from lib.runtime.onnxrt import SETTINGS_FILE, Settings
+    m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
+    model = smoke_run / "artifacts" / "model"
+    record = m["metrics"]["serving"]
+    assert json.loads((model / "config.json").read_text())["fincompress"]["format"] == "onnx"
+    assert json.loads((model / SETTINGS_FILE).read_text()) == record
+    assert record["sentences"]["batch_1"] == m["run_info"]["params"]["serving_n"] and record["rounds"] == 1
+    rows = record["measured"]
+    assert [r["step"] for r in rows if r["chosen"]] == list(serving_search.STEPS)  # threads = 2: every step ran
+    last = next(r for r in reversed(rows) if r["chosen"])
+    assert serving.settings_of(model) == Settings(**record["onnxruntime"]) == Settings(**{k: last[k] for k in Settings._fields})
+    assert all(r["batch1_ms"] > 0 and r["batch32_per_s"] > 0 for r in rows)
+    page = (smoke_run / "reports" / "05_benchmark.html").read_text()
+    assert "Serving settings tried, step by step" in page and f"Shipped in <code>{SETTINGS_FILE}</code>" in page
+
+
+def test_no_serving_search_without_an_onnx_model_or_with_serving_n_0(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from lib.core.variants import Variant
+    from lib.stages import benchmark
+    stage = object.__new__(benchmark.Stage)
+    teacher = Variant("teacher", "hf", "t", "x", ("finetune",), "01_data_teacher")
+    stage.variants, stage.recommended, stage.paths = [teacher], pd.Series({"name": "teacher"}), {"root": tmp_path}
+    stage.p = SimpleNamespace(serving_n=4, serving_rounds=1, threads=2)
+    assert stage.tune_serving() is None and "`teacher` is not an ONNX model" in stage.serving_text()
+    stage.p.serving_n = 0
+    assert stage.tune_serving() is None and "(serving_n = 0)" in stage.serving_text()
+    assert "runs ONNX Runtime's defaults" in stage.serving_text()
