@@ -17,8 +17,8 @@
 # pruned -> ONNX -> INT8 models) is measured by **one harness**, each in a fresh
 # process (forked from a server that has imported torch, transformers and ONNX Runtime once, so load
 # time is the model's own, not the libraries') with its threads pinned. Quality is scored on two named
-# sets of sentences, each batched the same way for every variant: **validation**, which decides, and
-# **test**, which is only reported. Per set: macro-F1 with a bootstrap 95% interval, per-class F1, and the
+# sets of sentences, each in the same seeded shuffle for every variant (batch-mates at random, as a server sees
+# them) and batches of 32: **validation**, which decides, and **test**, which is only reported. Per set: macro-F1 with a bootstrap 95% interval, per-class F1, and the
 # **paired** difference to the teacher (the same resampled sentences for both models) with its 95% interval
 # and the two-sided bootstrap p-value of "no difference" from the same resamples; a negative difference means
 # worse than the teacher. **One rule gives the word**: *better* or *worse* only where that p, **Holm-adjusted
@@ -32,12 +32,18 @@
 # F1 n/a, never recommended, never the reference of a delta (the teacher is). Last, ONNX Runtime's own INT8 and
 # FP32 matmul peak on this CPU, and the share of it each ONNX variant's useful multiply-accumulates reach.
 # The recommendation is the fastest variant that meets the deployment goals (`max_f1_drop_pts`,
-# `min_speedup`, `min_size_ratio`, `min_ood_retention` when the tweets are present) **on validation**.
+# `min_speedup`, `min_size_ratio`, `min_ood_retention` when the tweets are present) **on validation**, among the
+# variants whose labels do not depend on their batch-mates: the sets in `batch_flip_sets` are run again one
+# sentence at a time, and a sentence whose label differs from its label in the shuffled batch of 32 is a **batch
+# flip** (dynamic INT8 takes one activation scale over the whole batch, padding included). Only variants with zero
+# flips on val and OOD-val can ship (test flips are reported); if every variant within the F1 budget flips, the
+# one with the fewest ships and the verdict says so. Last, the shipped model is scored as `python -m lib.predict`
+# serves it (its defaults), and the verdict says whether those F1s equal the table's.
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/, reports/, results/ and artifacts/ live
 gpu = False  # also measure GPU throughput at batch 32 (latency is always measured on the CPU)
-seed = 42  # seeds the bootstrap resamples [in 0..4294967295]
+seed = 42  # seeds the bootstrap resamples and the shuffle each set is batched in [in 0..4294967295]
 threads = 2  # CPU threads every variant is pinned to [in 1..256]
 max_f1_drop_pts = 1.0  # deployment goal: largest validation macro-F1 loss vs the teacher a shippable model may have [min 0]
 min_speedup = 12.0  # deployment goal: batch-1 speed-up over the FP32 PyTorch teacher [min 0]
@@ -46,6 +52,7 @@ min_ood_retention = 0.97  # deployment goal: the shipped model keeps at least th
 max_eval = 0  # 0 scores every sentence of each set, smoke runs score the first few of each [min 0] [smoke 24]
 latency_n = 100  # real validation sentences timed one at a time (each twice, after warm-up) [min 1] [smoke 8]
 yardstick_layers = 12  # layers of the FinBERT-sized yardstick rows (bert-base shape, random weights, timed only), 0 for none [min 0] [smoke 1]
+batch_flip_sets = "val,test,ood_val"  # sets also run one sentence at a time to count the labels that differ from the shuffled batch of 32 (batch flips; only variants with none on val and ood_val ship) [each of val, test, ood_val, ood_test]
 peak_seconds = 1.0  # seconds per matmul shape when measuring the INT8 and FP32 peak of ONNX Runtime (5 shapes each), 0 skips it [min 0] [smoke 0.05]
 serving_n = 50  # validation sentences each serving setting of the shipped ONNX model reads per round, one at a time (and more at batch 32), 0 ships ONNX Runtime's defaults unsearched [min 0] [smoke 4]
 serving_rounds = 3  # interleaved rounds per step of the serving-settings search, each setting keeping its best [min 1] [smoke 1]
@@ -70,6 +77,8 @@ stage.gather();
 # (the header says how many), McNemar p (accuracy, unadjusted; secondary), and the word, read from the adjusted
 # p at alpha 0.05: *better* / *worse* below it, else *indistinguishable*; the teacher's row is the *reference*.
 # An interval that excludes 0 can still read *indistinguishable* once the family is accounted for.
+# Last, the batch flips of each set in `batch_flip_sets`: labels that differ between the sentence alone and its
+# shuffled batch of 32.
 # Then, when stage 01 wrote them, the out-of-domain sets (financial tweets)
 # beside the in-domain retention (per-class F1 in the stage's JSON). Then the costs. The highlighted row is the recommendation, chosen on
 # validation. `#` numbers the points of the plots below.
@@ -79,7 +88,8 @@ results = stage.benchmark()
 recommended = stage.recommend()
 quality, costs, out_of_domain = stage.tables()
 display(plots.table(quality, highlight=recommended.name, index=False, caption="Quality of every variant against the "
-                  "teacher (row 0): validation decides, test is reported; Δ = variant minus teacher in macro-F1 points."))
+                  "teacher (row 0): validation decides, test is reported; Δ = variant minus teacher in macro-F1 points; "
+                  "batch flips = labels that differ between the sentence alone and its shuffled batch of 32."))
 if out_of_domain is not None:  # in-domain retention beside the out-of-domain figures, per class
     display(plots.table(out_of_domain, highlight=recommended.name, index=False, caption="Out of domain (financial "
                         "tweets) beside in domain: the share of the teacher's macro-F1 each variant keeps, and the paired Δ."))
@@ -136,8 +146,8 @@ if stage.serving is not None:
 
 # %% [markdown]
 # ## Recommendation and export
-# The fastest variant that meets every deployment goal on validation; if none does, the fastest within the
-# F1 budget. It is copied to `artifacts/model` with a model card; `python -m lib.predict` serves it.
+# The fastest variant with zero batch flips on val and OOD-val that meets every deployment goal on validation; if
+# none does, the fastest of those within the F1 budget. It is copied to `artifacts/model` with a model card; `python -m lib.predict` serves it.
 
 # %%
 exported = stage.export()

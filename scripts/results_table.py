@@ -4,7 +4,8 @@
     python scripts/results_table.py OUT_DIR --readme README.md   # replaces the block between README's markers
 
 Columns: val macro-F1 (what chose), test macro-F1 with its bootstrap 95% CI, the paired test delta to the teacher
-(negative = worse) with its 95% CI and McNemar p, its reading, latency, speed-up, size. The shipped row is bold.
+(negative = worse) with its 95% CI and McNemar p, its reading, latency, speed-up, size, and where the run counted
+them, the batch flips per set (labels that differ between batch 1 and shuffled batches of 32). The shipped row is bold.
 When the run scored the out-of-domain sets, a second table: OOD-val / OOD-test macro-F1 and retention vs the teacher
 beside the in-domain retention, with the paired OOD-test delta.
 """
@@ -31,7 +32,26 @@ def row(v: dict, shipped: str) -> str:
             f"{v['test_delta_ci_high']:+.2f}) | {v['test_p']:.3f}; {holm_cell(v['test_p_holm'])} | "
             f"{v['test_mcnemar_p']:.2f} | {v['test_reading']} | {v['latency_median_ms']:.2f} / "
             f"{v['latency_p99_ms']:.2f} | {v['speedup_vs_teacher']:.1f}x | {v['disk_bytes'] / 1e6:.1f} | "
-            f"{v['size_ratio_vs_teacher']:.1f}x |")
+            f"{v['size_ratio_vs_teacher']:.1f}x |" + flip_cell(v))
+
+
+def flip_cell(v: dict) -> str:
+    counts = [f"{v[f'{s}_batch_flips']:.0f}" for s in flip_sets(v)]
+    return f" {' / '.join(counts)} |" if counts else ""
+
+
+def flip_sets(v: dict) -> list[str]:
+    """The sets a row has batch flips for (none in runs before they were counted)."""
+    return [k.removesuffix("_batch_flips") for k in v if k.endswith("_batch_flips")]
+
+
+def header(variants: list[dict]) -> str:
+    """HEADER, with the batch-flips column where the run counted them."""
+    sets = flip_sets(variants[0])
+    if not sets:
+        return HEADER
+    head, rule = HEADER.split("\n")
+    return f"{head} batch flips ({' / '.join(sets)}) |\n{rule}---|"
 
 
 def holm_cell(p) -> str:
@@ -78,7 +98,7 @@ def main(argv=None) -> int:
         raise FinCompressError(f"{out / 'results' / 'benchmark.json'} predates the val/test columns; re-run stage 05 "
                                "(python run_all.py --only 05 --force)")
     shipped = stage["headline"]["recommended"]
-    table = "\n".join([HEADER, *(row(v, shipped) for v in variants), "", summary(variants), *ood_block(variants, shipped)])
+    table = "\n".join([header(variants), *(row(v, shipped) for v in variants), "", summary(variants), *ood_block(variants, shipped)])
     if args.readme:
         write_block(Path(args.readme), table, stage["run_info"].get("git_commit", "unknown"))
     else:

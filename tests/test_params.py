@@ -65,6 +65,18 @@ def test_a_cells_levels_lists_pair_up():
             params.check_values(spec, {"heads": heads, "ffn": ffn})
 
 
+def test_an_each_of_list_names_only_allowed_values():
+    spec = params.parse_parameters('# %% tags=["parameters"]\nsets = "val,test"  # s [each of val, test, ood_val]\n')
+    assert spec["sets"].each == ("val", "test", "ood_val")
+    params.check_values(spec, {"sets": "ood_val, val"})
+    params.check_values(spec, {"sets": ""})  # none
+    with pytest.raises(FinCompressError, match="sets='val,tset' names 'tset'; pass a comma-separated list of val, "
+                                               "test, ood_val"):
+        params.check_values(spec, {"sets": "val,tset"})
+    flips = params.parse_parameters((REPO / "notebooks_src" / "05_benchmark.py").read_text())["batch_flip_sets"]
+    assert params.listed("batch_flip_sets", flips.default, flips.each) == ["val", "test", "ood_val"]
+
+
 def test_every_seed_fits_what_numpy_sklearn_and_torch_accept():
     import numpy as np
 

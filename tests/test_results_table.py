@@ -23,6 +23,10 @@ def test_table_from_the_smoke_run(smoke_run, tmp_path):
     assert len(rows) == len(variants) and f"**`{shipped}`** (shipped)" in proc.stdout
     assert "| +0.00 (+0.00 to +0.00) | 1.000; - | 1.00 | reference |" in rows[0]  # the teacher against itself
     assert any("variants are indistinguishable from the teacher" in l for l in lines)
+    flips = [k.removesuffix("_batch_flips") for k in variants[0] if k.endswith("_batch_flips")]
+    assert flips == ["val", "test", "ood_val"]  # stage 05's default batch_flip_sets: one column, the counts per set
+    assert lines[0].endswith(" | batch flips (val / test / ood_val) |") and lines[1].count("---") == 12
+    assert all(r.endswith(f" | {' / '.join(str(v[f'{s}_batch_flips']) for s in flips)} |") for r, v in zip(rows, variants))
     if "ood_test_macro_f1" in variants[0]:  # the smoke run scores the tweets when the data folder has them
         ood = lines[ood_at:]
         assert len([l for l in ood if l.startswith("| `") or l.startswith("| **")]) == len(variants)

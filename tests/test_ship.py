@@ -147,6 +147,7 @@ def test_the_verdict_reads_the_last_set_and_counts_each_reading():
         "* On ood, reported only: macro-F1 0.810 (95% CI 0.780-0.840), -0.30 points (95% CI -1.10 to +0.60, "
         "bootstrap p 0.7, Holm-adjusted 0.7, McNemar p 0.7): indistinguishable from the teacher.",
         "* Cost: 1.00 ms median batch-1 latency (10.0x faster), 12.4 MB on disk (9.0x smaller).",
+        "* Batch flips: not measured (`batch_flip_sets` is empty), so batch-mates were not ruled out.",
         "* `student_p50_int8` is the fastest variant measured.", "", "Goals, judged on validation:", "",
         "* **MET**: validation macro-F1 at most 1.5 points below the teacher (it reads -1.00 points)",
         "* **MET**: at least 8.0x faster than the teacher at batch 1 (it reads 10.00x)",

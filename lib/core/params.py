@@ -3,6 +3,7 @@ and presets. A line reads `name = default  # help [tag] [tag]`; the trailing tag
 
     [min X] [max X] [above X] [in A..B]   allowed range (inclusive; `above` excludes X)
     [one of a, b, c]                      allowed values
+    [each of a, b, c]                     comma-separated, each one of these (empty for none)
     [levels]                              comma-separated shares, each in [0, 1), increasing; a cell's
                                           [levels] lists pair up level by level (same length), no two
                                           levels the same in whole percents (they name the variant)
@@ -68,6 +69,16 @@ def sparsities(name: str, text) -> list[float]:
     return vals
 
 
+def listed(name: str, text: str, allowed: tuple) -> list[str]:
+    """An [each of] parameter's names, in order; one that is not allowed is one line naming the ones that are."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    for x in names:
+        if x not in allowed:
+            raise FinCompressError(f"parameter {name}={text!r} names {x!r}; pass a comma-separated list of "
+                                   f"{', '.join(allowed)} (empty for none)")
+    return names
+
+
 def parse_value(text: str, default):
     """A value written as text (--set, a preset tag) as a Python literal; a str parameter takes the text as
     written (quotes optional), so `head_levels=0.3,0.5` is not read as a tuple."""
@@ -88,6 +99,7 @@ class Param:
     high: float | None = None
     low_open: bool = False
     choices: tuple | None = None
+    each: tuple | None = None
     levels: bool = False
     presets: dict = field(default_factory=dict)
 
@@ -109,6 +121,8 @@ class Param:
             check_range(self.name, value, self.low, self.high, self.low_open)
         if self.choices and value not in self.choices:
             raise FinCompressError(f"parameter {self.name}={value!r} must be one of {', '.join(map(str, self.choices))}")
+        if self.each:
+            listed(self.name, value, self.each)
         if self.levels:
             sparsities(self.name, value)
 
@@ -117,6 +131,8 @@ class Param:
         word, _, arg = tag.partition(" ")
         if tag.startswith("one of "):
             self.choices = tuple(parse_value(x.strip(), self.default) for x in tag[len("one of "):].split(","))
+        elif tag.startswith("each of "):
+            self.each = tuple(x.strip() for x in tag[len("each of "):].split(","))
         elif word in ("min", "above"):
             self.low, self.low_open = ast.literal_eval(arg), word == "above"
         elif word == "max":
@@ -129,7 +145,7 @@ class Param:
             self.presets[word] = parse_value(arg.strip(), self.default)
         else:
             raise FinCompressError(f"parameter {self.name}: unknown annotation [{tag}]; use min, max, above, in A..B, "
-                                   f"one of, levels, or a preset ({', '.join(PRESETS)})")
+                                   f"one of, each of, levels, or a preset ({', '.join(PRESETS)})")
 
 
 def parse_line(line: str) -> Param:

@@ -9,7 +9,7 @@ import torch
 from lib import formats
 from lib.core.files import write_json
 from lib.core.variants import Variant
-from lib.measure import roofline
+from lib.measure import invariance, roofline
 from lib.predict import serving
 from lib.runtime import onnxrt
 
@@ -101,28 +101,35 @@ def peak_rss_mb() -> float:
 
 
 def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threads: int = 2, batch_size: int = 32,
-                    latency_n: int = 100, max_length: int = 128) -> dict:
-    """Load time, logits of each named set of texts (batch 32, timed together as throughput), batch-1 latency on
-    the first set's texts, peak memory. Each set is batched on its own, so every variant sees the same batches:
-    dynamic INT8 scales activations per batch, and a batch straddling two sets would tie their logits."""
+                    latency_n: int = 100, max_length: int = 128, flip_sets: tuple = (), seed: int = 0) -> dict:
+    """Load time, logits of each named set of texts (batches of 32 over a seeded shuffle of the set, timed together as
+    throughput, put back in input order), batch-1 latency on the first set's texts, the batch flips of each set in
+    flip_sets (lib.measure.invariance), peak memory. Each set is batched on its own, so every variant sees the same
+    batches: dynamic INT8 scales activations per batch, and a batch straddling two sets would tie their logits."""
     torch.set_num_threads(threads)
     rss_before = peak_rss_mb()
     start = time.perf_counter()
     predict, tokenizer = formats.load(variant, out_dir, threads)
     load_s = time.perf_counter() - start
-    batches = {name: [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                                     return_tensors="pt")) for i in range(0, len(texts), batch_size)]
+    orders = {name: invariance.shuffled(len(texts), seed) for name, texts in sets.items()}
+    batches = {name: [dict(tokenizer([texts[j] for j in orders[name][i:i + batch_size]], padding=True, truncation=True,
+                                     max_length=max_length, return_tensors="pt")) for i in range(0, len(texts), batch_size)]
                for name, texts in sets.items()}
     first = next(iter(sets))
     predict(batches[first][0])  # warm-up: first call pays one-off allocation and graph set-up
     start = time.perf_counter()
-    logits = {name: torch.cat([torch.as_tensor(predict(b)).float() for b in bs]).tolist() for name, bs in batches.items()}
+    shuffled = {name: torch.cat([torch.as_tensor(predict(b)).float() for b in bs]).numpy() for name, bs in batches.items()}
     throughput = sum(map(len, sets.values())) / (time.perf_counter() - start)
+    logits = {name: invariance.in_input_order(x, orders[name]) for name, x in shuffled.items()}
     # Natural-length real sentences at batch 1: what a production request looks like.
     lat = latency_ms(predict, batch1_inputs(tokenizer, sets[first], seq_len=None, n=latency_n), threads, repeats=2)
+    flips = {name: invariance.batch_flips(predict, batch1_inputs(tokenizer, sets[name], None, len(sets[name]),
+                                                                 max_length), logits[name])
+             for name in flip_sets if name in sets}
     path, peak_rss = variant.location(out_dir), peak_rss_mb()  # before end_to_end loads a second copy
     del predict
-    return {"load_s": load_s, "throughput_per_s": throughput, "latency": lat, "logits": logits,
+    return {"load_s": load_s, "throughput_per_s": throughput, "latency": lat,
+            "logits": {name: x.tolist() for name, x in logits.items()}, "batch_flips": flips,
             "peak_rss_mb": peak_rss, "rss_before_load_mb": rss_before,
             "disk_bytes": disk_bytes(path), "weight_bytes": weight_bytes(path),
             "e2e": end_to_end(path, sets[first], threads, latency_n, batch_size, max_length),
@@ -186,13 +193,13 @@ def gpu_throughput(variant: Variant, out_dir, texts: list[str], device, batch_si
     return len(texts) / (time.perf_counter() - start)
 
 
-def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads: int, latency_n: int) -> None:
+def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads: int, latency_n: int,
+                    flip_sets: tuple = (), seed: int = 0) -> None:
     """Child-process entry of the stage-05 harness: measure one variant on the named sets of texts in texts_json
     ({set: [text, ...]}), write its result or its error as JSON."""
     try:
         result = measure_variant(variant, out_dir, json.loads(Path(texts_json).read_text()),
-                                 threads=threads, latency_n=latency_n)
+                                 threads=threads, latency_n=latency_n, flip_sets=tuple(flip_sets), seed=seed)
     except Exception as e:  # reported by the parent as one line naming the variant
         result = {"error": f"{type(e).__name__}: {e}"}
     write_json(Path(result_json), result)
-

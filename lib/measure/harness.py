@@ -30,12 +30,14 @@ def fork_server():
     return ctx
 
 
-def measure_in_subprocess(variant: Variant, root: Path, texts_file: Path, threads: int, latency_n: int) -> dict:
+def measure_in_subprocess(variant: Variant, root: Path, texts_file: Path, threads: int, latency_n: int,
+                          flip_sets: tuple = (), seed: int = 0) -> dict:
     """One fresh process per variant: load time and peak memory are the variant's own, threads are pinned."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         proc = fork_server().Process(target=bench.measure_to_file,
-                                     args=(variant, str(root), str(texts_file), str(result), threads, latency_n))
+                                     args=(variant, str(root), str(texts_file), str(result), threads, latency_n,
+                                           tuple(flip_sets), seed))
         proc.start()
         proc.join()
         raw = json.loads(result.read_text()) if result.exists() else {"error": f"the process exited with code {proc.exitcode}"}
@@ -67,7 +69,13 @@ def row(v: Variant, quality: dict, raw: dict) -> dict:
             "latency_median_ms": raw["latency"]["median_ms"], "latency_p95_ms": raw["latency"]["p95_ms"],
             "latency_p99_ms": raw["latency"]["p99_ms"], "throughput_b32_per_s": raw["throughput_per_s"],
             "peak_rss_mb": raw["peak_rss_mb"], "load_s": raw["load_s"], "disk_bytes": raw["disk_bytes"],
-            "weight_bytes": raw["weight_bytes"], **end_to_end_columns(raw), "path": v.path}
+            "weight_bytes": raw["weight_bytes"], **end_to_end_columns(raw), **flip_columns(raw), "path": v.path}
+
+
+def flip_columns(raw: dict) -> dict:
+    """Per set S measured one sentence at a time: S_batch_flips (labels that differ between batch 1 and the shuffled
+    batches of 32) and S_batch_n (the sentences compared)."""
+    return {f"{s}_batch_{k}": f[k] for s, f in raw.get("batch_flips", {}).items() for k in ("flips", "n")}
 
 
 def end_to_end_columns(raw: dict) -> dict:
@@ -80,9 +88,10 @@ def end_to_end_columns(raw: dict) -> dict:
 
 
 def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Variant], threads: int = 2,
-                  latency_n: int = 100, gpu=None, seed: int = 0) -> pd.DataFrame:
+                  latency_n: int = 100, gpu=None, seed: int = 0, flip_sets: tuple = ()) -> pd.DataFrame:
     """Benchmark every variant on the same named sets of sentences ({"val": df, "test": df}, more sets by adding
-    them); the teacher (first) is the reference of every delta and ratio. Latency is timed on the first set.
+    them); the teacher (first) is the reference of every delta and ratio. Latency is timed on the first set; the
+    sets in flip_sets are also run one sentence at a time (their batch flips). `seed` shuffles each set's batches.
 
     Latency is always CPU (the deployment target); with `gpu` (a CUDA device) PyTorch variants also get GPU throughput.
     """
@@ -94,7 +103,7 @@ def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Vari
         texts_file.write_text(json.dumps({name: df["text"].tolist() for name, df in sets.items()}))
         for v in variants:
             print(f"benchmarking {v.name} ({v.format})", flush=True)
-            raw = measure_in_subprocess(v, root, texts_file, threads, latency_n)
+            raw = measure_in_subprocess(v, root, texts_file, threads, latency_n, flip_sets, seed)
             quality = {}
             for name in sets:
                 q = score_logits(raw["logits"][name], labels[name], teacher_preds.get(name), seed)
@@ -107,7 +116,7 @@ def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Vari
 
 
 def run_yardstick(root: Path, texts: list[str], yardsticks: list[Variant], teacher: pd.Series, threads: int = 2,
-                  latency_n: int = 100) -> pd.DataFrame:
+                  latency_n: int = 100, seed: int = 0) -> pd.DataFrame:
     """Cost rows of the shape-only yardsticks (lib.measure.yardstick), measured like every variant on the same sentences;
     no quality columns (their F1 means nothing) and cost ratios against the teacher's row."""
     rows = []
@@ -116,7 +125,8 @@ def run_yardstick(root: Path, texts: list[str], yardsticks: list[Variant], teach
         texts_file.write_text(json.dumps({"val": list(texts)}))
         for v in yardsticks:
             print(f"benchmarking the yardstick {v.name} ({v.format})", flush=True)
-            rows.append({**row(v, {}, measure_in_subprocess(v, root, texts_file, threads, latency_n)), "shape_only": True})
+            rows.append({**row(v, {}, measure_in_subprocess(v, root, texts_file, threads, latency_n, (), seed)),
+                         "shape_only": True})
     df = pd.DataFrame(rows)
     df["speedup_vs_teacher"] = teacher["latency_median_ms"] / df["latency_median_ms"]
     df["size_ratio_vs_teacher"] = teacher["disk_bytes"] / df["disk_bytes"]

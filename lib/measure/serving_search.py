@@ -129,3 +129,8 @@ def summary(record: dict | None, why_none: str) -> str:
             f"rounds per step (each setting keeps its best round), {record['sentences']['batch_1']} validation "
             f"sentences at batch 1 and {record['sentences'][f'batch_{BATCH}']} at batch {BATCH}, end to end. "
             f"Rule: {RULE}.")
+
+
+def chosen(record: dict | None) -> Settings | None:
+    """The settings a search record ships (what predict will read from serving.json); None without a search."""
+    return Settings(**record[SETTINGS_KEY]) if record else None

@@ -74,10 +74,12 @@ def save_tokenizer(folder: Path, max_length: int):
 
 
 def ship_recommended(row, df, variants: list[Variant], paths: dict, info: dict, choice: str,
-                       max_length: int = DEFAULT_MAX_LENGTH, serving: dict | None = None) -> Path:
+                       max_length: int = DEFAULT_MAX_LENGTH, serving: dict | None = None,
+                       served: dict | None = None) -> Path:
     """artifacts/model, written atomically: the recommended variant's files, config.json, tokenizer, README.md
     (the model card), metrics.json, and `serving` (lib.measure.serving_search's record) as serving.json when given.
-    `max_length`: the tokens stage 05 scored it at."""
+    `max_length`: the tokens stage 05 scored it at; `served`: its macro-F1 per set as `python -m lib.predict`
+    gives it."""
     root, dest = paths["root"], paths["root"] / SHIPPED_MODEL
     chain = chain_of(variants, row["name"])
     with atomic_dir(dest) as tmp:
@@ -88,7 +90,7 @@ def ship_recommended(row, df, variants: list[Variant], paths: dict, info: dict, 
         family = len(df) - 1  # every variant stage 05 compared with the teacher: its words' Holm family
         write_text_atomic(tmp / "README.md", card.model_card(row, df.iloc[0], chain, info, choice, max_length, family, norm))
         write_json(tmp / "metrics.json", {"variant": row.to_dict(), "teacher": df.iloc[0].to_dict(),
-                                          "labels": list(LABELS), "run_info": info})
+                                          "served_macro_f1": served or {}, "labels": list(LABELS), "run_info": info})
         if serving is not None:
             write_json(tmp / SETTINGS_FILE, serving)
     return dest

@@ -1,7 +1,7 @@
 """What to ship: the deployment goals on validation, the recommended variant and why it (lib.ship.artifacts writes
 it out).
 
-The choice reads validation columns only (val_*); test columns are reported, never used to choose.
+The choice reads validation columns only (val_*, ood_val_*); test columns are reported, never used to choose.
 """
 import pandas as pd
 
@@ -12,6 +12,8 @@ from lib.ship.pareto import pareto_front
 # stage 05's table names the cost ratios after their reference; the goals read those columns
 COLUMNS = {"speedup": "speedup_vs_teacher", "size_ratio": "size_ratio_vs_teacher"}
 LATENCY_TIE = 0.1  # variants within 10% (about the run-to-run spread of the timings) of the fastest count as tied
+# the batch flips (lib.measure.invariance) the choice reads: validation sets only; test flips are reported, never read
+DECISION_FLIP_SETS = ("val", "ood_val")
 
 
 def goal_checks(df: pd.DataFrame, goals: list[Goal]) -> dict:
@@ -29,12 +31,31 @@ def budget(goals: list[Goal]) -> Goal:
     return next(g for g in goals if g.name == "max_f1_drop_pts")
 
 
+def flip_sets(df) -> list[str]:
+    """The sets a table (or one row) has batch flips for, in its column order."""
+    columns = df.index if isinstance(df, pd.Series) else df.columns
+    return [c.removesuffix("_batch_flips") for c in columns if c.endswith("_batch_flips")]
+
+
+def decision_flips(df: pd.DataFrame) -> pd.Series:
+    """Per variant, its batch flips on the validation sets the choice reads, summed (0 where none were measured)."""
+    columns = [f"{s}_batch_flips" for s in DECISION_FLIP_SETS if s in flip_sets(df)]
+    return df[columns].sum(axis=1) if columns else pd.Series(0, index=df.index)
+
+
+def flips_of(row: pd.Series) -> int:
+    return int(decision_flips(row.to_frame().T).iloc[0])
+
+
 def recommend(df: pd.DataFrame, goals: list[Goal], latency_tie: float = LATENCY_TIE) -> pd.Series:
     """Fastest variant that meets every deployment goal on validation; if none does, the fastest within the
-    F1 budget. Variants within latency_tie of the fastest count as tied, and the smallest wins."""
+    F1 budget; both among the variants with zero batch flips on val and ood_val (with none, the fewest). Variants
+    within latency_tie of the fastest count as tied, and the smallest wins."""
     ok = df[budget(goals).met(df[budget(goals).metric])]
-    meets = ok[meets_goals(ok, goals)]
-    pool = meets if len(meets) else ok
+    flips = decision_flips(ok)
+    steady = ok[flips == flips.min()]  # zero flips where any variant within the budget has none, else the fewest
+    meets = steady[meets_goals(steady, goals)]
+    pool = meets if len(meets) else steady
     tied = pool[pool["latency_median_ms"] <= pool["latency_median_ms"].min() * (1 + latency_tie)]
     return tied.sort_values(["disk_bytes", "latency_median_ms"]).iloc[0]
 
@@ -49,10 +70,11 @@ def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: f
     reasons = []
     for _, r in faster.head(show).iterrows():
         missed = [g.short for g in deciding if not g.met(r[g.metric])]
-        why = (f"misses {', '.join(missed)}" if missed else
-               f"is within {latency_tie:.0%} of its latency but larger ({r['disk_bytes'] / 1e6:.1f} MB)")
-        reasons.append(f"`{r['name']}` ({r['latency_median_ms']:.2f} ms) {why}")
-    more = f"; {len(faster) - show} more faster variants miss a goal too" if len(faster) > show else ""
+        why = [f"misses {', '.join(missed)}"] * bool(missed) + [flip_reason(r)] * (flips_of(r) > flips_of(rec))
+        reasons.append(f"`{r['name']}` ({r['latency_median_ms']:.2f} ms) " + (" and ".join(why) or
+                       f"is within {latency_tie:.0%} of its latency but larger ({r['disk_bytes'] / 1e6:.1f} MB)"))
+    ruled = "miss a goal or flip labels" if flip_sets(df) else "miss a goal"
+    more = f"; {len(faster) - show} more faster variants {ruled} too" if len(faster) > show else ""
     return (f"Why here: {len(faster)} variant(s) are faster than `{rec['name']}` ({rec['latency_median_ms']:.2f} ms), "
             f"and none of them qualifies: {'; '.join(reasons)}{more}.")
 
@@ -60,8 +82,8 @@ def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: f
 def quality_table(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
     """Per variant and set: macro-F1 with its 95% CI and the paired delta to the teacher with its CI; for the
     last set (test) also its Holm-adjusted bootstrap p (the header names the family; the raw p is in the JSON),
-    and the word (McNemar p stays in the JSON and on the index: at 1366 px the page's table has no room for it).
-    '#' numbers the points of the Pareto plot."""
+    and the word (McNemar p stays in the JSON and on the index: at 1366 px the page's table has no room for it);
+    then the batch flips of each set measured. '#' numbers the points of the Pareto plot."""
     out = pd.DataFrame({"#": range(len(df)), "variant": df["name"]}, index=df.index)
     for s in sets:
         out[f"{s} macro-F1 (95% CI)"] = [f"{f:.3f} ({lo:.3f}-{hi:.3f})" for f, lo, hi in
@@ -71,6 +93,9 @@ def quality_table(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
     last = sets[-1]
     out[f"{last} p, Holm over {stats.family_size(df[f'{last}_p_holm'])} vs teacher"] = df[f"{last}_p_holm"]
     out[f"on {last} (Holm p < {stats.ALPHA})"] = df[f"{last}_reading"]
+    if flips := flip_sets(df):  # labels that differ between batch 1 and shuffled batches of 32
+        out[f"batch flips ({' / '.join(flips)})"] = [" / ".join(f"{x:.0f}" for x in r)
+                                                     for r in df[[f"{s}_batch_flips" for s in flips]].to_numpy()]
     return out
 
 
@@ -95,11 +120,43 @@ def lineage(df: pd.DataFrame, name: str) -> list[str]:
     return chain[::-1]
 
 
+def flip_reason(row: pd.Series) -> str:
+    """Why a variant with batch flips on the decision sets is passed over."""
+    where = ", ".join(f"{row[f'{s}_batch_flips']:.0f} on {s}" for s in DECISION_FLIP_SETS if s in flip_sets(row))
+    return f"flips labels with its batch-mates ({where})"
+
+
+def flip_clause(row: pd.Series) -> str:
+    """recommend's batch-flip rule as it applied to this variant; empty where no flips were measured."""
+    where = " and ".join(s for s in DECISION_FLIP_SETS if s in flip_sets(row))
+    if not where:
+        return ""
+    if flips_of(row) == 0:
+        return f"keeps its labels whatever its batch-mates (zero batch flips on {where})"
+    return (f"flips the fewest labels with its batch-mates ({flips_of(row)} on {where}; no variant within the F1 "
+            "budget flips none)")
+
+
 def choice_rule(row: pd.Series, goals: list[Goal]) -> str:
-    """Why this variant was chosen, in words (which of recommend's two rules applied)."""
+    """Why this variant was chosen, in words (which of recommend's rules applied)."""
+    clause = flip_clause(row)
     if meets_goals(row.to_frame().T, goals).iloc[0]:
-        return "the fastest variant that meets every goal: " + "; ".join(g.text for g in goals)
-    return f"the fastest variant with {budget(goals).text} (none met every goal)"
+        return f"the fastest variant that meets every goal{' and ' * bool(clause)}{clause}: " + "; ".join(g.text for g in goals)
+    return (f"the fastest variant with {budget(goals).text}{' that ' * bool(clause)}{clause} (none "
+            f"{'of those ' * bool(clause)}met every goal)")
+
+
+def flip_line(row: pd.Series) -> str:
+    """The verdict's line on the variant's batch flips per set: the sets the choice reads, then the reported ones."""
+    sets = flip_sets(row)
+    if not sets:
+        return "* Batch flips: not measured (`batch_flip_sets` is empty), so batch-mates were not ruled out."
+    counts = {s: f"{row[f'{s}_batch_flips']:.0f} of {row[f'{s}_batch_n']:.0f} on {s}" for s in sets}
+    read = [counts[s] for s in sets if s in DECISION_FLIP_SETS]
+    reported = [counts[s] for s in sets if s not in DECISION_FLIP_SETS]
+    return ("* Batch flips (its label for a sentence alone against its label in a shuffled batch of 32): "
+            + "; ".join(filter(None, [", ".join(read) + " (the choice reads these)" * bool(read),
+                                      ", ".join(reported) + " (reported only)" * bool(reported)])) + ".")
 
 
 def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal], sets: list[str]) -> str:
@@ -115,7 +172,7 @@ def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal], set
         f"{row[f'{test}_f1_ci_high']:.3f}), {stats.delta_text(row, prefix=f'{test}_')}.",
         f"* Cost: {row['latency_median_ms']:.2f} ms median batch-1 latency ({row['speedup_vs_teacher']:.1f}x faster), "
         f"{row['disk_bytes'] / 1e6:.1f} MB on disk ({row['size_ratio_vs_teacher']:.1f}x smaller).",
-        f"* {why_here(row, df, goals)}", "", "Goals, judged on validation:", "",
+        flip_line(row), f"* {why_here(row, df, goals)}", "", "Goals, judged on validation:", "",
         *[f"* **{'MET' if c['met'] else 'NOT MET'}**: {c['text']} (it reads {c['reads']})" for c in checks], "",
         stats.noise_summary(df[f"{test}_reading"][1:], test), "",
         f"Pareto-optimal on validation F1 vs latency: {', '.join(df[pareto_front(df, 'latency_median_ms')]['name'])}."])

@@ -8,7 +8,7 @@ from lib.core import goals
 from lib.core.variants import Variant
 from lib.data import ood
 from lib.data.corpus import load_splits
-from lib.measure import harness, serving_search, speed, yardstick
+from lib.measure import harness, invariance, serving_search, speed, yardstick
 from lib.ship import decide, pareto
 from lib.ship.artifacts import ship_recommended
 from lib.stages.base import Stage as BaseStage
@@ -41,10 +41,13 @@ class Stage(BaseStage):
         cut = self.p.max_eval or None
         named = {**{name: splits[name] for name in SETS}, **ood.load_ood_sets(self.paths["data"])}
         self.sets = {name: df.iloc[:cut] for name, df in named.items()}
+        # a named out-of-domain set is skipped where stage 01 wrote none (no tweets in the data folder)
+        flip_sets = [s.strip() for s in self.p.batch_flip_sets.split(",") if s.strip() in self.sets]
         self.df = harness.run_benchmark(self.paths["root"], self.sets, self.variants, self.p.threads, self.p.latency_n,
-                                        gpu=self.device if self.p.gpu else None, seed=self.p.seed)
+                                        gpu=self.device if self.p.gpu else None, seed=self.p.seed, flip_sets=flip_sets)
         self.yard = harness.run_yardstick(self.paths["root"], self.sets["val"]["text"].tolist(), self.yardsticks,
-                                          self.df.iloc[0], self.p.threads, self.p.latency_n) if self.yardsticks else None
+                                          self.df.iloc[0], self.p.threads, self.p.latency_n,
+                                          self.p.seed) if self.yardsticks else None
         self.peak = speed.measure_peak(self.p.threads, self.p.peak_seconds)
         speed.with_peak_share(speed.with_finbert_ratio(self.df, self.yard), self.peak)
         if self.yard is not None:
@@ -99,10 +102,16 @@ class Stage(BaseStage):
 
     def export(self) -> Path:
         """artifacts/model: the recommended variant, self-describing (config, tokenizer, model card); `python -m
-        lib.predict` serves it."""
+        lib.predict` serves it. First its macro-F1 per set as predict gives it (its defaults, the serving settings it
+        ships with), for metrics.json."""
         rec = self.recommended
+        shipped = next(v for v in self.variants if v.name == rec["name"])
+        self.served = invariance.served_f1(shipped.location(self.paths["root"]), {
+            name: (df["text"].tolist(), df["label"].to_numpy()) for name, df in self.sets.items()}, self.p.threads,
+            serving_search.chosen(self.serving))
         self.exported = ship_recommended(rec, self.df, self.variants, self.paths, self.info,
-                                         decide.choice_rule(rec, self.stage_goals()), serving=self.serving)
+                                         decide.choice_rule(rec, self.stage_goals()), serving=self.serving,
+                                         served=self.served)
         return self.exported
 
     def outcome(self) -> dict:
@@ -111,6 +120,7 @@ class Stage(BaseStage):
                             "recommended": rec.to_dict(), "table": decide.index_table(self.df),
                             "shipped": {"name": rec["name"], "lineage": decide.lineage(self.df, rec["name"])},
                             "artifact": str(self.exported), "peak": self.peak, "serving": self.serving,
+                            "served_macro_f1": self.served,
                             "yardstick": [] if self.yard is None else self.yard.to_dict("records")},
                 "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
                              f"recommended {test} macro-F1": rec[f"{test}_macro_f1"],
@@ -127,5 +137,6 @@ class Stage(BaseStage):
                                  "OOD-test kept vs teacher": rec["ood_test_retention"]} if "ood_test_retention" in rec else {})},
                 "goals": goals.check_all(self.stage_goals(), rec, rec["name"]),
                 "verdict": "\n\n".join(filter(None, [
-                    decide.recommendation_text(rec, self.df, self.stage_goals(), list(SETS)), decide.ood_text(rec, self.df),
+                    decide.recommendation_text(rec, self.df, self.stage_goals(), list(SETS)),
+                    invariance.served_text(rec, self.served), decide.ood_text(rec, self.df),
                     self.skipped_goals(), "Speed as a user meets it, and how close to the hardware:\n\n" + self.hardware()]))}

@@ -96,6 +96,33 @@ def test_stage05_end_to_end_yardstick_and_peak(smoke_run):
     assert "of the INT8 peak" in m["verdict"] or "no ONNX graph" in m["verdict"]
 
 
+def test_stage05_counts_batch_flips_and_scores_the_shipped_model_as_predict_serves_it(smoke_run):
+    """Issue 30, item 3: every variant's labels alone against its shuffled batch of 32 on val, test and OOD-val, the
+    ship rule reading val and OOD-val only, and the shipped model's F1 as `python -m lib.predict` gives it."""
+    from lib.core import goals
+    from lib.measure import invariance
+    from lib.ship import decide
+    rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
+    m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
+    for s in ("val", "test", "ood_val"):  # the default batch_flip_sets; smoke: 24 sentences per set
+        assert (rows[f"{s}_batch_n"] == 24).all() and rows[f"{s}_batch_flips"].between(0, 24).all(), s
+    assert "ood_test_batch_flips" not in rows
+    budget = decide.budget(goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS))
+    within = rows[budget.met(rows[budget.metric])]
+    shipped = rows[rows["name"] == m["headline"]["recommended"]].iloc[0]
+    assert decide.flips_of(shipped) == decide.decision_flips(within).min()
+    assert "* Batch flips (its label for a sentence alone" in m["verdict"]
+    assert "batch flips (val / test / ood_val)" in (smoke_run / "reports" / "05_benchmark.html").read_text()
+    served = m["metrics"]["served_macro_f1"]
+    assert set(served) == {"val", "test", "ood_val", "ood_test"} and all(0 < f <= 1 for f in served.values())
+    model = smoke_run / "artifacts" / "model"
+    assert json.loads((model / "metrics.json").read_text())["served_macro_f1"] == served
+    sets = {s: (df["text"].tolist(), df["label"].to_numpy()) for s in served
+            for df in [pd.read_csv(smoke_run / "data" / f"{s}.csv").iloc[:24]]}
+    assert invariance.served_f1(model, sets, threads=1) == pytest.approx(served, abs=1e-12)  # the exported folder
+    assert invariance.served_text(shipped, served) in m["verdict"]
+
+
 def test_ood_goal_is_skipped_with_a_note_when_stage01_wrote_no_ood_sets():
     from lib.ship import decide
     from lib.stages import benchmark
