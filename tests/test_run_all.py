@@ -228,6 +228,8 @@ def test_an_interrupted_stage_is_reported_as_interrupted_not_as_the_older_runs_o
     from lib.run import stagerun
     stage, reports = "02_distillation", tmp_path / "reports"
     reports.mkdir()
+    # the handler run_all found: default_int_handler in a terminal, SIG_IGN under nohup or a shell's `&`
+    before = signal.getsignal(signal.SIGINT)
     (reports / f"{stage}.json").write_text(json.dumps({"headline": {"older run": 1}}))
     (reports / "run_all.json").write_text(json.dumps({"status": {"01_data_teacher": "ok (5 s)", stage: "ok (9 s)"}}))
 
@@ -253,6 +255,6 @@ def test_an_interrupted_stage_is_reported_as_interrupted_not_as_the_older_runs_o
     assert "older run" not in index and not (reports / f"{stage}.json").exists()
     assert not (reports / f".writes-{stage}").exists() and manifest.WRITES_ENV not in os.environ
     assert stage not in json.loads((reports / ".state.json").read_text())
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # restored as it was
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"run_all: interrupted during {stage}; its previous checkpoints are untouched and the next run starts again at {stage}")

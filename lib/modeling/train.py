@@ -149,12 +149,8 @@ def cross_entropy_loss(model, batch):
 def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weight_decay: float = 0.01,
         warmup_frac: float = 0.1, patience: int = 3, loss_fn=cross_entropy_loss, log_path: Path | None = None,
         amp: bool = False, desc: str = "train", max_grad_norm: float = 1.0, log_every: int = 0) -> dict:
-    """The training loop every stage uses; leaves the best-val-F1 weights in `model`.
-
-    loss_fn(model, batch) -> (loss, parts) lets distillation and pruning recovery reuse it; parts (floats or
-    detached tensors) are logged as per-epoch means; loss and lr also every `log_every` steps (result["steps"]).
-    Under torchrun it trains data-parallel: each rank a shard of every epoch, DDP averages the gradients.
-    """
+    """The training loop of every stage (loss_fn(model, batch) -> (loss, parts), parts logged per epoch; DDP under
+    torchrun); leaves the best-val-F1 weights in `model`, logs loss and lr every `log_every` steps."""
     check_range("epochs", epochs, 1)
     check_range("lr", lr, 0, low_open=True)
     check_range("patience", patience, 1)

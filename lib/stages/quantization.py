@@ -84,8 +84,7 @@ def fp32_reference(model, src: Path, root: Path, val, test, lat_inputs, threads:
 
 
 def measure(variant: Variant, path: Path, predict, lat_inputs, evals: dict, fp32: dict, p: dict) -> Variant:
-    """Val and test F1 (the goals read val; test gets the paired delta to the FP32 source, negative = worse, with
-    its 95% CI and McNemar p), agreement, size and latency of one saved variant, relative to its FP32 source."""
+    """One saved variant against its FP32 source: val F1 (the goals), test F1 with its paired delta, size, latency."""
     lat = bench.latency_ms(predict, lat_inputs, threads=p["threads"])
     val, test = evals["val"], evals["test"]
     paired = stats.compare(test["labels"], test["preds"], fp32["test"]["preds"], seed=p["seed"])
@@ -107,8 +106,7 @@ MADE = {"torch_int8": ("torch_int8", "torch_int8", "int8"), "onnx_fp32": ("onnx"
 
 
 def measure_saved(source: Variant, saved: dict, root: Path, loaders: dict, lat_inputs, fp32: dict, p: dict) -> tuple:
-    """Each saved folder (by method: where its writer put it) reloaded from disk through the format registry (what
-    ships is scored) and measured: (variants by method, test evals)."""
+    """Each saved folder reloaded through the format registry (what ships is scored): (variants by method, evals)."""
     by_method, evals = {}, {}
     for method, (fmt, technique, precision) in MADE.items():
         path = Path(saved[method])
