@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.core.textnorm import normalize_text
 from lib.modeling.train import scores
 from lib.predict import command, serving
 
@@ -36,14 +35,12 @@ def served_f1(path, sets: dict, threads: int = 2, settings=None) -> dict[str, fl
     """Macro-F1 per set ({name: (texts, labels)}) as `python -m lib.predict` gives it with its defaults: the model's
     text normalization, chunks of CHUNK_ROWS, each sorted by length into batches of its default size, ONNX Runtime
     on `settings` (the serving.json it ships with). Texts longer than the model reads are cut (its --truncate)."""
-    batch = command.parse_args([]).batch_size
     model = serving.load(Path(path), None if settings else threads, settings)
     serving.set_truncation(model.tokenizer, model.max_length)
     out = {}
     for name, (texts, labels) in sets.items():
-        texts = [normalize_text(t, model.normalization) for t in texts]
         chunks = [texts[i:i + command.CHUNK_ROWS] for i in range(0, len(texts), command.CHUNK_ROWS)]
-        probs = np.concatenate([serving.classify(model, model.tokenizer.encode_batch(c), batch) for c in chunks])
+        probs = np.concatenate([serving.classify(model, serving.encode(model, c), command.BATCH_SIZE) for c in chunks])
         out[name] = scores(np.asarray(labels), probs.argmax(1))["macro_f1"]
     return out
 
@@ -55,4 +52,4 @@ def served_text(row, served: dict[str, float]) -> str:
     same = ("the same as the table's (shuffled batches of 32) on every set" if not differ else
             f"the table's (shuffled batches of 32) differ: {', '.join(differ)}, because batch-mates move its labels")
     return (f"As `python -m lib.predict` serves `{row['name']}` (its defaults: sentences sorted by length into "
-            f"batches of {command.parse_args([]).batch_size}): macro-F1 {figures}; {same}.")
+            f"batches of {command.BATCH_SIZE}): macro-F1 {figures}; {same}.")

@@ -9,7 +9,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from lib.core.textnorm import normalize_text
 from lib.predict import serving
 from lib.runtime.onnxrt import LEVELS, SETTINGS_FILE, SETTINGS_KEY, Settings
 
@@ -70,8 +69,7 @@ def search(time_round: Callable, max_threads: int, rounds: int) -> tuple[Setting
 
 def labels(model: serving.Model, texts: list[str], batch_size: int) -> np.ndarray:
     """What predict does with a chunk: normalize, tokenize, classify in length-sorted batches, take the label."""
-    encodings = model.tokenizer.encode_batch([normalize_text(t, model.normalization) for t in texts])
-    return serving.classify(model, encodings, batch_size).argmax(1)
+    return serving.classify(model, serving.encode(model, texts), batch_size).argmax(1)
 
 
 def timer(path: Path, one: list[str], batched: list[str]) -> Callable:

@@ -25,13 +25,13 @@ import numpy as np
 
 from lib.core.errors import FinCompressError
 from lib.core.params import check_range
-from lib.core.textnorm import normalize_text
 from lib.core.variants import SHIPPED_MODEL
 from lib.predict import serving
 from lib.runtime import onnxrt
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent.parent / SHIPPED_MODEL
 CHUNK_ROWS = 2048  # rows read, checked and answered at a time: bounds memory, and each chunk is sorted by length
+BATCH_SIZE = 32  # sentences per model call unless --batch-size says otherwise
 # Shown escaped in the table: what ends a line for str.splitlines() or a terminal (so each row stays one line), the
 # other C0/C1 controls (ESC starts terminal sequences) and the bidi controls that reorder what a terminal shows
 # (U+202E makes "evil\u202etxt.exe" read "evilexe.txt"). JSON output escapes all non-ASCII as JSON does.
@@ -56,7 +56,7 @@ def parse_args(argv):
     p.add_argument("--max-length", type=int, help="tokens the model reads (default: the model's, else 128)")
     p.add_argument("--truncate", action="store_true", help="cut texts longer than --max-length instead of failing")
     p.add_argument("--json", action="store_true", help="one JSON object per line, with the input row number")
-    p.add_argument("--batch-size", type=int, default=32, help="sentences per model call (default: 32)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"sentences per model call (default: {BATCH_SIZE})")
     p.add_argument("--threads", type=int, help=f"CPU threads for the model and the tokenizer (default: "
                    f"{onnxrt.Settings().threads}, or for the model what its {onnxrt.SETTINGS_FILE} says)")
     return p.parse_args(argv)
@@ -132,8 +132,7 @@ def main(argv=None) -> int:
     serving.set_truncation(model.tokenizer, max_length if args.truncate else None)
     header = "" if args.json else "\t".join(["label", *(f"p_{l}" for l in model.labels), "text"]) + "\n"
     while chunk:
-        # the exported mode (config.json): served text is normalized exactly as the training text was
-        encodings = model.tokenizer.encode_batch([normalize_text(text, model.normalization) for _, text in chunk])
+        encodings = serving.encode(model, (text for _, text in chunk))
         check_chunk(kind, chunk, encodings, max_length)
         # the header goes out with the first chunk, once it is known good: a failed run prints nothing
         probs = serving.classify(model, encodings, args.batch_size)

@@ -13,6 +13,7 @@ import numpy as np
 from lib.core import variants
 from lib.core.cli import first_line, quiet_stdout
 from lib.core.errors import FinCompressError
+from lib.core.textnorm import normalize_text
 from lib.runtime import onnxrt
 
 DEFAULT_MAX_LENGTH = 128  # what the study trains and scores at; a model's config.json max_seq_length overrides it
@@ -234,6 +235,11 @@ def softmax(logits, dtype=np.float32) -> np.ndarray:
     z = np.asarray(logits, dtype=dtype)
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
+
+
+def encode(model: Model, texts) -> list:
+    """Texts normalized in the model's exported mode (config.json: as its training text was), then tokenized."""
+    return model.tokenizer.encode_batch([normalize_text(t, model.normalization) for t in texts])
 
 
 def classify(model: Model, encodings: list, batch_size: int) -> np.ndarray:
