@@ -1,5 +1,6 @@
 """How each format of variant loads, for inference and as a float module: the one registry every consumer goes
-through. It sits above the techniques whose loaders it names (lib.techniques.prune, lib.techniques.quantize, lib.runtime.onnxrt)."""
+through. It sits above the techniques whose loaders it names (lib.techniques.prune, lib.techniques.quantize,
+lib.runtime.onnxrt, lib.runtime.openvino)."""
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -7,7 +8,7 @@ from typing import Callable
 from lib.core import manifest
 from lib.core.errors import FinCompressError
 from lib.core.variants import Variant
-from lib.runtime import onnxrt
+from lib.runtime import onnxrt, openvino
 from lib.runtime.pytorch import torch_predictor
 from lib.techniques import prune, quantize
 
@@ -42,6 +43,10 @@ def _onnx_load(path, threads):
     return onnxrt.load(path, threads)
 
 
+def _openvino_load(path, threads):
+    return openvino.load(path, threads)  # with the precision its folder's serving.json names
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
@@ -51,6 +56,7 @@ class Format:
 
 FORMATS = {f.name: f for f in [
     Format("onnx", _onnx_load, None),
+    Format("openvino", _openvino_load, None),
     # served with SDPA like the hf teacher it is compared with (eager, pruning's default for attention maps, timed 17%
     # slower and made stage 05's pruned FP32 models look slower than their unpruned source)
     Format("pruned", _torch_load(partial(_pruned_module, attn_implementation="sdpa")), _pruned_module),

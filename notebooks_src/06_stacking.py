@@ -24,6 +24,10 @@
 # first `vocab_frequent` ids, which BERT's vocabulary orders by word frequency (a prior for words future text
 # will bring): the embedding matrix is most of a small model's bytes, and head/FFN pruning never touches it.
 # The twin's position table keeps only the 128 positions the study reads (serving refuses longer input).
+# Each stacked model is also built for **OpenVINO** from the same FP32 ONNX graph (kept only if its logits
+# match ONNX Runtime's): `_openvino` (FP32 IR), `_openvino_bf16` (the same files run in bf16, only on a CPU with
+# avx512_bf16 or amx_bf16) and `_openvino_int8` (NNCF post-training INT8, calibrated on `calibration_n` training
+# sentences). The runtime is one more dimension of a variant: stage 05 scores each like any other.
 # This stage runs before the benchmark (its kind is `technique`) and chooses nothing: stage 05 measures its
 # variants with every other one.
 
@@ -34,7 +38,8 @@ stacked = True  # build pruned -> ONNX INT8 combinations; False builds none
 trim_vocab = True  # also build stacked twins whose vocabulary keeps only the tokens of the train sentences and the unlabeled tweet pool
 vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the most common words) [min 0]
 vocab_min_count = 3  # trimmed twins keep a train/pool token only if those texts use it at least this often (a rarer word falls back to kept pieces) [min 1]
-calibration_n = 256  # training sentences each stacked static INT8 twin calibrates on, by the method stage 03 chose on val for its source, 0 builds none [min 0] [smoke 16]
+calibration_n = 256  # training sentences each stacked static INT8 twin calibrates on (ONNX Runtime: by the method stage 03 chose on val for its source; OpenVINO: NNCF), 0 builds none [min 0] [smoke 16]
+runtimes = "onnxruntime,openvino"  # runtimes every stacked model is built for: ONNX Runtime (dynamic and static INT8 of the fused graph), OpenVINO (FP32 IR, a bf16 twin where the CPU runs bf16, NNCF INT8) [each of onnxruntime, openvino]
 
 # %%
 from IPython.display import Markdown, display

@@ -183,7 +183,8 @@ def test_run_info_names_the_gpu_and_every_package(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"H100 as {device}")
     info = device.run_info(1, torch.device("cuda", 0))
     assert info["hardware"]["gpu"] == "H100 as cuda:0" and info["hardware"]["platform"] == platform.platform()
-    names = ["torch", "transformers", "datasets", "scikit-learn", "numpy", "onnxruntime", "onnx", "papermill"]
+    names = ["torch", "transformers", "datasets", "scikit-learn", "numpy", "onnxruntime", "onnx", "openvino", "nncf",
+             "papermill"]
     assert runinfo.package_versions() == {"python": platform.python_version(), **{n: metadata.version(n) for n in names}}
     text = runinfo.format_run_info({**info, "params": {"a": 1, "b": "x"}}).splitlines()
     assert text[2] == "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())

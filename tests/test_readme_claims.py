@@ -95,8 +95,10 @@ def test_the_trimmed_vocabulary_sees_train_sentences_and_the_tweet_pool_never_va
               for s in ("train", "val", "test")}
     seen = {}
 
-    def build(paths, variants, texts, keep, vocab_texts=None, vocab_frequent=0, static=None, vocab_min_count=1):
-        seen.update(texts=texts, vocab_texts=vocab_texts, frequent=vocab_frequent, static=static, min_count=vocab_min_count)
+    def build(paths, variants, texts, keep, vocab_texts=None, vocab_frequent=0, static=None, vocab_min_count=1,
+              runtimes=(), bf16=False):
+        seen.update(texts=texts, vocab_texts=vocab_texts, frequent=vocab_frequent, static=static, min_count=vocab_min_count,
+                    runtimes=runtimes)
         return []
     monkeypatch.setattr(stacking, "load_splits", lambda folder: splits)
     monkeypatch.setattr(stacking.ood, "load_tweet_pool", lambda folder: ["$TSLA up http"])
@@ -108,6 +110,7 @@ def test_the_trimmed_vocabulary_sees_train_sentences_and_the_tweet_pool_never_va
     assert seen["vocab_texts"] == splits["train"]["text"].tolist() + ["$TSLA up http"]  # val never: it must see the loss
     assert seen["texts"] == splits["val"]["text"].tolist() and seen["frequent"] == 7 and seen["min_count"] == 2
     assert seen["static"]["texts"] == splits["train"]["text"].tolist()  # static INT8 calibrates on training sentences only
+    assert seen["runtimes"] == ("onnxruntime", "openvino")  # the notebook's default: every stacked model under both
     stage = stacking.Stage({"out_dir": str(tmp_path), "trim_vocab": False})
     stage.gather()
     stage.build()

@@ -48,7 +48,8 @@ def cpu_flags() -> list[str]:
 
 def package_versions() -> dict:
     from importlib import metadata
-    names = ["torch", "transformers", "datasets", "scikit-learn", "numpy", "onnxruntime", "onnx", "papermill"]
+    names = ["torch", "transformers", "datasets", "scikit-learn", "numpy", "onnxruntime", "onnx", "openvino", "nncf",
+             "papermill"]
     out = {"python": platform.python_version()}
     for n in names:
         try:

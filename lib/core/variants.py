@@ -11,14 +11,15 @@ from lib.core.errors import FinCompressError
 # The files that make up each format; each format's `marker` file identifies a folder of that format.
 HF_CONFIG = "config.json"
 ONNX_FILE = "model.onnx"
+OPENVINO_FILE = "openvino_model.xml"  # OpenVINO IR: the graph; its weights are openvino_model.bin beside it
 TORCH_WEIGHTS = "quantized_state.pt"
 SPEC_FILE = "pruning_spec.json"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # Format name -> the file whose presence identifies a folder of it, in the order detect() checks them:
 # a pruned or INT8 folder also holds a config.json.
-MARKERS = {"onnx": ONNX_FILE, "pruned": SPEC_FILE, "torch_int8": TORCH_WEIGHTS, "hf": HF_CONFIG}
+MARKERS = {"onnx": ONNX_FILE, "openvino": OPENVINO_FILE, "pruned": SPEC_FILE, "torch_int8": TORCH_WEIGHTS, "hf": HF_CONFIG}
 # What serves each format, in words (the model card's).
-RUNTIMES = {"onnx": "ONNX Runtime", "pruned": "PyTorch (heads and FFN neurons removed)",
+RUNTIMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "pruned": "PyTorch (heads and FFN neurons removed)",
             "torch_int8": "PyTorch dynamic INT8", "hf": "PyTorch"}
 # Where stage 05 writes the shipped model, under the run's out dir, and where `lib.predict` looks by default.
 SHIPPED_MODEL = Path("artifacts") / "model"
@@ -35,7 +36,7 @@ class Variant:
     source: str | None = None    # the model it was made from: a variant's name, or the pretrained model of the teacher
     techniques: tuple = ()       # what was applied since the pretrained model, in order
     stage: str = ""              # the stage that wrote it
-    precision: str = "fp32"      # of its weights: fp32, int8, fp16
+    precision: str = "fp32"      # of its weights: fp32, int8, fp16; bf16: FP32 weights run in bf16
     metrics: dict = field(default_factory=dict)  # the writing stage's own figures (F1 on its batching, size, latency)
 
     def derive(self, name: str, format: str, path: str, technique: str | tuple, stage: str,
@@ -69,5 +70,5 @@ def detect(path) -> Variant:
     fmt = next((name for name, marker in MARKERS.items() if path.is_dir() and (path / marker).is_file()), None)
     if fmt is None:
         raise FinCompressError(f"{path} is not a model: expected a save_pretrained folder, a pruned or INT8 "
-                               f"checkpoint, or a folder with {ONNX_FILE}")
+                               f"checkpoint, or a folder with {ONNX_FILE} or {OPENVINO_FILE}")
     return Variant(path.name, fmt, str(path.resolve()))

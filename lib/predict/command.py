@@ -5,13 +5,14 @@
     cat sentences.txt | python -m lib.predict --json                    # piped stdin: one sentence per line
     python -m lib.predict --model checkpoints/teacher "..."             # PyTorch, pruned, INT8 or ONNX
 
-An ONNX model needs only numpy, onnxruntime and tokenizers; other formats import torch when they load.
+An ONNX model needs only numpy, onnxruntime and tokenizers (requirements-serve.txt), an OpenVINO one numpy,
+openvino and tokenizers (requirements-serve-openvino.txt); other formats import torch when they load.
 Input is read and answered in chunks, so a CSV of any length runs in constant memory. A text longer than
 the model's max length (128 tokens for artifacts/model) is an error unless --truncate; nothing is cut
 silently. Input is normalized as the model's training text was (config.json's text_normalization, see
 lib/core/textnorm.py); the output echoes the raw text. An ONNX model runs with the session settings stage 05
-chose on the machine of its run (serving.json in its folder; ONNX Runtime's defaults without one); --threads wins
-over the threads it names. An error stops the run at the chunk holding the bad row: every line written before is
+chose on the machine of its run (serving.json in its folder; ONNX Runtime's defaults without one), an OpenVINO model
+at the precision stage 06 built it for (f32 or bf16, the same file); --threads wins over the threads it names. An error stops the run at the chunk holding the bad row: every line written before is
 complete.
 """
 import argparse

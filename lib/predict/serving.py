@@ -1,5 +1,6 @@
 """What `lib.predict` needs, without the training stack: input rows streamed from a CSV or from lines, a model
-loaded with numpy, onnxruntime and tokenizers (torch only for PyTorch formats), padding, and the CLI runner."""
+loaded with numpy, tokenizers and its runtime (onnxruntime or openvino; torch only for PyTorch formats), padding, and
+the CLI runner."""
 import csv
 import io
 import json
@@ -14,7 +15,7 @@ from lib.core import variants
 from lib.core.cli import first_line, quiet_stdout
 from lib.core.errors import FinCompressError
 from lib.core.textnorm import normalize_text
-from lib.runtime import onnxrt
+from lib.runtime import onnxrt, openvino
 
 DEFAULT_MAX_LENGTH = 128  # what the study trains and scores at; a model's config.json max_seq_length overrides it
 CSV_CELL_LIMIT = 2**31 - 1  # stdin's size is unknown: any cell a C long can count (csv's own cap is 128 KiB)
@@ -139,14 +140,18 @@ def field(config: dict, key: str, kind: type, path: Path):
                            "the model")
 
 
-def settings_of(folder: Path) -> onnxrt.Settings:
-    """The serving settings in a folder's SETTINGS_FILE (stage 05 chose them on its machine), else ORT's defaults."""
+RUNTIMES = {"onnx": onnxrt, "openvino": openvino}  # the formats served without torch, by the module that runs them
+
+
+def settings_of(folder: Path, fmt: str = "onnx"):
+    """The serving settings of a folder's SETTINGS_FILE for its runtime (stage 05 chose ONNX Runtime's on its machine,
+    stage 06 wrote OpenVINO's precision), else the runtime's defaults."""
     path = folder / onnxrt.SETTINGS_FILE
-    return onnxrt.settings_from_json(read_model_json(path), path)
+    return RUNTIMES[fmt].settings_from_json(read_model_json(path), path)
 
 
-def _onnx(path: Path, threads: int | None, settings: onnxrt.Settings):
-    return onnxrt.load_serving(path, settings if threads is None else settings._replace(threads=threads))
+def _served(fmt: str, path: Path, threads: int | None, settings):
+    return RUNTIMES[fmt].load_serving(path, settings if threads is None else settings._replace(threads=threads))
 
 
 def _torch(path: Path, threads: int | None):
@@ -171,16 +176,17 @@ def labels_of(config: dict) -> list:
     return names if all(names) and not any(n.startswith("LABEL_") for n in names) else list(variants.LABELS)
 
 
-def load(path: Path, threads: int | None = None, settings: onnxrt.Settings | None = None) -> Model:
+def load(path: Path, threads: int | None = None, settings=None) -> Model:
     """Any model folder (or .onnx file); a damaged or foreign file is one line naming it, not a traceback. `threads`:
-    the model's, None for its serving settings' (2 without them); `settings`: instead of the folder's (ONNX only)."""
+    the model's, None for its serving settings' (2 without them); `settings`: its runtime's, instead of the folder's
+    (ONNX and OpenVINO only)."""
     if not path.exists():
         raise FinCompressError(f"model {path} does not exist; run `python run_all.py` (it exports artifacts/model) "
                                "or pass --model PATH")
     fmt = variants.detect(path).format
     folder = path if path.is_dir() else path.parent
     try:
-        run, tokenizer, pad_id = (_onnx(path, threads, settings or settings_of(folder)) if fmt == "onnx"
+        run, tokenizer, pad_id = (_served(fmt, path, threads, settings or settings_of(folder, fmt)) if fmt in RUNTIMES
                                   else _torch(path, threads))
     except FinCompressError:
         raise

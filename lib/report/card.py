@@ -50,7 +50,7 @@ def run_line(result: dict) -> str:
         return ""
     hw, v = info.get("hardware", {}), info.get("versions", {})
     flags = " ".join(hw.get("cpu_flags", [])) or "flags not recorded"
-    versions = ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "onnxruntime") if k in v)
+    versions = ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "onnxruntime", "openvino") if k in v)
     return (f"<p class='note run'>Run: commit <code>{html.escape(info.get('git_commit', '?'))}</code> · seed "
             f"{info.get('seed', '?')} · {html.escape(hw.get('gpu') or machine(result))} ({html.escape(flags)}) · "
             f"{html.escape(versions)}</p>")

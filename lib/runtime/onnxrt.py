@@ -37,21 +37,26 @@ CHECKS = {"threads": (lambda v: type(v) is int and 1 <= v <= MAX_THREADS, f"a wh
           "memory_pattern": (lambda v: type(v) is bool, "true or false")}
 
 
-def settings_from_json(data: dict, path) -> Settings:
-    """The Settings a SETTINGS_FILE's data names (ORT's defaults for those it does not name). Values only: a model
-    folder never gets to run code; a bad one is one line naming it and the fix."""
-    block = data.get(SETTINGS_KEY, {})
+def settings_block(data: dict, path, key: str, checks: dict, make):
+    """`make(**block)` for a SETTINGS_FILE's `key` block (the runtime's defaults for what it does not name), each value
+    tested by `checks`. Values only: a model folder never gets to run code; a bad one is one line naming it and the fix."""
+    block = data.get(key, {})
     if not isinstance(block, dict):
-        raise FinCompressError(f"{path}: {SETTINGS_KEY} is {json.dumps(block)[:40]}, expected an object; fix it "
+        raise FinCompressError(f"{path}: {key} is {json.dumps(block)[:40]}, expected an object; fix it "
                                "or re-export the model")
-    for key, value in block.items():
-        if key not in CHECKS:
-            raise FinCompressError(f"{path}: {SETTINGS_KEY} names {json.dumps(key)[:40]}, not a serving setting "
-                                   f"(known: {', '.join(CHECKS)}); remove it or re-export the model")
-        if not CHECKS[key][0](value):
-            raise FinCompressError(f"{path}: {SETTINGS_KEY}.{key} is {json.dumps(value)[:40]}, expected "
-                                   f"{CHECKS[key][1]}; fix it or re-export the model")
-    return Settings(**block)
+    for name, value in block.items():
+        if name not in checks:
+            raise FinCompressError(f"{path}: {key} names {json.dumps(name)[:40]}, not a serving setting "
+                                   f"(known: {', '.join(checks)}); remove it or re-export the model")
+        if not checks[name][0](value):
+            raise FinCompressError(f"{path}: {key}.{name} is {json.dumps(value)[:40]}, expected "
+                                   f"{checks[name][1]}; fix it or re-export the model")
+    return make(**block)
+
+
+def settings_from_json(data: dict, path) -> Settings:
+    """The ONNX Runtime Settings a SETTINGS_FILE's data names (ORT's defaults for those it does not name)."""
+    return settings_block(data, path, SETTINGS_KEY, CHECKS, Settings)
 
 
 def session(path, threads: int = 2, settings: Settings | None = None):
@@ -99,12 +104,17 @@ def load(path, threads: int = 2):
 def load_serving(path, settings: Settings):
     """(predict, tokenizers.Tokenizer, pad id) with numpy, onnxruntime and tokenizers only: no torch, no transformers."""
     found = model_file(path)
-    if not (found.parent / TOKENIZER_FILE).is_file():
-        raise FinCompressError(f"{found.parent} has no {TOKENIZER_FILE}; re-export the model (a fast tokenizer "
+    tokenizer = serving_tokenizer(found.parent)
+    return predictor(session(found, settings=settings)), tokenizer, pad_id(tokenizer, found.parent)
+
+
+def serving_tokenizer(folder: Path):
+    """The folder's tokenizers.Tokenizer (tokenizer.json): what every runtime serves with."""
+    if not (folder / TOKENIZER_FILE).is_file():
+        raise FinCompressError(f"{folder} has no {TOKENIZER_FILE}; re-export the model (a fast tokenizer "
                                "is saved with every variant)")
     from tokenizers import Tokenizer
-    tokenizer = Tokenizer.from_file(str(found.parent / TOKENIZER_FILE))
-    return predictor(session(found, settings=settings)), tokenizer, pad_id(tokenizer, found.parent)
+    return Tokenizer.from_file(str(folder / TOKENIZER_FILE))
 
 
 def pad_id(tokenizer, folder: Path) -> int:

@@ -1,12 +1,13 @@
 """artifacts/model: the recommended variant as a folder standard tools recognise: config.json (labels, max
 length, architecture), the tokenizer with predict's length rule, a Hugging Face model card, metrics.json, and
-serving.json (the ONNX Runtime settings stage 05 chose on the machine of its run, which predict reads)."""
+serving.json (the ONNX Runtime settings stage 05 chose on the machine of its run, or the precision an OpenVINO model
+was built to run at; predict reads it)."""
 import json
 import shutil
 from pathlib import Path
 
 from lib.core.files import atomic_dir, write_json, write_text_atomic
-from lib.core.variants import HF_CONFIG, LABELS, ONNX_FILE, SHIPPED_MODEL, Variant
+from lib.core.variants import HF_CONFIG, LABELS, ONNX_FILE, OPENVINO_FILE, SHIPPED_MODEL, Variant
 from lib.predict.serving import DEFAULT_MAX_LENGTH
 from lib.runtime.onnxrt import SETTINGS_FILE, TOKENIZER_FILE, pad_id
 from lib.ship import card
@@ -38,17 +39,29 @@ def onnx_positions(folder: Path) -> int | None:
     return next((int(t.dims[0]) for t in model.graph.initializer if t.name.endswith("position_embeddings.weight")), None)
 
 
+def ir_positions(folder: Path) -> int | None:
+    """The same for the folder's OpenVINO IR (its constants keep the ONNX initializers' names)."""
+    import openvino as ov
+    model = ov.Core().read_model(str(Path(folder) / OPENVINO_FILE))
+    return next((op.get_output_partial_shape(0)[0].get_length() for op in model.get_ops() if op.get_type_name() ==
+                 "Constant" and op.get_friendly_name().endswith("position_embeddings.weight")), None)
+
+
+POSITIONS = {"onnx": onnx_positions, "openvino": ir_positions}  # the formats whose weights transformers cannot read
+
+
 def model_config(chain: list[Variant], root: Path, tokenizer, max_length: int, normalization: str = "none") -> dict:
     """config.json for the shipped folder: its own, or for ONNX the nearest saved architecture in its lineage
     with this model's vocabulary size; then the study's labels and the max length it was scored at."""
     shipped = chain[-1]
     built = next((v for v in reversed(chain) if (root / v.path / HF_CONFIG).is_file()), None)
     config = json.loads((root / built.path / HF_CONFIG).read_text()) if built else {"model_type": "bert"}
-    if shipped.format == "onnx":  # transformers and optimum read the architecture; the weights are model.onnx
+    if shipped.format in POSITIONS:  # transformers and optimum read the architecture; the weights are the runtime's
         config.update({"architectures": ["BertForSequenceClassification"], "vocab_size": tokenizer.get_vocab_size(),
                        "pad_token_id": pad_id(tokenizer, root / shipped.path)})
         # a trimmed twin reads fewer positions than the checkpoint it came from; serving checks --max-length on this
-        config["max_position_embeddings"] = onnx_positions(root / shipped.path) or config.get("max_position_embeddings")
+        config["max_position_embeddings"] = (POSITIONS[shipped.format](root / shipped.path)
+                                             or config.get("max_position_embeddings"))
     config.update({"id2label": dict(enumerate(LABELS)), "label2id": {l: i for i, l in enumerate(LABELS)},
                    "num_labels": len(LABELS), "max_seq_length": max_length,
                    "fincompress": {"variant": shipped.name, "format": shipped.format, "precision": shipped.precision,
@@ -91,6 +104,7 @@ def ship_recommended(row, df, variants: list[Variant], paths: dict, info: dict, 
         write_text_atomic(tmp / "README.md", card.model_card(row, df.iloc[0], chain, info, choice, max_length, family, norm))
         write_json(tmp / "metrics.json", {"variant": row.to_dict(), "teacher": df.iloc[0].to_dict(),
                                           "served_macro_f1": served or {}, "labels": list(LABELS), "run_info": info})
-        if serving is not None:
-            write_json(tmp / SETTINGS_FILE, serving)
+        if serving is not None:  # beside what the variant's own serving.json says (an OpenVINO model's precision)
+            own = json.loads((tmp / SETTINGS_FILE).read_text()) if (tmp / SETTINGS_FILE).is_file() else {}
+            write_json(tmp / SETTINGS_FILE, {**own, **serving})
     return dest

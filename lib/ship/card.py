@@ -14,11 +14,15 @@ TECHNIQUE_WORDS = {"finetune": "fine-tuned for 3-class sentiment", "prune": "att
                                  "often (rarer words are split into kept pieces), position table cut to the 128 "
                                  "tokens the model reads",
                    "onnx_export": "exported to ONNX", "onnx_int8": "ONNX Runtime dynamic INT8",
-                   "torch_int8": "PyTorch dynamic INT8", "qat_int8": "quantization-aware training, INT8"}
+                   "torch_int8": "PyTorch dynamic INT8", "qat_int8": "quantization-aware training, INT8",
+                   "onnx_static_int8": "ONNX Runtime static INT8", "openvino": "converted to OpenVINO IR (FP32)",
+                   "openvino_bf16": "run in bf16 by OpenVINO", "nncf_int8": "NNCF post-training INT8 (OpenVINO)"}
 TAGS = {"prune": "pruning", "vocab_trim": "vocabulary-trimming", "onnx_int8": "int8", "torch_int8": "int8",
-        "qat_int8": "int8", "onnx_export": "onnx"}
+        "qat_int8": "int8", "onnx_export": "onnx", "onnx_static_int8": "int8", "openvino": "openvino",
+        "nncf_int8": "int8"}
 
-# The whole usage example: the test runs this very text (extracted from the card) with torch and transformers blocked.
+# The whole usage example per format: the test runs this very text (extracted from the card) with torch and
+# transformers blocked.
 EXAMPLE = '''import json
 import numpy as np, onnxruntime as ort
 from tokenizers import Tokenizer
@@ -39,6 +43,31 @@ probs /= probs.sum(1, keepdims=True)
 for text, p in zip(texts, probs):
     print(config["id2label"][str(p.argmax())], f"{p.max():.4f}", text, sep="\\t")
 '''
+EXAMPLE_OPENVINO = '''import json
+import numpy as np, openvino as ov
+from tokenizers import Tokenizer
+
+folder = "artifacts/model"  # this model's folder
+config = json.load(open(f"{folder}/config.json"))
+precision = json.load(open(f"{folder}/serving.json"))["openvino"].get("precision", "f32")  # as it was scored
+tokenizer = Tokenizer.from_file(f"{folder}/tokenizer.json")  # pads to the longest text; never truncates
+model = ov.Core().compile_model(f"{folder}/openvino_model.xml", "CPU", {"INFERENCE_PRECISION_HINT": precision})
+texts = ["Operating profit rose to EUR 13.1 mn", "Net sales fell 5% from a year earlier", "The annual meeting is in May"]
+enc = tokenizer.encode_batch(texts)
+if max(len(e.ids) for e in enc) > config["max_seq_length"]:
+    raise ValueError(f"a text is longer than the {config['max_seq_length']} tokens this model reads; shorten it")
+fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+logits = model({i.get_any_name(): np.array([getattr(e, fields[i.get_any_name()]) for e in enc], dtype=np.int64)
+                for i in model.inputs})[0]
+probs = np.exp(logits - logits.max(1, keepdims=True))
+probs /= probs.sum(1, keepdims=True)
+for text, p in zip(texts, probs):
+    print(config["id2label"][str(p.argmax())], f"{p.max():.4f}", text, sep="\\t")
+'''
+# Per torch-free format: the example, what it needs (and the file that pins it), the weights file.
+SERVED = {"onnx": (EXAMPLE, "`onnxruntime`, `tokenizers` and `numpy`", "requirements-serve.txt", "model.onnx"),
+          "openvino": (EXAMPLE_OPENVINO, "`openvino`, `tokenizers` and `numpy`", "requirements-serve-openvino.txt",
+                       "openvino_model.xml")}
 
 
 def sets_in(row) -> list[str]:
@@ -58,8 +87,8 @@ def front_matter(row, chain: list[Variant]) -> str:
     pretrained = chain[0].source or ""
     base = HUB_ID.get(pretrained, pretrained if pretrained.count("/") == 1 and not pretrained.startswith(".") else None)
     techniques = [t for v in chain for t in v.techniques]
-    meta = {"license": LICENSE, "language": ["en"], "pipeline_tag": "text-classification", "library_name": "onnx"
-            if row["format"] == "onnx" else "transformers",
+    meta = {"license": LICENSE, "language": ["en"], "pipeline_tag": "text-classification", "library_name": row["format"]
+            if row["format"] in SERVED else "transformers",
             "tags": list(dict.fromkeys(["finance", "financial-sentiment", "fincompress", "model-compression",
                                         *(TAGS[t] for t in techniques if t in TAGS)])),
             "datasets": DATASETS, **({"base_model": base} if base else {}),
@@ -147,24 +176,25 @@ def mb(row) -> dict:
 
 
 def usage(row, max_length: int) -> str:
-    """How to run it: the torch-free example for ONNX; what transformers and optimum can and cannot do."""
+    """How to run it: the torch-free example for ONNX or OpenVINO; what transformers and optimum can and cannot do."""
     rule = (f"It reads at most {max_length} tokens (`max_seq_length` in config.json, `model_max_length` in "
             "tokenizer_config.json). A longer text is rejected, never cut silently: the example raises ValueError, and "
             f"FinCompress's `python -m lib.predict` exits with one line naming the row unless `--truncate` cuts it to {max_length}.")
     repo = ("With the FinCompress repository, `python -m lib.predict --model artifacts/model --csv headlines.csv --json` "
             "streams a CSV of any length in constant memory (`--csv -` reads stdin; piped lines work too).")
-    if row["format"] != "onnx":
+    if row["format"] not in SERVED:
         return "\n\n".join(["## Use", f"This is a {RUNTIMES[row['format']]} model.", repo, rule])
+    example, needs, pins, weights = SERVED[row["format"]]
     return "\n\n".join([
         "## Use it without this repository",
-        "Only `onnxruntime`, `tokenizers` and `numpy` are needed (FinCompress pins them in `requirements-serve.txt`):",
-        f"```python\n{EXAMPLE}```",
+        f"Only {needs} are needed (FinCompress pins them in `{pins}`):",
+        f"```python\n{example}```",
         "It prints one line per text: label, its probability, the text. " + rule, repo,
         "`transformers.AutoConfig.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)` read this folder, "
-        "but the weights are ONNX (`model.onnx`), which transformers cannot load, so `pipeline(\"text-classification\", "
-        "model=folder)` stops at the weights. Optimum's `ORTModelForSequenceClassification` loads ONNX folders with such "
-        "a config.json, but it needs transformers 4.x and cannot be installed beside the transformers 5 FinCompress uses; "
-        "this project has not tested it."])
+        f"but the weights are {RUNTIMES[row['format']]}'s (`{weights}`), which transformers cannot load, so "
+        "`pipeline(\"text-classification\", model=folder)` stops at the weights. Optimum's ORT and OpenVINO model "
+        "classes load such folders, but they need transformers 4.x and cannot be installed beside the transformers 5 "
+        "FinCompress uses; this project has not tested them."])
 
 
 def normalization_text(mode: str) -> str:
@@ -212,6 +242,6 @@ def model_card(row, teacher, chain: list[Variant], info: dict, choice: str, max_
         "## Quality against the teacher\n" + quality(row, teacher, family),
         "## Speed and size\n" + cost(row, teacher, info),
         usage(row, max_length), normalization_text(normalization), intended_use(row, chain), limits(row),
-        "## Files\n`model.onnx` or the weights, `config.json` (labels, `max_seq_length`, the architecture it was built "
+        "## Files\n`model.onnx`, `openvino_model.xml`/`.bin` or the weights, `config.json` (labels, `max_seq_length`, the architecture it was built "
         "from), `tokenizer.json` and `tokenizer_config.json`, `metrics.json` (every result field of this model and the "
         "teacher, and the run's settings), this card."]) + "\n"

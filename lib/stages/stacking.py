@@ -1,16 +1,19 @@
 """Stage 06: compression stacked as it would ship, built before the benchmark measures it. Every pruned variant
--> (a vocabulary-trimmed twin) -> ONNX FP32 -> ONNX Runtime INT8, dynamic and static, each keeping the FP32 groups
-and the calibration stage 03 chose on val for the model the pruned one was made from (read from stage 03's
-variants). Stage 05 then measures these with everything else."""
+-> (a vocabulary-trimmed twin) -> ONNX FP32 -> under each runtime asked for: ONNX Runtime INT8, dynamic and static,
+each keeping the FP32 groups and the calibration stage 03 chose on val for the model the pruned one was made from
+(read from stage 03's variants); OpenVINO FP32 IR, its bf16 twin where the CPU runs bf16, and NNCF INT8. Stage 05
+then measures these with everything else."""
 from transformers import AutoTokenizer
 
 from lib import formats
+from lib.core.runinfo import cpu_flags
 from lib.core.variants import Variant
 from lib.data import ood
 from lib.data.corpus import load_splits
 from lib.predict.serving import DEFAULT_MAX_LENGTH
 from lib.stages.base import Stage as BaseStage
-from lib.techniques import quantize as q, quantize_static as qs, vocab
+from lib.runtime.openvino import bf16_supported
+from lib.techniques import openvino_export as ovx, quantize as q, quantize_static as qs, vocab
 from lib.techniques.onnx_export import save_onnx_fp32, save_onnx_int8, save_onnx_static_int8
 
 
@@ -36,14 +39,24 @@ class Stage(BaseStage):
                        if self.p.trim_vocab else None)
         static = {"texts": splits["train"]["text"].astype(str).tolist(), "n": self.p.calibration_n,
                   "methods": self.calibrations, "seed": self.p.seed}
+        self.runtimes = tuple(r.strip() for r in self.p.runtimes.split(",") if r.strip())
+        self.bf16 = bf16_supported(cpu_flags())  # else OpenVINO would emulate bf16: no twin to measure
         self.variants = build_stacked(self.paths, self.pruned if self.p.stacked else [], splits["val"]["text"].tolist(),
                                       self.keep_groups, vocab_texts=vocab_texts, vocab_frequent=self.p.vocab_frequent,
-                                      static=static, vocab_min_count=self.p.vocab_min_count)
+                                      static=static, vocab_min_count=self.p.vocab_min_count, runtimes=self.runtimes,
+                                      bf16=self.bf16)
         return self.variants
 
     def describe(self) -> str:
-        return "\n".join(f"* `{v.name}` (from `{v.source}`: {' -> '.join(v.techniques[-3:])}; ONNX parity max |logit "
-                         f"diff| {v.metrics['onnx_parity']:.1e}{self.calibration_words(v)})" for v in self.variants)
+        return "\n".join(f"* `{v.name}` (from `{v.source}`: {' -> '.join(v.techniques[-3:])}; {self.parity_words(v)}"
+                         f"{self.calibration_words(v)})" for v in self.variants)
+
+    @staticmethod
+    def parity_words(v: Variant) -> str:
+        if "openvino_parity" not in v.metrics:
+            return f"ONNX parity max |logit diff| {v.metrics['onnx_parity']:.1e}"
+        return (f"max |logit diff| {v.metrics['openvino_parity']:.1e} and label agreement "
+                f"{v.metrics['openvino_agreement']:.0%} against the FP32 ONNX graph in ONNX Runtime")
 
     @staticmethod
     def calibration_words(v: Variant) -> str:
@@ -53,23 +66,23 @@ class Stage(BaseStage):
         trimmed = [v for v in self.variants if "vocab_trim" in v.techniques]
         made = ", ".join(f"`{v.name}`" for v in self.variants) or "none"
         return {"metrics": {"stacked": [v.name for v in self.variants], "from": [v.name for v in self.pruned],
-                            "keep_fp32_groups": self.keep_groups, "calibrations": self.calibrations},
+                            "keep_fp32_groups": self.keep_groups, "calibrations": self.calibrations,
+                            "runtimes": list(self.runtimes), "openvino_bf16": self.bf16},
                 "headline": {"stacked variants": len(self.variants), "from pruned variants": len(self.pruned),
-                             "vocabulary-trimmed": len(trimmed)},
-                "verdict": (f"Built {len(self.variants)} stacked INT8 variants from {len(self.pruned)} pruned ones: "
+                             "vocabulary-trimmed": len(trimmed),
+                             "OpenVINO variants": sum(v.format == "openvino" for v in self.variants)},
+                "verdict": (f"Built {len(self.variants)} stacked variants from {len(self.pruned)} pruned ones: "
                             f"{made}. Stage 05 measures them with every other variant; this stage chooses nothing."),
                 "variants": self.variants}
 
 
-def stacked_onnx(v: Variant, name: str, model, tokenizer, keep, trimmed: bool, paths: dict, texts, tol,
+def stacked_onnx(v: Variant, name: str, fp32_dir, tokenizer, keep, steps: tuple, paths: dict, parity: dict,
                  static: dict | None = None) -> list[Variant]:
-    """`v`'s (pruned) model as FP32 ONNX, then ORT dynamic INT8 and, when stage 03 chose a calibration for the
-    model `v` was pruned from and static["n"] > 0, static INT8 calibrated by that method on training sentences."""
+    """ORT dynamic INT8 of `v`'s FP32 ONNX graph and, when stage 03 chose a calibration for the model `v` was pruned
+    from and static["n"] > 0, static INT8 calibrated by that method on training sentences."""
     qdir = paths["checkpoints"] / "stacked"
-    fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], qdir, tol)
     path = save_onnx_int8(name, fp32_dir, tokenizer, qdir, keep)
     print(f"stacked {name}_onnx_int8: ONNX parity max |logit diff| {parity['max_abs_diff']:.2e}")
-    steps = ("vocab_trim",) * trimmed + ("onnx_export",)
     made = [v.derive(f"{name}_onnx_int8", "onnx", path.relative_to(paths["root"]), steps + ("onnx_int8",), Stage.NAME,
                      "int8", onnx_parity=parity["max_abs_diff"])]
     method = (static or {}).get("methods", {}).get(v.source)
@@ -84,20 +97,54 @@ def stacked_onnx(v: Variant, name: str, model, tokenizer, keep, trimmed: bool, p
     return made
 
 
+def stacked_openvino(v: Variant, name: str, fp32_dir, tokenizer, steps: tuple, paths: dict, texts, tol,
+                     static: dict | None = None, bf16: bool = False) -> list[Variant]:
+    """OpenVINO from `v`'s FP32 ONNX graph: the FP32 IR, its bf16 twin when `bf16` (the CPU runs bf16 natively), and
+    NNCF INT8 calibrated on static["n"] training sentences (none when 0), drawn as ORT's static INT8 draws them."""
+    qdir, root = paths["checkpoints"] / "stacked", paths["root"]
+
+    def record(path, suffix: str, technique: str, precision: str, parity: dict, **extra) -> Variant:
+        print(f"stacked {name}{suffix}: max |logit diff| {parity['max_abs_diff']:.2e} against ONNX Runtime FP32")
+        return v.derive(f"{name}{suffix}", "openvino", path.relative_to(root), steps + technique, Stage.NAME, precision,
+                        openvino_parity=parity["max_abs_diff"], openvino_agreement=parity["agreement"], **extra)
+    path, parity = ovx.save_openvino_fp32(name, fp32_dir, tokenizer, qdir, texts[:8], tol)
+    made = [record(path, "_openvino", ("openvino",), "fp32", parity)]
+    if bf16:
+        twin, parity = ovx.save_openvino_bf16(name, path, fp32_dir, tokenizer, qdir, texts[:8])
+        made.append(record(twin, "_openvino_bf16", ("openvino", "openvino_bf16"), "bf16", parity))
+    if (static or {}).get("n"):
+        feeds = qs.calibration_inputs(tokenizer, static["texts"], n=static["n"], seed=static["seed"])
+        int8, parity = ovx.save_openvino_int8(name, path, fp32_dir, tokenizer, qdir, feeds, texts[:8])
+        made.append(record(int8, "_openvino_int8", ("openvino", "nncf_int8"), "int8", parity, calibration="nncf"))
+    return made
+
+
+def stacked(v: Variant, name: str, model, tokenizer, keep, trimmed: bool, paths: dict, texts, tol,
+            static: dict | None = None, runtimes: tuple = ("onnxruntime",), bf16: bool = False) -> list[Variant]:
+    """`v`'s (pruned) model as FP32 ONNX, kept only if it matches PyTorch, then built for each of `runtimes`."""
+    fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], paths["checkpoints"] / "stacked", tol)
+    steps = ("vocab_trim",) * trimmed + ("onnx_export",)
+    made = stacked_onnx(v, name, fp32_dir, tokenizer, keep, steps, paths, parity, static) if "onnxruntime" in runtimes else []
+    if "openvino" in runtimes:
+        made += stacked_openvino(v, name, fp32_dir, tokenizer, steps, paths, texts, tol, static, bf16)
+    return made
+
+
 def build_stacked(paths: dict, pruned: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,
                   vocab_texts: list[str] | None = None, vocab_frequent: int = 0, static: dict | None = None,
-                  vocab_min_count: int = 1) -> list[Variant]:
-    """Pruned model -> ONNX -> ORT INT8 (dynamic, and static: stacked_onnx) for each of `pruned`: compression
-    stacked as it would ship. With `vocab_texts`, each also gets a `_vocab` twin whose vocabulary keeps only the
-    tokens those texts use (and only the positions the study reads)."""
-    stacked = []
+                  vocab_min_count: int = 1, runtimes: tuple = ("onnxruntime",), bf16: bool = False) -> list[Variant]:
+    """Pruned model -> ONNX -> each of `runtimes` (stacked) for each of `pruned`: compression stacked as it would
+    ship. With `vocab_texts`, each also gets a `_vocab` twin whose vocabulary keeps only the tokens those texts use
+    (and only the positions the study reads). `bf16`: the CPU runs bf16, so OpenVINO gets a bf16 twin."""
+    stacked_all = []
     for v in pruned:  # Stage.gather picked them by format
         model, tokenizer = formats.load_torch(v, paths["root"]), AutoTokenizer.from_pretrained(v.location(paths["root"]))
         keep = q.modules_in(model, keep_groups.get(v.source, []))  # the FP32 choice made for the model it was pruned from
-        stacked += stacked_onnx(v, v.name, model, tokenizer, keep, False, paths, texts, tol, static)
+        stacked_all += stacked(v, v.name, model, tokenizer, keep, False, paths, texts, tol, static, runtimes, bf16)
         if vocab_texts:  # trimming swaps only the word-embedding table, so the FP32 choices above still hold
             model, tokenizer, kept = vocab.trim_vocab(model, tokenizer, vocab_texts, vocab_frequent, vocab_min_count)
             model = vocab.trim_positions(model, DEFAULT_MAX_LENGTH)
             print(f"{v.name}_vocab: {len(kept)} of the vocabulary's tokens kept")
-            stacked += stacked_onnx(v, f"{v.name}_vocab", model, tokenizer, keep, True, paths, texts, tol, static)
-    return stacked
+            stacked_all += stacked(v, f"{v.name}_vocab", model, tokenizer, keep, True, paths, texts, tol, static,
+                                   runtimes, bf16)
+    return stacked_all
