@@ -51,8 +51,8 @@ POSITIONS = {"onnx": onnx_positions, "openvino": ir_positions}  # the formats wh
 
 
 def model_config(chain: list[Variant], root: Path, tokenizer, max_length: int, normalization: str = "none") -> dict:
-    """config.json for the shipped folder: its own, or for ONNX the nearest saved architecture in its lineage
-    with this model's vocabulary size; then the study's labels and the max length it was scored at."""
+    """config.json for the shipped folder: its own, or for ONNX and OpenVINO the nearest saved architecture in its
+    lineage with this model's vocabulary size; then the study's labels and the max length it was scored at."""
     shipped = chain[-1]
     built = next((v for v in reversed(chain) if (root / v.path / HF_CONFIG).is_file()), None)
     config = json.loads((root / built.path / HF_CONFIG).read_text()) if built else {"model_type": "bert"}

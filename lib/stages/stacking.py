@@ -124,7 +124,9 @@ def stacked(v: Variant, name: str, model, tokenizer, keep, trimmed: bool, paths:
     """`v`'s (pruned) model as FP32 ONNX, kept only if it matches PyTorch, then built for each of `runtimes`."""
     fp32_dir, parity = save_onnx_fp32(name, model, tokenizer, texts[:8], paths["checkpoints"] / "stacked", tol)
     steps = ("vocab_trim",) * trimmed + ("onnx_export",)
-    made = stacked_onnx(v, name, fp32_dir, tokenizer, keep, steps, paths, parity, static) if "onnxruntime" in runtimes else []
+    made = []
+    if "onnxruntime" in runtimes:
+        made += stacked_onnx(v, name, fp32_dir, tokenizer, keep, steps, paths, parity, static)
     if "openvino" in runtimes:
         made += stacked_openvino(v, name, fp32_dir, tokenizer, steps, paths, texts, tol, static, bf16)
     return made
