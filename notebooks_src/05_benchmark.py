@@ -56,11 +56,12 @@ batch_flip_sets = "val,test,ood_val"  # sets also run one sentence at a time to 
 peak_seconds = 1.0  # seconds per matmul shape when measuring the INT8 and FP32 peak of ONNX Runtime (5 shapes each), 0 skips it [min 0] [smoke 0.05]
 serving_n = 50  # validation sentences each serving setting of the shipped ONNX model reads per round, one at a time (and more at batch 32), 0 ships ONNX Runtime's defaults unsearched [min 0] [smoke 4]
 serving_rounds = 3  # interleaved rounds per step of the serving-settings search, each setting keeping its best [min 1] [smoke 1]
+profile_n = 50  # validation sentences the shipped model is profiled on per operator, one at a time (and 8 times as many at batch 32), 0 skips the profile [min 0] [smoke 4]
 
 # %%
 from IPython.display import Markdown, display
 
-from lib.measure import serving_search
+from lib.measure import profile, serving_search
 from lib.report import plots
 from lib.ship import decide, pareto
 from lib.stages import benchmark
@@ -143,6 +144,21 @@ if stage.serving is not None:
     display(plots.table(serving_search.table(stage.serving), index=False, caption="Serving settings tried, step by "
                         "step (each step starts from the one before's choice; the last step's ships), timed in this "
                         "stage's process on validation sentences: comparable with each other, not with the harness."))
+
+# %% [markdown]
+# ## Where the time goes
+# The recommended model's node time per operator group (GEMM, attention, quantize/dequantize, layer norm, other),
+# traced by its runtime's profiler with the serving settings it ships with, at batch 1 (`profile_n` validation
+# sentences) and batch 32 (length-sorted batches, as `lib.predict` serves), warm-up runs left out; the GEMM group's
+# GOP/s (its multiply-accumulates as executed, over its time) against ONNX Runtime's INT8 peak measured above.
+
+# %%
+stage.profile_shipped()
+display(Markdown(profile.summary(stage.profiled, profile.why_none(profile_n, recommended["name"]))))
+if stage.profiled is not None:
+    display(plots.table(profile.table(stage.profiled), index=False, caption="Share of node time and ms per sentence "
+                        "per operator group (profiled: slightly slower than unprofiled), and the GEMM group's share "
+                        "of the INT8 peak."))
 
 # %% [markdown]
 # ## Recommendation and export

@@ -59,9 +59,10 @@ def settings_from_json(data: dict, path) -> Settings:
     return settings_block(data, path, SETTINGS_KEY, CHECKS, Settings)
 
 
-def session(path, threads: int = 2, settings: Settings | None = None):
+def session(path, threads: int = 2, settings: Settings | None = None, profile_prefix: str | None = None):
     """An InferenceSession on the CPU. `path`: a file or a serialized model (bytes). `settings` (threads included)
-    when given, else ORT's defaults on `threads` intra-op threads. Which settings serve fastest depends on the
+    when given, else ORT's defaults on `threads` intra-op threads; `profile_prefix`: trace every run to a JSON file
+    named from it (lib.measure.profile). Which settings serve fastest depends on the
     machine (on the AMD box of issue 15, no spinning, no memory pattern and BASIC optimizations; on an Intel Xeon
     those cost 1.36x at batch 1 against ORT's defaults, issue 30): lib.measure.serving_search chooses them."""
     import onnxruntime as ort
@@ -72,6 +73,8 @@ def session(path, threads: int = 2, settings: Settings | None = None):
     opts.log_severity_level = 3  # errors only: optimizer notices are not the user's business
     opts.add_session_config_entry("session.intra_op.allow_spinning", str(int(settings.intra_op_spinning)))
     opts.enable_mem_pattern = settings.memory_pattern
+    if profile_prefix:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"])
 
 

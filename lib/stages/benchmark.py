@@ -8,7 +8,8 @@ from lib.core import goals
 from lib.core.variants import Variant
 from lib.data import ood
 from lib.data.corpus import load_splits
-from lib.measure import harness, invariance, serving_search, speed, yardstick
+from lib.measure import harness, invariance, profile, serving_search, speed, yardstick
+from lib.runtime.onnxrt import Settings
 from lib.ship import decide, pareto
 from lib.ship.artifacts import ship_recommended
 from lib.stages.base import Stage as BaseStage
@@ -18,7 +19,7 @@ SETS = ("val", "test")  # scored by one harness: val decides, test reports; ood_
 
 class Stage(BaseStage):
     NAME = "05_benchmark"
-    STEPS = ("gather", "benchmark", "recommend", "tune_serving", "export")
+    STEPS = ("gather", "benchmark", "recommend", "tune_serving", "profile_shipped", "export")
 
     def gather(self) -> list[Variant]:
         """Every variant earlier stages listed, and the FinBERT-sized yardstick timed beside them."""
@@ -100,6 +101,14 @@ class Stage(BaseStage):
         why = "serving_n = 0" if not self.p.serving_n else f"`{self.recommended['name']}` is not an ONNX model"
         return serving_search.summary(self.serving, why)
 
+    def profile_shipped(self) -> dict | None:
+        """Where the recommendation's time goes, per operator group at batch 1 and 32, with the serving settings it
+        ships with (lib.measure.profile); None with profile_n = 0 or a format no collector reads."""
+        shipped = next(v for v in self.variants if v.name == self.recommended["name"])
+        self.profiled = profile.of_variant(shipped, self.paths["root"], self.sets["val"]["text"].tolist(), self.p.profile_n,
+                                           serving_search.chosen(self.serving) or Settings(self.p.threads), self.peak)
+        return self.profiled
+
     def export(self) -> Path:
         """artifacts/model: the recommended variant, self-describing (config, tokenizer, model card); `python -m
         lib.predict` serves it. First its macro-F1 per set as predict gives it (its defaults, the serving settings it
@@ -120,7 +129,7 @@ class Stage(BaseStage):
                             "recommended": rec.to_dict(), "table": decide.index_table(self.df),
                             "shipped": {"name": rec["name"], "lineage": decide.lineage(self.df, rec["name"])},
                             "artifact": str(self.exported), "peak": self.peak, "serving": self.serving,
-                            "served_macro_f1": self.served,
+                            "served_macro_f1": self.served, "profile": self.profiled,
                             "yardstick": [] if self.yard is None else self.yard.to_dict("records")},
                 "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
                              f"recommended {test} macro-F1": rec[f"{test}_macro_f1"],

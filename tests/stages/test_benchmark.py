@@ -206,3 +206,37 @@ def test_no_serving_search_without_an_onnx_model_or_with_serving_n_0(tmp_path):
     stage.p.serving_n = 0
     assert stage.tune_serving() is None and "(serving_n = 0)" in stage.serving_text()
     assert "runs ONNX Runtime's defaults" in stage.serving_text()
+
+
+def test_stage05_profiles_where_the_shipped_models_time_goes(smoke_run):
+    """Issue 30 item 6: the recommendation profiled per operator group at batch 1 and 32 with the settings it ships
+    with, in the stage's metrics (strict JSON) and on its page, the GEMM group against the measured INT8 peak."""
+    from lib.measure import profile
+    m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
+    record, params = m["metrics"]["profile"], m["run_info"]["params"]
+    assert record["variant"] == m["headline"]["recommended"] and record["runtime"] == "onnxruntime"
+    assert record["settings"] == m["metrics"]["serving"]["onnxruntime"]
+    b1, b32 = record["batches"]["batch_1"], record["batches"]["batch_32"]
+    assert b1["sentences"] == b1["runs"] == params["profile_n"] and b32["sentences"] == m["metrics"]["sets"]["val"]
+    for b in (b1, b32):
+        assert list(b["groups"]) == list(profile.GROUPS) and b["groups"]["GEMM"]["us"] > 0
+        assert sum(g["share"] for g in b["groups"].values()) == pytest.approx(1.0)
+        assert sum(o["us"] for o in b["ops"]) == pytest.approx(b["node_ms"] * 1000) and b["node_ms"] <= b["wall_ms"]
+        assert b["gemm_share_int8_peak"] == pytest.approx(b["gemm_gops"] / m["metrics"]["peak"]["int8"]["gops"])
+    page = (smoke_run / "reports" / "05_benchmark.html").read_text()
+    assert "Where the time goes" in page and "% of node time (batch 32)" in page and "of the INT8 peak" in page
+
+
+def test_no_profile_with_profile_n_0_or_a_model_no_collector_reads(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from lib.core.variants import Variant
+    from lib.stages import benchmark
+    stage = object.__new__(benchmark.Stage)
+    teacher = Variant("teacher", "hf", "t", "x", ("finetune",), "01_data_teacher")
+    stage.variants, stage.recommended, stage.paths = [teacher], pd.Series({"name": "teacher"}), {"root": tmp_path}
+    stage.sets, stage.serving, stage.peak = {"val": pd.DataFrame({"text": ["Sales fell"]})}, None, None
+    stage.p = SimpleNamespace(profile_n=4, threads=2)
+    assert stage.profile_shipped() is None and stage.profiled is None
