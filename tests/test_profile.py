@@ -145,6 +145,23 @@ def test_no_profile_without_sentences_or_an_onnx_model(model):  # noqa: F811
     torch_one = Variant("q", "torch_int8", str(model), "teacher", ("torch_int8",), "03_quantization", "int8")
     assert profile.of_variant(onnx, model.parent, tiny_model.TEXTS, 0, onnxrt.Settings(1), None) is None
     assert profile.of_variant(torch_one, model.parent, tiny_model.TEXTS, 3, onnxrt.Settings(1), None) is None
-    assert profile.why_none(0, "x") == "profile_n = 0" and "not an ONNX model" in profile.why_none(3, "q")
+    assert profile.why_none(0, "x") == "profile_n = 0" and "neither ONNX Runtime nor OpenVINO" in profile.why_none(3, "q")
     assert profile.summary(None, "profile_n = 0") == "No per-operator profile (profile_n = 0)."
     assert profile.of_variant(onnx, model.parent, tiny_model.TEXTS, 2, onnxrt.Settings(1), None)["variant"] == "shipped"
+
+
+def test_an_openvino_model_is_profiled_from_its_performance_counters(tmp_path):
+    pytest.importorskip("openvino", reason="the OpenVINO runtime is not installed")
+    from lib.techniques import openvino_export as ovx
+    from lib.techniques.onnx_export import save_onnx_fp32
+    classifier, tokenizer = tiny_model.tiny_classifier()
+    fp32_dir, _ = save_onnx_fp32("t", classifier, tokenizer, tiny_model.TEXTS, tmp_path, 1e-3)
+    ir, _ = ovx.save_openvino_fp32("t", fp32_dir, tokenizer, tmp_path, tiny_model.TEXTS[:4], 1e-3)
+    variant = Variant("t_openvino", "openvino", str(ir), "t", ("onnx_export", "openvino"), "06_stacking", "fp32")
+    record = profile.of_variant(variant, tmp_path, tiny_model.TEXTS * 6, 4, onnxrt.Settings(1), None)
+    assert record["runtime"] == "openvino" and record["settings"] == {"threads": 1, "precision": "f32"}
+    b1, b32 = record["batches"]["batch_1"], record["batches"]["batch_32"]
+    assert (b1["runs"], b32["runs"]) == (4, 1)
+    for b in (b1, b32):
+        assert sum(g["share"] for g in b["groups"].values()) == pytest.approx(1.0)
+        assert b["groups"]["GEMM"]["us"] > 0 and b["groups"]["other"]["share"] < 1

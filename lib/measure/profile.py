@@ -17,7 +17,7 @@ import pandas as pd
 
 from lib.measure import roofline
 from lib.predict import serving
-from lib.runtime import onnxrt
+from lib.runtime import onnxrt, openvino as ovrt
 
 BATCH = 32
 BATCH_TEXTS = 8  # batch 32 reads this many times the batch-1 sentences (as lib.measure.serving_search does)
@@ -172,16 +172,29 @@ def run(path, texts: list[str], settings: onnxrt.Settings, n: int, peak: dict | 
                                        texts, n, peak)}
 
 
+def run_openvino(path, texts: list[str], threads: int, n: int, peak: dict | None, name: str = "") -> dict:
+    """The same profile of the OpenVINO model at `path`, compiled with the settings it ships with (its precision) on
+    `threads` threads, from OpenVINO's performance counters."""
+    path = Path(path)
+    settings = ovrt.settings_of(path)._replace(threads=threads)
+    compiled = ovrt.compiled(ovrt.model_file(path), settings, perf_count=True)
+    return {"variant": name or path.name, "runtime": "openvino", "settings": settings._asdict(),
+            "batches": profile_batches(serving.load(path, settings=settings), partial(collect_openvino, compiled),
+                                       texts, n, peak)}
+
+
 def of_variant(variant, root: Path, texts: list[str], n: int, settings: onnxrt.Settings, peak: dict | None) -> dict | None:
-    """run() on a Variant of the run at `root`; None with n = 0 or a format no collector here reads yet."""
-    if not n or variant.format != "onnx":
+    """run() (ONNX Runtime) or run_openvino() on a Variant of the run at `root`; None with n = 0 or another format."""
+    if not n or variant.format not in ("onnx", "openvino"):
         return None
+    if variant.format == "openvino":
+        return run_openvino(variant.location(root), texts, settings.threads, n, peak, variant.name)
     return run(variant.location(root), texts, settings, n, peak, variant.name)
 
 
 def why_none(n: int, name: str) -> str:
     """Why of_variant gave no profile, for the report."""
-    return "profile_n = 0" if not n else f"`{name}` is not an ONNX model: no collector reads its runtime yet"
+    return "profile_n = 0" if not n else f"`{name}` runs on neither ONNX Runtime nor OpenVINO: no collector reads it"
 
 
 def _pct(share) -> str:

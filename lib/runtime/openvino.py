@@ -49,10 +49,12 @@ def compile_config(settings: Settings) -> dict:
             "INFERENCE_NUM_THREADS": str(settings.threads)}
 
 
-def compiled(path, settings: Settings):
-    """The IR at `path` (an .xml file, or an ov.Model) compiled for the CPU with `settings`."""
+def compiled(path, settings: Settings, perf_count: bool = False):
+    """The IR at `path` (an .xml file, or an ov.Model) compiled for the CPU with `settings`; `perf_count` turns on the
+    per-node performance counters lib.measure.profile reads."""
     import openvino as ov
-    return ov.Core().compile_model(path if isinstance(path, ov.Model) else str(path), "CPU", compile_config(settings))
+    config = {**compile_config(settings), **({"PERF_COUNT": True} if perf_count else {})}
+    return ov.Core().compile_model(path if isinstance(path, ov.Model) else str(path), "CPU", config)
 
 
 def predictor(model):
