@@ -98,7 +98,9 @@ class Stage(BaseStage):
 
     def serving_text(self) -> str:
         """The report's paragraph on the serving settings shipped, or why none were searched."""
-        why = "serving_n = 0" if not self.p.serving_n else f"`{self.recommended['name']}` is not an ONNX model"
+        why = "serving_n = 0" if not self.p.serving_n else (
+            f"`{self.recommended['name']}` does not run on ONNX Runtime; an OpenVINO model serves with latency hints, "
+            "one stream and the precision it was built and scored with")
         return serving_search.summary(self.serving, why)
 
     def profile_shipped(self) -> dict | None:

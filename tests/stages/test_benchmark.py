@@ -202,7 +202,7 @@ def test_no_serving_search_without_an_onnx_model_or_with_serving_n_0(tmp_path):
     teacher = Variant("teacher", "hf", "t", "x", ("finetune",), "01_data_teacher")
     stage.variants, stage.recommended, stage.paths = [teacher], pd.Series({"name": "teacher"}), {"root": tmp_path}
     stage.p = SimpleNamespace(serving_n=4, serving_rounds=1, threads=2)
-    assert stage.tune_serving() is None and "`teacher` is not an ONNX model" in stage.serving_text()
+    assert stage.tune_serving() is None and "`teacher` does not run on ONNX Runtime" in stage.serving_text()
     stage.p.serving_n = 0
     assert stage.tune_serving() is None and "(serving_n = 0)" in stage.serving_text()
     assert "runs ONNX Runtime's defaults" in stage.serving_text()
