@@ -28,6 +28,12 @@ KINDS = {
                         "{:.2f}x"),
     "min_size_ratio": Kind("size_ratio", ">=", 1, "at least {v}x smaller on disk than {ref}", "size ≥ {v}x smaller",
                            "{:.2f}x"),
+    # against the off-the-shelf reference rows of the same run (lib.measure.reference), end to end (text in, label out)
+    "min_speedup_vs_reference": Kind("speedup_vs_reference", ">=", 1, "at least {v}x faster end to end at batch 1 "
+                                     "than the fastest reference row", "≥ {v}x reference (batch 1)", "{:.2f}x"),
+    "min_throughput_vs_reference": Kind("throughput_vs_reference", ">=", 1, "at least {v}x the end-to-end batch-32 "
+                                        "throughput of the highest-throughput reference row",
+                                        "≥ {v}x reference (batch 32)", "{:.2f}x"),
     "min_ood_retention": Kind("ood_val_retention", ">=", 1, "out-of-domain validation macro-F1 at least {v} of {ref}'s",
                               "OOD-val retention ≥ {v}", "{:.3f}"),
 }

@@ -38,6 +38,7 @@ class Variant:
     stage: str = ""              # the stage that wrote it
     precision: str = "fp32"      # of its weights: fp32, int8, fp16; bf16: FP32 weights run in bf16
     metrics: dict = field(default_factory=dict)  # the writing stage's own figures (F1 on its batching, size, latency)
+    reference: bool = False      # an off-the-shelf reference row (lib.measure.reference): measured, never a candidate
 
     def derive(self, name: str, format: str, path: str, technique: str | tuple, stage: str,
                precision: str | None = None, **metrics) -> "Variant":

@@ -15,6 +15,7 @@ from lib.core.variants import Variant
 from lib.measure import bench
 from lib.modeling.train import scores
 from lib.predict.serving import softmax
+from lib.ship import decide
 
 # Modules every variant needs, imported once in the fork server instead of ~2 s per variant process.
 PRELOAD = ["lib.measure.bench", "lib.core.variants", "lib.runtime.onnxrt", "lib.techniques.prune", "lib.techniques.quantize",
@@ -65,7 +66,7 @@ def score_logits(logits, labels: np.ndarray, teacher_preds: np.ndarray | None, s
 def row(v: Variant, quality: dict, raw: dict) -> dict:
     """One benchmark row: the variant's fields, its quality on each set (S_* columns), its costs."""
     return {"name": v.name, "stage": v.stage, "format": v.format, "precision": v.precision, "source": v.source,
-            "techniques": list(v.techniques), **quality,
+            "techniques": list(v.techniques), "reference": v.reference, **quality,
             "latency_median_ms": raw["latency"]["median_ms"], "latency_p95_ms": raw["latency"]["p95_ms"],
             "latency_p99_ms": raw["latency"]["p99_ms"], "throughput_b32_per_s": raw["throughput_per_s"],
             "peak_rss_mb": raw["peak_rss_mb"], "load_s": raw["load_s"], "disk_bytes": raw["disk_bytes"],
@@ -144,12 +145,17 @@ def with_ratios(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
 
 
 def with_readings(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
-    """Per set S: S_p_holm and S_reading, Holm over the family of every variant compared with the teacher (row 0,
-    whose p_holm is absent and whose reading is "reference")."""
+    """Per set S: S_p_holm and S_reading, Holm over the family of every candidate compared with the teacher (row 0,
+    whose p_holm is absent and whose reading is "reference"); the off-the-shelf reference rows are a family of their
+    own, so that adding them moves no candidate's word."""
+    refs = decide.reference_rows(df)
+    families = [f for f in (df.index[1:][~refs.iloc[1:].to_numpy()], df.index[refs.to_numpy()]) if len(f)]
     for name in sets:
-        adjusted, words = stats.family_readings(df[f"{name}_delta_pts"].iloc[1:], df[f"{name}_p"].iloc[1:])
-        df[f"{name}_p_holm"] = [None, *adjusted]
-        df[f"{name}_reading"] = ["reference", *words]
+        p_holm, words = pd.Series(np.nan, index=df.index), pd.Series("reference", index=df.index, dtype=object)
+        for family in families:
+            p_holm[family], words[family] = stats.family_readings(df.loc[family, f"{name}_delta_pts"],
+                                                                  df.loc[family, f"{name}_p"])
+        df[f"{name}_p_holm"], df[f"{name}_reading"] = p_holm, words
     return df
 
 

@@ -3,7 +3,7 @@ and the share of the CPU's measured matmul peak a variant reaches (lib.measure.r
 import numpy as np
 import pandas as pd
 
-from lib.measure import roofline
+from lib.measure import reference, roofline
 from lib.measure.yardstick import LABEL
 from lib.ship import decide
 
@@ -46,9 +46,13 @@ def cost_columns(out: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def cost_table(df: pd.DataFrame, yard: pd.DataFrame | None) -> pd.DataFrame:
-    """ship.cost_table with the columns above, then the yardstick rows (unnumbered: they are not plotted)."""
-    out = cost_columns(decide.cost_table(df), df)
+def cost_table(df: pd.DataFrame, yard: pd.DataFrame | None, refs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """ship.cost_table with the columns above, then the reference rows (lib.measure.reference, marked) and the
+    yardstick rows (both unnumbered: they are not plotted)."""
+    if refs is not None and len(refs):
+        out = reference.beside(lambda d: cost_columns(decide.cost_table(d), d), df, refs)
+    else:
+        out = cost_columns(decide.cost_table(df), df)
     if yard is None or not len(yard):
         return out
     extra = cost_columns(decide.cost_table(yard), yard)

@@ -16,6 +16,32 @@ LATENCY_TIE = 0.1  # variants within 10% (about the run-to-run spread of the tim
 DECISION_FLIP_SETS = ("val", "ood_val")
 
 
+def reference_rows(df: pd.DataFrame) -> pd.Series:
+    """True for the off-the-shelf reference rows (Variant.reference, lib.measure.reference): measured like every
+    variant, never recommended."""
+    if "reference" not in df:
+        return pd.Series(False, index=df.index)
+    return df["reference"].astype(str).str.lower().eq("true")  # a bool column, or its words read back from a CSV
+
+
+def best_references(refs: pd.DataFrame) -> dict:
+    """The reference rows the goals compare with, all end to end in this run: the fastest at batch 1 and the one
+    with the highest batch-32 throughput (each the hardest bar at its batch size)."""
+    return {"batch1": refs.loc[refs["e2e_latency_median_ms"].idxmin()],
+            "batch32": refs.loc[refs["e2e_throughput_b32_per_s"].idxmax()]}
+
+
+def with_reference_ratios(df: pd.DataFrame, refs: pd.DataFrame) -> pd.DataFrame:
+    """speedup_vs_reference (the fastest reference row's e2e batch-1 ms over each row's) and throughput_vs_reference
+    (each row's e2e batch-32 sentences/s over the best reference row's); absent, so the goals read n/a, without
+    reference rows."""
+    if len(refs):
+        best = best_references(refs)
+        df["speedup_vs_reference"] = best["batch1"]["e2e_latency_median_ms"] / df["e2e_latency_median_ms"]
+        df["throughput_vs_reference"] = df["e2e_throughput_b32_per_s"] / best["batch32"]["e2e_throughput_b32_per_s"]
+    return df
+
+
 def goal_checks(df: pd.DataFrame, goals: list[Goal]) -> dict:
     """Each deployment goal, in words -> whether each variant meets it (a boolean Series)."""
     return {g.text: g.met(df[g.metric]) for g in goals}
@@ -51,6 +77,7 @@ def recommend(df: pd.DataFrame, goals: list[Goal], latency_tie: float = LATENCY_
     """Fastest variant that meets every deployment goal on validation; if none does, the fastest within the
     F1 budget; both among the variants with zero batch flips on val and ood_val (with none, the fewest). Variants
     within latency_tie of the fastest count as tied, and the smallest wins."""
+    df = df[~reference_rows(df)]  # a reference row is reported beside the candidates, never shipped
     ok = df[budget(goals).met(df[budget(goals).metric])]
     flips = decision_flips(ok)
     steady = ok[flips == flips.min()]  # zero flips where any variant within the budget has none, else the fewest
@@ -62,6 +89,7 @@ def recommend(df: pd.DataFrame, goals: list[Goal], latency_tie: float = LATENCY_
 
 def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: float = LATENCY_TIE, show: int = 4) -> str:
     """One sentence on why the recommendation sits where it does: what rules out each faster variant."""
+    df = df[~reference_rows(df)]
     faster = df[df["latency_median_ms"] < rec["latency_median_ms"]].sort_values("latency_median_ms", ascending=False)
     if faster.empty:
         return f"`{rec['name']}` is the fastest variant measured."

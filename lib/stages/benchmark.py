@@ -8,13 +8,16 @@ from lib.core import goals
 from lib.core.variants import Variant
 from lib.data import ood
 from lib.data.corpus import load_splits
-from lib.measure import harness, invariance, profile, serving_search, speed, yardstick
+from lib.measure import harness, invariance, profile, reference, serving_search, speed, yardstick
 from lib.runtime.onnxrt import Settings
 from lib.ship import decide, pareto
 from lib.ship.artifacts import ship_recommended
 from lib.stages.base import Stage as BaseStage
 
 SETS = ("val", "test")  # scored by one harness: val decides, test reports; ood_val/ood_test join when stage 01 wrote them
+# why a goal is not judged when its columns are absent
+SKIPPED = {"ood_val_retention": "stage 01 wrote no out-of-domain sets (no tweets in the data folder)",
+           "speedup_vs_reference": "n/a (no reference rows)", "throughput_vs_reference": "n/a (no reference rows)"}
 
 
 class Stage(BaseStage):
@@ -22,19 +25,29 @@ class Stage(BaseStage):
     STEPS = ("gather", "benchmark", "recommend", "tune_serving", "profile_shipped", "export")
 
     def gather(self) -> list[Variant]:
-        """Every variant earlier stages listed, and the FinBERT-sized yardstick timed beside them."""
+        """Every variant earlier stages listed, the FinBERT-sized yardstick timed beside them, and the off-the-shelf
+        reference rows built from the teacher (lib.measure.reference: measured like the variants, never candidates)."""
         self.variants = self.upstream_variants()
+        names = [x.strip() for x in self.p.references.split(",") if x.strip()]
+        splits = load_splits(self.paths["data"])
+        val = splits["val"]["text"].tolist()
+        # INT8 reference rows calibrate on training sentences, as stage 06 does: val only scores them
+        self.references, self.skipped = reference.build(
+            self.paths["root"], self.paths["checkpoints"] / "references", self.variants[0], val, names,
+            calibration=splits["train"]["text"].astype(str).tolist()) if names else ([], {})
         self.yardsticks = []  # timed beside the variants, never one of them (lib.measure.yardstick)
         if self.p.yardstick_layers:
-            self.yardsticks = yardstick.build(self.paths["root"], self.paths["checkpoints"] / "yardstick",
-                                              load_splits(self.paths["data"])["val"]["text"].tolist(),
+            self.yardsticks = yardstick.build(self.paths["root"], self.paths["checkpoints"] / "yardstick", val,
                                               self.p.yardstick_layers, self.p.seed)
         return self.variants
 
     def describe(self) -> str:
         return "\n".join([f"* `{v.name}` ({v.format}, {v.precision}, from {v.stage}: {' -> '.join(v.techniques)})"
                           for v in self.variants] + [f"* `{v.name}` ({v.format}, {v.precision}, the yardstick: "
-                                                     f"{yardstick.LABEL})" for v in self.yardsticks])
+                                                     f"{yardstick.LABEL})" for v in self.yardsticks]
+                         + [f"* `{v.name}` ({v.format}, {v.precision}: {reference.label(v.techniques)}; "
+                            f"{reference.MARK})" for v in self.references]
+                         + [f"* `{n}`: skipped, {why}" for n, why in self.skipped.items()])
 
     def benchmark(self):
         """The harness over every variant, the teacher first, on each named set; results/benchmark.{csv,json}."""
@@ -44,17 +57,23 @@ class Stage(BaseStage):
         self.sets = {name: df.iloc[:cut] for name, df in named.items()}
         # a named out-of-domain set is skipped where stage 01 wrote none (no tweets in the data folder)
         flip_sets = [s.strip() for s in self.p.batch_flip_sets.split(",") if s.strip() in self.sets]
-        self.df = harness.run_benchmark(self.paths["root"], self.sets, self.variants, self.p.threads, self.p.latency_n,
-                                        gpu=self.device if self.p.gpu else None, seed=self.p.seed, flip_sets=flip_sets)
+        df = harness.run_benchmark(self.paths["root"], self.sets, self.variants + self.references, self.p.threads,
+                                   self.p.latency_n, gpu=self.device if self.p.gpu else None, seed=self.p.seed,
+                                   flip_sets=flip_sets)
+        refs = decide.reference_rows(df)  # the same harness and statistics; the reference rows are kept apart
+        self.refs = df[refs].reset_index(drop=True)
+        self.df = decide.with_reference_ratios(df[~refs].reset_index(drop=True), self.refs)
         self.yard = harness.run_yardstick(self.paths["root"], self.sets["val"]["text"].tolist(), self.yardsticks,
                                           self.df.iloc[0], self.p.threads, self.p.latency_n,
                                           self.p.seed) if self.yardsticks else None
         self.peak = speed.measure_peak(self.p.threads, self.p.peak_seconds)
         speed.with_peak_share(speed.with_finbert_ratio(self.df, self.yard), self.peak)
+        speed.with_peak_share(speed.with_finbert_ratio(self.refs, self.yard), self.peak)
         if self.yard is not None:
             speed.with_peak_share(speed.with_finbert_ratio(self.yard, self.yard), self.peak)
         harness.write_results(self.df, self.paths["root"] / "results", self.info, peak=self.peak,
-                              yardstick=[] if self.yard is None else self.yard.to_dict("records"))
+                              yardstick=[] if self.yard is None else self.yard.to_dict("records"),
+                              references=self.refs.to_dict("records"), references_skipped=self.skipped)
         return self.df
 
     def stage_goals(self) -> list[goals.Goal]:
@@ -62,9 +81,9 @@ class Stage(BaseStage):
         return [g for g in goals.from_params(self.params, columns=decide.COLUMNS) if g.metric in self.df]
 
     def skipped_goals(self) -> str:
-        missing = [g.name for g in goals.from_params(self.params, columns=decide.COLUMNS) if g.metric not in self.df]
-        return (f"Goal(s) {', '.join(missing)} skipped: stage 01 wrote no out-of-domain sets (no tweets in the data "
-                "folder).") if missing else ""
+        """One line per goal not judged, and why (SKIPPED)."""
+        return "\n".join(f"* Goal {g.name} ({g.text}) skipped: {SKIPPED[g.metric]}." for g in
+                         goals.from_params(self.params, columns=decide.COLUMNS) if g.metric not in self.df)
 
     def recommend(self):
         """The choice, on validation columns only (test columns are reported, never read here)."""
@@ -72,10 +91,16 @@ class Stage(BaseStage):
         return self.recommended
 
     def tables(self) -> tuple:
-        """Quality per set (with the paired delta to the teacher) and costs, numbered as the plot's points."""
+        """Quality per set (with the paired delta to the teacher) and costs, numbered as the plot's points; the
+        reference rows under the candidates, marked."""
         ood_sets = [s for s in self.sets if s in ood.OOD_SETS]
-        return (speed.quality_table(decide.quality_table(self.df, list(SETS)), self.yard),
-                speed.cost_table(self.df, self.yard), decide.ood_table(self.df, ood_sets) if ood_sets else None)
+        return (speed.quality_table(reference.beside(decide.quality_table, self.df, self.refs, list(SETS)), self.yard),
+                speed.cost_table(self.df, self.yard, self.refs),
+                reference.beside(decide.ood_table, self.df, self.refs, ood_sets) if ood_sets else None)
+
+    def reference_table(self):
+        """The shipped model beside every reference row (None without reference rows)."""
+        return reference.table(self.recommended, self.refs) if len(self.refs) else None
 
     def hardware(self) -> str:
         """End to end, against FinBERT's shape, and the share of the CPU's matmul peak, for the recommendation."""
@@ -132,7 +157,8 @@ class Stage(BaseStage):
                             "shipped": {"name": rec["name"], "lineage": decide.lineage(self.df, rec["name"])},
                             "artifact": str(self.exported), "peak": self.peak, "serving": self.serving,
                             "served_macro_f1": self.served, "profile": self.profiled,
-                            "yardstick": [] if self.yard is None else self.yard.to_dict("records")},
+                            "yardstick": [] if self.yard is None else self.yard.to_dict("records"),
+                            "references": self.refs.to_dict("records"), "references_skipped": self.skipped},
                 "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
                              f"recommended {test} macro-F1": rec[f"{test}_macro_f1"],
                              f"{test} Δ vs teacher (points)": rec[f"{test}_delta_pts"],
@@ -142,6 +168,9 @@ class Stage(BaseStage):
                              "e2e sentences/s batch 32": rec["e2e_throughput_b32_per_s"],
                              **({"faster than FinBERT-sized FP32 (untrained, shape only) (x)": rec["speedup_vs_finbert_fp32"]}
                                 if "speedup_vs_finbert_fp32" in rec else {}),
+                             **({"e2e faster than the fastest reference row, batch 1 (x)": rec["speedup_vs_reference"],
+                                 "e2e throughput vs the best reference row, batch 32 (x)": rec["throughput_vs_reference"]}
+                                if "speedup_vs_reference" in rec else {}),
                              **({"share of INT8 peak at batch 32": rec["share_int8_peak_b32"]}
                                 if pd.notna(rec.get("share_int8_peak_b32")) else {}),
                              **({"OOD-val kept vs teacher": rec["ood_val_retention"],
@@ -150,4 +179,5 @@ class Stage(BaseStage):
                 "verdict": "\n\n".join(filter(None, [
                     decide.recommendation_text(rec, self.df, self.stage_goals(), list(SETS)),
                     invariance.served_text(rec, self.served), decide.ood_text(rec, self.df),
+                    reference.summary(rec, self.refs, self.skipped) if self.p.references else "",
                     self.skipped_goals(), "Speed as a user meets it, and how close to the hardware:\n\n" + self.hardware()]))}

@@ -1,5 +1,6 @@
 """Stage 05 (lib/stages/benchmark.py): every listed variant (stage 06's stacked ones too), one harness, the
 recommendation; and stage 06 (lib/stages/stacking.py), which builds the stacked ones."""
+import importlib.util
 import json
 
 import pandas as pd
@@ -50,7 +51,8 @@ def test_stage05_smoke(smoke_run):
     assert [r["test_reading"] for r in table] == rows["test_reading"].tolist() and table[0]["test_p_holm"] is None
     assert {"test_p", "ood_test_p", "ood_test_p_holm", "ood_test_reading"} <= set(table[1])
     assert f"p Holm-adjusted over the {len(rows) - 1} variants compared with the teacher" in m["verdict"]
-    assert [g["goal"] for g in m["goals"]] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio", "min_ood_retention"]
+    assert [g["goal"] for g in m["goals"]] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio", "min_speedup_vs_reference",
+                                               "min_throughput_vs_reference", "min_ood_retention"]
     model = smoke_run / "artifacts" / "model"
     card = (model / "README.md").read_text()
     assert card.startswith("---\nlicense: cc-by-nc-sa-3.0\n") and m["headline"]["recommended"] in card
@@ -75,7 +77,8 @@ def test_stage05_chooses_on_validation(smoke_run):
     # recomputed from the table's val columns (and costs), the choice is the same variant
     gs = goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS)
     assert decide.recommend(rows, gs)["name"] == m["headline"]["recommended"]
-    assert all(g["metric"] in ("val_delta_pts", "speedup_vs_teacher", "size_ratio_vs_teacher", "ood_val_retention") for g in m["goals"])
+    assert all(g["metric"] in ("val_delta_pts", "speedup_vs_teacher", "size_ratio_vs_teacher", "ood_val_retention",
+                               "speedup_vs_reference", "throughput_vs_reference") for g in m["goals"])
     assert "Why here:" in m["verdict"] or "fastest variant measured" in m["verdict"]
 
 
@@ -99,6 +102,42 @@ def test_stage05_end_to_end_yardstick_and_peak(smoke_run):
     page = (smoke_run / "reports" / "05_benchmark.html").read_text()
     assert "finbert_shaped_1_layers_fp32 (shape only, untrained)" in page and "e2e sentences/s (batch 32)" in page
     assert "of the INT8 peak" in m["verdict"] or "no ONNX graph" in m["verdict"]
+
+
+def test_stage05_reference_rows_are_measured_beside_the_variants_and_never_shipped(smoke_run):
+    """Issue 30, items 4-5: the smoke run's reference row (Optimum's ORT recipe on the teacher) has F1, paired deltas,
+    batch flips and OOD figures from the same harness; it stays out of the candidates; the goals against it read the
+    run's own figures; the report shows it marked, beside the shipped model."""
+    from lib.measure import reference
+    from lib.ship import decide
+    rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
+    results = json.loads((smoke_run / "results" / "benchmark.json").read_text())
+    m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
+    refs = pd.DataFrame(results["references"])
+    assert refs["name"].tolist() == ["teacher_ort_optimized_int8"] and refs["reference"].all()
+    assert not rows["reference"].any() and "teacher_ort_optimized_int8" not in set(rows["name"])
+    for s in ("val", "test", "ood_val", "ood_test"):
+        for col in ("macro_f1", "delta_pts", "delta_ci_low", "delta_ci_high", "p", "p_holm", "retention"):
+            assert refs[f"{s}_{col}"].notna().all(), (s, col)
+    assert (refs["val_batch_n"] == 24).all() and (refs["e2e_latency_median_ms"] > 0).all()
+    if importlib.util.find_spec("openvino") is None:
+        assert m["metrics"]["references_skipped"] == {} and results["references_skipped"] == {}  # smoke: ORT only
+    rec = m["metrics"]["recommended"]
+    ref = refs.iloc[0]
+    assert rec["speedup_vs_reference"] == pytest.approx(ref["e2e_latency_median_ms"] / rec["e2e_latency_median_ms"])
+    assert rec["throughput_vs_reference"] == pytest.approx(rec["e2e_throughput_b32_per_s"] / ref["e2e_throughput_b32_per_s"])
+    checks = {g["goal"]: g for g in m["goals"]}
+    assert checks["min_speedup_vs_reference"]["value"] == pytest.approx(rec["speedup_vs_reference"])
+    assert decide.recommend(pd.concat([rows, refs], ignore_index=True), decide_goals(m))["name"] == m["headline"]["recommended"]
+    page = (smoke_run / "reports" / "05_benchmark.html").read_text()
+    assert reference.MARK in page and "Against the off-the-shelf tools" in page and "(shipped)" in page
+    assert "Against the off-the-shelf reference rows" in m["verdict"]
+
+
+def decide_goals(m: dict) -> list:
+    from lib.core import goals
+    from lib.ship import decide
+    return goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS)
 
 
 def test_stage05_counts_batch_flips_and_scores_the_shipped_model_as_predict_serves_it(smoke_run):
@@ -133,12 +172,17 @@ def test_ood_goal_is_skipped_with_a_note_when_stage01_wrote_no_ood_sets():
     from lib.stages import benchmark
     from tests.test_ship import ood_rows, table_rows
     stage = object.__new__(benchmark.Stage)
-    stage.params = {"max_f1_drop_pts": 1.5, "min_speedup": 2.0, "min_size_ratio": 1.2, "min_ood_retention": 0.97}
+    stage.params = {"max_f1_drop_pts": 1.5, "min_speedup": 2.0, "min_size_ratio": 1.2, "min_ood_retention": 0.97,
+                    "min_speedup_vs_reference": 2.0}
     stage.df = table_rows()
     assert [g.name for g in stage.stage_goals()] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio"]
-    assert stage.skipped_goals().startswith("Goal(s) min_ood_retention skipped")
+    assert stage.skipped_goals().splitlines() == [
+        "* Goal min_speedup_vs_reference (at least 2.0x faster end to end at batch 1 than the fastest reference row) "
+        "skipped: n/a (no reference rows).",
+        "* Goal min_ood_retention (out-of-domain validation macro-F1 at least 0.97 of the teacher's) skipped: stage 01 "
+        "wrote no out-of-domain sets (no tweets in the data folder)."]
     assert decide.recommend(stage.df, stage.stage_goals())["name"] == "student_p50_int8"
-    stage.df = ood_rows()
+    stage.df = ood_rows().assign(speedup_vs_reference=3.0)
     assert stage.stage_goals()[-1].metric == "ood_val_retention" and stage.skipped_goals() == ""
 
 
