@@ -129,7 +129,7 @@ def test_the_openvino_references_run_at_openvino_defaults_and_serve(tiny_variant
         predict, tokenizer = formats.load(v, root, threads=1)
         assert np.asarray(predict(dict(tokenizer(["Sales fell"], return_tensors="np")))).shape == (1, 3)
         assert serving.load(v.location(root), 1).labels == serving.load(teacher.location(root), 1).labels
-    assert "FakeQuantize" in {op.get_type_name() for op in __import__("openvino").Core().read_model(
+    assert "FakeQuantize" in {op.get_type_name() for op in __import__("lib.runtime.openvino", fromlist=["core"]).core().read_model(
         str(built[1].location(root) / "openvino_model.xml")).get_ops()}
 
 

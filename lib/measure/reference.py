@@ -112,8 +112,7 @@ def ort_optimized_int8(teacher_dir: Path, folder: Path, texts: list[str], calibr
 
 def default_precision() -> str:
     """The precision OpenVINO's CPU plugin runs FP32 models at when not told (bf16 where the CPU has it)."""
-    import openvino
-    hint = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    hint = ovrt.core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     return hint if hint in ovrt.PRECISIONS else "f32"
 
 

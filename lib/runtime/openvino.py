@@ -1,5 +1,6 @@
 """OpenVINO inference without torch: an IR folder (openvino_model.xml/.bin + tokenizer) compiled for the CPU with the
 settings it ships with (serving.json's "openvino" block: threads, and f32 or bf16 execution)."""
+import functools
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -49,12 +50,21 @@ def compile_config(settings: Settings) -> dict:
             "INFERENCE_NUM_THREADS": str(settings.threads)}
 
 
+@functools.cache
+def core():
+    """The process's one OpenVINO Core. Each Core's CPU plugin installs its own signal stack on the main thread and
+    puts back the one it found when destroyed: Cores destroyed out of order leave it on unmapped memory, and the next
+    signal (a Ctrl-C) kills the process with SIGSEGV. One Core for the process's life never swaps it back."""
+    import openvino as ov
+    return ov.Core()
+
+
 def compiled(path, settings: Settings, perf_count: bool = False):
     """The IR at `path` (an .xml file, or an ov.Model) compiled for the CPU with `settings`; `perf_count` turns on the
     per-node performance counters lib.measure.profile reads."""
     import openvino as ov
     config = {**compile_config(settings), **({"PERF_COUNT": True} if perf_count else {})}
-    return ov.Core().compile_model(path if isinstance(path, ov.Model) else str(path), "CPU", config)
+    return core().compile_model(path if isinstance(path, ov.Model) else str(path), "CPU", config)
 
 
 def predictor(model):

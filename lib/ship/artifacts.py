@@ -10,6 +10,7 @@ from lib.core.files import atomic_dir, write_json, write_text_atomic
 from lib.core.variants import HF_CONFIG, LABELS, ONNX_FILE, OPENVINO_FILE, SHIPPED_MODEL, Variant
 from lib.predict.serving import DEFAULT_MAX_LENGTH
 from lib.runtime.onnxrt import SETTINGS_FILE, TOKENIZER_FILE, pad_id
+from lib.runtime import openvino as ovrt
 from lib.ship import card
 
 # Keys transformers saves from the tokenizer's last call, not settings of the model: dropped, so the one length
@@ -41,8 +42,7 @@ def onnx_positions(folder: Path) -> int | None:
 
 def ir_positions(folder: Path) -> int | None:
     """The same for the folder's OpenVINO IR (its constants keep the ONNX initializers' names)."""
-    import openvino as ov
-    model = ov.Core().read_model(str(Path(folder) / OPENVINO_FILE))
+    model = ovrt.core().read_model(str(Path(folder) / OPENVINO_FILE))
     return next((op.get_output_partial_shape(0)[0].get_length() for op in model.get_ops() if op.get_type_name() ==
                  "Constant" and op.get_friendly_name().endswith("position_embeddings.weight")), None)
 

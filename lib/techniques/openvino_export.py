@@ -84,13 +84,12 @@ def nncf_int8(ir_file: Path, feeds: list[dict]):
     fast bias correction), as an ov.Model. About 10 s for a 6-layer MiniLM on 2 cores, whatever the number of
     calibration sentences: NNCF's own graph passes, not the calibration, take the time."""
     import nncf
-    import openvino as ov
     if not feeds:
         raise FinCompressError("NNCF INT8 needs calibration batches; build them with "
                                "quantize_static.calibration_inputs(tokenizer, train_texts)")
     nncf.set_log_level(logging.ERROR)  # it logs each algorithm it applies
     with quiet():  # and draws progress bars on stdout
-        return nncf.quantize(ov.Core().read_model(str(ir_file)), nncf.Dataset(feeds), subset_size=len(feeds),
+        return nncf.quantize(ovrt.core().read_model(str(ir_file)), nncf.Dataset(feeds), subset_size=len(feeds),
                              model_type=nncf.ModelType.TRANSFORMER)
 
 
