@@ -7,7 +7,8 @@ Columns: val macro-F1 (what chose), test macro-F1 with its bootstrap 95% CI, the
 (negative = worse) with its 95% CI and McNemar p, its reading, latency, speed-up, size, and where the run counted
 them, the batch flips per set (labels that differ between batch 1 and shuffled batches of 32). The shipped row is bold.
 When the run scored the out-of-domain sets, a second table: OOD-val / OOD-test macro-F1 and retention vs the teacher
-beside the in-domain retention, with the paired OOD-test delta.
+beside the in-domain retention, with the paired OOD-test delta. When the run measured reference rows (the teacher
+through off-the-shelf tools), a third table: the shipped model beside each, end to end at batch 1 and 32.
 """
 import argparse
 import sys
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib.core.cli import run_cli  # noqa: E402
 from lib.core.files import read_json  # noqa: E402
 from lib.core.stats import noise_summary  # noqa: E402
+from lib.measure.reference import label  # noqa: E402
 
 BEGIN, END = "<!-- results_table.py: begin -->", "<!-- results_table.py: end -->"
 HEADER = ("| variant | val macro-F1 | test macro-F1 (95% CI) | test Δ vs teacher, pts (95% CI) | test p (bootstrap; "
@@ -80,6 +82,31 @@ def ood_block(variants: list[dict], shipped: str) -> list[str]:
             OOD_HEADER, *(ood_row(v, shipped) for v in variants)]
 
 
+REF_HEADER = ("| model | what it is | val macro-F1 (Δ vs teacher, pts) | test macro-F1 (Δ vs teacher, pts) | batch-1 "
+              "model / end-to-end median (ms) | batch-32 end to end (sentences/s) | MB on disk |\n|---|---|---|---|---|---|---|")
+
+
+def ref_row(v: dict, name: str, what: str) -> str:
+    return (f"| {name} | {what} | {v['val_macro_f1']:.3f} ({v['val_delta_pts']:+.2f}) | {v['test_macro_f1']:.3f} "
+            f"({v['test_delta_pts']:+.2f}) | {v['latency_median_ms']:.2f} / {v['e2e_latency_median_ms']:.2f} | "
+            f"{v['e2e_throughput_b32_per_s']:.0f} | {v['disk_bytes'] / 1e6:.1f} |")
+
+
+def ref_block(stage: dict) -> list[str]:
+    """The shipped model beside the off-the-shelf reference rows and the two goals read against them; nothing when
+    the run measured none (runs before them, or `references` empty)."""
+    refs, rec, head = stage["metrics"].get("references"), stage["metrics"]["recommended"], stage["headline"]
+    if not refs:
+        return []
+    b1, b32 = (head.get(f"e2e {k} reference row, batch {b} (x)") for k, b in (("faster than the fastest", 1),
+                                                                           ("throughput vs the best", 32)))
+    return ["", "Against the off-the-shelf tools (the fine-tuned teacher through each; reference rows, not candidates; "
+            f"same harness, same run): the shipped model is {b1:.2f}x faster end to end than the fastest at batch 1 "
+            f"and serves {b32:.2f}x the sentences/s of the best at batch 32.", "", REF_HEADER,
+            ref_row(rec, f"**`{rec['name']}`** (shipped)", "this study's pick"),
+            *(ref_row(r, f"`{r['name']}`", label(r["techniques"])) for r in refs)]
+
+
 def summary(variants: list[dict]) -> str:
     rest = variants[1:]  # the teacher against itself is no finding
     return noise_summary([v["test_reading"] for v in rest], "test")
@@ -98,7 +125,8 @@ def main(argv=None) -> int:
         raise FinCompressError(f"{out / 'results' / 'benchmark.json'} predates the val/test columns; re-run stage 05 "
                                "(python run_all.py --only 05 --force)")
     shipped = stage["headline"]["recommended"]
-    table = "\n".join([header(variants), *(row(v, shipped) for v in variants), "", summary(variants), *ood_block(variants, shipped)])
+    table = "\n".join([header(variants), *(row(v, shipped) for v in variants), "", summary(variants), *ood_block(variants, shipped),
+                       *ref_block(stage)])
     if args.readme:
         write_block(Path(args.readme), table, stage["run_info"].get("git_commit", "unknown"))
     else:

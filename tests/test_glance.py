@@ -10,7 +10,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from lib.core import pipeline
-from lib.report import card, render
+from lib.report import card, page as report_page, render
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 # appended to a copy of a page: the tables that overflow their box or the window, as the body's data-clipped
@@ -75,6 +75,34 @@ def empty_sections(page: str) -> list[str]:
     return bad
 
 
+def blank_outputs(page: str) -> int:
+    """Output areas with nothing to see (no text, table or figure): each is a gap a reader scrolls past."""
+    soup = BeautifulSoup(page, "html.parser")
+    return sum(1 for o in soup.select(".jp-OutputArea-output")
+               if not o.get_text(strip=True) and not o.find(["img", "table", "svg", "iframe", "canvas", "video"]))
+
+
+RICH_EMPTY = "<pre style=\"white-space:pre;overflow-x:auto;line-height:normal;font-family:Menlo,monospace\"></pre>"
+
+
+def test_blank_displays_are_dropped_and_the_rest_kept():
+    """NNCF's progress bars (rich) leave empty <pre> displays in a notebook; the page drops them, not a table or a
+    figure, and a cell left with nothing goes too."""
+    show = lambda markup: nbformat.v4.new_output("display_data", data={"text/html": markup, "text/plain": ""})  # noqa: E731
+    figure = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("## Stacked"),
+        nbformat.v4.new_code_cell(outputs=[show(RICH_EMPTY), show("<table><tr><td>1.0</td></tr></table>"), figure,
+                                           show(RICH_EMPTY)]),
+        nbformat.v4.new_code_cell(outputs=[show(RICH_EMPTY), show("<div> </div>")]),
+        nbformat.v4.new_markdown_cell("## Next"), nbformat.v4.new_code_cell(outputs=[show("<p>text</p>")])])
+    cells = report_page.for_readers(nb).cells
+    assert [c.cell_type for c in cells] == ["markdown", "code", "markdown", "code"]
+    assert [list(o["data"]) for o in cells[1].outputs] == [["text/html", "text/plain"], ["image/png", "text/plain"]]
+    assert blank_outputs(f"<div class='jp-OutputArea-output'>{RICH_EMPTY}</div><div class='jp-OutputArea-output'>"
+                         "<img src='x.png'></div>") == 1
+
+
 def clipped_tables(page_path, tmp_path, width: int = 1366) -> list[str]:
     """Tables that overflow their box or the window of a headless Chromium `width` px wide."""
     probe = tmp_path / f"probe-{page_path.name}"
@@ -102,6 +130,7 @@ def test_every_page_opens_with_its_card(smoke_run):
         assert not soup.select(".jp-CodeCell .jp-InputArea") and soup.find(id="parameters") and str(smoke_run) not in page, stage
         assert soup.find("details", class_="log") or stage == "06_stacking", stage
         assert not empty_sections(page), (stage, empty_sections(page))
+        assert not blank_outputs(page), (stage, blank_outputs(page))
     assert empty_sections("<h1>T</h1><p>x</p><h2>A</h2><h2>B</h2><p>y</p><h2>C</h2>") == ["A", "C"]
     assert "epoch 1:" in BeautifulSoup((reports / "02_distillation.html").read_text(), "html.parser").find(
         "details", class_="log").get_text()

@@ -27,10 +27,20 @@ def test_table_from_the_smoke_run(smoke_run, tmp_path):
     assert flips == ["val", "test", "ood_val"]  # stage 05's default batch_flip_sets: one column, the counts per set
     assert lines[0].endswith(" | batch flips (val / test / ood_val) |") and lines[1].count("---") == 12
     assert all(r.endswith(f" | {' / '.join(str(v[f'{s}_batch_flips']) for s in flips)} |") for r, v in zip(rows, variants))
+    ref_at = next(i for i, l in enumerate(lines) if l.startswith("| model | what it is |"))
     if "ood_test_macro_f1" in variants[0]:  # the smoke run scores the tweets when the data folder has them
-        ood = lines[ood_at:]
+        ood = lines[ood_at:ref_at]
         assert len([l for l in ood if l.startswith("| `") or l.startswith("| **")]) == len(variants)
         assert "| +0.00 (+0.00 to +0.00) | 1.000 | 1.000 |" in ood[2]  # the teacher keeps all of its own F1
+    # The smoke run measures one reference row (ort_optimized_int8): the shipped model first, then it, with the
+    # ratios the goals read.
+    stage = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
+    refs, ref_rows = stage["metrics"]["references"], lines[ref_at + 2:]
+    assert [r["name"] for r in refs] == ["teacher_ort_optimized_int8"] and len(ref_rows) == 1 + len(refs)
+    assert ref_rows[0].startswith(f"| **`{shipped}`** (shipped) | this study's pick | ")
+    assert ref_rows[1].startswith("| `teacher_ort_optimized_int8` | ") and f"| {refs[0]['val_macro_f1']:.3f} (" in ref_rows[1]
+    b1 = stage["headline"]["e2e faster than the fastest reference row, batch 1 (x)"]
+    assert f"is {b1:.2f}x faster end to end than the fastest at batch 1" in lines[ref_at - 2]
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results_table.py: begin -->\nold\n<!-- results_table.py: end -->\noutro\n")
     assert script(smoke_run, "--readme", readme).returncode == 0

@@ -138,27 +138,40 @@ def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threa
 
 def end_to_end(path, texts: list[str], threads: int = 2, latency_n: int = 100, batch_size: int = 32,
                max_length: int = 128) -> dict:
-    """Text in, label out, as `python -m lib.predict` does it (its loader, tokenizer and length-sorted batching):
-    median ms per sentence sent alone over the first latency_n texts (each twice), and sentences/s over all of
-    them at batch_size."""
+    """Text in, label out, as `python -m lib.predict` does it (its loader, normalization, tokenizer and length-sorted
+    batching): median ms per sentence sent alone over the first latency_n texts (each twice), and sentences/s over
+    all of them at batch_size."""
     import os
     os.environ["RAYON_NUM_THREADS"] = str(threads)  # as predict pins the tokenizer's pool, before its first batch
     model = serving.load(Path(path), threads)
     serving.set_truncation(model.tokenizer, max_length)
+    warm_up(model, texts)
+    ms, per_s, out = served(model, texts[:latency_n] * 2, texts, batch_size)
+    return {"latency_median_ms": ms, "throughput_per_s": per_s, "labels": out.tolist()}
 
-    def labels(batch: list[str], size: int) -> np.ndarray:
-        return serving.classify(model, model.tokenizer.encode_batch(batch), size).argmax(1)
-    for text in texts[:10]:  # warm-up
-        labels([text], 1)
+
+def labels(model: serving.Model, texts: list[str], batch_size: int) -> np.ndarray:
+    """What predict does with a chunk: normalize, tokenize, classify in length-sorted batches, take the label."""
+    return serving.classify(model, serving.encode(model, texts), batch_size).argmax(1)
+
+
+def warm_up(model: serving.Model, texts: list[str], n: int = 10) -> None:
+    """The first n texts, one at a time, untimed: first calls allocate and pick kernels."""
+    for text in texts[:n]:
+        labels(model, [text], 1)
+
+
+def served(model: serving.Model, one: list[str], batched: list[str], batch_size: int) -> tuple[float, float, np.ndarray]:
+    """End to end through lib.predict.serving: the median ms of each of `one` sent alone, then sentences/s over
+    `batched` at batch_size, with its labels."""
     times = []
-    for text in texts[:latency_n] * 2:
+    for text in one:
         start = time.perf_counter()
-        labels([text], 1)
+        labels(model, [text], 1)
         times.append((time.perf_counter() - start) * 1000)
     start = time.perf_counter()
-    out = labels(texts, batch_size)
-    return {"latency_median_ms": float(np.median(times)), "throughput_per_s": len(texts) / (time.perf_counter() - start),
-            "labels": out.tolist()}
+    out = labels(model, batched, batch_size)
+    return float(np.median(times)), len(batched) / (time.perf_counter() - start), out
 
 
 def useful_macs(variant: Variant, path, tokenizer, texts: list[str], max_length: int = 128) -> float | None:

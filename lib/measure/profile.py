@@ -95,9 +95,7 @@ def openvino_ops(infos) -> list[Op]:
 
 def batches(model: serving.Model, texts: list[str], batch_size: int) -> list[dict]:
     """The padded inputs lib.predict feeds the model for `texts`: normalized, tokenized, length-sorted batches."""
-    enc = serving.encode(model, texts)
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
-    return [serving.pad([enc[i] for i in order[s:s + batch_size]], model.pad_id) for s in range(0, len(order), batch_size)]
+    return [inputs for _, inputs in serving.sorted_batches(serving.encode(model, texts), batch_size, model.pad_id)]
 
 
 def collect_ort(path: Path, settings: onnxrt.Settings, feeds: list[dict]) -> tuple[list[Op], float, int]:

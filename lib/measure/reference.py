@@ -2,8 +2,9 @@
 built in stage 05 and measured by its harness like every variant (F1, paired deltas, batch flips, OOD, costs).
 
 Each is a Variant with `reference=True`: shown beside the candidates as "reference, not a candidate", never
-recommended, never the reference of a delta (the teacher is). A recipe is a callable that writes the model folder
-from the teacher's folder; RECIPES lists them, and stage 05's `references` parameter picks among them.
+recommended, never the reference of a delta (the teacher is). A recipe is a callable that writes the model's graph
+and tokenizer from the teacher's folder (build adds the teacher's config); RECIPES lists them, and stage 05's
+`references` parameter picks among them.
 """
 import importlib.util
 import logging
@@ -35,11 +36,13 @@ PARITY_TOL = 1e-3  # max |logit diff| between the plain ONNX export and PyTorch 
 # off (OptimizationConfig.disable_embed_layer_norm_fusion = True: "incompatible with ONNX Runtime quantization").
 OPT_LEVEL = 2
 # ONNX Runtime dynamic INT8 as Optimum's AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False) sets it
-# (the call of Optimum's quantization guide), passed by ORTQuantizer.quantize to ORT's quantizer: QOperator format,
-# IntegerOps mode, activations QUInt8 asymmetric, weights QInt8 symmetric, per_channel False, reduce_range False
-# (avx512_vnni fixes it: VNNI has no VPMADDUBSW saturation), operators MatMul and Add (ORT_FULLY_CONNECTED_OPERATORS),
-# extra options WeightSymmetric True, ActivationSymmetric False, EnableSubgraph False, ForceSymmetric False.
-VNNI_DYNAMIC = {"per_channel": False, "reduce_range": False, "op_types_to_quantize": ["MatMul", "Add"],
+# (the call of Optimum's quantization guide; optimum 1.27, the last line for transformers 4.x), passed by
+# ORTQuantizer.quantize to ORT's quantizer: QOperator format, IntegerOps mode, activations QUInt8 asymmetric, weights
+# QInt8 symmetric, per_channel False, reduce_range False (avx512_vnni fixes it: VNNI has no VPMADDUBSW saturation),
+# operators left None, so every op ORT can quantize dynamically (ORT_DEFAULT_OPS_DYNAMIC_QUANTIZATION, ORT's
+# IntegerOpsRegistry: MatMul, the fused Attention, Gather (the embeddings, stored uint8), ...; passed where the recipe
+# runs), extra options WeightSymmetric True, ActivationSymmetric False, EnableSubgraph False, ForceSymmetric False.
+VNNI_DYNAMIC = {"per_channel": False, "reduce_range": False,
                 "extra_options": {"WeightSymmetric": True, "ActivationSymmetric": False, "EnableSubgraph": False,
                                   "ForceSymmetric": False}}
 
@@ -92,8 +95,10 @@ def ort_optimized_int8(teacher_dir: Path, folder: Path, texts: list[str], calibr
     INT8 with the avx512_vnni config."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import AutoTokenizer
     with tempfile.TemporaryDirectory() as scratch:
         raw, fused = Path(scratch) / "plain.onnx", Path(scratch) / "optimized.onnx"
         config = plain_export(teacher_dir, raw, texts)
@@ -107,7 +112,8 @@ def ort_optimized_int8(teacher_dir: Path, folder: Path, texts: list[str], calibr
             # nodes (Attention, SkipLayerNormalization) by shape inference and asks for it; they are all FP32
             extra = VNNI_DYNAMIC["extra_options"] | {"DefaultTensorType": TensorProto.FLOAT}
             quantize_dynamic(str(fused), str(folder / ONNX_FILE), weight_type=QuantType.QInt8,
-                             **(VNNI_DYNAMIC | {"extra_options": extra}))
+                             op_types_to_quantize=list(IntegerOpsRegistry), **(VNNI_DYNAMIC | {"extra_options": extra}))
+    AutoTokenizer.from_pretrained(teacher_dir).save_pretrained(folder)
 
 
 def default_precision() -> str:
@@ -156,7 +162,6 @@ def build(root: Path, out_dir: Path, teacher: Variant, texts: list[str], names: 
           stage: str = "05_benchmark", calibration: list[str] = ()) -> tuple[list[Variant], dict[str, str]]:
     """The reference variants `names` picks (in RECIPES' order), each in out_dir/<name> under root, built from the
     teacher; and {name: why} for those that cannot run here (skipped, the report says why)."""
-    from transformers import AutoTokenizer
     built, skipped = [], {}
     for recipe in [r for r in RECIPES.values() if r.name in names]:
         if why := unavailable(recipe):
@@ -164,7 +169,6 @@ def build(root: Path, out_dir: Path, teacher: Variant, texts: list[str], names: 
             continue
         with atomic_dir(Path(out_dir) / recipe.name) as tmp:
             recipe.build(teacher.location(root), tmp, texts, list(calibration))
-            AutoTokenizer.from_pretrained(teacher.location(root)).save_pretrained(tmp)
             shutil.copyfile(teacher.location(root) / HF_CONFIG, tmp / HF_CONFIG)  # labels and normalization, for predict
         path = (Path(out_dir) / recipe.name).relative_to(root)
         built.append(replace(teacher.derive(f"{teacher.name}_{recipe.name}", recipe.format, path, recipe.techniques,

@@ -2,13 +2,12 @@
 threads, intra-op spinning, graph optimization level and memory pattern, timed end to end as `python -m lib.predict`
 serves (text in, label out), one setting at a time from ORT's defaults. Stage 05 ships the choice in serving.json."""
 import os
-import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 
+from lib.measure import bench
 from lib.predict import serving
 from lib.runtime.onnxrt import LEVELS, SETTINGS_FILE, SETTINGS_KEY, Settings
 
@@ -67,11 +66,6 @@ def search(time_round: Callable, max_threads: int, rounds: int) -> tuple[Setting
     return current, rows
 
 
-def labels(model: serving.Model, texts: list[str], batch_size: int) -> np.ndarray:
-    """What predict does with a chunk: normalize, tokenize, classify in length-sorted batches, take the label."""
-    return serving.classify(model, serving.encode(model, texts), batch_size).argmax(1)
-
-
 def timer(path: Path, one: list[str], batched: list[str]) -> Callable:
     """time_round for the model at `path`: each setting loaded once through lib.predict.serving and warmed up; a
     round is the median ms of `one` sent one at a time, then sentences/s over `batched` at batch 32."""
@@ -81,16 +75,9 @@ def timer(path: Path, one: list[str], batched: list[str]) -> Callable:
         if settings not in models:
             model = models[settings] = serving.load(path, settings=settings)
             serving.set_truncation(model.tokenizer, model.max_length)
-            for text in one[:WARMUP]:
-                labels(model, [text], 1)
-        model, times = models[settings], []
-        for text in one:
-            start = time.perf_counter()
-            labels(model, [text], 1)
-            times.append((time.perf_counter() - start) * 1000)
-        start = time.perf_counter()
-        labels(model, batched, BATCH)
-        return float(np.median(times)), len(batched) / (time.perf_counter() - start)
+            bench.warm_up(model, one, WARMUP)
+        ms, per_s, _ = bench.served(models[settings], one, batched, BATCH)
+        return ms, per_s
     return time_round
 
 

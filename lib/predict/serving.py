@@ -251,12 +251,18 @@ def encode(model: Model, texts) -> list:
 def classify(model: Model, encodings: list, batch_size: int) -> np.ndarray:
     """Class probabilities in input order. Batches are formed after sorting by length, so each pads only
     to its own longest sentence."""
-    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
     probs = np.empty((len(encodings), len(model.labels)), dtype=np.float32)
+    for rows, inputs in sorted_batches(encodings, batch_size, model.pad_id):
+        probs[rows] = softmax(model.run(inputs))
+    return probs
+
+
+def sorted_batches(encodings: list, batch_size: int, pad_id: int):
+    """(row indices, padded inputs) per batch of the encodings sorted by length, as classify feeds the model."""
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        probs[rows] = softmax(model.run(pad([encodings[i] for i in rows], model.pad_id)))
-    return probs
+        yield rows, pad([encodings[i] for i in rows], pad_id)
 
 
 def write_out(text: str) -> None:

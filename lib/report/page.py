@@ -2,12 +2,23 @@
 the run's parameters as a table and its log folded away at the end. The .py notebooks stay as they are."""
 import copy
 import html
+import re
 
 import nbformat
 
 from lib.core.params import parse_cell
 
 LOCAL_PATHS = ("out_dir", "data_dir")  # where this run kept its files: the reader's machine has other paths
+
+
+def _blank(output) -> bool:
+    """A display with nothing to see: NNCF's progress bars (drawn by rich) end as empty <pre> blocks, each a gap."""
+    data = output.get("data", {})
+    if output.get("output_type") not in ("display_data", "execute_result") or set(data) - {"text/html", "text/plain"}:
+        return False
+    markup = data.get("text/html", "")
+    visible = re.sub(r"<[^>]*>", "", markup).strip() or re.search(r"<(img|svg|table|iframe|canvas|video)\b", markup, re.I)
+    return not visible and not str(data.get("text/plain", "")).strip()
 
 
 def _heading(cell) -> str | None:
@@ -89,7 +100,7 @@ def _log(nb) -> str:
 
 
 def for_readers(nb, card: str = ""):
-    """The executed notebook without stderr streams, empty code cells or empty sections, its stdout moved to a folded
+    """The executed notebook without stderr streams, blank displays, empty code cells or empty sections, its stdout moved to a folded
     log at the end, the card after the title, the parameters as a table last. Each figure's alt text is its section's heading."""
     nb, heading = copy.deepcopy(nb), "Figure"
     log, kept = _log(nb), []
@@ -97,7 +108,7 @@ def for_readers(nb, card: str = ""):
         if cell.cell_type == "markdown":
             heading = _heading(cell) or heading
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if o.get("output_type") != "stream"]
+            cell.outputs = [o for o in cell.outputs if o.get("output_type") != "stream" and not _blank(o)]
             for o in cell.outputs:
                 if "image/png" in o.get("data", {}):
                     o.setdefault("metadata", {}).setdefault("image/png", {}).setdefault("alt", f"Figure: {heading}")
