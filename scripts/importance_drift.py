@@ -16,7 +16,8 @@ import torch  # noqa: E402
 
 from lib.core.cli import run_cli  # noqa: E402
 from lib.core.errors import FinCompressError  # noqa: E402
-from lib.core.params import sparsities  # noqa: E402
+from lib.core import pipeline  # noqa: E402
+from lib.core.params import parse_parameters, sparsities  # noqa: E402
 from lib.data.batching import make_loader  # noqa: E402
 from lib.data.corpus import load_splits  # noqa: E402
 from lib.modeling.device import set_seed  # noqa: E402
@@ -24,13 +25,12 @@ from lib.modeling.train import attention_for, load_classifier  # noqa: E402
 from lib.techniques import prune  # noqa: E402
 
 KINDS = ("heads", "neurons")
+# Stage 04's defaults (batches, seed, levels), read from its parameters cell, their one source.
+STAGE04 = {name: p.default for name, p in parse_parameters((pipeline.NOTEBOOKS / "04_pruning.py").read_text()).items()}
 
 
 def scores_of(folder: Path, train, batches: int, seed: int) -> tuple[dict, dict]:
     """(Taylor scores per kind and layer, the unpruned totals) of the checkpoint in `folder`, on stage 04's batches."""
-    if not (folder / "config.json").is_file():
-        raise FinCompressError(f"{folder} holds no model (no config.json); pass a checkpoint folder such as "
-                               "OUT_DIR/checkpoints/teacher")
     cpu = torch.device("cpu")
     set_seed(seed)
     model, tok = load_classifier(str(folder), attention_for(cpu, maps=False))
@@ -48,8 +48,9 @@ def drift(a: dict, b: dict, full: dict, levels: list[float]) -> list[str]:
     rel = max(float(((x - y).abs() / x.abs().clamp_min(1e-30)).max()) for k in KINDS for x, y in zip(a[k], b[k]))
     lines = [f"largest relative difference of the importance scores: {rel:.1e}"]
     for level in levels:
-        counts = {k: (switched(a[k], b[k], round(level * full[k])), round(level * full[k])) for k in KINDS}
-        lines.append(f"{level:.0%}: " + ", ".join(f"{n} of {of} {k} removed switch sides" for k, (n, of) in counts.items()))
+        removed = {k: round(level * full[k]) for k in KINDS}
+        lines.append(f"{level:.0%}: " + ", ".join(f"{switched(a[k], b[k], n)} of {n} {k} removed switch sides"
+                                                  for k, n in removed.items()))
     return lines
 
 
@@ -58,13 +59,15 @@ def main(argv=None) -> int:
     ap.add_argument("a_dir", type=Path)
     ap.add_argument("b_dir", type=Path)
     ap.add_argument("--data-dir", type=Path, required=True, help="a run's data/ folder (stage 01's splits)")
-    ap.add_argument("--levels", default="0.3,0.5", help="fractions of heads and neurons removed (stage 04's levels)")
-    ap.add_argument("--batches", type=int, default=16, help="training batches the importance reads (stage 04's)")
-    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--levels", default=STAGE04["head_levels"], help="fractions of heads and neurons removed")
+    ap.add_argument("--batches", type=int, default=STAGE04["importance_batches"],
+                    help="training batches the importance reads")
+    ap.add_argument("--seed", type=int, default=STAGE04["seed"])
     args = ap.parse_args(argv)
     levels = sparsities("levels", args.levels)
     splits = load_splits(args.data_dir)
-    train = lambda tok: make_loader(splits["train"], tok, 32, 128, shuffle=True, seed=args.seed)  # noqa: E731
+    train = lambda tok: make_loader(splits["train"], tok, STAGE04["batch_size"], STAGE04["max_length"],  # noqa: E731
+                                    shuffle=True, seed=args.seed)
     (a, full), (b, full_b) = (scores_of(d, train, args.batches, args.seed) for d in (args.a_dir, args.b_dir))
     if full != full_b:
         raise FinCompressError(f"{args.a_dir} and {args.b_dir} are different architectures ({full} vs {full_b})")

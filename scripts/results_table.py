@@ -95,11 +95,10 @@ def ref_row(v: dict, name: str, what: str) -> str:
 def ref_block(stage: dict) -> list[str]:
     """The shipped model beside the off-the-shelf reference rows and the two goals read against them; nothing when
     the run measured none (runs before them, or `references` empty)."""
-    refs, rec, head = stage["metrics"].get("references"), stage["metrics"]["recommended"], stage["headline"]
+    refs, rec = stage["metrics"].get("references"), stage["metrics"]["recommended"]
     if not refs:
         return []
-    b1, b32 = (head.get(f"e2e {k} reference row, batch {b} (x)") for k, b in (("faster than the fastest", 1),
-                                                                           ("throughput vs the best", 32)))
+    b1, b32 = rec["speedup_vs_reference"], rec["throughput_vs_reference"]
     return ["", "Against the off-the-shelf tools (the fine-tuned teacher through each; reference rows, not candidates; "
             f"same harness, same run): the shipped model is {b1:.2f}x faster end to end than the fastest at batch 1 "
             f"and serves {b32:.2f}x the sentences/s of the best at batch 32.", "", REF_HEADER,

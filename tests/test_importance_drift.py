@@ -46,6 +46,6 @@ def test_a_folder_without_a_model_is_one_line_and_exit_2(tmp_path):
     for split in ("train", "val", "test"):
         pd.DataFrame({"text": ["x"], "label": [0]}).to_csv(tmp_path / "data" / f"{split}.csv", index=False)
     proc = script(tmp_path, tmp_path, "--data-dir", tmp_path / "data")
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "holds no model" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is not a model directory" in proc.stderr
     proc = script(tmp_path, tmp_path, "--data-dir", tmp_path / "data", "--levels", "1.5")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "levels" in proc.stderr

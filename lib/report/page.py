@@ -100,8 +100,9 @@ def _log(nb) -> str:
 
 
 def for_readers(nb, card: str = ""):
-    """The executed notebook without stderr streams, blank displays, empty code cells or empty sections, its stdout moved to a folded
-    log at the end, the card after the title, the parameters as a table last. Each figure's alt text is its section's heading."""
+    """The executed notebook without stderr streams, blank displays, empty code cells or empty sections, its stdout
+    moved to a folded log at the end, the card after the title, the parameters as a table last. Each figure's alt
+    text is its section's heading."""
     nb, heading = copy.deepcopy(nb), "Figure"
     log, kept = _log(nb), []
     for cell in nb.cells:
