@@ -3,6 +3,7 @@
     python run_all.py --data-dir ../shared/data            # CPU, packaged MiniLM teacher
     python run_all.py --gpu --data-dir ../shared/data      # CUDA, ProsusAI/finbert teacher
     python run_all.py --smoke --only 01 --set 01.epochs=2  # tiny, same code path
+    python run_all.py --seeds 3 --data-dir ../shared/data  # every training step with 3 seeds
     torchrun --standalone --nproc_per_node=4 run_all.py --gpu   # data-parallel training on 4 GPUs
 """
 import argparse
@@ -42,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--force", action="store_true", help="re-run stages even if nothing they depend on changed")
     p.add_argument("--set", action="append", default=[], metavar="[STAGE.]NAME=VALUE",
                    help="override a notebook parameter, e.g. --set epochs=3 or --set 01.lr=5e-5")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help="training seeds for every stage that trains (its `seeds` parameter; --set STAGE.seeds overrides)")
     p.add_argument("--dry-run", action="store_true", help="check every parameter, print each stage's plan, run nothing")
     return p.parse_args(argv)
 
@@ -74,7 +77,7 @@ def default_teacher(args) -> str:
 
 def stage_parameters(stage: str, declared: dict, args, family: str | None = None) -> dict:
     """One notebook's full parameter set: defaults, run_all's flags, presets (--gpu, the teacher's family,
-    --smoke, in that order), then --set; every value checked before anything runs."""
+    --smoke, in that order), --seeds, then --set; every value checked before anything runs."""
     values = {name: p.default for name, p in declared.items()}
     flags = {"out_dir": str(Path(args.out_dir).resolve()), "gpu": args.gpu, "teacher": default_teacher(args)}
     if args.data_dir:
@@ -83,6 +86,8 @@ def stage_parameters(stage: str, declared: dict, args, family: str | None = None
     # --gpu's bigger batches are for real runs; smoke sizes are the point of --smoke.
     for preset, on in (("gpu", args.gpu and not args.smoke), (family, family is not None), ("smoke", args.smoke)):
         values.update({n: p.presets[preset] for n, p in declared.items() if on and preset in p.presets})
+    if args.seeds is not None and "seeds" in declared:
+        values["seeds"] = args.seeds
     for item in args.set:
         key, _, value = item.partition("=")
         target, _, name = key.rpartition(".")

@@ -36,12 +36,15 @@
 # With `transfer_tweets`, the unlabeled tweet pool stage 01 set aside (outside both OOD evaluation parts)
 # joins the transfer set, again with the teacher's soft labels only: never a gold label.
 #
-# The best student is picked on **validation** macro-F1; test is only used for the final comparison.
+# The best student is picked on **validation** macro-F1; test is only used for the final comparison. With
+# `seeds` above 1 every student is trained once per seed, the pick reads the mean over seeds, and the seed with
+# the median val macro-F1 is the one exported, compared sentence by sentence below and read by later stages.
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/ and checkpoints/teacher from stage 01 are, and students are written
 gpu = False  # train on CUDA with bf16 autocast
 seed = 42  # seed for shuffling and dropout, reset before each student [in 0..4294967295]
+seeds = 1  # training seeds per student (seed, seed+1, ...): the best is chosen on their mean val macro-F1, the median seed on val is exported [in 1..32] [smoke 2]
 student_layers = 0  # student depth, 0 picks half the teacher layers (3 for MiniLM, 6 for FinBERT) [min 0]
 epochs = 4  # upper bound per student, early stopping may end sooner [min 1] [smoke 1]
 lr = 1e-4  # AdamW peak learning rate [above 0] [bert-base 5e-5]
@@ -120,7 +123,16 @@ display(plots.table(stage.readable(), highlight=stage.best(),
                   caption="Students against the teacher: validation decides, OOD-val and test are reported; Δ = student "
                   "minus teacher in macro-F1 points, on test with its paired bootstrap 95% interval."))
 
+# %% [markdown]
+# ## Training seeds
+# The paired intervals above cover which sentences were sampled, for one seed's models. This table covers
+# training: each student's macro-F1 as mean ± sd (min-max) over its seeds, and the seed exported. The bars below
+# are the means, each dot one seed; the teacher is one seed.
+
 # %%
+display(plots.table(stage.seed_table(), highlight=stage.best(),
+                  caption="Students over their training seeds: mean ± sd (min-max) of macro-F1; the best student is "
+                  "chosen on the mean val macro-F1, the exported seed is the median on val."))
 stage.plot_f1();
 
 # %%

@@ -49,7 +49,8 @@
 out_dir = "."  # where data/, checkpoints/ and reports/ are, stages 01 and 02 are read from here
 student_dir = ""  # empty reads the best student from stage 02, none skips it, else a model folder
 gpu = False  # run the QAT fine-tuning on CUDA, INT8 inference is always on the CPU
-seed = 42  # seed for QAT shuffling [in 0..4294967295]
+seed = 42  # seed for QAT shuffling and calibration sampling [in 0..4294967295]
+seeds = 1  # QAT training seeds per model (seed, seed+1, ...): QAT is judged on their mean val, the median seed on val exported [in 1..32] [smoke 2]
 per_channel = True  # PyTorch INT8 weight scale per output channel, else one per tensor
 # One of the ~36 smoke val sentences moves F1 by ~3 points, hence the wider smoke budget.
 max_f1_drop_pts = 0.5  # goal and budget: macro-F1 points INT8 may lose vs FP32 (val picks FP32 groups and is judged) [min 0] [smoke 5.0]
@@ -67,7 +68,7 @@ parity_tol = 1e-4  # largest max abs logit difference allowed between ONNX FP32 
 # %%
 from IPython.display import Markdown, display
 
-from lib.report import plots, render
+from lib.report import int8, plots, render
 from lib.stages import quantization
 from lib.techniques import quantize_static as qs
 
@@ -92,10 +93,13 @@ stage.quantize_student();
 # ## QAT training curves
 # Quantization-aware training fine-tunes each model with fake-quantized Linear layers at `qat_lr`: training
 # loss (cross-entropy) and learning rate per optimizer step, validation macro-F1 (with fake quantization)
-# after each epoch; the dashed line is the FP32 source's val macro-F1.
+# after each epoch; the dashed line is the FP32 source's val macro-F1. With `seeds` above 1, QAT runs once per
+# seed: the curves are the exported seed's (the median on val), the table below every seed's.
 
 # %%
 plots.plot_training({f"{r['name']} QAT": r["qat"] for r in stage.results}, "Quantization-aware training");
+display(plots.table(stage.seed_table(), caption="QAT INT8 over its training seeds: mean ± sd (min-max) of macro-F1; "
+                    "its val Δ and goals read the mean val, the exported seed is the median on val."))
 
 # %% [markdown]
 # ## Sensitivity: which groups can be INT8
@@ -105,14 +109,14 @@ plots.plot_training({f"{r['name']} QAT": r["qat"] for r in stage.results}, "Quan
 # choice in the same order on its own val F1, so it may keep fewer groups FP32.
 
 # %%
-quantization.plot_sensitivity(stage.results, max_f1_drop_pts);
+int8.plot_sensitivity(stage.results, max_f1_drop_pts);
 
 # %%
 for r in stage.results:
     display(Markdown(f"**{r['name']}**: full INT8 with the kept groups reads {r['val_delta_pts_with_keep']:+.2f} val "
                      f"points vs FP32 in PyTorch; ONNX Runtime keeps {', '.join(r['onnx_keep_fp32_groups']) or 'nothing'} "
                      f"FP32 and reads {r['onnx_val_delta_pts_with_keep']:+.2f}"))
-    display(plots.table(quantization.sensitivity_table(r), caption=f"{r['name']}: validation macro-F1 with one "
+    display(plots.table(int8.sensitivity_table(r), caption=f"{r['name']}: validation macro-F1 with one "
                         "group of modules INT8 at a time (the rest FP32), against the FP32 model."))
 
 # %% [markdown]
@@ -123,11 +127,11 @@ for r in stage.results:
 # the same class as FP32. `goals (val)`: every goal of this stage met on validation.
 
 # %%
-quantization.plot_tradeoffs(stage.results);
+int8.plot_tradeoffs(stage.results);
 
 # %%
 for r in stage.results:
-    display(plots.table(quantization.variants_table(r), caption=f"{r['name']} and its INT8 variants: Δ = variant "
+    display(plots.table(int8.variants_table(r), caption=f"{r['name']} and its INT8 variants: Δ = variant "
                         f"minus FP32 in macro-F1 points; latency, {render.in_stage_timing(stage.params)}."))
     display(Markdown(f"ONNX export parity ({r['name']}, padded batch {r['onnx_parity']['batch_shape']}): max |logit "
                      f"diff| {r['onnx_parity']['max_abs_diff']:.2e}, agreement {r['onnx_parity']['agreement']:.0%}"))
@@ -139,7 +143,7 @@ for r in stage.results:
 
 # %%
 for r in stage.results:
-    display(plots.table(quantization.calibration_table(r), caption=f"{r['name']}: static INT8 by calibration "
+    display(plots.table(int8.calibration_table(r), caption=f"{r['name']}: static INT8 by calibration "
                         "method beside dynamic INT8; validation chooses, test is reported."))
     display(Markdown(f"**{r['name']}**: static {qs.int8_summary(r['onnx_ops']['static'])} · dynamic "
                      f"{qs.int8_summary(r['onnx_ops']['dynamic'])}"))
@@ -150,7 +154,7 @@ for r in stage.results:
 
 # %%
 for r in stage.results:
-    plots.plot_confusions(quantization.int8_confusions(r));
+    plots.plot_confusions(int8.int8_confusions(r));
 
 # %% [markdown]
 # ## Verdict

@@ -40,7 +40,8 @@
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/ and reports/ are written
 gpu = False  # prune and recover on CUDA
-seed = 42  # one seed for shuffling and initialisation [in 0..4294967295]
+seed = 42  # seed for the importance batches, recovery shuffles and dropout, reset before each model [in 0..4294967295]
+seeds = 1  # training seeds per model (seed, seed+1, ...): each level is pruned and recovered once per seed, judged on their mean val, the median seed on val exported [in 1..32] [smoke 2]
 student_dir = ""  # empty reads the best student from stage 02, none skips it, else a model folder
 head_levels = "0.3,0.5"  # comma-separated shares of attention heads removed, one per level, increasing [levels] [smoke 0.5]
 ffn_levels = "0.3,0.5"  # comma-separated shares of FFN neurons removed, as many as head_levels [levels] [smoke 0.5]
@@ -64,7 +65,7 @@ min_speedup = 1.2  # goal: batch-1 speed-up of the chosen level over its unprune
 # %%
 from IPython.display import Markdown, display
 
-from lib.report import plots, render
+from lib.report import levels, plots, render
 from lib.stages import pruning
 
 stage = pruning.Stage(globals())
@@ -73,7 +74,10 @@ display(Markdown(stage.describe()))
 
 # %% [markdown]
 # ## Prune and recover
-# Each level's checkpoint is written to `checkpoints/pruned/<model>_<level>` as soon as it is reached.
+# With `seeds` above 1 each model is pruned and recovered once per seed (the importance batches, the recovery
+# shuffles and dropout change with it; each level continues its own seed's previous level). Per level the seed
+# with the median val macro-F1 is exported to `checkpoints/pruned/<model>_<level>`, the others beside it as
+# `<model>_<level>_seed<s>`; the curves below are the exported seeds'.
 
 # %%
 stage.prune();
@@ -98,27 +102,37 @@ for role, res in stage.results.items():
 
 # %%
 display(plots.table(stage.measure(), caption=f"Each pruning level against its unpruned source: Δ = level minus "
-                  f"source in macro-F1 points; latency, {render.in_stage_timing(stage.params)}."))
+                  f"source in macro-F1 points (val: the mean over seeds; test: the exported seed's); latency, "
+                  f"{render.in_stage_timing(stage.params)}."))
+
+# %% [markdown]
+# ## Training seeds
+# Each level's macro-F1 over its seeds, mean ± sd (min-max), and the seed exported; the paired test intervals
+# above cover only which sentences were sampled, for the exported seed's model.
+
+# %%
+display(plots.table(stage.seed_table(), caption="Pruning levels over their training seeds: mean ± sd (min-max) of "
+                  "macro-F1; the goals read the mean val, the exported seed is the median on val."))
 
 # %% [markdown]
 # ## Where the units were removed
 # Share of heads and FFN neurons each layer keeps (numbers: units kept).
 
 # %%
-pruning.plot_kept(stage.results);
+levels.plot_kept(stage.results);
 
 # %% [markdown]
 # ## Accuracy and speed against sparsity
 # Where the F1 curve bends down is the cliff: the sparsity past which recovery no longer keeps up.
 
 # %%
-pruning.plot_curve(stage.results, max_f1_drop_pts, min_speedup);
+levels.plot_curve(stage.results, max_f1_drop_pts, min_speedup);
 
 # %% [markdown]
 # ## Where the pruned models err (test set)
 
 # %%
-plots.plot_confusions(pruning.confusions(stage.results));
+plots.plot_confusions(levels.confusions(stage.results));
 
 # %% [markdown]
 # ## Verdict

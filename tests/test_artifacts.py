@@ -57,6 +57,19 @@ def test_front_matter_and_lineage_come_from_the_records_and_rows():
     assert "-3.00 (-4.90 to -1.10)" in text and "Test CPU 9000" in text and "9.5x faster" in text
 
 
+def test_the_lineage_says_which_training_seed_ships_and_why():
+    """Issue 31: a trained step names its exported seed, the median on val of its seeds, with their spread."""
+    runs = [{"seed": s, "val_macro_f1": f, "test_macro_f1": 0.8} for s, f in ((42, 0.85), (43, 0.87), (44, 0.86))]
+    steps = chain()
+    steps[1] = steps[1].with_metrics(seed=44, seed_runs=runs)
+    steps[2] = steps[2].with_metrics(seed=42, seed_runs=runs[:1])
+    text = card.lineage(steps)
+    assert ("`student_kd`, from `teacher` by stage 02_distillation: technique `student_kd` (hf, fp32); training seed 44, "
+            "the median on val of 3 seeds (val macro-F1 over the seeds 0.8600 ± 0.0100 (0.8500-0.8700))") in text
+    assert "training seed 42 (one seed: no training variance measured)" in text
+    assert text.count("training seed") == 2  # the teacher and the shipped export trained nothing here
+
+
 def test_out_of_domain_is_not_evaluated_until_the_rows_carry_it():
     row = schema_row("shipped", {"val": 0.84, "test": 0.83})
     assert "was **not evaluated**" in render(row)

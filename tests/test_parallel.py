@@ -89,7 +89,7 @@ s2.splits = corpus.load_splits(mine / "data")
 sizes = s2.measure()
 
 # the table and the goal judgement need the prune step's figures; measure()'s timing is what is under test
-pruning.table = pruning.judge = lambda *a: None
+pruning.levels.table = pruning.judge = lambda *a: None
 s4 = object.__new__(pruning.Stage)
 s4.p = SimpleNamespace(latency_seq_len=16, threads=1, latency_passes=1, latency_n=3, max_length=32, seed=0)
 s4.paths, s4.device, s4.stage_goals = {"data": mine / "data"}, torch.device("cpu"), lambda: []
@@ -99,7 +99,7 @@ after02_04 = len(timed)
 
 p = {"max_length": 32, "latency_seq_len": 16, "latency_n": 3, "threads": 1, "per_channel": True, "seed": 0,
      "max_f1_drop_pts": 100.0, "min_speedup": 1.0, "min_size_ratio": 1.0, "parity_tol": 1e-3, "qat_epochs": 1,
-     "qat_lr": 1e-5, "gpu": False, "calibration_n": 8}
+     "qat_lr": 1e-5, "gpu": False, "calibration_n": 8, "seeds": 1}
 paths = {"root": mine, "data": mine / "data", "checkpoints": mine / "checkpoints"}
 result = quantization.quantize_model(Variant("teacher", "hf", "teacher"), paths, torch.device("cpu"), p)
 (out / f"rank{rank}.json").write_text(json.dumps({

@@ -106,7 +106,7 @@ def test_qat_does_not_depend_on_random_draws_made_before_it(tiny, tokenizer):
     logits = []
     for draws in (0, 7):
         torch.rand(draws)  # e.g. a different number of evaluations or exports earlier in stage 03
-        model, run = train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"), p)
+        model, run = train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"), p, 0)
         with torch.inference_mode():
             logits.append(model(**padded(tokenizer)).logits)
     assert len(run["history"]) == 1 and torch.equal(logits[0], logits[1])
@@ -124,7 +124,7 @@ def test_qat_under_gpu_trains_in_bf16_autocast(tiny, tokenizer, monkeypatch, gpu
     monkeypatch.setattr(torch, "fake_quantize_per_tensor_affine", lambda x, *a: rounded.append(x.dtype) or real_fq(x, *a))
     rows = pd.DataFrame({"text": SENTENCES * 2, "label": [2, 0, 0, 1] * 2})
     p = {"per_channel": True, "max_length": 32, "seed": 0, "qat_epochs": 1, "qat_lr": 1e-3, "gpu": gpu}
-    model, run = train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"), p)
+    model, run = train_qat("tiny", tiny, tokenizer, {"train": rows, "val": rows}, [], torch.device("cpu"), p, 0)
     assert entered == [gpu] * 2 and len(run["history"]) == 1  # 1 training step (8 rows at 32) + 1 val batch (at 64)
     assert [s["step"] for s in run["steps"]] == [1]  # its training curve: that one step
     assert set(rounded) == {torch.float32} and is_int8(model.classifier)

@@ -156,6 +156,18 @@ def test_gpu_plan_uses_bigger_batches_and_smoke_sizes_win():
     assert smoke["batch_size"] == 16 and smoke["lr"] == 5e-5  # smoke sizes win; the teacher's step still applies
 
 
+def test_seeds_flag_sets_every_training_stage_and_set_overrides_it():
+    """Issue 31: --seeds N is the study's training seeds, over the smoke preset; --set STAGE.seeds wins for one stage."""
+    declared = {s: parse_parameters((run_all.NOTEBOOKS / f"{s}.py").read_text()) for s in run_all.available_stages()}
+    plan = lambda *flags: {s: run_all.stage_parameters(s, d, run_all.parse_args(list(flags))) for s, d in declared.items()}
+    assert plan()["02_distillation"]["seeds"] == 1 and plan("--smoke")["02_distillation"]["seeds"] == 2
+    assert plan("--smoke", "--seeds", "3")["02_distillation"]["seeds"] == 3
+    assert plan("--seeds", "3", "--set", "02.seeds=2")["02_distillation"]["seeds"] == 2
+    assert "seeds" not in plan("--seeds", "3")["05_benchmark"]  # a stage that trains nothing has none
+    with pytest.raises(FinCompressError, match="02_distillation: parameter seeds=0 is out of range"):
+        plan("--seeds", "0")
+
+
 @pytest.fixture(scope="module")
 def bert_base(tmp_path_factory):
     """A local BERT-base-shaped teacher (random weights, as a local FinBERT copy would be laid out): no download."""

@@ -53,11 +53,17 @@ class Goal:
         """Whether a value (or each value of a pandas Series) meets the goal."""
         return OPS[self.op](value, self.threshold)
 
-    def check(self, value, subject: str) -> dict:
-        """The JSON record of one check: what was judged, the number, and MET or not."""
+    def check(self, value, subject: str, per_seed: list | None = None) -> dict:
+        """The JSON record of one check: what was judged, the number, and MET or not; with per_seed (the figure of
+        each training seed, `value` being their mean) also in how many seeds it was met."""
+        reads = KINDS[self.name].fmt.format(float(value))
+        seeds = {}
+        if per_seed is not None and len(per_seed) > 1:
+            seeds = {"seeds": len(per_seed), "seeds_met": sum(bool(self.met(v)) for v in per_seed)}
+            reads += f", the mean of {seeds['seeds']} seeds; met by {seeds['seeds_met']} of them"
         return {"goal": self.name, "text": self.text, "short": self.short, "metric": self.metric,
                 "threshold": self.threshold, "subject": subject, "value": float(value), "met": bool(self.met(value)),
-                "reads": KINDS[self.name].fmt.format(float(value))}
+                "reads": reads, **seeds}
 
 
 def from_params(params: dict, ref: str = "the teacher", columns: dict | None = None) -> list[Goal]:
@@ -69,9 +75,10 @@ def from_params(params: dict, ref: str = "the teacher", columns: dict | None = N
             for name, k in KINDS.items() if name in params]
 
 
-def check_all(goals: list[Goal], row, subject: str) -> list[dict]:
-    """Each goal checked on one row (a dict or pandas Series holding every goal's metric)."""
-    return [g.check(row[g.metric], subject) for g in goals]
+def check_all(goals: list[Goal], row, subject: str, per_seed: dict | None = None) -> list[dict]:
+    """Each goal checked on one row (a dict or pandas Series holding every goal's metric); per_seed: metric ->
+    each training seed's value, for the goals whose row value is a seed mean."""
+    return [g.check(row[g.metric], subject, (per_seed or {}).get(g.metric)) for g in goals]
 
 
 def all_met(goals: list[Goal], row) -> bool:

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from lib import formats
@@ -12,6 +13,7 @@ from lib.core.variants import Variant
 from lib.measure import invariance, roofline
 from lib.predict import serving
 from lib.runtime import onnxrt
+from lib.runtime.pytorch import torch_predictor
 
 
 def count_params(model) -> int:
@@ -80,6 +82,19 @@ def fastest_latency(predicts: dict, inputs: list[dict], threads: int = 2, rounds
             if name not in best or lat["median_ms"] < best[name]["median_ms"]:
                 best[name] = lat
     return best
+
+
+def torch_sizes_and_latency(models: dict, inputs: list[dict], threads: int) -> pd.DataFrame:
+    """models: name -> (model, folder). Layers, params, bytes and fastest-round batch-1 CPU latency, vs the teacher."""
+    predicts = {name: torch_predictor(model.cpu()) for name, (model, _) in models.items()}
+    runs = fastest_latency(predicts, inputs, threads=threads, rounds=3, repeats=1)
+    rows = {name: {"layers": model.config.num_hidden_layers, "params": count_params(model),
+                   "disk_bytes": disk_bytes(path), "weight_bytes": weight_bytes(path),
+                   "latency_ms": runs[name]["median_ms"]} for name, (model, path) in models.items()}
+    df = pd.DataFrame(rows).T
+    df["speedup"] = df.loc["teacher", "latency_ms"] / df["latency_ms"]
+    df["size_ratio"] = df.loc["teacher", "weight_bytes"] / df["weight_bytes"]
+    return df.astype({"layers": int, "params": int, "disk_bytes": int, "weight_bytes": int})
 
 
 # --- The stage-05 harness: every variant measured the same way, each in a fresh process. ---

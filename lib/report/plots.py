@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
+from lib.core import seeds
 from lib.core.variants import LABELS
 from lib.report.render import number
 
@@ -244,3 +245,40 @@ def plot_tradeoffs(df: pd.DataFrame, reference_rows: set):
     fig.tight_layout()
     return fig
 
+
+
+SEED_SPLITS = {"val_macro_f1": "val", "test_macro_f1": "test", "ood_val_macro_f1": "OOD-val"}
+
+
+def plot_seed_f1(runs: dict[str, list[dict]], title: str, lines: tuple = ()):
+    """Macro-F1 per model and split: a bar at the mean over its training seeds, a dot per seed.
+    runs: model -> per-seed records (lib.core.seeds); lines: (y, label, matplotlib style dict) drawn across."""
+    splits = [k for k in SEED_SPLITS if all(r.get(k) is not None for rs in runs.values() for r in rs)]
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    width, values = 0.8 / len(splits), [y for y, _, _ in lines]
+    for j, key in enumerate(splits):
+        xs = np.arange(len(runs)) + (j - (len(splits) - 1) / 2) * width
+        bars = ax.bar(xs, [np.mean([r[key] for r in rs]) for rs in runs.values()], width,
+                      label=f"{SEED_SPLITS[key]} (mean over seeds)")
+        ax.bar_label(bars, fmt="%.3f", fontsize=8, label_type="center", color="white")
+        for x, rs in zip(xs, runs.values()):
+            ax.scatter([x] * len(rs), [r[key] for r in rs], color="black", s=10, zorder=3,
+                       label="one seed" if j == 0 and x == xs[0] else None)
+            values += [r[key] for r in rs]
+    for y, label, style in lines:
+        ax.axhline(y, label=label, **style)
+    ax.set(xticks=range(len(runs)), xticklabels=list(runs), ylim=f1_limits(values), title=title, ylabel="macro-F1")
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def seed_table(runs: dict[str, list[dict]], exported: dict[str, int]) -> pd.DataFrame:
+    """Per model: its seeds, the one exported, and mean ± sd (min-max) of val, test and OOD-val macro-F1."""
+    rows = {}
+    for name, rs in runs.items():
+        spreads = seeds.summary(rs)
+        rows[name] = {"seeds": len(rs), "exported seed": exported.get(name, "–"),
+                      **{f"{label} macro-F1": seeds.spread_text(spreads[key]) for key, label in SEED_SPLITS.items()
+                         if key in spreads}}
+    return pd.DataFrame(rows).T

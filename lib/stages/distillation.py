@@ -1,9 +1,10 @@
 """Stage 02: three students cut from the teacher (no teacher, vanilla KD, intermediate KD), compared and timed."""
+import statistics
 import time
 
 import pandas as pd
 
-from lib.core import goals, pipeline, stats
+from lib.core import goals, pipeline, seeds, stats
 from lib.core.errors import FinCompressError
 from lib.core.files import relative_path
 from lib.core.textnorm import normalize_texts
@@ -16,8 +17,7 @@ from lib.modeling.device import set_seed
 from lib.modeling.distributed import rank0_only
 from lib.modeling.losses import precomputed_kd_loss
 from lib.modeling.train import attention_for, evaluate, fit, load_classifier, logits_over, public, save_checkpoint
-from lib.report.plots import legend_outside
-from lib.runtime.pytorch import torch_predictor
+from lib.report import plots
 from lib.stages.base import Stage as BaseStage
 from lib.techniques.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
 
@@ -87,11 +87,25 @@ class Stage(BaseStage):
         return self.train("kd_intermediate")
 
     def train(self, kind: str) -> dict:
-        """Build a fresh student from the teacher, train it one way (see KINDS), evaluate, save."""
+        """One student kind (see KINDS) for every training seed; each seed's model is saved, and the median seed on
+        val is the one later stages read (checkpoints/student_<kind>; the others beside it, named by seed)."""
         if kind not in KINDS:
             raise FinCompressError(f"unknown student kind {kind!r}; use one of {', '.join(KINDS)}")
+        runs = {s: self.train_seed(kind, s) for s in seeds.training_seeds(self.p.seed, self.p.seeds)}
+        records = [r["record"] for r in runs.values()]
+        chosen = seeds.median_run(records)["seed"]
+        for s, run in runs.items():
+            run["path"] = self.paths["checkpoints"] / (f"student_{kind}" if s == chosen else f"student_{kind}_seed{s}")
+            run["record"]["path"] = relative_path(run["path"], self.paths["root"])
+            run["info"] |= {"exported_seed": chosen, "seeds": list(runs)}
+            save_checkpoint(run["model"], self.tokenizer, run["path"], run["info"])
+        self.results[kind] = {**runs[chosen], "seed": chosen, "runs": records}
+        return self.results[kind]
+
+    def train_seed(self, kind: str, seed: int) -> dict:
+        """Build a fresh student from the teacher, train it one way with one seed, evaluate it."""
         p, device = self.p, self.device
-        set_seed(p.seed)  # each student sees the same shuffles and dropout whatever ran before it
+        set_seed(seed)  # each student sees the same shuffles and dropout whatever ran before it
         student, mapping = build_student(self.teacher, self.student_layers)
         attention = attention_for(device, maps=kind == "kd_intermediate")  # SDPA on CUDA unless maps are read
         if student.config._attn_implementation != attention:
@@ -101,27 +115,25 @@ class Stage(BaseStage):
                    "kd_intermediate": intermediate_loss_fn(self.teacher, mapping, p.alpha, p.temperature,
                                                            p.hidden_weight, p.attention_weight)}[kind]
         rows = self.splits["train"] if kind == "baseline" else self.kd_train
-        train_loader = make_loader(rows, self.tokenizer, p.batch_size, p.max_length, shuffle=True, seed=p.seed,
+        train_loader = make_loader(rows, self.tokenizer, p.batch_size, p.max_length, shuffle=True, seed=seed,
                                    pin_memory=device.type == "cuda")
         start = time.time()
         result = fit(student, train_loader, self.val_loader, device, epochs=p.epochs, lr=p.lr, patience=p.patience,
-                     log_path=self.paths["logs"] / f"student_{kind}_training.csv", amp=p.gpu, desc=kind,
-                     **({"loss_fn": loss_fn} if loss_fn else {}))
+                     log_path=self.paths["logs"] / f"student_{kind}_seed{seed}_training.csv", amp=p.gpu,
+                     desc=f"{kind} seed {seed}", **({"loss_fn": loss_fn} if loss_fn else {}))
         seconds = round(time.time() - start, 1)
         test = evaluate(student, self.test_loader, device, p.gpu, desc=f"{kind} test")
         val, ood = result["val"], self.score_ood(student, kind)
         agree = {"val": stats.agreement(val, self.teacher_val), "test": stats.agreement(test, self.teacher_test)}
-        path = self.paths["checkpoints"] / f"student_{kind}"
+        record = {"seed": seed, "val_macro_f1": val["macro_f1"], "test_macro_f1": test["macro_f1"],
+                  "ood_val_macro_f1": ood["macro_f1"] if ood else None, "best_epoch": result["best_epoch"],
+                  "train_seconds": seconds}
         info = {"kind": kind, "parent": "teacher", "layer_map": mapping, "teacher_layers": self.teacher_layers,
-                "hyperparameters": self.params, "best_epoch": result["best_epoch"], "val_macro_f1": val["macro_f1"],
-                **({"ood_val_macro_f1": ood["macro_f1"]} if ood else {}), "test_macro_f1": test["macro_f1"],
-                "teacher_agreement": agree,
-                "num_parameters": bench.count_params(student), "labels": list(LABELS), "train_seconds": seconds}
-        save_checkpoint(student.cpu(), self.tokenizer, path, info)
-        self.results[kind] = {"kind": kind, "model": student, "history": result["history"], "steps": result["steps"],
-                              "val": val, "test": test, "ood_val": ood, "best_epoch": result["best_epoch"],
-                              "agreement": agree, "path": path, "info": info}
-        return self.results[kind]
+                "hyperparameters": self.params, **record, "teacher_agreement": agree,
+                "num_parameters": bench.count_params(student), "labels": list(LABELS)}
+        return {"kind": kind, "model": student.cpu(), "history": result["history"], "steps": result["steps"],
+                "val": val, "test": test, "ood_val": ood, "best_epoch": result["best_epoch"], "agreement": agree,
+                "info": info, "record": record}
 
     def compare(self) -> pd.DataFrame:
         """Val/test macro-F1, the paired delta to the teacher on each (negative = worse; test with its 95% CI, its
@@ -160,7 +172,7 @@ class Stage(BaseStage):
         inputs = bench.batch1_inputs(self.tokenizer, self.splits["test"]["text"].tolist(), seq_len=p.latency_seq_len,
                                      n=p.latency_n)
         # batch-1 CPU timing on an idle CPU: rank 0 alone under a launcher, the others receive its table
-        self.sizes = rank0_only(sizes_and_latency, models, inputs, p.threads)
+        self.sizes = rank0_only(bench.torch_sizes_and_latency, models, inputs, p.threads)
         return self.sizes
 
     def size_table(self) -> pd.DataFrame:
@@ -171,8 +183,12 @@ class Stage(BaseStage):
                              "faster than teacher (x)": z["speedup"], "weights smaller (x)": z["size_ratio"]})
 
     def best_kind(self) -> str:
-        """Selected on validation macro-F1 only: test stays untouched for the final comparison."""
-        return max(self.results, key=lambda k: self.results[k]["val"]["macro_f1"])
+        """Selected on the mean validation macro-F1 over seeds only: test stays untouched for the final comparison."""
+        return seeds.best_on_mean({k: r["runs"] for k, r in self.results.items()})
+
+    def seed_runs(self) -> dict[str, list[dict]]:
+        """Each student's per-seed records (seed, val / test / OOD-val macro-F1, checkpoint)."""
+        return {f"student_{k}": r["runs"] for k, r in self.results.items()}
 
     def best(self) -> str:
         return f"student_{self.best_kind()}"
@@ -181,27 +197,24 @@ class Stage(BaseStage):
         return {"teacher test": self.teacher_test, **{f"{k} test": r["test"] for k, r in self.results.items()}}
 
     def plot_f1(self):
-        """Val and test macro-F1 of every model, with the target and the F1 budget below the teacher's val F1."""
-        table, target = self.table, self.target_f1
-        ax = table[["val_macro_f1", "test_macro_f1"]].rename(columns=lambda c: c.split("_")[0]).plot.bar(
-            rot=0, figsize=(10, 3.8))
-        lo = min(table[["val_macro_f1", "test_macro_f1"]].min().min(), target) - 0.05
-        ax.set(ylim=(max(0, lo), 1.0), title="Macro-F1: students vs teacher", ylabel="macro-F1")
-        ax.axhline(target, color="red", ls=":", label=f"target {target:.2f} (val)")
-        budget = self.p.max_f1_drop_pts
-        ax.axhline(table.loc["teacher", "val_macro_f1"] - budget / 100, color="grey", ls="--",
-                   label=f"teacher val - {budget} pts (F1 goal)")
-        for c in ax.containers:
-            ax.bar_label(c, fmt="%.3f", fontsize=8)
-        legend_outside(ax)
-        ax.figure.tight_layout()
-        return ax.figure
+        """Val, test and OOD-val macro-F1 of every model, a dot per seed, with the target and the F1 budget."""
+        t, budget = self.teacher_val["macro_f1"], self.p.max_f1_drop_pts
+        teacher = {"seed": self.p.seed, "val_macro_f1": t, "test_macro_f1": self.teacher_test["macro_f1"],
+                   "ood_val_macro_f1": self.teacher_ood["macro_f1"] if self.teacher_ood else None}
+        lines = ((self.target_f1, f"target {self.target_f1:.2f} (val)", {"color": "red", "ls": ":"}),
+                 (t - budget / 100, f"teacher val - {budget} pts (F1 goal)", {"color": "grey", "ls": "--"}))
+        return plots.plot_seed_f1({"teacher": [teacher], **self.seed_runs()}, "Macro-F1: students vs teacher", lines)
+
+    def seed_table(self) -> pd.DataFrame:
+        """Each student's spread over its training seeds (the teacher is one seed) and the seed exported."""
+        return plots.seed_table(self.seed_runs(), {f"student_{k}": r["seed"] for k, r in self.results.items()})
 
     def goal_checks(self) -> list[dict]:
         """The best student's goals, on validation (test is reported in the verdict, never judged)."""
-        best = self.best()
-        row = {"val_delta_pts": self.table.loc[best, "val_delta_pts"], "speedup": self.sizes.loc[best, "speedup"]}
-        return goals.check_all(goals.from_params(self.params), row, best)
+        best, teacher_val = self.best(), self.teacher_val["macro_f1"]
+        deltas = [100 * (r["val_macro_f1"] - teacher_val) for r in self.seed_runs()[best]]
+        row = {"val_delta_pts": statistics.fmean(deltas), "speedup": self.sizes.loc[best, "speedup"]}
+        return goals.check_all(goals.from_params(self.params), row, best, {"val_delta_pts": deltas})
 
     def outcome(self) -> dict:
         return {"metrics": self._metrics(), "headline": self._headline(), "verdict": self.verdict(),
@@ -213,7 +226,7 @@ class Stage(BaseStage):
         return [self.teacher_variant.derive(f"student_{k}", "hf", relative_path(r["path"], root), f"student_{k}",
                                             self.NAME, best_student=f"student_{k}" == best,
                                             test_macro_f1=r["test"]["macro_f1"],
-                                            val_macro_f1=r["val"]["macro_f1"],
+                                            val_macro_f1=r["val"]["macro_f1"], seed=r["seed"], seed_runs=r["runs"],
                                             params=int(self.sizes.loc[f"student_{k}", "params"]),
                                             disk_bytes=int(self.sizes.loc[f"student_{k}", "disk_bytes"]),
                                             latency_ms=float(self.sizes.loc[f"student_{k}", "latency_ms"]))
@@ -226,7 +239,7 @@ class Stage(BaseStage):
         return "\n".join(goals.lines(self.goal_checks()) + [
             f"* Best student by validation macro-F1: **{best}** (val {t.loc[best, 'val_macro_f1']:.4f}). On test, "
             f"reported only: macro-F1 {t.loc[best, 'test_macro_f1']:.4f}, {stats.delta_text(t.loc[best], prefix='test_')}"
-            f"; {kd_gain:+.2f} points vs the no-teacher baseline.",
+            f"; {kd_gain:+.2f} points vs the no-teacher baseline.", self.seeds_line(),
             f"* Negative recall on test: teacher {t.loc['teacher', 'test_negative_recall']:.3f}, best student "
             f"{t.loc[best, 'test_negative_recall']:.3f}, baseline {t.loc['student_baseline', 'test_negative_recall']:.3f}.",
             f"* It agrees with the teacher on {t.loc[best, 'agreement_test']:.1%} of test sentences.",
@@ -235,16 +248,31 @@ class Stage(BaseStage):
             f"{s.loc['teacher', 'latency_ms']:.2f} ms ({s.loc[best, 'speedup']:.2f}x faster).",
             "* The embeddings are a large fixed share of a small BERT, so parameters shrink less than depth does."])
 
+    def seeds_line(self) -> str:
+        """How many seeds the choice read, whether each seed alone picks the same student, which seed is exported."""
+        runs, best = self.seed_runs(), self.best()
+        n, exported = len(runs[best]), self.results[self.best_kind()]["seed"]
+        if n == 1:
+            return (f"* One training seed ({exported}): these figures carry no training variance; "
+                    "`run_all.py --seeds 3` trains every student with three.")
+        picks = seeds.per_seed_best(runs)
+        agree = sum(name == best for name in picks.values())
+        return (f"* Chosen on the mean val macro-F1 of {n} seeds ({seeds.spread_text(seeds.summary(runs[best])['val_macro_f1'])}); "
+                f"{agree} of {n} seeds alone pick it. Exported and compared above: seed {exported}, the median on val.")
+
     def _metrics(self) -> dict:
         root, best = self.paths["root"], self.best()
         ood = (lambda m: {"ood_val": public(m)} if m else {})
         return {"teacher": {"val": public(self.teacher_val), "test": public(self.teacher_test), **ood(self.teacher_ood),
                             **self.sizes.loc["teacher"].to_dict()},
                 "students": {k: {"val": public(r["val"]), "test": public(r["test"]), **ood(r["ood_val"]),
-                                 "agreement": r["agreement"], "best_epoch": r["best_epoch"],
+                                 "agreement": r["agreement"], "best_epoch": r["best_epoch"], "seed": r["seed"],
+                                 "seed_runs": r["runs"], "seed_spread": seeds.summary(r["runs"]),
                                  "history": r["history"]} for k, r in self.results.items()},
                 "comparison": self.table.to_dict("index"), "sizes": self.sizes.to_dict("index"),
-                "best_student": {"name": best, "path": relative_path(self.results[self.best_kind()]["path"], root)},
+                "best_student": {"name": best, "path": relative_path(self.results[self.best_kind()]["path"], root),
+                                 "seed": self.results[self.best_kind()]["seed"]},
+                "seeds": seeds.training_seeds(self.p.seed, self.p.seeds),
                 "student_layers": self.student_layers, "layer_map": self.layer_map, "target_f1": self.target_f1,
                 "kd_training_rows": {"labeled": len(self.splits["train"]),
                                      "transfer": len(self.kd_train) - len(self.splits["train"]),
@@ -258,19 +286,6 @@ class Stage(BaseStage):
                 "teacher test macro-F1": float(t.loc["teacher", "test_macro_f1"]),
                 "test Δ vs teacher (points)": float(t.loc[b, "test_delta_pts"]),
                 "speedup batch-1": float(self.sizes.loc[b, "speedup"]), "agreement": float(t.loc[b, "agreement_test"])}
-
-
-def sizes_and_latency(models: dict, inputs: list[dict], threads: int) -> pd.DataFrame:
-    """models: name -> (model, folder). Layers, params, bytes and fastest-round batch-1 CPU latency, vs the teacher."""
-    predicts = {name: torch_predictor(model.cpu()) for name, (model, _) in models.items()}
-    runs = bench.fastest_latency(predicts, inputs, threads=threads, rounds=3, repeats=1)
-    rows = {name: {"layers": model.config.num_hidden_layers, "params": bench.count_params(model),
-                   "disk_bytes": bench.disk_bytes(path), "weight_bytes": bench.weight_bytes(path),
-                   "latency_ms": runs[name]["median_ms"]} for name, (model, path) in models.items()}
-    df = pd.DataFrame(rows).T
-    df["speedup"] = df.loc["teacher", "latency_ms"] / df["latency_ms"]
-    df["size_ratio"] = df.loc["teacher", "weight_bytes"] / df["weight_bytes"]
-    return df.astype({"layers": int, "params": int, "disk_bytes": int, "weight_bytes": int})
 
 
 def _row(model: dict, teacher: dict, agree: dict, seed: int) -> dict:

@@ -1,13 +1,12 @@
 """Stage 04: the teacher and the best student pruned level by level (heads and FFN neurons), KD recovery, timing."""
+import copy
+import statistics
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import seaborn as sns
 
-from lib.core import goals, stats
+from lib.core import goals, seeds, stats
 from lib.core.errors import FinCompressError
 from lib.core.files import relative_path
 from lib.core.params import percent, sparsities
@@ -15,11 +14,12 @@ from lib.core.variants import Variant
 from lib.data.batching import make_loader
 from lib.data.corpus import load_splits, load_transfer
 from lib.measure import bench, ood_eval
+from lib.modeling.device import set_seed
 from lib.modeling.distributed import rank0_only
 from lib.modeling.losses import precomputed_kd_loss
 from lib.modeling.train import attention_for, evaluate, fit, load_classifier, logits_over, public
-from lib.report.plots import legend_outside
 from lib.runtime.pytorch import torch_predictor
+from lib.report import levels, plots
 from lib.stages.base import Stage as BaseStage
 from lib.techniques import prune
 
@@ -39,8 +39,10 @@ class Stage(BaseStage):
                 "(% of heads, % of FFN neurons removed).")
 
     def prune(self) -> dict:
-        """Each model pruned level by level; each level's checkpoint written as soon as it is reached."""
-        self.results = {role: prune_model(role, v, self.paths, self.device, self.levels, self.params)
+        """Each model pruned level by level once per training seed; per level the median seed on val is exported."""
+        chain_seeds = seeds.training_seeds(self.p.seed, self.p.seeds)
+        self.results = {role: export_levels({s: prune_model(role, v, self.paths, self.device, self.levels, self.params, s)
+                                             for s in chain_seeds}, self.paths, self.params)
                         for role, v in self.models.items()}
         return self.results
 
@@ -59,7 +61,12 @@ class Stage(BaseStage):
                                                  desc="unpruned val"))
         ood_eval.score_pruned(self.results, self.paths["data"], p.max_length, self.device, p.seed)  # reported only
         judge(self.results, self.stage_goals(), p.seed)
-        return table(self.results)
+        return levels.table(self.results)
+
+    def seed_table(self) -> pd.DataFrame:
+        """Each level's spread over its seeds and the seed exported."""
+        exported = {f"{m} {lv['name']}%": lv["seed"] for m, res in self.results.items() for lv in res["levels"]}
+        return plots.seed_table(seed_runs(self.results), exported)
 
     def stage_goals(self) -> list:
         return goals.from_params(self.params, ref="its unpruned source")
@@ -70,7 +77,8 @@ class Stage(BaseStage):
 
     def goal_checks(self) -> list[dict]:
         return [c for role, lv in self.chosen().items()
-                for c in goals.check_all(self.stage_goals(), lv, f"{role}_pruned_{lv['name']}")]
+                for c in goals.check_all(self.stage_goals(), lv, f"{role}_pruned_{lv['name']}",
+                                         {"val_delta_pts": lv["val_delta_pts_per_seed"]})]
 
     def outcome(self) -> dict:
         root = self.paths["root"]
@@ -78,7 +86,8 @@ class Stage(BaseStage):
                                              "prune", self.NAME, test_macro_f1=lv["test"]["macro_f1"],
                                              val_macro_f1=lv["val"]["macro_f1"], params=lv["params"],
                                              disk_bytes=lv["disk_bytes"], latency_ms=lv["latency"]["median_ms"],
-                                             head_fraction=lv["head_fraction"], ffn_fraction=lv["ffn_fraction"])
+                                             head_fraction=lv["head_fraction"], ffn_fraction=lv["ffn_fraction"],
+                                             seed=lv["seed"], seed_runs=lv["runs"])
                     for role, res in self.results.items() for lv in res["levels"]]
         checks = self.goal_checks()
         return {"metrics": {"models": metrics(self.results, root), "hyperparameters": self.params,
@@ -103,44 +112,69 @@ def level_name(level: tuple[float, float]) -> str:
     return f"{h}" if h == f else f"h{h}_f{f}"
 
 
-def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p: dict) -> dict:
-    """Prune one checkpoint level by level (each continues the previous), saving and testing each level."""
+def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p: dict, seed: int) -> dict:
+    """Prune one checkpoint level by level (each continues the previous) with one training seed (batches drawn for
+    the importance, recovery shuffles and dropout); each level tested and kept in memory (`model`, on the CPU)."""
+    set_seed(seed)  # each chain the same whatever ran before it
     splits, src, amp = load_splits(paths["data"]), source.location(paths["root"]), p["gpu"]
     model, tok = load_classifier(str(src), attention_for(device, maps=p["importance"] == "entropy"))
     model.to(device)
 
     def loader(df, bs, shuffle=False):
-        return make_loader(df, tok, bs, p["max_length"], shuffle=shuffle, seed=p["seed"])
+        return make_loader(df, tok, bs, p["max_length"], shuffle=shuffle, seed=seed)
     train, val, test = loader(splits["train"], p["batch_size"], True), loader(splits["val"], 64), loader(splits["test"], 64)
     # recovery KD also reads the unlabeled transfer sentences (label -1: the teacher's soft labels only)
     kd_df = (pd.concat([splits["train"], load_transfer(paths["data"])], ignore_index=True) if p["transfer"]
              else splits["train"])
     base = {"path": src, "params": bench.count_params(model), "prunable": prune.prunable_params(model),
-            "test": evaluate(model, test, device, amp, desc="test"), "counts": prune.unit_counts(model)}
+            "test": public(evaluate(model, test, device, amp, desc="test")), "counts": prune.unit_counts(model)}
     # The unpruned model is the KD teacher of every recovery round: its logits are fixed, so compute once, and
     # keep them on the device, where each recovery batch looks its rows up without a trip to the host.
     teacher_logits = logits_over(model, loader(kd_df, 64), device, amp, desc="kd targets")["logits"].to(device)
     loss_fn = precomputed_kd_loss(teacher_logits, p["alpha"], p["temperature"])
-    out = {"name": name, "base": base, "levels": [], "recovery": {}}
+    out = {"name": name, "base": base, "levels": [], "recovery": {}, "tokenizer": tok}
     importance = prune.IMPORTANCE[p["importance"]](train, device, p["importance_batches"], amp)  # gold labels only
     for level in levels:
-        start, label, desc = time.time(), level_name(level), f"prune_{name}_{level_name(level)}"
+        start, label, desc = time.time(), level_name(level), f"prune_{name}_{level_name(level)}_seed{seed}"
         recover = recoverer(loader(kd_df, p["batch_size"], True), val, device, p, loss_fn, paths["logs"], desc, amp)
         log = prune.prune_to(model, importance, head_fraction=level[0], ffn_fraction=level[1], rounds=p["rounds"],
                              recover=recover, desc=desc)
         out["recovery"].update({f"{label}% round {e['round']}": e for e in log})  # curves: notebook only
-        path = paths["checkpoints"] / "pruned" / f"{name}_{label}"
-        prune.save_pruned(model.cpu(), tok, path, {"parent": str(src), "head_fraction": level[0],
-                                                   "ffn_fraction": level[1], "hyperparameters": p})
-        model.to(device)
-        out["levels"].append({"name": label, "head_fraction": level[0], "ffn_fraction": level[1], "path": path,
-                              "counts": prune.unit_counts(model), "params": bench.count_params(model),
+        out["levels"].append({"name": label, "head_fraction": level[0], "ffn_fraction": level[1], "seed": seed,
+                              "model": copy.deepcopy(model).cpu(), "counts": prune.unit_counts(model),
+                              "params": bench.count_params(model),
                               "sparsity": 1 - prune.prunable_params(model) / base["prunable"],
                               "val": public(evaluate(model, val, device, amp, desc="val")),
                               "test": public(evaluate(model, test, device, amp, desc="test")),
                               "rounds": [_round_summary(r) for r in log], "seconds": round(time.time() - start, 1)})
-    base["test"] = public(base["test"])
     return out
+
+
+def export_levels(chains: dict[int, dict], paths: dict, p: dict) -> dict:
+    """One model's seed chains (seed -> prune_model's result) saved and folded into one result: per level every
+    seed's checkpoint and record, and the median seed on val exported (checkpoints/pruned/<model>_<level>)."""
+    first = next(iter(chains.values()))
+    out = {"name": first["name"], "base": first["base"], "levels": [], "recovery": {}}
+    for i, level in enumerate(first["levels"]):
+        runs = {s: chain["levels"][i] for s, chain in chains.items()}
+        chosen = seeds.median_run([{"seed": s, "val_macro_f1": lv["val"]["macro_f1"]} for s, lv in runs.items()])["seed"]
+        for s, lv in runs.items():
+            lv["path"] = paths["checkpoints"] / "pruned" / (f"{first['name']}_{lv['name']}" +
+                                                            ("" if s == chosen else f"_seed{s}"))
+            prune.save_pruned(lv.pop("model"), first["tokenizer"], lv["path"],
+                              {"parent": str(first["base"]["path"]), "head_fraction": level["head_fraction"],
+                               "ffn_fraction": level["ffn_fraction"], "seed": s, "exported_seed": chosen,
+                               "hyperparameters": p})
+        out["levels"].append({**runs[chosen], "runs": [seed_record(lv, paths["root"]) for lv in runs.values()]})
+        out["recovery"].update({k: e for k, e in chains[chosen]["recovery"].items() if k.startswith(f"{level['name']}% ")})
+    return out
+
+
+def seed_record(level: dict, root: Path) -> dict:
+    """One seed's level for the JSON: its seed, val and test macro-F1, units kept, checkpoint."""
+    return {"seed": level["seed"], "val_macro_f1": level["val"]["macro_f1"], "test_macro_f1": level["test"]["macro_f1"],
+            "heads": sum(level["counts"]["heads"]), "ffn_neurons": sum(level["counts"]["neurons"]),
+            "path": relative_path(level["path"], root)}
 
 
 def recoverer(loader, val, device, p: dict, loss_fn, log_dir: Path | None, desc: str, amp: bool):
@@ -181,10 +215,12 @@ def measure(results: dict, texts: list[str], seq_len: int = 32, threads: int = 2
 
 
 def judge(results: dict, gs: list, seed: int) -> None:
-    """Each level's delta to its unpruned source (negative = worse): on val for the goals, on test paired with its
-    95% CI, bootstrap p Holm-adjusted over every level, the word and McNemar p (reported); and the goals met."""
+    """Each level's delta to its unpruned source (negative = worse): on val, the mean over its seeds, for the goals; on
+    test, its exported seed's, paired with its 95% CI, bootstrap p Holm-adjusted over every level, the word and
+    McNemar p (reported); and the goals met."""
     for base, lv in [(res["base"], lv) for res in results.values() for lv in res["levels"]]:
-        lv["val_delta_pts"] = 100 * (lv["val"]["macro_f1"] - base["val"]["macro_f1"])
+        lv["val_delta_pts_per_seed"] = [100 * (r["val_macro_f1"] - base["val"]["macro_f1"]) for r in lv["runs"]]
+        lv["val_delta_pts"] = statistics.fmean(lv["val_delta_pts_per_seed"])
         paired = stats.compare(lv["test"]["labels"], lv["test"]["preds"], base["test"]["preds"], seed=seed)
         lv.update({f"test_{k}": v for k, v in paired.items()}, goals_met=goals.all_met(gs, lv))
     stats.judge_family([lv for res in results.values() for lv in res["levels"]])  # the word: Holm over every level
@@ -194,72 +230,6 @@ def best_level(res: dict, gs: list) -> dict:
     """The level to ship, on validation: every goal met first, then within the F1 budget, then the most pruned."""
     budget = next(g for g in gs if g.name == "max_f1_drop_pts")
     return max(res["levels"], key=lambda lv: (lv["goals_met"], budget.met(lv["val_delta_pts"]), lv["sparsity"]))
-
-
-def table(results: dict) -> pd.DataFrame:
-    """Every model's unpruned source and levels: units kept, val and test F1 with the deltas, size, speed."""
-    rows = {}
-    for name, res in results.items():
-        b = res["base"]
-        for lv in [{"name": "0", **b, "speedup": 1.0, "sparsity": 0.0}] + res["levels"]:
-            paired = (stats.delta_cell(lv["test_delta_pts"], lv["test_delta_ci_low"], lv["test_delta_ci_high"])
-                      if "test_delta_pts" in lv else "")
-            rows[f"{name} {lv['name']}%"] = {
-                "heads": sum(lv["counts"]["heads"]), "FFN neurons": sum(lv["counts"]["neurons"]),
-                "sparsity": lv["sparsity"], "val macro-F1": lv["val"]["macro_f1"], "val Δ (pts)": f"{lv['val_delta_pts']:+.2f}" if lv["sparsity"] else "",
-                **ood_eval.level_cells(lv, not lv["sparsity"]),
-                "test macro-F1": lv["test"]["macro_f1"], "test Δ (pts) [95% CI]": paired,
-                "params (M)": lv["params"] / 1e6, "disk (MB)": lv["disk_bytes"] / 1e6,
-                "latency (ms)": lv["latency"]["median_ms"], "faster than unpruned (x)": lv["speedup"],
-                "goals (val)": {True: "MET", False: "NOT MET"}.get(lv.get("goals_met"), "")}
-    return pd.DataFrame(rows).T
-
-
-def plot_kept(results: dict):
-    """Heatmaps of the share of heads and FFN neurons each layer keeps, per model and level."""
-    fig, axes = plt.subplots(2, len(results), figsize=(5.5 * len(results), 5.5), squeeze=False)
-    for col, (name, res) in enumerate(results.items()):
-        base = res["base"]["counts"]
-        for row, kind in enumerate(("heads", "neurons")):
-            kept = np.array([lv["counts"][kind] for lv in res["levels"]], dtype=float)
-            sns.heatmap(kept / np.array(base[kind]), annot=kept.astype(int), fmt="d", vmin=0, vmax=1, cmap="viridis",
-                        ax=axes[row, col], yticklabels=[lv["name"] for lv in res["levels"]],
-                        xticklabels=range(len(base[kind])), annot_kws={"fontsize": 9})
-            axes[row, col].set(title=f"{name}: {kind} kept (of {base[kind][0]} per layer)", xlabel="layer",
-                               ylabel="level (% removed)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_curve(results: dict, max_drop: float, min_speedup: float):
-    """Val (solid, decides) and test (dashed) macro-F1, and batch-1 speed-up, against the share of prunable
-    weights removed; the goals as dotted lines."""
-    fig, (ax_f1, ax_sp) = plt.subplots(1, 2, figsize=(13, 3.9))
-    for name, res in results.items():
-        xs = [0.0] + [lv["sparsity"] for lv in res["levels"]]
-        line, = ax_f1.plot(xs, [res["base"]["val"]["macro_f1"]] + [lv["val"]["macro_f1"] for lv in res["levels"]],
-                           marker="o", label=f"{name} val")
-        ax_f1.plot(xs, [res["base"]["test"]["macro_f1"]] + [lv["test"]["macro_f1"] for lv in res["levels"]],
-                   marker="s", ls="--", color=line.get_color(), label=f"{name} test")
-        ax_f1.axhline(res["base"]["val"]["macro_f1"] - max_drop / 100, ls=":", color=line.get_color(), lw=1.2,
-                      label=f"{name} F1 goal (val - {max_drop} pts)")
-        ax_sp.plot(xs, [1.0] + [lv["speedup"] for lv in res["levels"]], marker="o", label=name)
-    ax_sp.axhline(min_speedup, ls=":", color="grey", label=f"speed goal {min_speedup}x")
-    ax_f1.set(title="Macro-F1 vs sparsity", xlabel="share of prunable weights removed", ylabel="macro-F1")
-    ax_sp.set(title="Batch-1 CPU speed-up vs sparsity", xlabel="share of prunable weights removed", ylabel="x faster")
-    for ax in (ax_f1, ax_sp):
-        legend_outside(ax)
-    fig.tight_layout()
-    return fig
-
-
-def confusions(results: dict) -> dict:
-    """Test predictions of each unpruned model and its levels, for a grid of confusion matrices."""
-    out = {}
-    for name, res in results.items():
-        out[f"{name} unpruned"] = res["base"]["test"]
-        out.update({f"{name} {lv['name']}%": lv["test"] for lv in res["levels"]})
-    return out
 
 
 def headline(results: dict, chosen: dict) -> dict:
@@ -288,8 +258,27 @@ def verdict(results: dict, chosen: dict, checks: list[dict]) -> str:
         if strongest is not lv:
             lines.append(f"  The strongest level, {strongest['name']}%, reads val {strongest['val_delta_pts']:+.2f} points"
                          f" and is {strongest['speedup']:.2f}x faster.")
+    lines.append(seeds_line(results))
     lines.append("* Stage 05 benchmarks every level, alone and stacked with INT8, and makes the shipping choice.")
     return "\n".join(lines)
+
+
+def seed_runs(results: dict) -> dict[str, list[dict]]:
+    """'<model> <level>%' -> that level's per-seed records."""
+    return {f"{name} {lv['name']}%": lv["runs"] for name, res in results.items() for lv in res["levels"]}
+
+
+def seeds_line(results: dict) -> str:
+    """How many recovery seeds each level read, and which seed each exported."""
+    runs = seed_runs(results)
+    n = len(next(iter(runs.values())))
+    if n == 1:
+        return (f"* One training seed ({next(iter(runs.values()))[0]['seed']}): these figures carry no training "
+                "variance; `run_all.py --seeds 3` prunes and recovers every level with three.")
+    exported = ", ".join(f"{name} seed {lv['seed']}" for name, lv in
+                         ((f"{m} {lv['name']}%", lv) for m, res in results.items() for lv in res["levels"]))
+    return (f"* Every level pruned and recovered with {n} seeds: val figures and the goals read their mean; test figures "
+            f"and the paired intervals are the exported seed's, the median on val ({exported}).")
 
 
 def metrics(results: dict, root: Path) -> dict:

@@ -1,4 +1,5 @@
 """Stage 03: every INT8 variant of the teacher and the best student, each measured against its FP32 source."""
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 from lib import formats
-from lib.core import goals, stats
+from lib.core import goals, seeds, stats
 from lib.core.errors import FinCompressError
 from lib.core.files import relative_path
 from lib.core.variants import Variant
@@ -51,6 +52,11 @@ class Stage(BaseStage):
         self.results = [r | {"holm_family": family} for r in self.results]
         return self.results[-1] if len(self.models) > 1 else None
 
+    def seed_table(self) -> pd.DataFrame:
+        """Each trained variant (QAT) over its training seeds, and the seed exported."""
+        trained = [v for r in self.results for v in r["variants"] if "seed_runs" in v.metrics]
+        return plots.seed_table({v.name: v.metrics["seed_runs"] for v in trained}, {v.name: v.metrics["seed"] for v in trained})
+
     def stage_goals(self) -> list[goals.Goal]:
         return goals.from_params(self.params, ref="its FP32 source")
 
@@ -58,7 +64,7 @@ class Stage(BaseStage):
         gs, checks = self.stage_goals(), []
         for r in self.results:  # each model is judged by the INT8 variant it would ship
             best = best_int8(r, gs)
-            checks += goals.check_all(gs, best.metrics, best.name)
+            checks += goals.check_all(gs, best.metrics, best.name, {"val_delta_pts": best.metrics.get("val_delta_pts_per_seed")})
         return {"metrics": {"models": [json_view(r) for r in self.results]}, "goals": checks,
                 "headline": headline(self.results, gs), "verdict": verdict(self.results, gs, checks),
                 "variants": [v for r in self.results for v in r["variants"]]}
@@ -130,24 +136,26 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     ptq = rank0_only(post_training, source, model, tokenizer, paths, val, texts, test, lat_inputs, p,
                      splits["train"]["text"].astype(str).tolist())
     ptq["fp32"] |= {"ood_val": ood["ood_val"]} if ood else {}
-    qat_model, qat = train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p)
-    by_method, evals = rank0_only(save_and_measure, source, qat_model, model.config, tokenizer, paths,
-                                  {"val": val, "test": test} | ({"ood_val": ood["ood_loader"]} if ood else {}),
-                                  lat_inputs, ptq, p)
+    qats = {s: train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p, s)
+            for s in seeds.training_seeds(p["seed"], p["seeds"])}
+    by_method, evals, qat = rank0_only(save_and_measure, source, qats, model.config, tokenizer, paths,
+                                       {"val": val, "test": test} | ({"ood_val": ood["ood_loader"]} if ood else {}),
+                                       lat_inputs, ptq, p)
     qat["reference"] = ("FP32 val", ptq["fp32"]["val"]["macro_f1"])  # its curve's dashed line; not in the JSON
     return {"name": source.name, **{k: v for k, v in ptq.items() if k not in ("meta", "saved")}, "qat_history": qat["history"],
             "qat": qat, "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
 
 
-def train_qat(name, model, tokenizer, splits, keep_mods, device, p: dict) -> tuple:
-    """QAT: a short fine-tuning at a low learning rate (bf16 autocast under --gpu); (INT8 model, {history, steps})."""
+def train_qat(name, model, tokenizer, splits, keep_mods, device, p: dict, seed: int) -> tuple:
+    """QAT with one training seed: a short fine-tuning at a low learning rate (bf16 autocast under --gpu);
+    (INT8 model, {history, steps})."""
     def finetune(fake):
-        train = make_loader(splits["train"], tokenizer, 32, p["max_length"], shuffle=True, seed=p["seed"])
+        train = make_loader(splits["train"], tokenizer, 32, p["max_length"], shuffle=True, seed=seed)
         val = make_loader(splits["val"], tokenizer, 64, p["max_length"])
-        run = fit(fake, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1, desc=f"{name} QAT",
-                  amp=bool(p.get("gpu")))
+        run = fit(fake, train, val, device, epochs=p["qat_epochs"], lr=p["qat_lr"], patience=1,
+                  desc=f"{name} QAT seed {seed}", amp=bool(p.get("gpu")))
         return {"history": run["history"], "steps": run["steps"]}
-    set_seed(p["seed"])  # the same shuffles and dropout however many random draws the stage made before
+    set_seed(seed)  # the same shuffles and dropout however many random draws the stage made before
     return q.qat(model, keep_mods, p["per_channel"], finetune)
 
 
@@ -177,16 +185,30 @@ def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, te
             "meta": meta, "saved": saved | {"onnx_static_int8": static["path"]}}
 
 
-def save_and_measure(source: Variant, qat_model, config, tokenizer, paths: dict, loaders: dict, lat_inputs, ptq: dict,
-                     p: dict) -> tuple[dict, dict]:
-    """Save QAT INT8, reload and measure every saved variant; the ONNX INT8 ones carry what stage 06 reuses."""
-    name, qdir = source.name, paths["checkpoints"] / "quantized"
+def save_and_measure(source: Variant, qats: dict, config, tokenizer, paths: dict, loaders: dict, lat_inputs, ptq: dict,
+                     p: dict) -> tuple[dict, dict, dict]:
+    """Save every seed's QAT INT8 (the median seed on val as <model>_qat_int8, the others by seed), reload and measure
+    every saved variant; (variants by method, test evals, the exported seed's QAT curve). The ONNX INT8 variants
+    carry what stage 06 reuses; the QAT one its seeds, judged on their mean val delta."""
+    name, qdir, fp32 = source.name, paths["checkpoints"] / "quantized", ptq["fp32"]
+    runs = {s: {"seed": s, **{f"{k}_macro_f1": sens.evaluate_predictor(torch_predictor(m), loaders[k], fp32[k]["logits"])
+                              ["macro_f1"] for k in ("val", "test")}} for s, (m, _) in qats.items()}
+    chosen = seeds.median_run(list(runs.values()))["seed"]
+    for s, (m, _) in qats.items():
+        runs[s]["path"] = qdir / (f"{name}_qat_int8" if s == chosen else f"{name}_qat_int8_seed{s}")
+        q.save_torch_int8(m, config, tokenizer, runs[s]["path"], ptq["meta"] | {"method": "qat", "seed": s,
+                                                                                "exported_seed": chosen})
+        runs[s]["path"] = relative_path(runs[s]["path"], paths["root"])
     saved = ptq["saved"] | {"qat_int8": qdir / f"{name}_qat_int8"}
-    q.save_torch_int8(qat_model, config, tokenizer, saved["qat_int8"], ptq["meta"] | {"method": "qat"})
-    by_method, evals = measure_saved(source, saved, paths["root"], loaders, lat_inputs, ptq["fp32"], p)
+    by_method, evals = measure_saved(source, saved, paths["root"], loaders, lat_inputs, fp32, p)
+    deltas = [100 * (r["val_macro_f1"] - fp32["val"]["macro_f1"]) for r in runs.values()]
+    qat_m = {"seed": chosen, "seed_runs": list(runs.values()), "val_delta_pts": statistics.fmean(deltas),
+             "val_delta_pts_per_seed": deltas}
+    by_method["qat_int8"] = by_method["qat_int8"].with_metrics(
+        **qat_m, goals_met=goals.all_met(goals.from_params(p, ref="its FP32 source"), by_method["qat_int8"].metrics | qat_m))
     by_method["onnx_int8"] = by_method["onnx_int8"].with_metrics(keep_fp32_groups=ptq["onnx_keep_fp32_groups"])
     by_method["onnx_static_int8"] = by_method["onnx_static_int8"].with_metrics(calibration=ptq["onnx_static_calibration"])
-    return by_method, evals
+    return by_method, evals, qats[chosen][1]
 
 
 def json_view(result: dict) -> dict:
@@ -216,64 +238,6 @@ def headline(results: list[dict], gs: list) -> dict:
                     f"{r['name']} size ratio": round(b.metrics["size_ratio"], 2),
                     f"{r['name']} speedup": round(b.metrics["speedup"], 2)})
     return out
-
-
-def variants_table(result: dict) -> pd.DataFrame:
-    """One model's FP32 source and every variant: val and test F1, the deltas to FP32, size, speed, goals."""
-    f = result["fp32"]
-    holm, word = f"test p, Holm over {result['holm_family']} vs FP32 source", f"on test (Holm p < {stats.ALPHA})"
-    rows = [{"variant": f"{result['name']} (FP32 torch)", "val macro-F1": f["val"]["macro_f1"], "val Δ (pts)": "",
-             **ood_eval.level_cells({"ood_val_macro_f1": f["ood_val"]["macro_f1"]} if "ood_val" in f else {}, True),
-             "test macro-F1": f["test"]["macro_f1"], "test Δ (pts) [95% CI]": "",
-             holm: "", word: "reference", "disk (MB)": f["disk_bytes"] / 1e6, "latency (ms)": f["latency"]["median_ms"],
-             "faster than FP32 (x)": 1.0, "smaller than FP32 (x)": 1.0, "agreement": 1.0, "goals (val)": ""}]
-    for v in result["variants"]:
-        m = v.metrics
-        rows.append({"variant": v.name, "val macro-F1": m["val_macro_f1"], "val Δ (pts)": f"{m['val_delta_pts']:+.2f}",
-                     **ood_eval.level_cells(m, False), "test macro-F1": m["test_macro_f1"],
-                     "test Δ (pts) [95% CI]": stats.delta_cell(m["test_delta_pts"], m["test_delta_ci_low"],
-                                                               m["test_delta_ci_high"]),
-                     holm: m["test_p_holm"],
-                     word: m["test_reading"], "disk (MB)": m["disk_bytes"] / 1e6, "latency (ms)": m["latency_ms"],
-                     "faster than FP32 (x)": m["speedup"], "smaller than FP32 (x)": m["size_ratio"], "agreement": m["agreement"],
-                     "goals (val)": "MET" if m["goals_met"] else "NOT MET"})
-    return pd.DataFrame(rows).set_index("variant")
-
-
-def calibration_table(result: dict) -> pd.DataFrame:
-    """Static INT8 under each calibration method beside dynamic INT8: val (which picks the method) and test F1."""
-    dyn = result["by_method"]["onnx_int8"].metrics
-    rows = [{"ONNX Runtime INT8": f"static, {m}", "val macro-F1": s["val_macro_f1"], "test macro-F1": s["test_macro_f1"],
-             "chosen (val)": "yes" if m == result["onnx_static_calibration"] else ""}
-            for m, s in result["onnx_static_scores"].items()]
-    rows.append({"ONNX Runtime INT8": "dynamic", "val macro-F1": dyn["val_macro_f1"], "test macro-F1": dyn["test_macro_f1"],
-                 "chosen (val)": ""})
-    return pd.DataFrame(rows).set_index("ONNX Runtime INT8")
-
-
-def sensitivity_table(result: dict) -> pd.DataFrame:
-    """The scan with human names: val delta when one group alone is INT8, logit change, kept FP32 or not."""
-    df = pd.DataFrame(result["sensitivity"]).set_index("group")
-    df = df.assign(kept_fp32=[g in result["keep_fp32_groups"] for g in df.index])
-    return df.rename(columns={"val_macro_f1": "val macro-F1", "val_delta_pts": "val Δ (pts)", "params": "weights",
-                              "agreement": "agreement", "max_abs_diff": "max |logit diff|",
-                              "mean_abs_diff": "mean |logit diff|", "kept_fp32": "kept FP32"})
-
-
-def plot_sensitivity(results: list[dict], max_drop: float):
-    """Val macro-F1 delta when one group alone is INT8; red bars are the groups the default keeps FP32."""
-    return plots.plot_sensitivity({r["name"]: sensitivity_table(r) for r in results}, max_drop)
-
-
-def plot_tradeoffs(results: list[dict]):
-    """Test macro-F1, size on disk and batch-1 latency of every variant next to its FP32 source."""
-    return plots.plot_tradeoffs(pd.concat([variants_table(r) for r in results]), {f"{r['name']} (FP32 torch)" for r in results})
-
-
-def int8_confusions(result: dict) -> dict:
-    """Test predictions of the FP32 source and each of its INT8 variants, for confusion matrices."""
-    return {f"{result['name']} FP32": result["fp32"]["test"],
-            **{v.name: result["evals"][v.name] for v in result["variants"] if v.precision == "int8"}}
 
 
 def verdict(results: list[dict], gs: list, checks: list[dict]) -> str:

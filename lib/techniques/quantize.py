@@ -249,7 +249,10 @@ def quantize_onnx(src: Path, dst: Path, config: QuantConfig = QuantConfig(), ran
 
     Static mode reads `ranges`, calibrated once per graph and method (quantize_static.ranges_for) and reusable
     for any number of quantizations of that graph; labels then do not depend on batching (see
-    lib/techniques/quantize_static.py). The pooler and classifier export as Gemm: dynamic mode (ORT 1.32)
+    lib/techniques/quantize_static.py). Weights are 7-bit (reduce_range) in both modes: on x86 CPUs without VNNI
+    ONNX Runtime multiplies uint8 x int8 with VPMADDUBSW, whose int16 pair sums overflow with full-range weights
+    (a tiny test model's labels all collapsed to one class on an AVX2-only EPYC); 7 bits cannot overflow, so the
+    model computes the same on every CPU it ships to. The pooler and classifier export as Gemm: dynamic mode (ORT 1.32)
     rewrites both to MatMulInteger, static mode the pooler to QGemm (classifier FP32). Per-channel scales by
     default: on the MiniLM teacher per-tensor INT8 lost 0.74 test F1, per-channel none.
     """
@@ -262,7 +265,7 @@ def quantize_onnx(src: Path, dst: Path, config: QuantConfig = QuantConfig(), ran
         return quantize_static.quantize(src, dst, ranges, exclude, config.per_channel)
     logging.getLogger().setLevel(logging.ERROR)  # it logs a pre-processing hint at WARNING on every call
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=config.per_channel,
-                     op_types_to_quantize=["MatMul", "Attention", "Gather"], nodes_to_exclude=exclude)
+                     reduce_range=True, op_types_to_quantize=["MatMul", "Attention", "Gather"], nodes_to_exclude=exclude)
 
 
 def load_onnx(path, threads: int = 2):

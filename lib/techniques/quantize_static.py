@@ -207,7 +207,7 @@ def ranges_for(src: Path, feeds: list[dict], calibration: str = "minmax"):
 
 def quantize(src: Path, dst: Path, ranges, exclude=(), per_channel: bool = True, attention_int8: bool = True) -> None:
     """Static INT8 of an FP32 ONNX graph with ranges from ranges_for: QDQ MatMuls and embedding Gathers, fused
-    Attention -> QAttention."""
+    Attention -> QAttention; 7-bit weights throughout (no VPMADDUBSW overflow without VNNI: quantize.quantize_onnx)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
     logging.getLogger().setLevel(logging.ERROR)  # ORT logs a pre-processing hint at WARNING on every call
@@ -217,7 +217,7 @@ def quantize(src: Path, dst: Path, ranges, exclude=(), per_channel: bool = True,
         onnx.save(model, str(tmp / "isolated.onnx"))
         save_tensors_data(ranges, tmp / "ranges.json")  # quantize_static reads ranges from its cache file
         quantize_static(str(tmp / "isolated.onnx"), str(tmp / "qdq.onnx"), None, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["MatMul", "Gather", "Gemm"], per_channel=per_channel,
+                        op_types_to_quantize=["MatMul", "Gather", "Gemm"], per_channel=per_channel, reduce_range=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=static_exclusions(model, exclude), calibrate_method=ranges.calibration_method,
                         calibration_cache_path=str(tmp / "ranges.json"),

@@ -1,9 +1,11 @@
 """Stage 04 (lib/stages/pruning.py): sparsity levels, and the smoke run's pruned variants."""
 import json
+import statistics
 
 import pytest
 
 from lib import formats
+from lib.core import seeds
 from lib.core.errors import FinCompressError
 from lib.core.variants import Variant
 from lib.stages import pruning
@@ -42,7 +44,21 @@ def test_notebook_04_smoke(smoke_run):
                                           and g["metric"] == "val_delta_pts")
         assert lv["test_delta_ci_low"] <= lv["test_delta_pts"] <= lv["test_delta_ci_high"]
     assert "MET" in metrics["verdict"]
+    # issue 31: the smoke run prunes and recovers every level with 2 seeds; the goals read the mean val delta
+    for role, model in metrics["metrics"]["models"].items():
+        base_val = model["base"]["val"]["macro_f1"]
+        for lv in model["levels"]:
+            runs = lv["runs"]
+            assert [r["seed"] for r in runs] == [42, 43] and lv["seed"] == seeds.median_run(runs)["seed"]
+            assert [r["path"] for r in runs if r["seed"] == lv["seed"]] == [lv["path"]] == [f"checkpoints/pruned/{role}_{lv['name']}"]
+            for r in runs:
+                info = json.loads((smoke_run / r["path"] / "checkpoint_info.json").read_text())
+                assert (info["seed"], info["exported_seed"]) == (r["seed"], lv["seed"])
+            assert lv["val_delta_pts"] == pytest.approx(statistics.fmean(100 * (r["val_macro_f1"] - base_val) for r in runs))
+            assert lv["val"]["macro_f1"] == next(r["val_macro_f1"] for r in runs if r["seed"] == lv["seed"])
+    assert all(g["seeds"] == 2 for g in gs if g["metric"] == "val_delta_pts")
     html = (smoke_run / "reports" / "04_pruning.html").read_text()
+    assert "Training seeds" in html and "exported seed" in html
     assert html.count("data:image/png") >= 3
     # issue 21: OOD-val beside val for the source and every level, paired with the unpruned source
     for model in metrics["metrics"]["models"].values():

@@ -1,10 +1,12 @@
 """Stage 03 (lib/stages/quantization.py): the smoke run's INT8 variants, reloaded from disk, and its goals."""
 import json
 import re
+import statistics
 
 import pytest
 
 from lib import formats
+from lib.core import seeds
 from lib.core.variants import Variant
 from lib.measure import bench
 from lib.techniques import quantize_static as qs
@@ -43,3 +45,15 @@ def test_notebook_03_smoke(smoke_run):
         ref = fp32[v.source]
         assert v.metrics["ood_val_delta_pts"] == pytest.approx(100 * (v.metrics["ood_val_macro_f1"] - ref))
     assert "OOD-val macro-F1" in html
+    # issue 31: QAT trains with the smoke run's 2 seeds; its val delta and goals read their mean
+    fp32_val = {model["name"]: model["fp32"]["val_macro_f1"] for model in report["metrics"]["models"]}
+    for v in (v for v in listed if "qat_int8" in v.techniques):
+        runs, m = v.metrics["seed_runs"], v.metrics
+        assert [r["seed"] for r in runs] == [42, 43] and m["seed"] == seeds.median_run(runs)["seed"]
+        assert [r["path"] for r in runs if r["seed"] == m["seed"]] == [v.path]
+        assert m["val_macro_f1"] == pytest.approx(next(r["val_macro_f1"] for r in runs if r["seed"] == m["seed"]))
+        assert m["val_delta_pts"] == pytest.approx(statistics.fmean(100 * (r["val_macro_f1"] - fp32_val[v.source]) for r in runs))
+        for r in runs:
+            info = json.loads((smoke_run / r["path"] / "quantization.json").read_text())
+            assert (info["seed"], info["exported_seed"], info["method"]) == (r["seed"], m["seed"], "qat")
+    assert "QAT INT8 over its training seeds" in html
