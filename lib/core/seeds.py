@@ -42,6 +42,16 @@ def median_run(runs: list[dict]) -> dict:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def folder_name(name: str, seed: int, exported: int) -> str:
+    """Where a seed's model is saved: the exported seed under the model's own name, the others beside it by seed."""
+    return name if seed == exported else f"{name}_seed{seed}"
+
+
+def val_deltas(runs: list[dict], reference_f1: float) -> list[float]:
+    """Each seed's val macro-F1 minus the reference's, in points (negative = worse)."""
+    return [100 * (r[DECIDES] - reference_f1) for r in runs]
+
+
 def best_on_mean(candidates: dict[str, list[dict]]) -> str:
     """The candidate with the highest mean val macro-F1 over its seeds; a tie goes to the first one listed."""
     best, best_mean = None, -math.inf

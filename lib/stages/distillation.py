@@ -95,7 +95,7 @@ class Stage(BaseStage):
         records = [r["record"] for r in runs.values()]
         chosen = seeds.median_run(records)["seed"]
         for s, run in runs.items():
-            run["path"] = self.paths["checkpoints"] / (f"student_{kind}" if s == chosen else f"student_{kind}_seed{s}")
+            run["path"] = self.paths["checkpoints"] / seeds.folder_name(f"student_{kind}", s, chosen)
             run["record"]["path"] = relative_path(run["path"], self.paths["root"])
             run["info"] |= {"exported_seed": chosen, "seeds": list(runs)}
             save_checkpoint(run["model"], self.tokenizer, run["path"], run["info"])
@@ -207,12 +207,12 @@ class Stage(BaseStage):
 
     def seed_table(self) -> pd.DataFrame:
         """Each student's spread over its training seeds (the teacher is one seed) and the seed exported."""
-        return plots.seed_table(self.seed_runs(), {f"student_{k}": r["seed"] for k, r in self.results.items()})
+        return plots.seed_table(self.seed_runs())
 
     def goal_checks(self) -> list[dict]:
         """The best student's goals, on validation (test is reported in the verdict, never judged)."""
         best, teacher_val = self.best(), self.teacher_val["macro_f1"]
-        deltas = [100 * (r["val_macro_f1"] - teacher_val) for r in self.seed_runs()[best]]
+        deltas = seeds.val_deltas(self.seed_runs()[best], teacher_val)
         row = {"val_delta_pts": statistics.fmean(deltas), "speedup": self.sizes.loc[best, "speedup"]}
         return goals.check_all(goals.from_params(self.params), row, best, {"val_delta_pts": deltas})
 

@@ -65,8 +65,7 @@ class Stage(BaseStage):
 
     def seed_table(self) -> pd.DataFrame:
         """Each level's spread over its seeds and the seed exported."""
-        exported = {f"{m} {lv['name']}%": lv["seed"] for m, res in self.results.items() for lv in res["levels"]}
-        return plots.seed_table(seed_runs(self.results), exported)
+        return plots.seed_table(seed_runs(self.results))
 
     def stage_goals(self) -> list:
         return goals.from_params(self.params, ref="its unpruned source")
@@ -159,8 +158,7 @@ def export_levels(chains: dict[int, dict], paths: dict, p: dict) -> dict:
         runs = {s: chain["levels"][i] for s, chain in chains.items()}
         chosen = seeds.median_run([{"seed": s, "val_macro_f1": lv["val"]["macro_f1"]} for s, lv in runs.items()])["seed"]
         for s, lv in runs.items():
-            lv["path"] = paths["checkpoints"] / "pruned" / (f"{first['name']}_{lv['name']}" +
-                                                            ("" if s == chosen else f"_seed{s}"))
+            lv["path"] = paths["checkpoints"] / "pruned" / seeds.folder_name(f"{first['name']}_{lv['name']}", s, chosen)
             prune.save_pruned(lv.pop("model"), first["tokenizer"], lv["path"],
                               {"parent": str(first["base"]["path"]), "head_fraction": level["head_fraction"],
                                "ffn_fraction": level["ffn_fraction"], "seed": s, "exported_seed": chosen,
@@ -219,7 +217,7 @@ def judge(results: dict, gs: list, seed: int) -> None:
     test, its exported seed's, paired with its 95% CI, bootstrap p Holm-adjusted over every level, the word and
     McNemar p (reported); and the goals met."""
     for base, lv in [(res["base"], lv) for res in results.values() for lv in res["levels"]]:
-        lv["val_delta_pts_per_seed"] = [100 * (r["val_macro_f1"] - base["val"]["macro_f1"]) for r in lv["runs"]]
+        lv["val_delta_pts_per_seed"] = seeds.val_deltas(lv["runs"], base["val"]["macro_f1"])
         lv["val_delta_pts"] = statistics.fmean(lv["val_delta_pts_per_seed"])
         paired = stats.compare(lv["test"]["labels"], lv["test"]["preds"], base["test"]["preds"], seed=seed)
         lv.update({f"test_{k}": v for k, v in paired.items()}, goals_met=goals.all_met(gs, lv))
@@ -270,13 +268,12 @@ def seed_runs(results: dict) -> dict[str, list[dict]]:
 
 def seeds_line(results: dict) -> str:
     """How many recovery seeds each level read, and which seed each exported."""
-    runs = seed_runs(results)
-    n = len(next(iter(runs.values())))
+    first = next(iter(seed_runs(results).values()))
+    n = len(first)
     if n == 1:
-        return (f"* One training seed ({next(iter(runs.values()))[0]['seed']}): these figures carry no training "
+        return (f"* One training seed ({first[0]['seed']}): these figures carry no training "
                 "variance; `run_all.py --seeds 3` prunes and recovers every level with three.")
-    exported = ", ".join(f"{name} seed {lv['seed']}" for name, lv in
-                         ((f"{m} {lv['name']}%", lv) for m, res in results.items() for lv in res["levels"]))
+    exported = ", ".join(f"{m} {lv['name']}% seed {lv['seed']}" for m, res in results.items() for lv in res["levels"])
     return (f"* Every level pruned and recovered with {n} seeds: val figures and the goals read their mean; test figures "
             f"and the paired intervals are the exported seed's, the median on val ({exported}).")
 

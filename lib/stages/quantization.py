@@ -55,7 +55,7 @@ class Stage(BaseStage):
     def seed_table(self) -> pd.DataFrame:
         """Each trained variant (QAT) over its training seeds, and the seed exported."""
         trained = [v for r in self.results for v in r["variants"] if "seed_runs" in v.metrics]
-        return plots.seed_table({v.name: v.metrics["seed_runs"] for v in trained}, {v.name: v.metrics["seed"] for v in trained})
+        return plots.seed_table({v.name: v.metrics["seed_runs"] for v in trained})
 
     def stage_goals(self) -> list[goals.Goal]:
         return goals.from_params(self.params, ref="its FP32 source")
@@ -195,13 +195,13 @@ def save_and_measure(source: Variant, qats: dict, config, tokenizer, paths: dict
                               ["macro_f1"] for k in ("val", "test")}} for s, (m, _) in qats.items()}
     chosen = seeds.median_run(list(runs.values()))["seed"]
     for s, (m, _) in qats.items():
-        runs[s]["path"] = qdir / (f"{name}_qat_int8" if s == chosen else f"{name}_qat_int8_seed{s}")
+        runs[s]["path"] = qdir / seeds.folder_name(f"{name}_qat_int8", s, chosen)
         q.save_torch_int8(m, config, tokenizer, runs[s]["path"], ptq["meta"] | {"method": "qat", "seed": s,
                                                                                 "exported_seed": chosen})
         runs[s]["path"] = relative_path(runs[s]["path"], paths["root"])
     saved = ptq["saved"] | {"qat_int8": qdir / f"{name}_qat_int8"}
     by_method, evals = measure_saved(source, saved, paths["root"], loaders, lat_inputs, fp32, p)
-    deltas = [100 * (r["val_macro_f1"] - fp32["val"]["macro_f1"]) for r in runs.values()]
+    deltas = seeds.val_deltas(list(runs.values()), fp32["val"]["macro_f1"])
     qat_m = {"seed": chosen, "seed_runs": list(runs.values()), "val_delta_pts": statistics.fmean(deltas),
              "val_delta_pts_per_seed": deltas}
     by_method["qat_int8"] = by_method["qat_int8"].with_metrics(
