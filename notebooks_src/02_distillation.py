@@ -44,7 +44,7 @@
 out_dir = "."  # where data/ and checkpoints/teacher from stage 01 are, and students are written
 gpu = False  # train on CUDA with bf16 autocast
 seed = 42  # seed for shuffling and dropout, reset before each student [in 0..4294967295]
-seeds = 1  # training seeds per student (seed, seed+1, ...): the best is chosen on their mean val macro-F1, the median seed on val is exported [in 1..32] [smoke 2]
+seeds = 3  # training seeds per student (seed, seed+1, ...): the best is chosen on their mean val macro-F1, the median seed on val is exported [in 1..32] [smoke 2]
 student_layers = 0  # student depth, 0 picks half the teacher layers (3 for MiniLM, 6 for FinBERT) [min 0]
 epochs = 4  # upper bound per student, early stopping may end sooner [min 1] [smoke 1]
 lr = 1e-4  # AdamW peak learning rate [above 0] [bert-base 5e-5]

@@ -41,7 +41,7 @@
 out_dir = "."  # where data/, checkpoints/, logs/ and reports/ are written
 gpu = False  # prune and recover on CUDA
 seed = 42  # seed for the importance batches, recovery shuffles and dropout, reset before each model [in 0..4294967295]
-seeds = 1  # training seeds per model (seed, seed+1, ...): each level is pruned and recovered once per seed, judged on their mean val, the median seed on val exported [in 1..32] [smoke 2]
+seeds = 3  # training seeds per model (seed, seed+1, ...): each level is pruned and recovered once per seed, judged on their mean val, the median seed on val exported [in 1..32] [smoke 2]
 student_dir = ""  # empty reads the best student from stage 02, none skips it, else a model folder
 head_levels = "0.3,0.5"  # comma-separated shares of attention heads removed, one per level, increasing [levels] [smoke 0.5]
 ffn_levels = "0.3,0.5"  # comma-separated shares of FFN neurons removed, as many as head_levels [levels] [smoke 0.5]

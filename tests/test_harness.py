@@ -123,3 +123,27 @@ def test_stage05_columns_match_values_computed_from_the_raw_measurements(monkeyp
     # the sign convention by hand: "worse" loses points on both sets, "better" gains on test
     assert df.loc[1, "val_delta_pts"] < 0 and df.loc[1, "test_delta_pts"] < 0 and df.loc[2, "test_delta_pts"] > 0
     assert (df.loc[1, "speedup_vs_teacher"], df.loc[1, "size_ratio_vs_teacher"]) == (4.0, 4.0)
+
+
+def test_flips_are_counted_for_the_teacher_the_reference_rows_and_the_variants_within_the_budget(monkeypatch):
+    """flip_budget_pts: the teacher (first) and reference rows get no gate; every other variant gets one whose floor
+    is the teacher's val macro-F1 minus the budget and FLIP_MARGIN_PTS; without a budget nobody is gated."""
+    import pandas as pd
+    from sklearn.metrics import f1_score
+    labels = {"val": [0, 1, 2, 0, 1, 2], "test": [0, 0, 1, 1, 2, 2]}
+    raw = raw_measurement({s: one_hot(y) for s, y in labels.items()}, 5.0, 100)
+    gates = {}
+    def fake(v, root, texts, threads, latency_n, flip_sets, seed, gate):
+        gates[v.name] = gate
+        return raw
+    monkeypatch.setattr(harness, "measure_in_subprocess", fake)
+    sets = {s: pd.DataFrame({"text": [f"s{i}" for i in range(len(y))], "label": y}) for s, y in labels.items()}
+    variants = [Variant("teacher", "hf", "t"), Variant("student", "hf", "s"), Variant("ref", "onnx", "r", reference=True)]
+    harness.run_benchmark(Path("."), sets, variants, flip_sets=("val",), flip_budget_pts=1.0)
+    teacher_f1 = f1_score(labels["val"], labels["val"], average="macro")
+    assert gates["teacher"] is None and gates["ref"] is None
+    gate = gates["student"]
+    assert gate.set_name == "val" and gate.labels == tuple(labels["val"])
+    assert gate.min_macro_f1 == pytest.approx(teacher_f1 - (1.0 + harness.FLIP_MARGIN_PTS) / 100)
+    harness.run_benchmark(Path("."), sets, variants, flip_sets=("val",))
+    assert set(gates.values()) == {None}

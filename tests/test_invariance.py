@@ -98,3 +98,20 @@ def test_served_f1_is_what_predict_prints(tmp_path, monkeypatch, capsys):
     assert "the same as the table's (shuffled batches of 32) on every set" in invariance.served_text(row, served)
     text = invariance.served_text({**row, "s_macro_f1": served["s"] - 0.01}, served)
     assert f"differ: s {served['s'] - 0.01:.3f}, because batch-mates move its labels" in text
+
+
+def test_the_gate_admits_a_variant_by_its_macro_f1_on_the_deciding_set(onnx_variants):
+    """FlipGate: flips are counted at or above the floor, not below it, and where the deciding set was not scored;
+    measure_variant then returns no flips at all for a variant the gate refuses."""
+    labels = (0, 1, 2, 0)
+    right, wrong = np.eye(3)[[0, 1, 2, 0]], np.eye(3)[[1, 2, 0, 1]]
+    gate = invariance.FlipGate("val", labels, scores(np.array(labels), np.array([0, 1, 2, 0]))["macro_f1"])
+    assert gate.admits({"val": right}) and not gate.admits({"val": wrong}) and gate.admits({"test": wrong})
+    root, fp32, _ = onnx_variants
+    texts = {"val": TEXTS[:8], "test": TEXTS[:4]}
+    shut = invariance.FlipGate("val", tuple([0] * 8), 1.1)  # no macro-F1 reaches 1.1
+    r = bench.measure_variant(fp32, root, texts, threads=1, latency_n=2, flip_sets=("val",), flip_gate=shut)
+    assert r["batch_flips"] == {}
+    r = bench.measure_variant(fp32, root, texts, threads=1, latency_n=2, flip_sets=("val",),
+                              flip_gate=invariance.FlipGate("val", tuple([0] * 8), 0.0))
+    assert r["batch_flips"]["val"]["n"] == 8

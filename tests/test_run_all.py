@@ -160,8 +160,9 @@ def test_seeds_flag_sets_every_training_stage_and_set_overrides_it():
     """Issue 31: --seeds N is the study's training seeds, over the smoke preset; --set STAGE.seeds wins for one stage."""
     declared = {s: parse_parameters((run_all.NOTEBOOKS / f"{s}.py").read_text()) for s in run_all.available_stages()}
     plan = lambda *flags: {s: run_all.stage_parameters(s, d, run_all.parse_args(list(flags))) for s, d in declared.items()}
-    assert plan()["02_distillation"]["seeds"] == 1 and plan("--smoke")["02_distillation"]["seeds"] == 2
-    assert plan("--smoke", "--seeds", "3")["02_distillation"]["seeds"] == 3
+    assert plan()["02_distillation"]["seeds"] == 3 and plan("--smoke")["02_distillation"]["seeds"] == 2
+    assert plan("--smoke", "--seeds", "4")["02_distillation"]["seeds"] == 4
+    assert plan("--seeds", "1")["04_pruning"]["seeds"] == 1
     assert plan("--seeds", "3", "--set", "02.seeds=2")["02_distillation"]["seeds"] == 2
     assert "seeds" not in plan("--seeds", "3")["05_benchmark"]  # a stage that trains nothing has none
     with pytest.raises(FinCompressError, match="02_distillation: parameter seeds=0 is out of range"):

@@ -37,7 +37,8 @@ def test_a_fastest_variant_that_flips_labels_is_not_recommended():
     assert ("* Batch flips (its label for a sentence alone against its label in a shuffled batch of 32): 0 of 505 on "
             "val, 0 of 2829 on ood_val (the choice reads these); 3 of 506 on test (reported only).") in lines
     table = decide.quality_table(df, ["val", "test"])
-    assert table["batch flips (val / test / ood_val)"].tolist() == ["0 / 0 / 0", "0 / 3 / 0", "2 / 4 / 0"]
+    column = "batch flips (val / test / ood_val; - outside the F1 budget, not counted)"
+    assert table[column].tolist() == ["0 / 0 / 0", "0 / 3 / 0", "2 / 4 / 0"]
 
 
 def test_test_flips_never_change_the_choice():
@@ -84,3 +85,16 @@ def test_without_counted_flips_the_rule_is_as_before():
     assert not [c for c in decide.quality_table(df, ["val", "test"]) if "batch flips" in c]
     assert "* Batch flips: not measured (`batch_flip_sets` is empty)" in decide.recommendation_text(rec, df, gs, ["val", "test"])
     assert decide.flips_of(with_flips((0, 0, 2), test=(7, 7, 7), ood_val=(0, 0, 3)).iloc[2]) == 5
+
+
+def test_a_variant_whose_flips_were_not_counted_is_never_taken_for_a_steady_one():
+    """Stage 05 counts flips only within the F1 budget (harness.run_benchmark's flip_budget_pts): an uncounted
+    variant reads '-' in the table and, were it ever inside the budget, could not ship as one with zero flips."""
+    gs = goals_of()
+    df = with_flips((0, 0, 0)).astype({f"{s}_batch_flips": float for s in N})
+    df.loc[2, [f"{s}_batch_flips" for s in N]] = np.nan  # the fastest, uncounted
+    assert decide.recommend(df, gs)["name"] == "student_p50"
+    column = "batch flips (val / test / ood_val; - outside the F1 budget, not counted)"
+    assert decide.quality_table(df, ["val", "test"])[column].tolist() == ["0 / 0 / 0", "0 / 0 / 0", "- / - / -"]
+    assert decide.decision_flips(df).tolist() == [0, 0, 0]  # the reasons' wording reads 0, the choice reads inf
+    assert decide.decision_flips(df, uncounted=np.inf).tolist() == [0, 0, np.inf]

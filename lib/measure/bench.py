@@ -116,11 +116,12 @@ def peak_rss_mb() -> float:
 
 
 def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threads: int = 2, batch_size: int = 32,
-                    latency_n: int = 100, max_length: int = 128, flip_sets: tuple = (), seed: int = 0) -> dict:
+                    latency_n: int = 100, max_length: int = 128, flip_sets: tuple = (), seed: int = 0,
+                    flip_gate: invariance.FlipGate | None = None) -> dict:
     """Load time, logits of each named set of texts (batches of 32 over a seeded shuffle of the set, timed together as
     throughput, put back in input order), batch-1 latency on the first set's texts, the batch flips of each set in
-    flip_sets (lib.measure.invariance), peak memory. Each set is batched on its own, so every variant sees the same
-    batches: dynamic INT8 scales activations per batch, and a batch straddling two sets would tie their logits."""
+    flip_sets (lib.measure.invariance; none where `flip_gate` does not admit the logits), peak memory. Each set is
+    batched on its own, so every variant sees the same batches: dynamic INT8 scales activations per batch, and a batch straddling two sets would tie their logits."""
     torch.set_num_threads(threads)
     rss_before = peak_rss_mb()
     start = time.perf_counter()
@@ -138,9 +139,10 @@ def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threa
     logits = {name: invariance.in_input_order(x, orders[name]) for name, x in shuffled.items()}
     # Natural-length real sentences at batch 1: what a production request looks like.
     lat = latency_ms(predict, batch1_inputs(tokenizer, sets[first], seq_len=None, n=latency_n), threads, repeats=2)
+    counted = flip_gate is None or flip_gate.admits(logits)
     flips = {name: invariance.batch_flips(predict, batch1_inputs(tokenizer, sets[name], None, len(sets[name]),
                                                                  max_length), logits[name])
-             for name in flip_sets if name in sets}
+             for name in flip_sets if name in sets and counted}
     path, peak_rss = variant.location(out_dir), peak_rss_mb()  # before end_to_end loads a second copy
     del predict
     return {"load_s": load_s, "throughput_per_s": throughput, "latency": lat,
@@ -222,12 +224,13 @@ def gpu_throughput(variant: Variant, out_dir, texts: list[str], device, batch_si
 
 
 def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads: int, latency_n: int,
-                    flip_sets: tuple = (), seed: int = 0) -> None:
+                    flip_sets: tuple = (), seed: int = 0, flip_gate: invariance.FlipGate | None = None) -> None:
     """Child-process entry of the stage-05 harness: measure one variant on the named sets of texts in texts_json
     ({set: [text, ...]}), write its result or its error as JSON."""
     try:
         result = measure_variant(variant, out_dir, json.loads(Path(texts_json).read_text()),
-                                 threads=threads, latency_n=latency_n, flip_sets=tuple(flip_sets), seed=seed)
+                                 threads=threads, latency_n=latency_n, flip_sets=tuple(flip_sets), seed=seed,
+                                 flip_gate=flip_gate)
     except Exception as e:  # reported by the parent as one line naming the variant
         result = {"error": f"{type(e).__name__}: {e}"}
     write_json(Path(result_json), result)

@@ -13,10 +13,14 @@ from lib.core.errors import FinCompressError
 from lib.core.files import atomic_dir, write_json
 from lib.core.variants import Variant
 from lib.measure import bench
+from lib.measure.invariance import FlipGate
 from lib.modeling.train import scores
 from lib.predict.serving import softmax
 from lib.ship import decide
 
+# Points beyond the F1 budget within which batch flips are still counted: no rounding can then leave a variant the
+# ship rule reads uncounted (one val sentence moves macro-F1 by about 0.2 points).
+FLIP_MARGIN_PTS = 0.5
 # Modules every variant needs, imported once in the fork server instead of ~2 s per variant process.
 PRELOAD = ["lib.measure.bench", "lib.core.variants", "lib.runtime.onnxrt", "lib.techniques.prune", "lib.techniques.quantize",
            "onnxruntime", "transformers.models.bert.modeling_bert", "transformers.models.bert.tokenization_bert"]
@@ -32,13 +36,13 @@ def fork_server():
 
 
 def measure_in_subprocess(variant: Variant, root: Path, texts_file: Path, threads: int, latency_n: int,
-                          flip_sets: tuple = (), seed: int = 0) -> dict:
+                          flip_sets: tuple = (), seed: int = 0, flip_gate: FlipGate | None = None) -> dict:
     """One fresh process per variant: load time and peak memory are the variant's own, threads are pinned."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         proc = fork_server().Process(target=bench.measure_to_file,
                                      args=(variant, str(root), str(texts_file), str(result), threads, latency_n,
-                                           tuple(flip_sets), seed))
+                                           tuple(flip_sets), seed, flip_gate))
         proc.start()
         proc.join()
         raw = json.loads(result.read_text()) if result.exists() else {"error": f"the process exited with code {proc.exitcode}"}
@@ -89,10 +93,13 @@ def end_to_end_columns(raw: dict) -> dict:
 
 
 def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Variant], threads: int = 2,
-                  latency_n: int = 100, gpu=None, seed: int = 0, flip_sets: tuple = ()) -> pd.DataFrame:
+                  latency_n: int = 100, gpu=None, seed: int = 0, flip_sets: tuple = (),
+                  flip_budget_pts: float | None = None) -> pd.DataFrame:
     """Benchmark every variant on the same named sets of sentences ({"val": df, "test": df}, more sets by adding
     them); the teacher (first) is the reference of every delta and ratio. Latency is timed on the first set; the
-    sets in flip_sets are also run one sentence at a time (their batch flips). `seed` shuffles each set's batches.
+    sets in flip_sets are also run one sentence at a time (their batch flips): for every variant, or with
+    flip_budget_pts for the teacher, the reference rows and the variants within that budget (+ FLIP_MARGIN_PTS) of
+    the teacher's macro-F1 on the first set, the only ones a ship rule can read. `seed` shuffles each set's batches.
 
     Latency is always CPU (the deployment target); with `gpu` (a CUDA device) PyTorch variants also get GPU throughput.
     """
@@ -102,15 +109,20 @@ def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Vari
     with tempfile.TemporaryDirectory() as tmp:
         texts_file = Path(tmp) / "texts.json"
         texts_file.write_text(json.dumps({name: df["text"].tolist() for name, df in sets.items()}))
+        first, gate = next(iter(sets)), None
         for v in variants:
             print(f"benchmarking {v.name} ({v.format})", flush=True)
-            raw = measure_in_subprocess(v, root, texts_file, threads, latency_n, flip_sets, seed)
+            raw = measure_in_subprocess(v, root, texts_file, threads, latency_n, flip_sets, seed,
+                                        None if v.reference else gate)
             quality = {}
             for name in sets:
                 q = score_logits(raw["logits"][name], labels[name], teacher_preds.get(name), seed)
                 teacher_preds.setdefault(name, q.pop("preds"))  # the first variant's predictions: the teacher's
                 quality |= {f"{name}_{k}": x for k, x in q.items()}
             rows.append(row(v, quality, raw))
+            if gate is None and flip_budget_pts is not None:  # the teacher, measured first, sets the floor
+                gate = FlipGate(first, tuple(labels[first].tolist()),
+                                quality[f"{first}_macro_f1"] - (flip_budget_pts + FLIP_MARGIN_PTS) / 100)
             if gpu is not None:
                 rows[-1]["gpu_throughput_b32_per_s"] = bench.gpu_throughput(v, root, all_texts, gpu)
     return with_readings(with_ratios(pd.DataFrame(rows), list(sets)), list(sets))

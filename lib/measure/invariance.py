@@ -3,6 +3,7 @@ PyTorch's quantize_dynamic) takes one activation scale over the whole batch tens
 change with the other sentences of its batch: stage 05 scores every variant on shuffled batches of 32 (batch-mates at
 random, as a server sees them), runs the chosen sets again one sentence at a time, and counts the labels that differ
 ("batch flips"). Then the shipped model's F1 as `python -m lib.predict` gives it."""
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,21 @@ def batch_flips(predict, inputs: list[dict], batched_logits) -> dict:
     batched logits: how many of the n labels differ."""
     alone = np.array([int(np.asarray(predict(x)).reshape(-1).argmax()) for x in inputs])
     return {"flips": int((alone != np.asarray(batched_logits).argmax(1)).sum()), "n": len(inputs)}
+
+
+@dataclass(frozen=True)
+class FlipGate:
+    """Count a variant's batch flips only where the ship rule can read them: its macro-F1 on `set_name` (the set
+    that decides) is at least `min_macro_f1`. Outside the F1 budget a variant cannot ship, flips or not."""
+    set_name: str
+    labels: tuple
+    min_macro_f1: float
+
+    def admits(self, logits: dict) -> bool:
+        """True where the variant's logits on the deciding set reach the floor (and where that set was not scored)."""
+        if self.set_name not in logits:
+            return True
+        return scores(np.asarray(self.labels), np.asarray(logits[self.set_name]).argmax(1))["macro_f1"] >= self.min_macro_f1
 
 
 def served_f1(path, sets: dict, threads: int = 2, settings=None) -> dict[str, float]:

@@ -59,7 +59,7 @@ class Stage(BaseStage):
         flip_sets = [s.strip() for s in self.p.batch_flip_sets.split(",") if s.strip() in self.sets]
         df = harness.run_benchmark(self.paths["root"], self.sets, self.variants + self.references, self.p.threads,
                                    self.p.latency_n, gpu=self.device if self.p.gpu else None, seed=self.p.seed,
-                                   flip_sets=flip_sets)
+                                   flip_sets=flip_sets, flip_budget_pts=self.p.max_f1_drop_pts)
         refs = decide.reference_rows(df)  # the same harness and statistics; the reference rows are kept apart
         self.refs = df[refs].reset_index(drop=True)
         self.df = decide.with_reference_ratios(df[~refs].reset_index(drop=True), self.refs)
