@@ -88,6 +88,7 @@ def test_index_is_a_dashboard(smoke_run):
     soup = BeautifulSoup(index, "html.parser")
     facts = soup.find(class_="facts").get_text()
     assert all(k in facts for k in ("commit", "finished", "hardware", "total run time"))
+    assert "seed 42 · training seeds 42, 43" in facts  # the smoke run trains with 2 seeds
     for img in soup.find_all("img"):  # a thumbnail opens its full image; its caption opens the stage's page
         assert (reports / img["src"]).is_file() and img.find_parent("a")["href"] == img["src"]
         assert img.find_parent("figure").figcaption.a["href"].endswith(".html")
@@ -160,3 +161,9 @@ def test_whole_numbers_show_without_decimals():
     shown = {k: [column_format(s)(x) for x in s] for k, s in numbers.items()}
     assert shown == {"#": ["0", "1", "33", ""], "heads": ["72", "50", "36"], "rate": ["1.000", "0.000"],
                      "f1": ["0.500", "12.000"]}
+
+
+def test_the_facts_line_names_the_training_seeds_only_where_a_stage_trained_with_several():
+    one = [{"seed": 7, "params": {"seeds": 1}}, {"seed": 7, "params": {}}]
+    assert render._seed_words(one) == "seed 7"
+    assert render._seed_words(one + [{"seed": 7, "params": {"seeds": 3}}]) == "seed 7 · training seeds 7, 8, 9"

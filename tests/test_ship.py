@@ -190,6 +190,19 @@ def test_why_here_lists_every_missed_goal_and_the_size_of_a_tied_variant():
         "size ≥ 2.0x smaller.")
 
 
+def test_why_here_names_a_tied_larger_variant_before_the_ones_that_miss_a_goal():
+    """The closest contender (every rule met, within the latency tie, larger) is named even when more than `show`
+    variants are faster, instead of being counted among those that miss a goal."""
+    df = costs(pd.DataFrame({"name": ["teacher", "pick", "big", *"abcde"],
+                             "latency_median_ms": [10.0, 1.0, 0.95, 0.5, 0.6, 0.7, 0.8, 0.9],
+                             "disk_bytes": [100e6, 10e6, 50e6, *[5e6] * 5], "val_delta_pts": [0.0, -0.5, -0.5, *[-9.0] * 5]}))
+    gs = deployment(1.5, 1.0, 1.0)
+    rec = decide.recommend(df, gs)
+    why = decide.why_here(rec, df, gs)
+    assert rec["name"] == "pick" and "`big` (0.95 ms) is within 10% of its latency but larger (50.0 MB); `e` (0.90 ms)" in why
+    assert why.endswith("; 2 more faster variants miss a goal too.")
+
+
 def ood_rows() -> pd.DataFrame:
     """table_rows with the two out-of-domain sets: low absolute F1, the pick loses more there than in domain."""
     from tests.tiny_model import schema_row

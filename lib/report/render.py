@@ -11,6 +11,7 @@ import numpy as np
 from lib.core.errors import FinCompressError
 from lib.core.files import REPO_ROOT, write_text_atomic
 from lib.core.pipeline import BENCHMARK, NAMES, SOURCE
+from lib.core.seeds import training_seeds
 from lib.core.stats import delta_cell, family_size, rule_text
 from lib.report.card import CARD_CSS, badge, machine, read_results, study_card
 from lib.report.page import for_readers
@@ -109,7 +110,16 @@ def _facts(results: dict, run: dict, total: float) -> str:
     kind = ", ".join(k for k in ("smoke", "gpu") if run.get(k)) or "full"
     return (f"<p class='facts'><b>commit</b> <code>{html.escape(', '.join(commits))}</code> · <b>finished</b> "
             f"{html.escape(when)} · <b>hardware</b> {html.escape(device)} · <b>total run time</b> {_duration(total)} "
-            f"({len(infos)} stages) · <b>run</b> {kind} · seed {last.get('seed', '?')}</p>")
+            f"({len(infos)} stages) · <b>run</b> {kind} · {_seed_words(infos)}</p>")
+
+
+def _seed_words(infos: list[dict]) -> str:
+    """The study's seed, and the training seeds where a stage trained with more than one."""
+    seed = infos[-1].get("seed", "?")
+    n = max((i.get("params", {}).get("seeds", 1) for i in infos), default=1)
+    if n == 1 or not isinstance(seed, int):
+        return f"seed {seed}"
+    return f"seed {seed} · training seeds {', '.join(map(str, training_seeds(seed, n)))}"
 
 
 def _duration(seconds: float) -> str:

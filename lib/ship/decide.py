@@ -103,13 +103,19 @@ def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: f
         return f"`{rec['name']}` is the fastest variant measured."
     # the goals that decided: all of them, or only the F1 budget when no variant met every goal
     deciding = goals if meets_goals(rec.to_frame().T, goals).iloc[0] else [budget(goals)]
-    reasons = []
-    for _, r in faster.head(show).iterrows():
+    reasons = {}
+    for _, r in faster.iterrows():
         missed = [g.short for g in deciding if not g.met(r[g.metric])]
         why = [f"misses {', '.join(missed)}"] * bool(missed) + [flip_reason(r)] * (flips_of(r) > flips_of(rec))
-        reasons.append(f"`{r['name']}` ({r['latency_median_ms']:.2f} ms) " + (" and ".join(why) or
-                       f"is within {latency_tie:.0%} of its latency but larger ({r['disk_bytes'] / 1e6:.1f} MB)"))
+        reasons[r["name"]] = f"`{r['name']}` ({r['latency_median_ms']:.2f} ms) " + (" and ".join(why) or
+                             f"is within {latency_tie:.0%} of its latency but larger ({r['disk_bytes'] / 1e6:.1f} MB)")
+    # the tied-but-larger ones first: they qualify on every rule but size, the closest contenders
+    tied = [n for n, text in reasons.items() if "but larger" in text]
+    order = tied + [n for n in reasons if n not in tied]
+    reasons = [reasons[n] for n in order[:show]]
     ruled = "miss a goal or flip labels" if flip_sets(df) else "miss a goal"
+    if len(tied) > show:
+        ruled += f" or are within {latency_tie:.0%} of its latency but larger"
     more = f"; {len(faster) - show} more faster variants {ruled} too" if len(faster) > show else ""
     return (f"Why here: {len(faster)} variant(s) are faster than `{rec['name']}` ({rec['latency_median_ms']:.2f} ms), "
             f"and none of them qualifies: {'; '.join(reasons)}{more}.")
