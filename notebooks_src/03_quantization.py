@@ -100,6 +100,7 @@ stage.quantize_student();
 plots.plot_training({f"{r['name']} QAT": r["qat"] for r in stage.results}, "Quantization-aware training");
 display(plots.table(stage.seed_table(), caption="QAT INT8 over its training seeds: mean ± sd (min-max) of macro-F1; "
                     "its val Δ and goals read the mean val, the exported seed is the median on val."))
+stage.plot_seeds();
 
 # %% [markdown]
 # ## Sensitivity: which groups can be INT8

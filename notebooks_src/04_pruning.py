@@ -108,11 +108,13 @@ display(plots.table(stage.measure(), caption=f"Each pruning level against its un
 # %% [markdown]
 # ## Training seeds
 # Each level's macro-F1 over its seeds, mean ± sd (min-max), and the seed exported; the paired test intervals
-# above cover only which sentences were sampled, for the exported seed's model.
+# above cover only which sentences were sampled, for the exported seed's model. The plot: bars at the mean over
+# seeds, a dot per seed, each model's unpruned source (one training) first.
 
 # %%
 display(plots.table(stage.seed_table(), caption="Pruning levels over their training seeds: mean ± sd (min-max) of "
                   "macro-F1; the goals read the mean val, the exported seed is the median on val."))
+stage.plot_seeds();
 
 # %% [markdown]
 # ## Where the units were removed

@@ -67,6 +67,16 @@ class Stage(BaseStage):
         """Each level's spread over its seeds and the seed exported."""
         return plots.seed_table(seed_runs(self.results))
 
+    def plot_seeds(self):
+        """Val, test and OOD-val macro-F1 of each level, a dot per seed, beside its unpruned source (one model)."""
+        runs = {}
+        for name, res in self.results.items():
+            b = res["base"]
+            runs[f"{name} unpruned"] = [{"seed": self.p.seed, "val_macro_f1": b["val"]["macro_f1"],
+                                         "test_macro_f1": b["test"]["macro_f1"], "ood_val_macro_f1": b.get("ood_val_macro_f1")}]
+            runs |= seed_runs({name: res})
+        return plots.plot_seed_f1(runs, "Pruned levels over their training seeds, beside the unpruned source")
+
     def stage_goals(self) -> list:
         return goals.from_params(self.params, ref="its unpruned source")
 

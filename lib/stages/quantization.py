@@ -57,6 +57,15 @@ class Stage(BaseStage):
         trained = [v for r in self.results for v in r["variants"] if "seed_runs" in v.metrics]
         return plots.seed_table({v.name: v.metrics["seed_runs"] for v in trained})
 
+    def plot_seeds(self):
+        """Val and test macro-F1 of each QAT variant, a dot per seed, beside its FP32 source (one model)."""
+        runs = {}
+        for v in (v for r in self.results for v in r["variants"] if "seed_runs" in v.metrics):
+            runs[f"{v.source}\nFP32"] = [{"seed": self.p.seed, "val_macro_f1": v.metrics["fp32_val_macro_f1"],
+                                          "test_macro_f1": v.metrics["fp32_test_macro_f1"]}]
+            runs[f"{v.source}\nQAT INT8"] = v.metrics["seed_runs"]  # two lines: long model names side by side
+        return plots.plot_seed_f1(runs, "QAT INT8 over its training seeds, beside the FP32 source")
+
     def stage_goals(self) -> list[goals.Goal]:
         return goals.from_params(self.params, ref="its FP32 source")
 

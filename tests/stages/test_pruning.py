@@ -59,6 +59,7 @@ def test_notebook_04_smoke(smoke_run):
     assert all(g["seeds"] == 2 for g in gs if g["metric"] == "val_delta_pts")
     html = (smoke_run / "reports" / "04_pruning.html").read_text()
     assert "Training seeds" in html and "exported seed" in html
+    assert 'alt="Figure: Training seeds"' in html  # bars at the seed mean, a dot per seed, the unpruned source
     assert html.count("data:image/png") >= 3
     # issue 21: OOD-val beside val for the source and every level, paired with the unpruned source
     for model in metrics["metrics"]["models"].values():

@@ -57,3 +57,4 @@ def test_notebook_03_smoke(smoke_run):
             info = json.loads((smoke_run / r["path"] / "quantization.json").read_text())
             assert (info["seed"], info["exported_seed"], info["method"]) == (r["seed"], m["seed"], "qat")
     assert "QAT INT8 over its training seeds" in html
+    assert html.count('alt="Figure: QAT training curves"') == 2  # the curves, then the per-seed plot beside FP32
