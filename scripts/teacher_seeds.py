@@ -34,13 +34,12 @@ def run_params(out_dir: Path) -> dict:
     return read_json(report)["run_info"]["params"]
 
 
-def scored(folder: Path, data_dir: Path, params: dict, device) -> dict:
+def scored(folder: Path, splits: dict, params: dict, device) -> dict:
     """Macro-F1 of the classifier in `folder` on val, test and OOD-val (where the run wrote it), batches as stage 01's."""
-    splits = {**load_splits(data_dir), **ood.load_ood_sets(data_dir)}
     model, tok = load_classifier(str(folder), attention_for(device))
-    sets = [s for s in ("val", "test", "ood_val") if s in splits]
-    return {s: evaluate(model.to(device), make_loader(splits[s], tok, params["batch_size"] * 2, params["max_length"]),
-                        device, desc=s)["macro_f1"] for s in sets}
+    model.to(device)
+    return {s: evaluate(model, make_loader(splits[s], tok, params["batch_size"] * 2, params["max_length"]), device,
+                        desc=s)["macro_f1"] for s in ("val", "test", "ood_val") if s in splits}
 
 
 def main(argv=None) -> int:
@@ -52,13 +51,14 @@ def main(argv=None) -> int:
         raise FinCompressError(f"--seeds {args.seeds}: a spread needs at least 2 seeds; pass --seeds 2 or more")
     params, device = run_params(args.out_dir), resolve_device(False)
     data_dir, first, *others = args.out_dir / "data", *seeds.training_seeds(params["seed"], args.seeds)
-    runs = {first: scored(args.out_dir / "checkpoints" / "teacher", data_dir, params, device)}
+    splits = {**load_splits(data_dir), **ood.load_ood_sets(data_dir)}  # read once, scored for every seed
+    runs = {first: scored(args.out_dir / "checkpoints" / "teacher", splits, params, device)}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in others:
             set_seed(seed)  # as stage 01 starts from its seed
             train_teacher(data_dir, Path(tmp) / f"teacher_seed{seed}", Path(tmp) / f"seed{seed}.csv", device,
                           **{k: params[k] for k in HYPERPARAMETERS}, seed=seed)
-            runs[seed] = scored(Path(tmp) / f"teacher_seed{seed}", data_dir, params, device)
+            runs[seed] = scored(Path(tmp) / f"teacher_seed{seed}", splits, params, device)
     for seed, f1 in runs.items():
         print(f"seed {seed}{' (the run)' * (seed == first)}: " + ", ".join(f"{s} {v:.4f}" for s, v in f1.items()))
     for s in runs[first]:

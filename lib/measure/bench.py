@@ -121,7 +121,8 @@ def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threa
     """Load time, logits of each named set of texts (batches of 32 over a seeded shuffle of the set, timed together as
     throughput, put back in input order), batch-1 latency on the first set's texts, the batch flips of each set in
     flip_sets (lib.measure.invariance; none where `flip_gate` does not admit the logits), peak memory. Each set is
-    batched on its own, so every variant sees the same batches: dynamic INT8 scales activations per batch, and a batch straddling two sets would tie their logits."""
+    batched on its own, so every variant sees the same batches: dynamic INT8 scales activations per batch, and a
+    batch straddling two sets would tie their logits."""
     torch.set_num_threads(threads)
     rss_before = peak_rss_mb()
     start = time.perf_counter()

@@ -246,7 +246,6 @@ def plot_tradeoffs(df: pd.DataFrame, reference_rows: set):
     return fig
 
 
-
 SEED_SPLITS = {"val_macro_f1": "val", "test_macro_f1": "test", "ood_val_macro_f1": "OOD-val"}
 
 

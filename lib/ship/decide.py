@@ -103,16 +103,16 @@ def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: f
         return f"`{rec['name']}` is the fastest variant measured."
     # the goals that decided: all of them, or only the F1 budget when no variant met every goal
     deciding = goals if meets_goals(rec.to_frame().T, goals).iloc[0] else [budget(goals)]
-    reasons = {}
+    tied, ruled_out = [], []  # tied: every rule met but size, the closest contenders, named first
     for _, r in faster.iterrows():
         missed = [g.short for g in deciding if not g.met(r[g.metric])]
         why = [f"misses {', '.join(missed)}"] * bool(missed) + [flip_reason(r)] * (flips_of(r) > flips_of(rec))
-        reasons[r["name"]] = f"`{r['name']}` ({r['latency_median_ms']:.2f} ms) " + (" and ".join(why) or
-                             f"is within {latency_tie:.0%} of its latency but larger ({r['disk_bytes'] / 1e6:.1f} MB)")
-    # the tied-but-larger ones first: they qualify on every rule but size, the closest contenders
-    tied = [n for n, text in reasons.items() if "but larger" in text]
-    order = tied + [n for n in reasons if n not in tied]
-    reasons = [reasons[n] for n in order[:show]]
+        head = f"`{r['name']}` ({r['latency_median_ms']:.2f} ms) "
+        if why:
+            ruled_out.append(head + " and ".join(why))
+        else:
+            tied.append(head + f"is within {latency_tie:.0%} of its latency but larger ({r['disk_bytes'] / 1e6:.1f} MB)")
+    reasons = (tied + ruled_out)[:show]
     ruled = "miss a goal or flip labels" if flip_sets(df) else "miss a goal"
     if len(tied) > show:
         ruled += f" or are within {latency_tie:.0%} of its latency but larger"
