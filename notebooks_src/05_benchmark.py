@@ -78,7 +78,7 @@ from IPython.display import Markdown, display
 
 from lib.measure import profile, serving_search
 from lib.report import plots
-from lib.ship import decide, pareto
+from lib.ship import decide, pareto, seed_mean
 from lib.stages import benchmark
 
 stage = benchmark.Stage(globals())
@@ -98,10 +98,16 @@ stage.gather();
 # Then, when stage 01 wrote them, the out-of-domain sets (financial tweets)
 # beside the in-domain retention (per-class F1 in the stage's JSON). Then the costs. The highlighted row is the recommendation, chosen on
 # validation. `#` numbers the points of the plots below.
+#
+# Seeds: every figure in the tables is one model's, the one each stage exported (the median training seed on val).
+# Where a variant could ship (within the F1 budget plus 0.5 points) and was made from a model trained with several
+# seeds, the same recipe's models from the other seeds are scored on validation too, and the F1 goals read the
+# mean over seeds (the seeds table under the quality tables).
 
 # %%
-results = stage.benchmark()
-recommended = stage.recommend()
+stage.benchmark()
+stage.score_seeds()
+results, recommended = stage.df, stage.recommend()
 quality, costs, out_of_domain = stage.tables()
 display(plots.table(quality, highlight=recommended.name, index=False, caption="Quality of every variant against the "
                   "teacher (row 0): validation decides, test is reported; Δ = variant minus teacher in macro-F1 points; "
@@ -111,6 +117,10 @@ display(plots.table(quality, highlight=recommended.name, index=False, caption="Q
 if out_of_domain is not None:  # in-domain retention beside the out-of-domain figures, per class
     display(plots.table(out_of_domain, highlight=recommended.name, index=False, caption="Out of domain (financial "
                         "tweets) beside in domain: the share of the teacher's macro-F1 each variant keeps, and the paired Δ."))
+if stage.seed_runs:  # the variants the ship rule read on the mean of their training seeds
+    display(plots.table(seed_mean.table(results, stage.seed_runs), highlight=recommended.name, index=False,
+                        caption="Variants read on their training seeds: each seed's model scored on validation (the "
+                        "exported one first, its figures those of the tables above); the F1 goals read the means."))
 display(plots.table(costs, highlight=recommended.name, index=False, caption=f"Costs, all from this stage's one "
                   f"harness (each variant in a fresh process, {threads} threads): latency over {latency_n} validation "
                   "sentences at natural length, batch 1; throughput at batch 32; end to end = text in, label out."))

@@ -28,8 +28,10 @@
 # match ONNX Runtime's): `_openvino` (FP32 IR), `_openvino_bf16` (the same files run in bf16, only on a CPU with
 # avx512_bf16 or amx_bf16) and `_openvino_int8` (NNCF post-training INT8, calibrated on `calibration_n` training
 # sentences). The runtime is one more dimension of a variant: stage 05 scores each like any other.
-# This stage runs before the benchmark (its kind is `technique`) and chooses nothing: stage 05 measures its
-# variants with every other one.
+# With `seed_twins`, every recipe is also built from the pruned models of stage 04's other training seeds: not
+# variants of their own, they are listed on the exported one's record (`seed_runs`), and stage 05 scores them on
+# validation so that the ship rule reads the seed mean. This stage runs before the benchmark (its kind is
+# `technique`) and chooses nothing: stage 05 measures its variants with every other one.
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/, logs/ and reports/ are written
@@ -39,6 +41,7 @@ trim_vocab = True  # also build stacked twins whose vocabulary keeps only the to
 vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the most common words) [min 0]
 vocab_min_count = 3  # trimmed twins keep a train/pool token only if those texts use it at least this often (a rarer word falls back to kept pieces) [min 1]
 calibration_n = 256  # training sentences each stacked static INT8 twin calibrates on (ONNX Runtime: by the method stage 03 chose on val for its source; OpenVINO: NNCF), 0 builds none [min 0] [smoke 16]
+seed_twins = True  # also build every stacked recipe from the pruned models of stage 04's other training seeds, so that stage 05 reads the ship rule's F1 goals on the seed mean
 runtimes = "onnxruntime,openvino"  # runtimes every stacked model is built for: ONNX Runtime (dynamic and static INT8 of the fused graph), OpenVINO (FP32 IR, a bf16 twin where the CPU runs bf16, NNCF INT8) [each of onnxruntime, openvino]
 
 # %%

@@ -68,6 +68,10 @@ def test_the_lineage_says_which_training_seed_ships_and_why():
             "the median on val of 3 seeds (val macro-F1 over the seeds 0.8600 ± 0.0100 (0.8500-0.8700))") in text
     assert "training seed 42 (one seed: no training variance measured)" in text
     assert text.count("training seed") == 2  # the teacher and the shipped export trained nothing here
+    # a stacked recipe lists each seed's model (paths, no figures): stage 05 scored them
+    steps[-1] = steps[-1].with_metrics(seed=43, seed_runs=[{"seed": 43, "path": "a"}, {"seed": 42, "path": "b"}])
+    assert "made from training seed 43's model, one of 2 built the same way (stage 05's F1 goals read their mean)" in \
+        card.lineage(steps)
 
 
 def test_out_of_domain_is_not_evaluated_until_the_rows_carry_it():

@@ -65,7 +65,7 @@ def choices(quality: dict, timing: dict) -> dict:
     moves between runs whatever the labels): each model's INT8 pick (03), its level (04), the shipped variant (05)."""
     from lib.core import goals
     from lib.core.variants import Variant
-    from lib.ship import decide
+    from lib.ship import decide, seed_mean
     from lib.stages import pruning, quantization
     out = {}
     gs03 = goals.from_params(quality["03_quantization"]["run_info"]["params"], ref="its FP32 source")
@@ -84,7 +84,7 @@ def choices(quality: dict, timing: dict) -> dict:
         out[f"{k} level"] = pruning.best_level({"levels": levels}, gs04)["name"]
     costs = ["latency_median_ms", "disk_bytes", "speedup_vs_teacher", "size_ratio_vs_teacher"]
     mixed = quality["bench"].drop(columns=costs).join(timing["bench"][costs])
-    gs05 = goals.from_params(quality["05_benchmark"]["run_info"]["params"], columns=decide.COLUMNS)
+    gs05 = goals.from_params(quality["05_benchmark"]["run_info"]["params"], columns=decide.COLUMNS | seed_mean.SEED_COLUMNS)
     out["shipped"] = decide.recommend(mixed, gs05)["name"]
     return out
 

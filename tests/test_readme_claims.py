@@ -8,6 +8,7 @@ import pytest
 
 import run_all
 from lib.core.errors import FinCompressError
+from lib.core.variants import Variant
 from lib.data import corpus
 from lib.run import preflight
 from lib.stages import stacking
@@ -103,7 +104,7 @@ def test_the_trimmed_vocabulary_sees_train_sentences_and_the_tweet_pool_never_va
     monkeypatch.setattr(stacking, "load_splits", lambda folder: splits)
     monkeypatch.setattr(stacking.ood, "load_tweet_pool", lambda folder: ["$TSLA up http"])
     monkeypatch.setattr(stacking, "build_stacked", build)
-    monkeypatch.setattr(stacking.Stage, "upstream_variants", lambda self: [])
+    monkeypatch.setattr(stacking.Stage, "upstream_variants", lambda self: [Variant("p", "pruned", "p")])
     stage = stacking.Stage({"out_dir": str(tmp_path), "vocab_frequent": 7, "vocab_min_count": 2})
     stage.gather()
     stage.build()

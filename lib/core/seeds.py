@@ -8,6 +8,7 @@ import math
 import statistics
 
 from lib.core.errors import FinCompressError
+from lib.core.variants import Variant
 
 DECIDES = "val_macro_f1"  # the figure every seed decision reads
 SEED_LIMIT = 2 ** 32      # seeds wrap around inside numpy's and torch's range
@@ -77,3 +78,12 @@ def per_seed_best(candidates: dict[str, list[dict]]) -> dict[int, str]:
             if r["seed"] not in by_seed or r[DECIDES] > by_seed[r["seed"]][1]:
                 by_seed[r["seed"]] = (name, r[DECIDES])
     return {s: name for s, (name, _) in by_seed.items()}
+
+
+def twins(v: Variant) -> list[Variant]:
+    """The same recipe as `v` from each of its other training seeds (metrics seed_runs with a checkpoint path):
+    scored by stage 05 so that the ship rule reads the seed mean; never candidates themselves."""
+    exported = v.metrics.get("seed")
+    return [Variant(f"{v.name}_seed{r['seed']}", v.format, r["path"], v.source, v.techniques, v.stage, v.precision,
+                    {"twin_of": v.name, "seed": r["seed"]})
+            for r in v.metrics.get("seed_runs", []) if r["seed"] != exported and r.get("path")]

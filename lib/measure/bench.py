@@ -115,6 +115,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def batched_logits(predict, tokenizer, sets: dict[str, list[str]], batch_size: int = 32, max_length: int = 128,
+                   seed: int = 0) -> tuple[dict, float]:
+    """Logits of each named set (batches over a seeded shuffle of the set, put back in input order) and the
+    sentences/s of the whole pass, after one warm-up batch."""
+    orders = {name: invariance.shuffled(len(texts), seed) for name, texts in sets.items()}
+    batches = {name: [dict(tokenizer([texts[j] for j in orders[name][i:i + batch_size]], padding=True, truncation=True,
+                                     max_length=max_length, return_tensors="pt")) for i in range(0, len(texts), batch_size)]
+               for name, texts in sets.items()}
+    predict(batches[next(iter(sets))][0])  # warm-up: first call pays one-off allocation and graph set-up
+    start = time.perf_counter()
+    shuffled = {name: torch.cat([torch.as_tensor(predict(b)).float() for b in bs]).numpy() for name, bs in batches.items()}
+    throughput = sum(map(len, sets.values())) / (time.perf_counter() - start)
+    return {name: invariance.in_input_order(x, orders[name]) for name, x in shuffled.items()}, throughput
+
+
 def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threads: int = 2, batch_size: int = 32,
                     latency_n: int = 100, max_length: int = 128, flip_sets: tuple = (), seed: int = 0,
                     flip_gate: invariance.FlipGate | None = None) -> dict:
@@ -128,16 +143,8 @@ def measure_variant(variant: Variant, out_dir, sets: dict[str, list[str]], threa
     start = time.perf_counter()
     predict, tokenizer = formats.load(variant, out_dir, threads)
     load_s = time.perf_counter() - start
-    orders = {name: invariance.shuffled(len(texts), seed) for name, texts in sets.items()}
-    batches = {name: [dict(tokenizer([texts[j] for j in orders[name][i:i + batch_size]], padding=True, truncation=True,
-                                     max_length=max_length, return_tensors="pt")) for i in range(0, len(texts), batch_size)]
-               for name, texts in sets.items()}
+    logits, throughput = batched_logits(predict, tokenizer, sets, batch_size, max_length, seed)
     first = next(iter(sets))
-    predict(batches[first][0])  # warm-up: first call pays one-off allocation and graph set-up
-    start = time.perf_counter()
-    shuffled = {name: torch.cat([torch.as_tensor(predict(b)).float() for b in bs]).numpy() for name, bs in batches.items()}
-    throughput = sum(map(len, sets.values())) / (time.perf_counter() - start)
-    logits = {name: invariance.in_input_order(x, orders[name]) for name, x in shuffled.items()}
     # Natural-length real sentences at batch 1: what a production request looks like.
     lat = latency_ms(predict, batch1_inputs(tokenizer, sets[first], seq_len=None, n=latency_n), threads, repeats=2)
     counted = flip_gate is None or flip_gate.admits(logits)
@@ -232,6 +239,19 @@ def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads:
         result = measure_variant(variant, out_dir, json.loads(Path(texts_json).read_text()),
                                  threads=threads, latency_n=latency_n, flip_sets=tuple(flip_sets), seed=seed,
                                  flip_gate=flip_gate)
+    except Exception as e:  # reported by the parent as one line naming the variant
+        result = {"error": f"{type(e).__name__}: {e}"}
+    write_json(Path(result_json), result)
+
+
+def logits_to_file(variant: Variant, out_dir, texts_json, result_json, threads: int, seed: int = 0) -> None:
+    """Child-process entry for a model scored only (a training seed's twin, lib.core.seeds.twins): the logits of
+    each named set, batched exactly as measure_variant batches them; its result or its error as JSON."""
+    try:
+        torch.set_num_threads(threads)
+        predict, tokenizer = formats.load(variant, out_dir, threads)
+        logits, _ = batched_logits(predict, tokenizer, json.loads(Path(texts_json).read_text()), seed=seed)
+        result = {"logits": {name: x.tolist() for name, x in logits.items()}}
     except Exception as e:  # reported by the parent as one line naming the variant
         result = {"error": f"{type(e).__name__}: {e}"}
     write_json(Path(result_json), result)

@@ -35,20 +35,41 @@ def fork_server():
     return ctx
 
 
-def measure_in_subprocess(variant: Variant, root: Path, texts_file: Path, threads: int, latency_n: int,
-                          flip_sets: tuple = (), seed: int = 0, flip_gate: FlipGate | None = None) -> dict:
-    """One fresh process per variant: load time and peak memory are the variant's own, threads are pinned."""
+def in_subprocess(target, variant: Variant, root: Path, texts_file: Path, *args) -> dict:
+    """target(variant, root, texts_file, result_file, *args) in a fresh process: load time and peak memory are the
+    variant's own, threads are pinned. Its result, or one line naming the variant that failed."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        proc = fork_server().Process(target=bench.measure_to_file,
-                                     args=(variant, str(root), str(texts_file), str(result), threads, latency_n,
-                                           tuple(flip_sets), seed, flip_gate))
+        proc = fork_server().Process(target=target, args=(variant, str(root), str(texts_file), str(result), *args))
         proc.start()
         proc.join()
         raw = json.loads(result.read_text()) if result.exists() else {"error": f"the process exited with code {proc.exitcode}"}
     if "error" in raw:
         raise FinCompressError(f"benchmarking variant {variant.name} ({variant.path}) failed: {raw['error']}")
     return raw
+
+
+def measure_in_subprocess(variant: Variant, root: Path, texts_file: Path, threads: int, latency_n: int,
+                          flip_sets: tuple = (), seed: int = 0, flip_gate: FlipGate | None = None) -> dict:
+    """One fresh process per variant (bench.measure_variant)."""
+    return in_subprocess(bench.measure_to_file, variant, root, texts_file, threads, latency_n, tuple(flip_sets), seed,
+                         flip_gate)
+
+
+def score_twins(root: Path, sets: dict[str, pd.DataFrame], twins: list[Variant], threads: int = 2,
+                seed: int = 0) -> dict[str, dict[str, float]]:
+    """Macro-F1 per named set of each training seed's twin (lib.core.seeds.twins), batched as run_benchmark batches
+    every variant, each in a fresh process; nothing else is measured: {twin name: {set: macro-F1}}."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        texts_file = Path(tmp) / "texts.json"
+        texts_file.write_text(json.dumps({name: df["text"].tolist() for name, df in sets.items()}))
+        for t in twins:
+            print(f"scoring {t.name} (training seed {t.metrics['seed']} of {t.metrics['twin_of']})", flush=True)
+            raw = in_subprocess(bench.logits_to_file, t, root, texts_file, threads, seed)
+            out[t.name] = {s: scores(df["label"].to_numpy(), np.asarray(raw["logits"][s]).argmax(1))["macro_f1"]
+                           for s, df in sets.items()}
+    return out
 
 
 def score_logits(logits, labels: np.ndarray, teacher_preds: np.ndarray | None, seed: int = 0,

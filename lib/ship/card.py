@@ -126,6 +126,9 @@ def seed_words(v: Variant) -> str:
         return ""
     if len(runs) == 1:
         return f"; training seed {v.metrics['seed']} (one seed: no training variance measured)"
+    if "val_macro_f1" not in runs[0]:  # stage 06's recipes list each seed's model; stage 05 scored them
+        return (f"; made from training seed {v.metrics['seed']}'s model, one of {len(runs)} built the same way "
+                "(stage 05's F1 goals read their mean)")
     val = seeds.spread_text(seeds.summary(runs)["val_macro_f1"])
     return (f"; training seed {v.metrics['seed']}, the median on val of {len(runs)} seeds (val macro-F1 over the seeds "
             f"{val})")

@@ -105,7 +105,7 @@ def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: f
     deciding = goals if meets_goals(rec.to_frame().T, goals).iloc[0] else [budget(goals)]
     tied, ruled_out = [], []  # tied: every rule met but size, the closest contenders, named first
     for _, r in faster.iterrows():
-        missed = [g.short for g in deciding if not g.met(r[g.metric])]
+        missed = [g.short + seed_words(r, g) for g in deciding if not g.met(r[g.metric])]
         why = [f"misses {', '.join(missed)}"] * bool(missed) + [flip_reason(r)] * (flips_of(r) > flips_of(rec))
         head = f"`{r['name']}` ({r['latency_median_ms']:.2f} ms) "
         if why:
@@ -119,6 +119,12 @@ def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: f
     more = f"; {len(faster) - show} more faster variants {ruled} too" if len(faster) > show else ""
     return (f"Why here: {len(faster)} variant(s) are faster than `{rec['name']}` ({rec['latency_median_ms']:.2f} ms), "
             f"and none of them qualifies: {'; '.join(reasons)}{more}.")
+
+
+def seed_words(row: pd.Series, g: Goal) -> str:
+    """' (the mean of its 3 seeds)' where the goal read a seed mean (lib.ship.seed_mean), else nothing."""
+    n = row.get("seeds_read", 1)
+    return f" (the mean of its {n:.0f} seeds)" if n > 1 and g.metric.startswith("seed_") else ""
 
 
 def quality_table(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
@@ -201,15 +207,18 @@ def flip_line(row: pd.Series) -> str:
                                       ", ".join(reported) + " (reported only)" * bool(reported)])) + ".")
 
 
-def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal], sets: list[str]) -> str:
+def recommendation_text(row: pd.Series, df: pd.DataFrame, goals: list[Goal], sets: list[str], seeds: str = "",
+                        checks: list[dict] | None = None) -> str:
     """The plain-language verdict: what to ship (chosen on val), its test figures with the paired delta to the
-    teacher, what it costs, why it and not a faster variant, each goal, and how many variants are within noise."""
+    teacher, what it costs, why it and not a faster variant, each goal (`checks`, else checked here), and how many
+    variants are within noise; `seeds`: a line on the training seeds its goals read."""
     test = sets[-1]
-    checks = [g.check(row[g.metric], row["name"]) for g in goals]
+    checks = checks or [g.check(row[g.metric], row["name"]) for g in goals]
     return "\n".join([
         f"**Ship `{row['name']}`**: {choice_rule(row, goals)}.", "",
         f"* Lineage: {' -> '.join(lineage(df, row['name']))}.",
-        f"* Chosen on validation: macro-F1 {row['val_macro_f1']:.3f}, {row['val_delta_pts']:+.2f} points vs the teacher.",
+        f"* Chosen on validation: macro-F1 {row['val_macro_f1']:.3f}, {row['val_delta_pts']:+.2f} points vs the teacher"
+        f"{' (the exported model)' * bool(seeds)}.", *[seeds] * bool(seeds),
         f"* On {test}, reported only: macro-F1 {row[f'{test}_macro_f1']:.3f} (95% CI {row[f'{test}_f1_ci_low']:.3f}-"
         f"{row[f'{test}_f1_ci_high']:.3f}), {stats.delta_text(row, prefix=f'{test}_')}.",
         f"* Cost: {row['latency_median_ms']:.2f} ms median batch-1 latency ({row['speedup_vs_teacher']:.1f}x faster), "

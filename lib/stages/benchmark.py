@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.core import goals
+from lib.core import goals, seeds
 from lib.core.variants import Variant
 from lib.data import ood
 from lib.data.corpus import load_splits
 from lib.measure import harness, invariance, profile, reference, serving_search, speed, yardstick
 from lib.runtime.onnxrt import Settings
-from lib.ship import decide, pareto
+from lib.ship import decide, pareto, seed_mean
 from lib.ship.artifacts import ship_recommended
 from lib.stages.base import Stage as BaseStage
 
@@ -22,7 +22,7 @@ SKIPPED = {"ood_val_retention": "stage 01 wrote no out-of-domain sets (no tweets
 
 class Stage(BaseStage):
     NAME = "05_benchmark"
-    STEPS = ("gather", "benchmark", "recommend", "tune_serving", "profile_shipped", "export")
+    STEPS = ("gather", "benchmark", "score_seeds", "recommend", "tune_serving", "profile_shipped", "export")
 
     def gather(self) -> list[Variant]:
         """Every variant earlier stages listed, the FinBERT-sized yardstick timed beside them, and the off-the-shelf
@@ -50,7 +50,7 @@ class Stage(BaseStage):
                          + [f"* `{n}`: skipped, {why}" for n, why in self.skipped.items()])
 
     def benchmark(self):
-        """The harness over every variant, the teacher first, on each named set; results/benchmark.{csv,json}."""
+        """The harness over every variant, the teacher first, on each named set (score_seeds writes the results)."""
         splits = load_splits(self.paths["data"])
         cut = self.p.max_eval or None
         named = {**{name: splits[name] for name in SETS}, **ood.load_ood_sets(self.paths["data"])}
@@ -71,24 +71,56 @@ class Stage(BaseStage):
         speed.with_peak_share(speed.with_finbert_ratio(self.refs, self.yard), self.peak)
         if self.yard is not None:
             speed.with_peak_share(speed.with_finbert_ratio(self.yard, self.yard), self.peak)
+        return self.df
+
+    def score_seeds(self) -> dict[str, list[dict]]:
+        """The models of the other training seeds of every variant the ship rule can read (within the F1 budget plus
+        harness.FLIP_MARGIN_PTS on its exported seed, as for batch flips), scored on the validation sets; the F1
+        goals then read each such variant's seed mean (lib.ship.seed_mean). Writes results/benchmark.{csv,json}."""
+        floor = self.df.iloc[0]["val_macro_f1"] - (self.p.max_f1_drop_pts + harness.FLIP_MARGIN_PTS) / 100
+        f1 = dict(zip(self.df["name"], self.df["val_macro_f1"]))
+        read = [v for v in self.variants if seeds.twins(v) and f1[v.name] >= floor]
+        sets = {s: self.sets[s] for s in seed_mean.SETS if s in self.sets}
+        scored = harness.score_twins(self.paths["root"], sets, [t for v in read for t in seeds.twins(v)],
+                                     self.p.threads, self.p.seed)
+        row = self.df.set_index("name")
+        self.seed_runs = {v.name: [seed_mean.record(v.metrics["seed"], {s: row.loc[v.name, f"{s}_macro_f1"] for s in sets},
+                                                    True)]
+                          + [seed_mean.record(t.metrics["seed"], scored[t.name], False) for t in seeds.twins(v)]
+                          for v in read}
+        self.df = seed_mean.with_seed_means(self.df, self.seed_runs)
+        self.refs = seed_mean.with_seed_means(self.refs, {})  # a reference row is one model: it reads its own figures
         harness.write_results(self.df, self.paths["root"] / "results", self.info, peak=self.peak,
                               yardstick=[] if self.yard is None else self.yard.to_dict("records"),
-                              references=self.refs.to_dict("records"), references_skipped=self.skipped)
-        return self.df
+                              references=self.refs.to_dict("records"), references_skipped=self.skipped,
+                              seed_runs=self.seed_runs)
+        return self.seed_runs
+
+    def all_goals(self) -> list[goals.Goal]:
+        """Every deployment goal; the F1 ones read the seed-mean columns (lib.ship.seed_mean)."""
+        return goals.from_params(self.params, columns=decide.COLUMNS | seed_mean.SEED_COLUMNS)
 
     def stage_goals(self) -> list[goals.Goal]:
         """The deployment goals; the OOD-retention goal is skipped (with a note in the verdict) without OOD sets."""
-        return [g for g in goals.from_params(self.params, columns=decide.COLUMNS) if g.metric in self.df]
+        return [g for g in self.all_goals() if g.metric in self.df]
 
     def skipped_goals(self) -> str:
-        """One line per goal not judged, and why (SKIPPED)."""
-        return "\n".join(f"* Goal {g.name} ({g.text}) skipped: {SKIPPED[g.metric]}." for g in
-                         goals.from_params(self.params, columns=decide.COLUMNS) if g.metric not in self.df)
+        """One line per goal not judged, and why (SKIPPED, by the metric the goal bounds)."""
+        metric = {v: k for k, v in {**decide.COLUMNS, **seed_mean.SEED_COLUMNS}.items()}
+        return "\n".join(f"* Goal {g.name} ({g.text}) skipped: {SKIPPED[metric.get(g.metric, g.metric)]}." for g in
+                         self.all_goals() if g.metric not in self.df)
 
     def recommend(self):
         """The choice, on validation columns only (test columns are reported, never read here)."""
         self.recommended = decide.recommend(self.df, self.stage_goals())
         return self.recommended
+
+    def goal_checks(self) -> list[dict]:
+        """Each goal on the recommendation; an F1 goal read on seeds also says in how many of them it was met."""
+        rec = self.recommended
+        runs = self.seed_runs.get(rec["name"])
+        return goals.check_all(self.stage_goals(), rec, rec["name"],
+                               seed_mean.per_seed(runs, self.df.iloc[0]) if runs else None)
 
     def tables(self) -> tuple:
         """Quality per set (with the paired delta to the teacher) and costs, numbered as the plot's points; the
@@ -156,7 +188,7 @@ class Stage(BaseStage):
                             "recommended": rec.to_dict(), "table": decide.index_table(self.df),
                             "shipped": {"name": rec["name"], "lineage": decide.lineage(self.df, rec["name"])},
                             "artifact": str(self.exported), "peak": self.peak, "serving": self.serving,
-                            "served_macro_f1": self.served, "profile": self.profiled,
+                            "served_macro_f1": self.served, "profile": self.profiled, "seed_runs": self.seed_runs,
                             "yardstick": [] if self.yard is None else self.yard.to_dict("records"),
                             "references": self.refs.to_dict("records"), "references_skipped": self.skipped},
                 "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
@@ -175,9 +207,12 @@ class Stage(BaseStage):
                                 if pd.notna(rec.get("share_int8_peak_b32")) else {}),
                              **({"OOD-val kept vs teacher": rec["ood_val_retention"],
                                  "OOD-test kept vs teacher": rec["ood_test_retention"]} if "ood_test_retention" in rec else {})},
-                "goals": goals.check_all(self.stage_goals(), rec, rec["name"]),
+                "goals": self.goal_checks(),
                 "verdict": "\n\n".join(filter(None, [
-                    decide.recommendation_text(rec, self.df, self.stage_goals(), list(SETS)),
+                    decide.recommendation_text(rec, self.df, self.stage_goals(), list(SETS),
+                                               seed_mean.seeds_line(rec, self.seed_runs, self.df.iloc[0]),
+                                               self.goal_checks()),
+                    seed_mean.read_text(self.seed_runs),
                     invariance.served_text(rec, self.served), decide.ood_text(rec, self.df),
                     reference.summary(rec, self.refs, self.skipped) if self.p.references else "",
                     self.skipped_goals(), "Speed as a user meets it, and how close to the hardware:\n\n" + self.hardware()]))}

@@ -6,6 +6,7 @@ then measures these with everything else."""
 from transformers import AutoTokenizer
 
 from lib import formats
+from lib.core import seeds
 from lib.core.runinfo import cpu_flags
 from lib.core.variants import Variant
 from lib.data import ood
@@ -41,10 +42,17 @@ class Stage(BaseStage):
                   "methods": self.calibrations, "seed": self.p.seed}
         self.runtimes = tuple(r.strip() for r in self.p.runtimes.split(",") if r.strip())
         self.bf16 = bf16_supported(cpu_flags())  # else OpenVINO would emulate bf16: no twin to measure
-        self.variants = build_stacked(self.paths, self.pruned if self.p.stacked else [], splits["val"]["text"].tolist(),
-                                      self.keep_groups, vocab_texts=vocab_texts, vocab_frequent=self.p.vocab_frequent,
-                                      static=static, vocab_min_count=self.p.vocab_min_count, runtimes=self.runtimes,
-                                      bf16=self.bf16)
+        kwargs = dict(vocab_texts=vocab_texts, vocab_frequent=self.p.vocab_frequent, static=static,
+                      vocab_min_count=self.p.vocab_min_count, runtimes=self.runtimes, bf16=self.bf16)
+        val = splits["val"]["text"].tolist()
+        self.variants, self.twins = [], 0
+        for v in self.pruned if self.p.stacked else []:
+            made = build_stacked(self.paths, [v], val, self.keep_groups, **kwargs)
+            # the same recipes from the pruned models of the other training seeds: stage 05 reads their seed mean
+            others = {t.metrics["seed"]: build_stacked(self.paths, [t], val, self.keep_groups, **kwargs)
+                      for t in (seeds.twins(v) if self.p.seed_twins else [])}
+            self.twins += sum(map(len, others.values()))
+            self.variants += with_seed_runs(made, v.metrics.get("seed"), others)
         return self.variants
 
     def describe(self) -> str:
@@ -67,13 +75,25 @@ class Stage(BaseStage):
         made = ", ".join(f"`{v.name}`" for v in self.variants) or "none"
         return {"metrics": {"stacked": [v.name for v in self.variants], "from": [v.name for v in self.pruned],
                             "keep_fp32_groups": self.keep_groups, "calibrations": self.calibrations,
-                            "runtimes": list(self.runtimes), "openvino_bf16": self.bf16},
+                            "runtimes": list(self.runtimes), "openvino_bf16": self.bf16, "seed_twins": self.twins},
                 "headline": {"stacked variants": len(self.variants), "from pruned variants": len(self.pruned),
-                             "vocabulary-trimmed": len(trimmed),
+                             "vocabulary-trimmed": len(trimmed), "built from other training seeds": self.twins,
                              "OpenVINO variants": sum(v.format == "openvino" for v in self.variants)},
                 "verdict": (f"Built {len(self.variants)} stacked variants from {len(self.pruned)} pruned ones: "
-                            f"{made}. Stage 05 measures them with every other variant; this stage chooses nothing."),
+                            f"{made}. Stage 05 measures them with every other variant; this stage chooses nothing. "
+                            f"{self.twins} more were built the same way from the pruned models of the other training "
+                            "seeds: stage 05 scores them on validation where the ship rule reads the seed mean."),
                 "variants": self.variants}
+
+
+def with_seed_runs(made: list[Variant], exported: int | None, others: dict[int, list[Variant]]) -> list[Variant]:
+    """Each stacked variant with seed_runs: its own seed and path, then the same recipe (techniques, format,
+    precision) built from each other seed's pruned model; unchanged where no other seed was built."""
+    if not others:
+        return made
+    key = lambda m: (m.techniques, m.format, m.precision)  # noqa: E731 (a recipe is what was done, not a name)
+    return [m.with_metrics(seed=exported, seed_runs=[{"seed": exported, "path": m.path}] + [
+        {"seed": s, "path": t.path} for s, ts in others.items() for t in ts if key(t) == key(m)]) for m in made]
 
 
 def stacked_onnx(v: Variant, name: str, fp32_dir, tokenizer, keep, steps: tuple, paths: dict, parity: dict,

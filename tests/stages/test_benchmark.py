@@ -3,6 +3,7 @@ recommendation; and stage 06 (lib/stages/stacking.py), which builds the stacked 
 import importlib.util
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -70,14 +71,14 @@ def test_stage05_smoke(smoke_run):
 
 def test_stage05_chooses_on_validation(smoke_run):
     from lib.core import goals
-    from lib.ship import decide
+    from lib.ship import decide, seed_mean
     m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
     rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
     assert m["metrics"]["sets"] == {"val": 24, "test": 24, "ood_val": 24, "ood_test": 24}
     # recomputed from the table's val columns (and costs), the choice is the same variant
-    gs = goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS)
+    gs = goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS | seed_mean.SEED_COLUMNS)
     assert decide.recommend(rows, gs)["name"] == m["headline"]["recommended"]
-    assert all(g["metric"] in ("val_delta_pts", "speedup_vs_teacher", "size_ratio_vs_teacher", "ood_val_retention",
+    assert all(g["metric"] in ("seed_val_delta_pts", "speedup_vs_teacher", "size_ratio_vs_teacher", "seed_ood_val_retention",
                                "speedup_vs_reference", "throughput_vs_reference") for g in m["goals"])
     assert "Why here:" in m["verdict"] or "fastest variant measured" in m["verdict"]
 
@@ -136,8 +137,8 @@ def test_stage05_reference_rows_are_measured_beside_the_variants_and_never_shipp
 
 def decide_goals(m: dict) -> list:
     from lib.core import goals
-    from lib.ship import decide
-    return goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS)
+    from lib.ship import decide, seed_mean
+    return goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS | seed_mean.SEED_COLUMNS)
 
 
 def test_stage05_counts_batch_flips_and_scores_the_shipped_model_as_predict_serves_it(smoke_run):
@@ -145,10 +146,10 @@ def test_stage05_counts_batch_flips_and_scores_the_shipped_model_as_predict_serv
     ship rule reading val and OOD-val only, and the shipped model's F1 as `python -m lib.predict` gives it."""
     from lib.core import goals
     from lib.measure import harness, invariance
-    from lib.ship import decide
+    from lib.ship import decide, seed_mean
     rows = pd.read_csv(smoke_run / "results" / "benchmark.csv")
     m = json.loads((smoke_run / "reports" / "05_benchmark.json").read_text())
-    budget = decide.budget(goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS))
+    budget = decide.budget(goals.from_params(m["run_info"]["params"], columns=decide.COLUMNS | seed_mean.SEED_COLUMNS))
     # counted for the teacher, the reference rows and the variants within the budget plus the margin; no others
     floor = -(m["run_info"]["params"]["max_f1_drop_pts"] + harness.FLIP_MARGIN_PTS)
     counted = (rows.index == 0) | rows["reference"] | (rows["val_delta_pts"] >= floor)
@@ -174,13 +175,13 @@ def test_stage05_counts_batch_flips_and_scores_the_shipped_model_as_predict_serv
 
 
 def test_ood_goal_is_skipped_with_a_note_when_stage01_wrote_no_ood_sets():
-    from lib.ship import decide
+    from lib.ship import decide, seed_mean
     from lib.stages import benchmark
     from tests.test_ship import ood_rows, table_rows
     stage = object.__new__(benchmark.Stage)
     stage.params = {"max_f1_drop_pts": 1.5, "min_speedup": 2.0, "min_size_ratio": 1.2, "min_ood_retention": 0.97,
                     "min_speedup_vs_reference": 2.0}
-    stage.df = table_rows()
+    stage.df = seed_mean.with_seed_means(table_rows(), {})  # as score_seeds leaves it: every row one model
     assert [g.name for g in stage.stage_goals()] == ["max_f1_drop_pts", "min_speedup", "min_size_ratio"]
     assert stage.skipped_goals().splitlines() == [
         "* Goal min_speedup_vs_reference (at least 2.0x faster end to end at batch 1 than the fastest reference row) "
@@ -188,8 +189,8 @@ def test_ood_goal_is_skipped_with_a_note_when_stage01_wrote_no_ood_sets():
         "* Goal min_ood_retention (out-of-domain validation macro-F1 at least 0.97 of the teacher's) skipped: stage 01 "
         "wrote no out-of-domain sets (no tweets in the data folder)."]
     assert decide.recommend(stage.df, stage.stage_goals())["name"] == "student_p50_int8"
-    stage.df = ood_rows().assign(speedup_vs_reference=3.0)
-    assert stage.stage_goals()[-1].metric == "ood_val_retention" and stage.skipped_goals() == ""
+    stage.df = seed_mean.with_seed_means(ood_rows().assign(speedup_vs_reference=3.0), {})
+    assert stage.stage_goals()[-1].metric == "seed_ood_val_retention" and stage.skipped_goals() == ""
 
 
 def test_stage06_stacks_with_stage03s_choices_read_from_its_variants(smoke_run):
@@ -290,3 +291,36 @@ def test_no_profile_with_profile_n_0_or_a_model_no_collector_reads(tmp_path):
     stage.sets, stage.serving, stage.peak = {"val": pd.DataFrame({"text": ["Sales fell"]})}, None, None
     stage.p = SimpleNamespace(profile_n=4, threads=2)
     assert stage.profile_shipped() is None and stage.profiled is None
+
+
+def test_stage05_reads_the_f1_goals_on_the_seed_mean_of_the_variants_it_can_ship(smoke_run):
+    """Issue 31, item 3: stage 06 built every stacked recipe from each training seed's pruned model; stage 05 scored
+    the other seeds' models of exactly the variants the ship rule can read, and its F1 goals read their mean."""
+    from lib.core import seeds
+    from lib.core.variants import Variant
+    from lib.measure import harness
+    from lib.ship import seed_mean
+    report = lambda s: json.loads((smoke_run / "reports" / f"{s}.json").read_text())  # noqa: E731
+    m, rows = report("05_benchmark"), pd.read_csv(smoke_run / "results" / "benchmark.csv")
+    pruned = {v["name"]: v for v in report("04_pruning")["variants"]}
+    stacked = report("06_stacking")["variants"]
+    assert stacked and report("06_stacking")["metrics"]["seed_twins"] == sum(len(v["metrics"]["seed_runs"]) - 1 for v in stacked)
+    for v in stacked:  # smoke: two training seeds, the exported one first, every model on disk
+        runs, source = v["metrics"]["seed_runs"], pruned[v["source"]]["metrics"]
+        assert [r["seed"] for r in runs] == [source["seed"]] + [r["seed"] for r in source["seed_runs"] if r["seed"] != source["seed"]]
+        assert len(runs) == 2 and runs[0]["path"] == v["path"] and all((smoke_run / r["path"]).exists() for r in runs)
+    listed = [Variant.from_dict(v) for s in pipeline.producers("05_benchmark") for v in report(s)["variants"]]
+    floor = -(m["run_info"]["params"]["max_f1_drop_pts"] + harness.FLIP_MARGIN_PTS)
+    delta = dict(zip(rows["name"], rows["val_delta_pts"]))
+    assert set(m["metrics"]["seed_runs"]) == {v.name for v in listed if seeds.twins(v) and delta[v.name] >= floor}
+    by_name = rows.set_index("name")
+    for name, rs in m["metrics"]["seed_runs"].items():
+        assert [r["exported"] for r in rs] == [True, False] and by_name.loc[name, "seeds_read"] == 2
+        per_seed = seed_mean.per_seed(rs, rows.iloc[0])
+        assert per_seed["seed_val_delta_pts"][0] == pytest.approx(delta[name])
+        assert by_name.loc[name, "seed_val_delta_pts"] == pytest.approx(np.mean(per_seed["seed_val_delta_pts"]))
+    one = ~rows["name"].isin(list(m["metrics"]["seed_runs"]))
+    assert (rows.loc[one, "seeds_read"] == 1).all()
+    assert np.allclose(rows.loc[one, "seed_val_delta_pts"], rows.loc[one, "val_delta_pts"])
+    budget = next(g for g in m["goals"] if g["goal"] == "max_f1_drop_pts")
+    assert budget["metric"] == "seed_val_delta_pts" and "Seeds:" in m["verdict"]
