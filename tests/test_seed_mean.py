@@ -94,3 +94,15 @@ def test_a_twin_scores_what_the_benchmark_scores_for_the_same_model(tiny_variant
     scored = harness.score_twins(root, sets, [twin], threads=1, seed=3)
     logits = bench.measure_variant(variant, root, {"val": TEXTS}, threads=1, latency_n=2, seed=3)["logits"]["val"]
     assert scored["tiny_seed7"]["val"] == pytest.approx(harness.scores(labels, np.asarray(logits).argmax(1))["macro_f1"])
+
+
+def test_the_index_card_shows_the_seed_mean_beside_the_exported_models_figure():
+    from lib.report import card
+    rec = {"name": "p", "val_macro_f1": 0.881, "val_delta_pts": -1.06, "seeds_read": 3, "seed_val_delta_pts": -0.9996,
+           "test_macro_f1": 0.873, "test_delta_pts": -2.1, "test_delta_ci_low": -4.6, "test_delta_ci_high": 0.2,
+           "speedup_vs_teacher": 4.3, "latency_median_ms": 1.24, "size_ratio_vs_teacher": 8.2, "disk_bytes": 11_200_000}
+    bench = {"metrics": {"recommended": rec}, "run_info": {}}
+    page = card.study_card({card.BENCHMARK: bench})
+    assert "-1.06 points vs the teacher; -1.00 on the mean of its 3 training seeds (what the goal reads)" in page
+    one = card.study_card({card.BENCHMARK: {**bench, "metrics": {"recommended": {**rec, "seeds_read": 1}}}})
+    assert "-1.06 points vs the teacher</span>" in one and "training seeds" not in one

@@ -192,6 +192,8 @@ class Stage(BaseStage):
                             "yardstick": [] if self.yard is None else self.yard.to_dict("records"),
                             "references": self.refs.to_dict("records"), "references_skipped": self.skipped},
                 "headline": {"recommended": rec["name"], "recommended val macro-F1": rec["val_macro_f1"],
+                             **({f"val Δ vs teacher, mean of its {rec['seeds_read']:.0f} seeds (points)":
+                                 rec["seed_val_delta_pts"]} if rec["seeds_read"] > 1 else {}),
                              f"recommended {test} macro-F1": rec[f"{test}_macro_f1"],
                              f"{test} Δ vs teacher (points)": rec[f"{test}_delta_pts"],
                              "faster than teacher (x)": rec["speedup_vs_teacher"],
