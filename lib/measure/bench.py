@@ -235,10 +235,15 @@ def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads:
                     flip_sets: tuple = (), seed: int = 0, flip_gate: invariance.FlipGate | None = None) -> None:
     """Child-process entry of the stage-05 harness: measure one variant on the named sets of texts in texts_json
     ({set: [text, ...]}), write its result or its error as JSON."""
+    write_result(result_json, lambda: measure_variant(
+        variant, out_dir, json.loads(Path(texts_json).read_text()), threads=threads, latency_n=latency_n,
+        flip_sets=tuple(flip_sets), seed=seed, flip_gate=flip_gate))
+
+
+def write_result(result_json, compute) -> None:
+    """compute()'s result as JSON, or its error in one line for the parent to report with the variant's name."""
     try:
-        result = measure_variant(variant, out_dir, json.loads(Path(texts_json).read_text()),
-                                 threads=threads, latency_n=latency_n, flip_sets=tuple(flip_sets), seed=seed,
-                                 flip_gate=flip_gate)
+        result = compute()
     except Exception as e:  # reported by the parent as one line naming the variant
         result = {"error": f"{type(e).__name__}: {e}"}
     write_json(Path(result_json), result)
@@ -247,11 +252,9 @@ def measure_to_file(variant: Variant, out_dir, texts_json, result_json, threads:
 def logits_to_file(variant: Variant, out_dir, texts_json, result_json, threads: int, seed: int = 0) -> None:
     """Child-process entry for a model scored only (a training seed's twin, lib.core.seeds.twins): the logits of
     each named set, batched exactly as measure_variant batches them; its result or its error as JSON."""
-    try:
+    def logits() -> dict:
         torch.set_num_threads(threads)
         predict, tokenizer = formats.load(variant, out_dir, threads)
-        logits, _ = batched_logits(predict, tokenizer, json.loads(Path(texts_json).read_text()), seed=seed)
-        result = {"logits": {name: x.tolist() for name, x in logits.items()}}
-    except Exception as e:  # reported by the parent as one line naming the variant
-        result = {"error": f"{type(e).__name__}: {e}"}
-    write_json(Path(result_json), result)
+        out, _ = batched_logits(predict, tokenizer, json.loads(Path(texts_json).read_text()), seed=seed)
+        return {"logits": {name: x.tolist() for name, x in out.items()}}
+    write_result(result_json, logits)

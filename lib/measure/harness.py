@@ -3,6 +3,7 @@ sets of texts (val decides, test reports; an out-of-domain set is one more entry
 import json
 import multiprocessing
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,15 @@ def fork_server():
     return ctx
 
 
+@contextmanager
+def texts_file(texts: dict[str, list[str]]):
+    """The named sets of texts ({set: [text, ...]}) in a temporary JSON file, for the variant processes to read."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "texts.json"
+        path.write_text(json.dumps(texts))
+        yield path
+
+
 def in_subprocess(target, variant: Variant, root: Path, texts_file: Path, *args) -> dict:
     """target(variant, root, texts_file, result_file, *args) in a fresh process: load time and peak memory are the
     variant's own, threads are pinned. Its result, or one line naming the variant that failed."""
@@ -61,12 +71,10 @@ def score_twins(root: Path, sets: dict[str, pd.DataFrame], twins: list[Variant],
     """Macro-F1 per named set of each training seed's twin (lib.core.seeds.twins), batched as run_benchmark batches
     every variant, each in a fresh process; nothing else is measured: {twin name: {set: macro-F1}}."""
     out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        texts_file = Path(tmp) / "texts.json"
-        texts_file.write_text(json.dumps({name: df["text"].tolist() for name, df in sets.items()}))
+    with texts_file({name: df["text"].tolist() for name, df in sets.items()}) as texts:
         for t in twins:
             print(f"scoring {t.name} (training seed {t.metrics['seed']} of {t.metrics['twin_of']})", flush=True)
-            raw = in_subprocess(bench.logits_to_file, t, root, texts_file, threads, seed)
+            raw = in_subprocess(bench.logits_to_file, t, root, texts, threads, seed)
             out[t.name] = {s: scores(df["label"].to_numpy(), np.asarray(raw["logits"][s]).argmax(1))["macro_f1"]
                            for s, df in sets.items()}
     return out
@@ -127,13 +135,11 @@ def run_benchmark(root: Path, sets: dict[str, pd.DataFrame], variants: list[Vari
     labels = {name: df["label"].to_numpy() for name, df in sets.items()}
     all_texts = [t for df in sets.values() for t in df["text"]]
     rows, teacher_preds = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        texts_file = Path(tmp) / "texts.json"
-        texts_file.write_text(json.dumps({name: df["text"].tolist() for name, df in sets.items()}))
+    with texts_file({name: df["text"].tolist() for name, df in sets.items()}) as texts:
         first, gate = next(iter(sets)), None
         for v in variants:
             print(f"benchmarking {v.name} ({v.format})", flush=True)
-            raw = measure_in_subprocess(v, root, texts_file, threads, latency_n, flip_sets, seed,
+            raw = measure_in_subprocess(v, root, texts, threads, latency_n, flip_sets, seed,
                                         None if v.reference else gate)
             quality = {}
             for name in sets:
@@ -154,12 +160,10 @@ def run_yardstick(root: Path, texts: list[str], yardsticks: list[Variant], teach
     """Cost rows of the shape-only yardsticks (lib.measure.yardstick), measured like every variant on the same sentences;
     no quality columns (their F1 means nothing) and cost ratios against the teacher's row."""
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        texts_file = Path(tmp) / "texts.json"
-        texts_file.write_text(json.dumps({"val": list(texts)}))
+    with texts_file({"val": list(texts)}) as path:
         for v in yardsticks:
             print(f"benchmarking the yardstick {v.name} ({v.format})", flush=True)
-            rows.append({**row(v, {}, measure_in_subprocess(v, root, texts_file, threads, latency_n, (), seed)),
+            rows.append({**row(v, {}, measure_in_subprocess(v, root, path, threads, latency_n, (), seed)),
                          "shape_only": True})
     df = pd.DataFrame(rows)
     df["speedup_vs_teacher"] = teacher["latency_median_ms"] / df["latency_median_ms"]

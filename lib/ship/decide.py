@@ -7,6 +7,7 @@ import pandas as pd
 
 from lib.core import stats
 from lib.core.goals import Goal
+from lib.ship.seed_mean import SEED_COLUMNS
 from lib.ship.pareto import pareto_front
 
 # stage 05's table names the cost ratios after their reference; the goals read those columns
@@ -124,7 +125,7 @@ def why_here(rec: pd.Series, df: pd.DataFrame, goals: list[Goal], latency_tie: f
 def seed_words(row: pd.Series, g: Goal) -> str:
     """' (the mean of its 3 seeds)' where the goal read a seed mean (lib.ship.seed_mean), else nothing."""
     n = row.get("seeds_read", 1)
-    return f" (the mean of its {n:.0f} seeds)" if n > 1 and g.metric.startswith("seed_") else ""
+    return f" (the mean of its {n:.0f} seeds)" if n > 1 and g.metric in SEED_COLUMNS.values() else ""
 
 
 def quality_table(df: pd.DataFrame, sets: list[str]) -> pd.DataFrame:

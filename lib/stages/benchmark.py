@@ -78,16 +78,15 @@ class Stage(BaseStage):
         harness.FLIP_MARGIN_PTS on its exported seed, as for batch flips), scored on the validation sets; the F1
         goals then read each such variant's seed mean (lib.ship.seed_mean). Writes results/benchmark.{csv,json}."""
         floor = self.df.iloc[0]["val_macro_f1"] - (self.p.max_f1_drop_pts + harness.FLIP_MARGIN_PTS) / 100
-        f1 = dict(zip(self.df["name"], self.df["val_macro_f1"]))
-        read = [v for v in self.variants if seeds.twins(v) and f1[v.name] >= floor]
-        sets = {s: self.sets[s] for s in seed_mean.SETS if s in self.sets}
-        scored = harness.score_twins(self.paths["root"], sets, [t for v in read for t in seeds.twins(v)],
-                                     self.p.threads, self.p.seed)
         row = self.df.set_index("name")
+        read = [(v, twins) for v in self.variants if (twins := seeds.twins(v)) and row.loc[v.name, "val_macro_f1"] >= floor]
+        sets = {s: self.sets[s] for s in seed_mean.SETS if s in self.sets}
+        scored = harness.score_twins(self.paths["root"], sets, [t for _, twins in read for t in twins],
+                                     self.p.threads, self.p.seed)
         self.seed_runs = {v.name: [seed_mean.record(v.metrics["seed"], {s: row.loc[v.name, f"{s}_macro_f1"] for s in sets},
                                                     True)]
-                          + [seed_mean.record(t.metrics["seed"], scored[t.name], False) for t in seeds.twins(v)]
-                          for v in read}
+                          + [seed_mean.record(t.metrics["seed"], scored[t.name], False) for t in twins]
+                          for v, twins in read}
         self.df = seed_mean.with_seed_means(self.df, self.seed_runs)
         self.refs = seed_mean.with_seed_means(self.refs, {})  # a reference row is one model: it reads its own figures
         harness.write_results(self.df, self.paths["root"] / "results", self.info, peak=self.peak,
@@ -105,9 +104,8 @@ class Stage(BaseStage):
         return [g for g in self.all_goals() if g.metric in self.df]
 
     def skipped_goals(self) -> str:
-        """One line per goal not judged, and why (SKIPPED, by the metric the goal bounds)."""
-        metric = {v: k for k, v in {**decide.COLUMNS, **seed_mean.SEED_COLUMNS}.items()}
-        return "\n".join(f"* Goal {g.name} ({g.text}) skipped: {SKIPPED[metric.get(g.metric, g.metric)]}." for g in
+        """One line per goal not judged, and why (SKIPPED, by the metric the goal bounds before any renaming)."""
+        return "\n".join(f"* Goal {g.name} ({g.text}) skipped: {SKIPPED[goals.KINDS[g.name].metric]}." for g in
                          self.all_goals() if g.metric not in self.df)
 
     def recommend(self):
@@ -183,7 +181,7 @@ class Stage(BaseStage):
         return self.exported
 
     def outcome(self) -> dict:
-        rec, test = self.recommended, SETS[-1]
+        rec, test, checks = self.recommended, SETS[-1], self.goal_checks()
         return {"metrics": {"variants_measured": len(self.df), "sets": {k: len(v) for k, v in self.sets.items()},
                             "recommended": rec.to_dict(), "table": decide.index_table(self.df),
                             "shipped": {"name": rec["name"], "lineage": decide.lineage(self.df, rec["name"])},
@@ -209,11 +207,10 @@ class Stage(BaseStage):
                                 if pd.notna(rec.get("share_int8_peak_b32")) else {}),
                              **({"OOD-val kept vs teacher": rec["ood_val_retention"],
                                  "OOD-test kept vs teacher": rec["ood_test_retention"]} if "ood_test_retention" in rec else {})},
-                "goals": self.goal_checks(),
+                "goals": checks,
                 "verdict": "\n\n".join(filter(None, [
                     decide.recommendation_text(rec, self.df, self.stage_goals(), list(SETS),
-                                               seed_mean.seeds_line(rec, self.seed_runs, self.df.iloc[0]),
-                                               self.goal_checks()),
+                                               seed_mean.seeds_line(rec, self.seed_runs, self.df.iloc[0]), checks),
                     seed_mean.read_text(self.seed_runs),
                     invariance.served_text(rec, self.served), decide.ood_text(rec, self.df),
                     reference.summary(rec, self.refs, self.skipped) if self.p.references else "",
