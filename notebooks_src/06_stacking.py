@@ -42,6 +42,7 @@ vocab_frequent = 5000  # trimmed twins also keep the first N vocabulary ids (the
 vocab_min_count = 3  # trimmed twins keep a train/pool token only if those texts use it at least this often (a rarer word falls back to kept pieces) [min 1]
 calibration_n = 256  # training sentences each stacked static INT8 twin calibrates on (ONNX Runtime: by the method stage 03 chose on val for its source; OpenVINO: NNCF), 0 builds none [min 0] [smoke 16]
 seed_twins = True  # also build every stacked recipe from the pruned models of stage 04's other training seeds, so that stage 05 reads the ship rule's F1 goals on the seed mean
+workers = 2  # processes building at once, each a pruned model's recipes (much of a build is single-threaded Python; 1 builds here, one after another) [in 1..64]
 runtimes = "onnxruntime,openvino"  # runtimes every stacked model is built for: ONNX Runtime (dynamic and static INT8 of the fused graph), OpenVINO (FP32 IR, a bf16 twin where the CPU runs bf16, NNCF INT8) [each of onnxruntime, openvino]
 
 # %%

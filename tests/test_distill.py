@@ -4,6 +4,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from lib.core.errors import FinCompressError
+from lib.modeling import losses
 from lib.techniques import distill
 
 
@@ -53,22 +54,69 @@ def test_student_copies_mapped_layers_embeddings_and_head():
     assert not torch.equal(student.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
 
 
+class Loader(list):
+    """Batches with the idx rows they hold, as make_loader yields them, and the dataset size teacher_internals reads."""
+    dataset = range(2)
+
+
+def cached_targets(teacher, mapping, loader=None):
+    """The teacher's logits table and internals over the two sentences of tiny_batch, each run alone (unpadded)."""
+    b = tiny_batch()
+    alone = loader or Loader([{"input_ids": b["input_ids"][r:r + 1, :int(b["attention_mask"][r].sum())],
+                               "attention_mask": b["attention_mask"][r:r + 1, :int(b["attention_mask"][r].sum())],
+                               "labels": b["labels"][r:r + 1], "idx": b["idx"][r:r + 1]} for r in (1, 0)])
+    targets = distill.teacher_targets(teacher, alone, mapping, torch.device("cpu"))
+    with torch.no_grad():
+        for x in alone:  # logits by idx, as every KD student looks them up
+            direct = teacher(input_ids=x["input_ids"], attention_mask=x["attention_mask"]).logits
+            assert torch.allclose(targets["logits"][x["idx"]], direct, atol=1e-6)
+    return targets.pop("logits"), targets
+
+
+def per_batch_loss(teacher, mapping, student, batch):
+    """The objective with the teacher run on the batch itself: what the cached targets must reproduce."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        t = teacher(**inputs, output_hidden_states=True, output_attentions=True)
+    s = student(**inputs, output_hidden_states=True, output_attentions=True)
+    loss, _ = losses.mixed_loss(s.logits, t.logits, batch["labels"], 0.5, 2.0)
+    hid = losses.hidden_mse(s.hidden_states[1:], [t.hidden_states[j + 1] for j in mapping], batch["attention_mask"])
+    att = losses.attention_mse(s.attentions, [t.attentions[j] for j in mapping], batch["attention_mask"])
+    return loss + hid + att
+
+
 def test_full_depth_student_reproduces_teacher_and_intermediate_terms_vanish():
     teacher = tiny_teacher(4)
     student, mapping = distill.build_student(teacher, 4)
     student.eval()
-    batch = tiny_batch()
-    loss_fn = distill.intermediate_loss_fn(teacher, mapping, 0.5, 2.0, 1.0, 1.0)
-    loss, parts = loss_fn(student, batch)
+    loss_fn = distill.intermediate_loss_fn(*cached_targets(teacher, mapping), 0.5, 2.0, 1.0, 1.0)
+    loss, parts = loss_fn(student, tiny_batch())  # padded differently from the unpadded pass that cached the targets
     assert parts["kd"] == pytest.approx(0, abs=1e-6)
     assert parts["hidden"] == pytest.approx(0, abs=1e-8) and parts["attention"] == pytest.approx(0, abs=1e-8)
     assert loss.item() == pytest.approx(0.5 * float(parts["ce"]), rel=1e-5)
 
 
+def test_cached_targets_give_the_loss_of_a_teacher_run_on_every_batch():
+    teacher = tiny_teacher(6)
+    student, mapping = distill.build_student(teacher, 2)
+    student.eval()
+    batch = tiny_batch()
+    cached, _ = distill.intermediate_loss_fn(*cached_targets(teacher, mapping), 0.5, 2.0, 1.0, 1.0)(student, batch)
+    assert cached.item() == pytest.approx(per_batch_loss(teacher, mapping, student, batch).item(), rel=1e-5)
+    # cached from the padded batch itself, in its own row order: the same
+    logits, internals = cached_targets(teacher, mapping, Loader([batch]))
+    assert internals["hidden"][0].shape == (2, 3, 16) and internals["attention"][1].shape == (2, 2, 5, 5)
+    again, _ = distill.intermediate_loss_fn(logits, internals, 0.5, 2.0, 1.0, 1.0)(student, batch)
+    assert again.item() == pytest.approx(cached.item(), rel=1e-5)
+    wrong = {k: v[::-1] for k, v in internals.items()}  # rows swapped: another sentence's targets
+    with pytest.raises(RuntimeError):
+        distill.intermediate_loss_fn(logits, wrong, 0.5, 2.0, 1.0, 1.0)(student, batch)
+
+
 def test_shallow_student_intermediate_loss_is_positive_and_differentiable():
     teacher = tiny_teacher(6)
     student, mapping = distill.build_student(teacher, 2)
-    loss, parts = distill.intermediate_loss_fn(teacher, mapping, 0.5, 2.0, 1.0, 1.0)(student, tiny_batch())
+    loss, parts = distill.intermediate_loss_fn(*cached_targets(teacher, mapping), 0.5, 2.0, 1.0, 1.0)(student, tiny_batch())
     assert parts["hidden"] > 0 and parts["attention"] > 0
     loss.backward()
     assert student.bert.encoder.layer[0].attention.self.query.weight.grad is not None

@@ -30,6 +30,25 @@ def test_param_groups_exclude_bias_and_layernorm():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_adamw_is_fused_and_steps_as_the_per_tensor_loop():
+    """The fused kernel is a speed choice only: the same groups, the same weights after a few steps."""
+    fused_model, loop_model = tiny_bert(), tiny_bert()
+    fused = train.adamw(fused_model, 1e-2, 0.01, torch.device("cpu"))
+    loop = torch.optim.AdamW(train.param_groups(loop_model, 0.01), lr=1e-2)
+    assert fused.defaults["fused"] and [g["weight_decay"] for g in fused.param_groups] == [0.01, 0.0]
+    batches = readable_batches()
+    for model, opt in ((fused_model, fused), (loop_model, loop)):
+        torch.manual_seed(1)  # the same dropout masks for both
+        for batch in batches:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(**batching.model_inputs(batch)).logits, batch["labels"]).backward()
+            opt.step()
+    moved = [not torch.equal(p, q) for p, q in zip(fused_model.parameters(), tiny_bert().parameters())]
+    assert all(moved)
+    for p, q in zip(fused_model.parameters(), loop_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)  # float order only
+
+
 def test_warmup_then_linear_decay():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = train.warmup_linear(opt, total_steps=100, warmup_frac=0.1)

@@ -70,6 +70,7 @@ def make_loader(df: pd.DataFrame, tokenizer, batch_size: int, max_length: int, s
     """Batches padded to their own longest sentence (dynamic padding), not to max_length.
 
     Training (shuffle) batches group sentences of similar length: about half the tokens of a plain shuffle.
+    Evaluation batches run shortest first for the same reason; passes put their rows back by idx (input_order).
     """
     dataset = TextDataset(df, tokenizer, max_length)
 
@@ -80,11 +81,17 @@ def make_loader(df: pd.DataFrame, tokenizer, batch_size: int, max_length: int, s
         enc["idx"] = torch.tensor(idx)  # lets distillation look up precomputed teacher logits
         return enc
 
-    sampler = None
-    if shuffle:
-        sampler = LengthGroupedSampler([len(f["input_ids"]) for f in dataset.features], batch_size, seed)
+    lengths = [len(f["input_ids"]) for f in dataset.features]
+    sampler = (LengthGroupedSampler(lengths, batch_size, seed) if shuffle
+               else sorted(range(len(lengths)), key=lengths.__getitem__))  # stable: ties keep the input order
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
                                        pin_memory=pin_memory)
+
+
+def input_order(idx: list[torch.Tensor]) -> torch.Tensor | slice:
+    """The rows of one pass over a loader (their batches' idx, in the order they came) put back in the dataset's
+    order; as they came where the batches carry no idx."""
+    return torch.argsort(torch.cat(idx)) if idx else slice(None)
 
 
 def pinned(loader, device):

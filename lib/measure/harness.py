@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from lib.core import stats
 from lib.core.errors import FinCompressError
@@ -34,6 +35,16 @@ def fork_server():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     return ctx
+
+
+def in_workers(fn, items: list, workers: int) -> list:
+    """[fn(x) for x in items], in `workers` processes of the fork server at once (each with its share of the CPU
+    threads), the results in the order of `items`; in this process when workers is 1. fn must be picklable."""
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    n = min(workers, len(items))
+    with fork_server().Pool(n, initializer=torch.set_num_threads, initargs=(max(1, torch.get_num_threads() // n),)) as pool:
+        return pool.map(fn, items, chunksize=1)
 
 
 @contextmanager

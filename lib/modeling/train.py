@@ -79,6 +79,12 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def adamw(model, lr: float, weight_decay: float, device) -> torch.optim.AdamW:
+    """AdamW over param_groups, fused on CPU and CUDA: the per-tensor loop took a quarter of a small model's CPU step
+    (its 30k-token embedding table is updated densely every step), the fused kernel a fifth of that."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
 def warmup_linear(optimizer, total_steps: int, warmup_frac: float = 0.1):
     """Linear warmup over warmup_frac of the steps, then linear decay to zero."""
     warmup = max(1, int(total_steps * warmup_frac))
@@ -111,16 +117,18 @@ class EarlyStopping:
 
 @torch.no_grad()
 def logits_over(model, loader, device, amp: bool = False, desc: str = "eval") -> dict:
-    """Logits, labels and loss over a loader."""
+    """Logits, labels and loss over a loader, in its dataset's order."""
     model.eval()
-    logits, labels = [], []
+    logits, labels, idx = [], [], []
     for batch in tqdm(pinned(loader, device), desc=desc, mininterval=10, ascii=True, leave=True):
         batch = to_device(batch, device)
         with batching.autocast(device, amp):
             out = model(**model_inputs(batch))
         logits.append(out.logits.float().cpu())
         labels.append(batch["labels"].cpu())
-    logits, labels = torch.cat(logits), torch.cat(labels)
+        idx += [batch["idx"].cpu()] if "idx" in batch else []
+    order = batching.input_order(idx)  # evaluation batches run length-sorted
+    logits, labels = torch.cat(logits)[order], torch.cat(labels)[order]
     # ignore_index: unlabeled transfer sentences (label -1) only need logits
     return {"logits": logits, "labels": labels, "loss": F.cross_entropy(logits, labels, ignore_index=-1).item()}
 
@@ -159,7 +167,7 @@ def fit(model, train_loader, val_loader, device, *, epochs: int, lr: float, weig
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None) if parallel else model
         train_loader = pinned(shard_loader(train_loader) if parallel else train_loader, device)
-        optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+        optimizer = adamw(model, lr, weight_decay, device)
         scheduler = warmup_linear(optimizer, epochs * len(train_loader), warmup_frac)
         stopper, history, best_state, best_val = EarlyStopping(patience), [], None, None
         steps, group = curves.StepLog(curves.interval(len(train_loader), log_every)), device if parallel else None

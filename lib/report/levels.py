@@ -82,3 +82,20 @@ def table(results: dict) -> pd.DataFrame:
 def _val_mean(entry: dict) -> float:
     """A level's val macro-F1 as its seeds' mean (the unpruned source: its own)."""
     return statistics.fmean(r["val_macro_f1"] for r in entry["runs"]) if "runs" in entry else entry["val"]["macro_f1"]
+
+
+def seed_runs(results: dict) -> dict[str, list[dict]]:
+    """'<model> <level>%' -> that level's per-seed records."""
+    return {f"{name} {lv['name']}%": lv["runs"] for name, res in results.items() for lv in res["levels"]}
+
+
+def seeds_line(results: dict) -> str:
+    """How many recovery seeds each level read, and which seed each exported."""
+    first = next(iter(seed_runs(results).values()))
+    n = len(first)
+    if n == 1:
+        return (f"* One training seed ({first[0]['seed']}): these figures carry no training "
+                "variance; `run_all.py --seeds 3` prunes and recovers every level with three.")
+    exported = ", ".join(f"{m} {lv['name']}% seed {lv['seed']}" for m, res in results.items() for lv in res["levels"])
+    return (f"* Every level pruned and recovered with {n} seeds: val figures and the goals read their mean; test figures "
+            f"and the paired intervals are the exported seed's, the median on val ({exported}).")

@@ -16,10 +16,11 @@ from lib.measure import bench, harness, ood_eval
 from lib.modeling.device import set_seed
 from lib.modeling.distributed import rank0_only
 from lib.modeling.losses import precomputed_kd_loss
-from lib.modeling.train import attention_for, evaluate, fit, load_classifier, logits_over, public, save_checkpoint
+from lib.modeling.train import attention_for, evaluate, fit, load_classifier, public, save_checkpoint
 from lib.report import plots
 from lib.stages.base import Stage as BaseStage
-from lib.techniques.distill import build_student, intermediate_loss_fn, layer_map, resolve_student_layers
+from lib.techniques.distill import (build_student, intermediate_loss_fn, layer_map, resolve_student_layers,
+                                    teacher_targets)
 
 KINDS = ("baseline", "kd_vanilla", "kd_intermediate")
 
@@ -49,7 +50,9 @@ class Stage(BaseStage):
         self.kd_train = pd.concat(parts + [self.tweets], ignore_index=True)
         # unshuffled, so row i of the logits is training sentence i, the idx every batch carries
         ordered = make_loader(self.kd_train, self.tokenizer, p.batch_size * 2, p.max_length)
-        self.teacher_logits = logits_over(self.teacher, ordered, device, p.gpu, desc="teacher logits")["logits"].to(device)
+        # one teacher pass: its logits (every KD student) and its internals (intermediate KD), by training row
+        self.internals = teacher_targets(self.teacher, ordered, self.layer_map, device, p.gpu)
+        self.teacher_logits = self.internals.pop("logits").to(device)
         self.teacher_val = evaluate(self.teacher, self.val_loader, device, p.gpu, desc="teacher val")
         self.teacher_test = evaluate(self.teacher, self.test_loader, device, p.gpu, desc="teacher test")
         # reported beside val only (never chosen on); None when stage 01 wrote no OOD sets
@@ -110,10 +113,9 @@ class Stage(BaseStage):
         attention = attention_for(device, maps=kind == "kd_intermediate")  # SDPA on CUDA unless maps are read
         if student.config._attn_implementation != attention:
             student.set_attn_implementation(attention)
-        loss_fn = {"baseline": None,
-                   "kd_vanilla": precomputed_kd_loss(self.teacher_logits, p.alpha, p.temperature),
-                   "kd_intermediate": intermediate_loss_fn(self.teacher, mapping, p.alpha, p.temperature,
-                                                           p.hidden_weight, p.attention_weight)}[kind]
+        loss_fn = (precomputed_kd_loss(self.teacher_logits, p.alpha, p.temperature) if kind == "kd_vanilla" else
+                   intermediate_loss_fn(self.teacher_logits, self.internals, p.alpha, p.temperature, p.hidden_weight,
+                                        p.attention_weight) if kind == "kd_intermediate" else None)
         rows = self.splits["train"] if kind == "baseline" else self.kd_train
         train_loader = make_loader(rows, self.tokenizer, p.batch_size, p.max_length, shuffle=True, seed=seed,
                                    pin_memory=device.type == "cuda")
@@ -166,11 +168,9 @@ class Stage(BaseStage):
         """Params, size on disk and batch-1 CPU latency of the teacher and each student, on real test sentences.
 
         Models are timed in interleaved rounds and each keeps its fastest round (bench.fastest_latency)."""
-        p = self.p
-        models = {"teacher": (self.teacher, self.teacher_dir)}
+        p, models = self.p, {"teacher": (self.teacher, self.teacher_dir)}
         models |= {f"student_{k}": (r["model"], r["path"]) for k, r in self.results.items()}
-        inputs = bench.batch1_inputs(self.tokenizer, self.splits["test"]["text"].tolist(), seq_len=p.latency_seq_len,
-                                     n=p.latency_n)
+        inputs = bench.batch1_inputs(self.tokenizer, self.splits["test"]["text"].tolist(), p.latency_seq_len, p.latency_n)
         # batch-1 CPU timing on an idle CPU: rank 0 alone under a launcher, the others receive its table
         self.sizes = rank0_only(bench.torch_sizes_and_latency, models, inputs, p.threads)
         return self.sizes

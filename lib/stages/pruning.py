@@ -41,9 +41,11 @@ class Stage(BaseStage):
     def prune(self) -> dict:
         """Each model pruned level by level once per training seed; per level the median seed on val is exported."""
         chain_seeds = seeds.training_seeds(self.p.seed, self.p.seeds)
-        self.results = {role: export_levels({s: prune_model(role, v, self.paths, self.device, self.levels, self.params, s)
-                                             for s in chain_seeds}, self.paths, self.params)
-                        for role, v in self.models.items()}
+        self.results = {}
+        for role, v in self.models.items():
+            shared = unpruned(v, self.paths, self.device, self.params)
+            self.results[role] = export_levels({s: prune_model(role, shared, self.paths, self.device, self.levels,
+                                                               self.params, s) for s in chain_seeds}, self.paths, self.params)
         return self.results
 
     def measure(self) -> pd.DataFrame:
@@ -65,7 +67,7 @@ class Stage(BaseStage):
 
     def seed_table(self) -> pd.DataFrame:
         """Each level's spread over its seeds and the seed exported."""
-        return plots.seed_table(seed_runs(self.results))
+        return plots.seed_table(levels.seed_runs(self.results))
 
     def plot_seeds(self):
         """Val, test and OOD-val macro-F1 of each level, a dot per seed, beside its unpruned source (one model)."""
@@ -74,7 +76,7 @@ class Stage(BaseStage):
             b = res["base"]
             runs[f"{name} unpruned"] = [{"seed": self.p.seed, "val_macro_f1": b["val"]["macro_f1"],
                                          "test_macro_f1": b["test"]["macro_f1"], "ood_val_macro_f1": b.get("ood_val_macro_f1")}]
-            runs |= seed_runs({name: res})
+            runs |= levels.seed_runs({name: res})
         return plots.plot_seed_f1(runs, "Pruned levels over their training seeds, beside the unpruned source")
 
     def stage_goals(self) -> list:
@@ -121,31 +123,41 @@ def level_name(level: tuple[float, float]) -> str:
     return f"{h}" if h == f else f"h{h}_f{f}"
 
 
-def prune_model(name: str, source: Variant, paths: dict, device, levels: list, p: dict, seed: int) -> dict:
-    """Prune one checkpoint level by level (each continues the previous) with one training seed (batches drawn for
-    the importance, recovery shuffles and dropout); each level tested and kept in memory (`model`, on the CPU)."""
-    set_seed(seed)  # each chain the same whatever ran before it
-    splits, src, amp = load_splits(paths["data"]), source.location(paths["root"]), p["gpu"]
+def unpruned(source: Variant, paths: dict, device, p: dict) -> dict:
+    """What every seed's chain of one model shares, computed once: the unpruned model's figures, and its logits on the
+    recovery set (it is the KD teacher of every recovery round; they are fixed)."""
+    splits, src = load_splits(paths["data"]), source.location(paths["root"])
     model, tok = load_classifier(str(src), attention_for(device, maps=p["importance"] == "entropy"))
+    model.to(device)
+    # recovery KD also reads the unlabeled transfer sentences (label -1: the teacher's soft labels only)
+    kd_df = (pd.concat([splits["train"], load_transfer(paths["data"])], ignore_index=True) if p["transfer"]
+             else splits["train"])
+    test = make_loader(splits["test"], tok, 64, p["max_length"])
+    base = {"path": src, "params": bench.count_params(model), "prunable": prune.prunable_params(model),
+            "test": public(evaluate(model, test, device, p["gpu"], desc="test")), "counts": prune.unit_counts(model)}
+    kd_logits = logits_over(model, make_loader(kd_df, tok, 64, p["max_length"]), device, p["gpu"], desc="kd targets")
+    return {"base": base, "kd_df": kd_df, "kd_logits": kd_logits["logits"]}
+
+
+def prune_model(name: str, shared: dict, paths: dict, device, levels: list, p: dict, seed: int) -> dict:
+    """Prune one checkpoint (`shared`: its unpruned() figures) level by level (each continues the previous) with one
+    training seed (batches drawn for the importance, recovery shuffles and dropout); each level tested and kept in
+    memory (`model`, on the CPU)."""
+    set_seed(seed)  # each chain the same whatever ran before it
+    splits, base, amp = load_splits(paths["data"]), shared["base"], p["gpu"]
+    model, tok = load_classifier(str(base["path"]), attention_for(device, maps=p["importance"] == "entropy"))
     model.to(device)
 
     def loader(df, bs, shuffle=False):
         return make_loader(df, tok, bs, p["max_length"], shuffle=shuffle, seed=seed)
     train, val, test = loader(splits["train"], p["batch_size"], True), loader(splits["val"], 64), loader(splits["test"], 64)
-    # recovery KD also reads the unlabeled transfer sentences (label -1: the teacher's soft labels only)
-    kd_df = (pd.concat([splits["train"], load_transfer(paths["data"])], ignore_index=True) if p["transfer"]
-             else splits["train"])
-    base = {"path": src, "params": bench.count_params(model), "prunable": prune.prunable_params(model),
-            "test": public(evaluate(model, test, device, amp, desc="test")), "counts": prune.unit_counts(model)}
-    # The unpruned model is the KD teacher of every recovery round: its logits are fixed, so compute once, and
-    # keep them on the device, where each recovery batch looks its rows up without a trip to the host.
-    teacher_logits = logits_over(model, loader(kd_df, 64), device, amp, desc="kd targets")["logits"].to(device)
-    loss_fn = precomputed_kd_loss(teacher_logits, p["alpha"], p["temperature"])
+    # kept on the device, where each recovery batch looks its rows up without a trip to the host
+    loss_fn = precomputed_kd_loss(shared["kd_logits"].to(device), p["alpha"], p["temperature"])
     out = {"name": name, "base": base, "levels": [], "recovery": {}, "tokenizer": tok}
     importance = prune.IMPORTANCE[p["importance"]](train, device, p["importance_batches"], amp)  # gold labels only
     for level in levels:
         start, label, desc = time.time(), level_name(level), f"prune_{name}_{level_name(level)}_seed{seed}"
-        recover = recoverer(loader(kd_df, p["batch_size"], True), val, device, p, loss_fn, paths["logs"], desc, amp)
+        recover = recoverer(loader(shared["kd_df"], p["batch_size"], True), val, device, p, loss_fn, paths["logs"], desc, amp)
         log = prune.prune_to(model, importance, head_fraction=level[0], ffn_fraction=level[1], rounds=p["rounds"],
                              recover=recover, desc=desc)
         out["recovery"].update({f"{label}% round {e['round']}": e for e in log})  # curves: notebook only
@@ -266,26 +278,9 @@ def verdict(results: dict, chosen: dict, checks: list[dict]) -> str:
         if strongest is not lv:
             lines.append(f"  The strongest level, {strongest['name']}%, reads val {strongest['val_delta_pts']:+.2f} points"
                          f" and is {strongest['speedup']:.2f}x faster.")
-    lines.append(seeds_line(results))
+    lines.append(levels.seeds_line(results))
     lines.append("* Stage 05 benchmarks every level, alone and stacked with INT8, and makes the shipping choice.")
     return "\n".join(lines)
-
-
-def seed_runs(results: dict) -> dict[str, list[dict]]:
-    """'<model> <level>%' -> that level's per-seed records."""
-    return {f"{name} {lv['name']}%": lv["runs"] for name, res in results.items() for lv in res["levels"]}
-
-
-def seeds_line(results: dict) -> str:
-    """How many recovery seeds each level read, and which seed each exported."""
-    first = next(iter(seed_runs(results).values()))
-    n = len(first)
-    if n == 1:
-        return (f"* One training seed ({first[0]['seed']}): these figures carry no training "
-                "variance; `run_all.py --seeds 3` prunes and recovers every level with three.")
-    exported = ", ".join(f"{m} {lv['name']}% seed {lv['seed']}" for m, res in results.items() for lv in res["levels"])
-    return (f"* Every level pruned and recovered with {n} seeds: val figures and the goals read their mean; test figures "
-            f"and the paired intervals are the exported seed's, the median on val ({exported}).")
 
 
 def metrics(results: dict, root: Path) -> dict:

@@ -3,6 +3,8 @@
 each keeping the FP32 groups and the calibration stage 03 chose on val for the model the pruned one was made from
 (read from stage 03's variants); OpenVINO FP32 IR, its bf16 twin where the CPU runs bf16, and NNCF INT8. Stage 05
 then measures these with everything else."""
+from functools import partial
+
 from transformers import AutoTokenizer
 
 from lib import formats
@@ -11,6 +13,7 @@ from lib.core.runinfo import cpu_flags
 from lib.core.variants import Variant
 from lib.data import ood
 from lib.data.corpus import load_splits
+from lib.measure import harness
 from lib.predict.serving import DEFAULT_MAX_LENGTH
 from lib.stages.base import Stage as BaseStage
 from lib.runtime.openvino import bf16_supported
@@ -44,13 +47,13 @@ class Stage(BaseStage):
         self.bf16 = bf16_supported(cpu_flags())  # else OpenVINO would emulate bf16: no twin to measure
         kwargs = dict(vocab_texts=vocab_texts, vocab_frequent=self.p.vocab_frequent, static=static,
                       vocab_min_count=self.p.vocab_min_count, runtimes=self.runtimes, bf16=self.bf16)
-        val = splits["val"]["text"].tolist()
+        # the same recipes from the pruned models of the other training seeds: stage 05 reads their seed mean
+        models = [(v, seeds.twins(v) if self.p.seed_twins else []) for v in (self.pruned if self.p.stacked else [])]
+        build = partial(build_one, self.paths, splits["val"]["text"].tolist(), self.keep_groups, kwargs)
+        built = iter(harness.in_workers(build, [m for v, twins in models for m in [v, *twins]], self.p.workers))
         self.variants, self.twins = [], 0
-        for v in self.pruned if self.p.stacked else []:
-            made = build_stacked(self.paths, [v], val, self.keep_groups, **kwargs)
-            # the same recipes from the pruned models of the other training seeds: stage 05 reads their seed mean
-            others = {t.metrics["seed"]: build_stacked(self.paths, [t], val, self.keep_groups, **kwargs)
-                      for t in (seeds.twins(v) if self.p.seed_twins else [])}
+        for v, twins in models:
+            made, others = next(built), {t.metrics["seed"]: next(built) for t in twins}
             self.twins += sum(map(len, others.values()))
             self.variants += with_seed_runs(made, v.metrics.get("seed"), others)
         return self.variants
@@ -150,6 +153,11 @@ def stacked(v: Variant, name: str, model, tokenizer, keep, trimmed: bool, paths:
     if "openvino" in runtimes:
         made += stacked_openvino(v, name, fp32_dir, tokenizer, steps, paths, texts, tol, static, bf16)
     return made
+
+
+def build_one(paths: dict, texts: list[str], keep_groups: dict, kwargs: dict, pruned: Variant) -> list[Variant]:
+    """build_stacked for one pruned model: what each worker process of Stage.build runs."""
+    return build_stacked(paths, [pruned], texts, keep_groups, **kwargs)
 
 
 def build_stacked(paths: dict, pruned: list[Variant], texts: list[str], keep_groups: dict, tol: float = 1e-3,

@@ -6,7 +6,7 @@ import copy
 import torch
 
 from lib.core.errors import FinCompressError
-from lib.data.batching import model_inputs
+from lib.data.batching import autocast, model_inputs, to_device
 from lib.modeling.losses import attention_mse, hidden_mse, mixed_loss
 
 
@@ -50,18 +50,53 @@ def build_student(teacher, student_layers: int):
     return student, mapping
 
 
-def intermediate_loss_fn(teacher, mapping, alpha, temperature, hidden_weight, attention_weight):
-    """KD+CE plus hidden-state and attention MSE; the teacher runs per batch for its internals."""
+@torch.no_grad()
+def teacher_targets(teacher, loader, mapping: list[int], device, amp: bool = False) -> dict:
+    """What every KD student learns from, per sentence of `loader` (row = the idx its batches carry): the teacher's
+    logits, and its hidden states and attention maps at the layers in `mapping` cut to the real tokens. All fixed, so
+    one pass serves every seed and epoch."""
+    teacher.eval()
+    logits = torch.zeros(len(loader.dataset), teacher.config.num_labels)
+    hidden, attention = [None] * len(loader.dataset), [None] * len(loader.dataset)
+    for batch in loader:
+        batch = to_device(batch, device)
+        with autocast(device, amp):
+            t = teacher(**model_inputs(batch), output_hidden_states=True, output_attentions=True)
+        logits[batch["idx"].cpu()] = t.logits.float().cpu()
+        for b, i in enumerate(batch["idx"].tolist()):
+            real = batch["attention_mask"][b].bool()
+            # hidden_states[0] is the embedding output, so layer j's output sits at j + 1
+            hidden[i] = torch.stack([t.hidden_states[j + 1][b, real] for j in mapping]).float().cpu()
+            attention[i] = torch.stack([t.attentions[j][b][:, real][:, :, real] for j in mapping]).float().cpu()
+    return {"logits": logits, "hidden": hidden, "attention": attention}
+
+
+def padded_internals(internals: dict[str, list], idx: list[int], mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's rows of teacher_targets' internals laid out on its padding: (layers, B, T, H) and (layers, B, heads, T, T),
+    zero where `mask` has padding (the MSE terms mask those positions out)."""
+    h0, a0 = internals["hidden"][idx[0]], internals["attention"][idx[0]]
+    b, t = mask.shape
+    hidden = torch.zeros(h0.shape[0], b, t, h0.shape[-1])
+    attention = torch.zeros(a0.shape[0], b, a0.shape[1], t, t)
+    for row, i in enumerate(idx):
+        pos = mask[row].bool().nonzero().squeeze(1).cpu()
+        hidden[:, row, pos] = internals["hidden"][i]
+        attention[:, row][:, :, pos[:, None], pos[None, :]] = internals["attention"][i]
+    return hidden, attention
+
+
+def intermediate_loss_fn(logits_table, internals: dict[str, list], alpha, temperature, hidden_weight,
+                         attention_weight):
+    """KD+CE plus hidden-state and attention MSE against the teacher's fixed outputs (teacher_targets over the
+    training set, looked up by the batch's idx): no teacher forward per batch."""
     def loss_fn(model, batch):
-        inputs = model_inputs(batch)
-        with torch.no_grad():
-            t = teacher(**inputs, output_hidden_states=True, output_attentions=True)
-        s = model(**inputs, output_hidden_states=True, output_attentions=True)
-        loss, parts = mixed_loss(s.logits, t.logits, batch["labels"], alpha, temperature)
+        s = model(**model_inputs(batch), output_hidden_states=True, output_attentions=True)
         mask = batch["attention_mask"]
-        # hidden_states[0] is the embedding output, so layer i's output sits at i + 1
-        hid = hidden_mse(s.hidden_states[1:], [t.hidden_states[j + 1] for j in mapping], mask)
-        att = attention_mse(s.attentions, [t.attentions[j] for j in mapping], mask)
+        hidden, attention = (x.to(s.logits.device) for x in padded_internals(internals, batch["idx"].tolist(), mask))
+        target = logits_table[batch["idx"].to(logits_table.device)].to(s.logits.device)
+        loss, parts = mixed_loss(s.logits, target, batch["labels"], alpha, temperature)
+        hid = hidden_mse(s.hidden_states[1:], list(hidden), mask)
+        att = attention_mse(s.attentions, list(attention), mask)
         parts.update(hidden=hid.detach(), attention=att.detach())
         return loss + hidden_weight * hid + attention_weight * att, parts
     return loss_fn

@@ -6,17 +6,21 @@ from pathlib import Path
 import torch
 
 from lib.core.variants import ONNX_FILE
+from lib.data.batching import input_order
 from lib.modeling.train import scores
 from lib.runtime.pytorch import torch_predictor
 from lib.techniques import quantize as q
 
 
 def run_logits(predict, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    logits, labels = [], []
+    """Logits and labels over a loader, in its dataset's order (evaluation batches run length-sorted)."""
+    logits, labels, idx = [], [], []
     for batch in loader:
         logits.append(torch.as_tensor(predict({k: v for k, v in batch.items() if k in q.INPUT_NAMES})).float())
         labels.append(batch["labels"])
-    return torch.cat(logits), torch.cat(labels)
+        idx += [batch["idx"]] if "idx" in batch else []
+    order = input_order(idx)
+    return torch.cat(logits)[order], torch.cat(labels)[order]
 
 
 def evaluate_predictor(predict, loader, ref: torch.Tensor | None = None) -> dict:
