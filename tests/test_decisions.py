@@ -82,7 +82,9 @@ def choices(quality: dict, timing: dict) -> dict:
         levels = [{**lv, "speedup": t["speedup"]} for lv, t in zip(m["levels"], timed)]
         levels = [{**lv, "goals_met": goals.all_met(gs04, lv)} for lv in levels]
         out[f"{k} level"] = pruning.best_level({"levels": levels}, gs04)["name"]
-    costs = ["latency_median_ms", "disk_bytes", "speedup_vs_teacher", "size_ratio_vs_teacher"]
+    # every column a goal or the ship rule reads that timing moves: the reference goals' end-to-end ratios too
+    costs = [c for c in ("latency_median_ms", "disk_bytes", "speedup_vs_teacher", "size_ratio_vs_teacher",
+                         "speedup_vs_reference", "throughput_vs_reference") if c in timing["bench"]]
     mixed = quality["bench"].drop(columns=costs).join(timing["bench"][costs])
     gs05 = goals.from_params(quality["05_benchmark"]["run_info"]["params"], columns=decide.COLUMNS | seed_mean.SEED_COLUMNS)
     out["shipped"] = decide.recommend(mixed, gs05)["name"]
