@@ -21,14 +21,18 @@ def mixed_loss(student_logits, teacher_logits, labels, alpha: float, temperature
     return alpha * kd + (1 - alpha) * ce, {"kd": kd.detach(), "ce": ce.detach()}
 
 
+def table_rows(table, batch, device):
+    """The rows of a per-training-row table (teacher logits) that a batch holds, by the idx it carries, on `device`."""
+    return table[batch["idx"].to(table.device)].to(device)
+
+
 def precomputed_kd_loss(logits_table, alpha: float, temperature: float):
     """mixed_loss against teacher logits computed once for the whole training set, looked up by the batch's idx.
 
     The teacher's logits are fixed, so one pass over the training set replaces a teacher forward per batch."""
     def loss_fn(model, batch):
         logits = model(**model_inputs(batch)).logits
-        target = logits_table[batch["idx"].to(logits_table.device)].to(logits.device)
-        return mixed_loss(logits, target, batch["labels"], alpha, temperature)
+        return mixed_loss(logits, table_rows(logits_table, batch, logits.device), batch["labels"], alpha, temperature)
     return loss_fn
 
 

@@ -124,8 +124,8 @@ def level_name(level: tuple[float, float]) -> str:
 
 
 def unpruned(source: Variant, paths: dict, device, p: dict) -> dict:
-    """What every seed's chain of one model shares, computed once: the unpruned model's figures, and its logits on the
-    recovery set (it is the KD teacher of every recovery round; they are fixed)."""
+    """What every seed's chain of one model shares, computed once: the splits, the unpruned model's figures, and its
+    logits on the recovery set (it is the KD teacher of every recovery round; they are fixed)."""
     splits, src = load_splits(paths["data"]), source.location(paths["root"])
     model, tok = load_classifier(str(src), attention_for(device, maps=p["importance"] == "entropy"))
     model.to(device)
@@ -136,7 +136,7 @@ def unpruned(source: Variant, paths: dict, device, p: dict) -> dict:
     base = {"path": src, "params": bench.count_params(model), "prunable": prune.prunable_params(model),
             "test": public(evaluate(model, test, device, p["gpu"], desc="test")), "counts": prune.unit_counts(model)}
     kd_logits = logits_over(model, make_loader(kd_df, tok, 64, p["max_length"]), device, p["gpu"], desc="kd targets")
-    return {"base": base, "kd_df": kd_df, "kd_logits": kd_logits["logits"]}
+    return {"base": base, "kd_df": kd_df, "kd_logits": kd_logits["logits"], "splits": splits}
 
 
 def prune_model(name: str, shared: dict, paths: dict, device, levels: list, p: dict, seed: int) -> dict:
@@ -144,7 +144,7 @@ def prune_model(name: str, shared: dict, paths: dict, device, levels: list, p: d
     training seed (batches drawn for the importance, recovery shuffles and dropout); each level tested and kept in
     memory (`model`, on the CPU)."""
     set_seed(seed)  # each chain the same whatever ran before it
-    splits, base, amp = load_splits(paths["data"]), shared["base"], p["gpu"]
+    splits, base, amp = shared["splits"], shared["base"], p["gpu"]
     model, tok = load_classifier(str(base["path"]), attention_for(device, maps=p["importance"] == "entropy"))
     model.to(device)
 

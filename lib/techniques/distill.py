@@ -7,7 +7,7 @@ import torch
 
 from lib.core.errors import FinCompressError
 from lib.data.batching import autocast, model_inputs, to_device
-from lib.modeling.losses import attention_mse, hidden_mse, mixed_loss
+from lib.modeling.losses import attention_mse, hidden_mse, mixed_loss, table_rows
 
 
 def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
@@ -93,8 +93,8 @@ def intermediate_loss_fn(logits_table, internals: dict[str, list], alpha, temper
         s = model(**model_inputs(batch), output_hidden_states=True, output_attentions=True)
         mask = batch["attention_mask"]
         hidden, attention = (x.to(s.logits.device) for x in padded_internals(internals, batch["idx"].tolist(), mask))
-        target = logits_table[batch["idx"].to(logits_table.device)].to(s.logits.device)
-        loss, parts = mixed_loss(s.logits, target, batch["labels"], alpha, temperature)
+        loss, parts = mixed_loss(s.logits, table_rows(logits_table, batch, s.logits.device), batch["labels"], alpha,
+                                 temperature)
         hid = hidden_mse(s.hidden_states[1:], list(hidden), mask)
         att = attention_mse(s.attentions, list(attention), mask)
         parts.update(hidden=hid.detach(), attention=att.detach())
