@@ -44,6 +44,12 @@
 # that p, **Holm-adjusted over every variant of this page compared with its FP32 source** (both models'
 # variants: one family), is below 0.05, else *indistinguishable from its FP32 source*. Sizes are MB on disk
 # of the saved folder (weights, config, tokenizer).
+#
+# **Training seeds.** The teacher is one model. The student is one model per stage-02 training seed: the
+# sensitivity scan runs on the exported seed, and its choices (the FP32 groups of each runtime) are applied to
+# every seed's model, so each PTQ variant exists once per seed; the calibration method is chosen on the seeds'
+# mean val, and a variant's val Δ is the mean over seeds of each seed's INT8 minus that seed's FP32. QAT runs
+# `seeds` times from the exported FP32 model. Stage 05 reads the same seeds when it decides what ships.
 
 # %% tags=["parameters"]
 out_dir = "."  # where data/, checkpoints/ and reports/ are, stages 01 and 02 are read from here
@@ -94,12 +100,19 @@ stage.quantize_student();
 # Quantization-aware training fine-tunes each model with fake-quantized Linear layers at `qat_lr`: training
 # loss (cross-entropy) and learning rate per optimizer step, validation macro-F1 (with fake quantization)
 # after each epoch; the dashed line is the FP32 source's val macro-F1. With `seeds` above 1, QAT runs once per
-# seed: the curves are the exported seed's (the median on val), the table below every seed's.
+# seed: the curves are the exported seed's (the median on val).
 
 # %%
 plots.plot_training({f"{r['name']} QAT": r["qat"] for r in stage.results}, "Quantization-aware training");
-display(plots.table(stage.seed_table(), caption="QAT INT8 over its training seeds: mean ± sd (min-max) of macro-F1; "
-                    "its val Δ and goals read the mean val, the exported seed is the median on val."))
+
+# %% [markdown]
+# ## Training seeds
+# Every model this stage has more than one of: the student's FP32 seeds (stage 02) and each PTQ variant made
+# from them, and each model's QAT seeds. Val Δ and the goals read the mean val; test and OOD-val are reported.
+
+# %%
+display(plots.table(stage.seed_table(), caption="Over training seeds: mean ± sd (min-max) of macro-F1. A PTQ "
+                    "variant exports the seed its FP32 source exported (stage 02's median on val); QAT the median on val."))
 stage.plot_seeds();
 
 # %% [markdown]
@@ -139,8 +152,8 @@ for r in stage.results:
 
 # %% [markdown]
 # ## Static INT8: which calibration
-# Each calibration method's static INT8 model beside dynamic INT8. Validation picks the method; test is
-# reported. Under each line: the projections ONNX Runtime runs as INT8 kernels once it has loaded the graph.
+# Each calibration method's static INT8 model beside dynamic INT8. Validation picks the method (for the
+# student, its mean over the training seeds); test is reported. Under each line: the projections ONNX Runtime runs as INT8 kernels once it has loaded the graph.
 
 # %%
 for r in stage.results:

@@ -66,7 +66,8 @@ def choices(quality: dict, timing: dict) -> dict:
     from lib.core import goals
     from lib.core.variants import Variant
     from lib.ship import decide, seed_mean
-    from lib.stages import pruning, quantization
+    from lib.report import int8
+    from lib.stages import pruning
     out = {}
     gs03 = goals.from_params(quality["03_quantization"]["run_info"]["params"], ref="its FP32 source")
     speed = {v["name"]: v["metrics"]["speedup"] for v in timing["03_quantization"]["variants"]}
@@ -74,7 +75,7 @@ def choices(quality: dict, timing: dict) -> dict:
         vs = [Variant.from_dict(v) for v in quality["03_quantization"]["variants"] if v["name"] in m["variants"].values()]
         vs = [v.with_metrics(speedup=speed[v.name]) for v in vs]
         vs = [v.with_metrics(goals_met=goals.all_met(gs03, v.metrics)) for v in vs]
-        out[m["name"]] = quantization.best_int8({"variants": vs}, gs03).name
+        out[m["name"]] = int8.best_int8({"variants": vs}, gs03).name
     p04 = quality["04_pruning"]["run_info"]["params"]
     gs04 = goals.from_params(p04, ref="its unpruned source")
     for k, m in quality["04_pruning"]["metrics"]["models"].items():

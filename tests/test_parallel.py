@@ -92,7 +92,7 @@ sizes = s2.measure()
 pruning.levels.table = pruning.judge = lambda *a: None
 s4 = object.__new__(pruning.Stage)
 s4.p = SimpleNamespace(latency_seq_len=16, threads=1, latency_passes=1, latency_n=3, max_length=32, seed=0)
-s4.paths, s4.device, s4.stage_goals = {"data": mine / "data"}, torch.device("cpu"), lambda: []
+s4.paths, s4.device, s4.stage_goals = {"root": mine, "data": mine / "data"}, torch.device("cpu"), lambda: []
 s4.results = {"teacher": {"base": {"path": mine / "teacher"}, "levels": [{"path": mine / "pruned"}]}}
 s4.measure()
 after02_04 = len(timed)

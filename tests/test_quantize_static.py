@@ -162,12 +162,38 @@ def test_calibration_trials_are_scratch_not_outputs_run_all_records(fp32_onnx, c
     val = make_loader(pd.DataFrame({"text": texts[:24], "label": [i % 3 for i in range(24)]}), tok, 8, 64)
     monkeypatch.delenv(manifest.WRITES_ENV, raising=False)  # what writes_log sets, monkeypatch removes again
     log = runstate.writes_log(out / "reports", "03_quantization")
-    study = onnx_export.calibration_study("tiny", fp32_dir, tok, qdir, [], calib[:1], {"val": val})
+    study = onnx_export.calibration_study({"tiny": fp32_dir}, tok, qdir, [], calib[:1], {"val": val})
     assert log.read_text() == f"{qdir / 'tiny_onnx_static_int8'}\n"
-    assert set(study["scores"]) == set(qs.CALIBRATIONS) and study["path"] == qdir / "tiny_onnx_static_int8"
-    assert manifest.problem(study["path"], required=True) is None
-    meta = json.loads((study["path"] / onnx_export.STATIC_META).read_text())
+    assert set(study["scores"]) == set(qs.CALIBRATIONS) and study["paths"] == {"tiny": qdir / "tiny_onnx_static_int8"}
+    assert study["scores"] == study["per_model"]["tiny"]  # one model: its own scores are the mean
+    path = study["paths"]["tiny"]
+    assert manifest.problem(path, required=True) is None
+    meta = json.loads((path / onnx_export.STATIC_META).read_text())
     assert meta == {"calibration": study["calibration"], "calibration_sentences": len(calib[0]["input_ids"])}
     state = {}
     runstate.record_outputs(state, "03_quantization", log, out, keep=True)
     assert state["outputs"]["03_quantization"] == ["checkpoints/quantized/tiny_onnx_static_int8"]
+
+
+def test_calibration_is_chosen_on_the_mean_val_over_seeds(fp32_onnx, calib, texts, tmp_path, monkeypatch):
+    """Issue 31 item 3: with a graph per training seed, the method is the one best on their mean val (here neither
+    seed's own pick), and every seed's graph is saved calibrated by it."""
+    from lib.techniques import onnx_export
+    _, model, tok = fp32_onnx
+    qdir = tmp_path / "q"
+    dirs = {}
+    for name in ("a", "a_seed43"):
+        dirs[name], _ = onnx_export.save_onnx_fp32(name, model, tok, texts[:8], qdir, 1e-3)
+        onnx_export.save_onnx_int8(name, dirs[name], tok, qdir, [])
+    val = {"a": {"minmax": 0.80, "entropy": 0.90, "percentile": 0.70},
+           "a_seed43": {"minmax": 0.80, "entropy": 0.60, "percentile": 0.85}}
+    test = {"minmax": 0.10, "entropy": 0.99, "percentile": 0.99}  # test never chooses
+    scored = lambda trial, loader: {"macro_f1": (val[trial.parent.name] if loader == "val" else test)[trial.name]}  # noqa: E731
+    monkeypatch.setattr(onnx_export.q, "load_onnx", lambda trial: (trial, None))
+    monkeypatch.setattr(onnx_export, "evaluate_predictor", scored)
+    study = onnx_export.calibration_study(dirs, tok, qdir, [], calib[:1], {"val": "val", "test": "test"})
+    assert [qs.choose_calibration(study["per_model"][n]) for n in dirs] == ["entropy", "percentile"]
+    assert study["calibration"] == "minmax" and study["scores"]["percentile"]["val_macro_f1"] == pytest.approx(0.775)
+    for name, path in study["paths"].items():
+        assert path == qdir / f"{name}_onnx_static_int8"
+        assert json.loads((path / onnx_export.STATIC_META).read_text())["calibration"] == "minmax"

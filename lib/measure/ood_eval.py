@@ -1,5 +1,7 @@
 """OOD-val beside val where a stage compares variants: one more loader scored by the stage's own code, and the
 paired delta to the reference. Reported only: every choice stays on in-domain val; OOD-test is not read here."""
+from pathlib import Path
+
 import pandas as pd
 
 from lib.core import stats
@@ -36,9 +38,10 @@ def readable_columns(table: pd.DataFrame) -> dict:
             "OOD-val Δ (pts)": table["ood_val_delta_pts"].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}")}
 
 
-def score_pruned(results: dict, data_dir, max_length: int, device, seed: int) -> None:
+def score_pruned(results: dict, data_dir, max_length: int, device, seed: int, root=".") -> None:
     """Stage 04: each source and level reloaded from disk and scored on OOD-val after all training (so no loader
-    draw shifts a training run's RNG); adds ood_val, ood_val_macro_f1 and the paired delta to the source."""
+    draw shifts a training run's RNG); adds ood_val, ood_val_macro_f1 and the paired delta to the source, and
+    each level's other training seeds' OOD-val macro-F1 to their records (reported, never chosen on)."""
     df = ood_val_frame(data_dir)
     if df is None:
         return
@@ -53,6 +56,10 @@ def score_pruned(results: dict, data_dir, max_length: int, device, seed: int) ->
         res["base"]["ood_val_macro_f1"] = ref["macro_f1"]
         for lv in res["levels"]:
             lv.update(ood_fields(lv["ood_val"], ref, seed))
+            for r in lv.get("runs", []):
+                model = prune.load_pruned(Path(root) / r["path"]).to(device) if r["seed"] != lv["seed"] else None
+                r["ood_val_macro_f1"] = (lv["ood_val_macro_f1"] if model is None else
+                                         float(evaluate(model, loader, device, desc="ood_val")["macro_f1"]))
 
 
 def level_cells(entry: dict, is_source: bool) -> dict:

@@ -259,7 +259,7 @@ def plot_seed_f1(runs: dict[str, list[dict]], title: str, lines: tuple = ()):
         xs = np.arange(len(runs)) + (j - (len(splits) - 1) / 2) * width
         bars = ax.bar(xs, [np.mean([r[key] for r in rs]) for rs in runs.values()], width,
                       label=f"{SEED_SPLITS[key]} (mean over seeds)")
-        ax.bar_label(bars, fmt="%.3f", fontsize=8, label_type="center", color="white")
+        ax.bar_label(bars, fmt="%.3f", fontsize=8 if len(runs) <= 5 else 6, label_type="center", color="white")
         for x, rs in zip(xs, runs.values()):
             ax.scatter([x] * len(rs), [r[key] for r in rs], color="black", s=10, zorder=3,
                        label="one seed" if j == 0 and x == xs[0] else None)
@@ -267,18 +267,20 @@ def plot_seed_f1(runs: dict[str, list[dict]], title: str, lines: tuple = ()):
     for y, label, style in lines:
         ax.axhline(y, label=label, **style)
     ax.set(xticks=range(len(runs)), xticklabels=list(runs), ylim=f1_limits(values), title=title, ylabel="macro-F1")
+    if len(runs) > 5:  # narrower groups: smaller labels, still side by side
+        plt.setp(ax.get_xticklabels(), fontsize=8)
     legend_outside(ax)
     fig.tight_layout()
     return fig
 
 
-def seed_table(runs: dict[str, list[dict]]) -> pd.DataFrame:
-    """Per model: its seeds, the one exported (the median on val: seeds.median_run), and mean ± sd (min-max) of val,
-    test and OOD-val macro-F1."""
+def seed_table(runs: dict[str, list[dict]], exported: dict[str, int] | None = None) -> pd.DataFrame:
+    """Per model: its seeds, the one exported (`exported`, else the median on val: seeds.median_run), and mean ± sd
+    (min-max) of val, test and OOD-val macro-F1."""
     rows = {}
     for name, rs in runs.items():
         spreads = seeds.summary(rs)
-        rows[name] = {"seeds": len(rs), "exported seed": seeds.median_run(rs)["seed"],
+        rows[name] = {"seeds": len(rs), "exported seed": (exported or {}).get(name, seeds.median_run(rs)["seed"]),
                       **{f"{label} macro-F1": seeds.spread_text(spreads[key]) for key, label in SEED_SPLITS.items()
                          if key in spreads}}
     return pd.DataFrame(rows).T

@@ -61,7 +61,8 @@ class Stage(BaseStage):
             model, tok = load_classifier(str(res["base"]["path"]))
             res["base"]["val"] = public(evaluate(model, make_loader(splits["val"], tok, 64, p.max_length), self.device,
                                                  desc="unpruned val"))
-        ood_eval.score_pruned(self.results, self.paths["data"], p.max_length, self.device, p.seed)  # reported only
+        ood_eval.score_pruned(self.results, self.paths["data"], p.max_length, self.device, p.seed,
+                              self.paths["root"])  # reported only
         judge(self.results, self.stage_goals(), p.seed)
         return levels.table(self.results)
 

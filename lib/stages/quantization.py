@@ -17,7 +17,7 @@ from lib.measure import bench, ood_eval
 from lib.modeling.device import quiet, set_seed
 from lib.modeling.distributed import rank0_only
 from lib.modeling.train import fit
-from lib.report import plots
+from lib.report import int8, plots
 from lib.runtime.pytorch import torch_predictor
 from lib.stages.base import Stage as BaseStage
 from lib.techniques import quantize as q, quantize_static as qs, sensitivity as sens
@@ -52,19 +52,32 @@ class Stage(BaseStage):
         self.results = [r | {"holm_family": family} for r in self.results]
         return self.results[-1] if len(self.models) > 1 else None
 
+    def seed_runs(self) -> tuple[dict[str, list[dict]], dict[str, int]]:
+        """Every model over its training seeds: a student's FP32 seeds and each PTQ variant made from them, each QAT
+        variant's own seeds; (runs by row label, the seed each row exports)."""
+        runs, exported = {}, {}
+        for r in self.results:
+            if r["fp32_seed_runs"]:  # the student's: it exports its stage-02 seed, as its PTQ variants do
+                runs[f"{r['name']} (FP32 torch)"] = r["fp32_seed_runs"]
+                exported[f"{r['name']} (FP32 torch)"] = r["by_method"]["onnx_fp32"].metrics["seed"]
+            for v in (v for v in r["variants"] if "seed_runs" in v.metrics):
+                runs[v.name], exported[v.name] = v.metrics["seed_runs"], v.metrics["seed"]
+        return runs, exported
+
     def seed_table(self) -> pd.DataFrame:
-        """Each trained variant (QAT) over its training seeds, and the seed exported."""
-        trained = [v for r in self.results for v in r["variants"] if "seed_runs" in v.metrics]
-        return plots.seed_table({v.name: v.metrics["seed_runs"] for v in trained})
+        return plots.seed_table(*self.seed_runs())
 
     def plot_seeds(self):
-        """Val and test macro-F1 of each QAT variant, a dot per seed, beside its FP32 source (one model)."""
+        """Val, test and OOD-val macro-F1 of each model over its seeds, a dot per seed, beside its FP32 source."""
         runs = {}
-        for v in (v for r in self.results for v in r["variants"] if "seed_runs" in v.metrics):
-            runs[f"{v.source}\nFP32"] = [{"seed": self.p.seed, "val_macro_f1": v.metrics["fp32_val_macro_f1"],
-                                          "test_macro_f1": v.metrics["fp32_test_macro_f1"]}]
-            runs[f"{v.source}\nQAT INT8"] = v.metrics["seed_runs"]  # two lines: long model names side by side
-        return plots.plot_seed_f1(runs, "QAT INT8 over its training seeds, beside the FP32 source")
+        for role, r in zip(("teacher", "student"), self.results):  # pick_models' order; the names are long
+            trained = {m: v.metrics["seed_runs"] for m, v in r["by_method"].items() if "seed_runs" in v.metrics}
+            one = {"seed": self.p.seed, **{f"{k}_macro_f1": r["fp32"][k]["macro_f1"] for k in ("val", "test", "ood_val")
+                                           if k in r["fp32"]}}
+            runs[f"{role}\nFP32"] = r["fp32_seed_runs"] or [one]
+            runs |= {f"{role}\n{int8.LABELS[m]}": rs for m, rs in trained.items()}
+        student = f"; student = {self.results[1]['name']}" if len(self.results) > 1 else ""
+        return plots.plot_seed_f1(runs, f"Over training seeds, beside the FP32 source{student}")
 
     def stage_goals(self) -> list[goals.Goal]:
         return goals.from_params(self.params, ref="its FP32 source")
@@ -72,10 +85,10 @@ class Stage(BaseStage):
     def outcome(self) -> dict:
         gs, checks = self.stage_goals(), []
         for r in self.results:  # each model is judged by the INT8 variant it would ship
-            best = best_int8(r, gs)
+            best = int8.best_int8(r, gs)
             checks += goals.check_all(gs, best.metrics, best.name, {"val_delta_pts": best.metrics.get("val_delta_pts_per_seed")})
-        return {"metrics": {"models": [json_view(r) for r in self.results]}, "goals": checks,
-                "headline": headline(self.results, gs), "verdict": verdict(self.results, gs, checks),
+        return {"metrics": {"models": [int8.json_view(r) for r in self.results]}, "goals": checks,
+                "headline": int8.headline(self.results, gs), "verdict": int8.verdict(self.results, gs, checks),
                 "variants": [v for r in self.results for v in r["variants"]]}
 
 
@@ -147,12 +160,13 @@ def quantize_model(source: Variant, paths: dict, device, p: dict) -> dict:
     ptq["fp32"] |= {"ood_val": ood["ood_val"]} if ood else {}
     qats = {s: train_qat(source.name, model, tokenizer, splits, ptq["meta"]["keep_fp32"], device, p, s)
             for s in seeds.training_seeds(p["seed"], p["seeds"])}
-    by_method, evals, qat = rank0_only(save_and_measure, source, qats, model.config, tokenizer, paths,
+    by_method, evals, qat, fp32_runs = rank0_only(save_and_measure, source, qats, model.config, tokenizer, paths,
                                        {"val": val, "test": test} | ({"ood_val": ood["ood_loader"]} if ood else {}),
                                        lat_inputs, ptq, p)
     qat["reference"] = ("FP32 val", ptq["fp32"]["val"]["macro_f1"])  # its curve's dashed line; not in the JSON
-    return {"name": source.name, **{k: v for k, v in ptq.items() if k not in ("meta", "saved")}, "qat_history": qat["history"],
-            "qat": qat, "variants": list(by_method.values()), "by_method": by_method, "evals": evals}
+    return {"name": source.name, **{k: v for k, v in ptq.items() if k not in ("meta", "saved", "twins")}, "qat_history": qat["history"],
+            "qat": qat, "variants": list(by_method.values()), "by_method": by_method, "evals": evals,
+            "fp32_seed_runs": fp32_runs}
 
 
 def train_qat(name, model, tokenizer, splits, keep_mods, device, p: dict, seed: int) -> tuple:
@@ -170,7 +184,8 @@ def train_qat(name, model, tokenizer, splits, keep_mods, device, p: dict, seed: 
 
 def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, test, lat_inputs, p: dict, train_texts) -> dict:
     """The FP32 reference, the sensitivity scan, the FP32 groups each runtime keeps, PTQ INT8 and ONNX FP32/INT8
-    (dynamic, and static calibrated on `calibration_n` training sentences by the method best on val), saved."""
+    (dynamic, and static calibrated on `calibration_n` training sentences by the method best on val), saved; the
+    same recipe on each other training seed's model (seed_recipes), the calibration chosen on the seeds' mean val."""
     name, root, src = source.name, paths["root"], source.location(paths["root"])
     fp32 = fp32_reference(model, src, root, val, test, lat_inputs, p["threads"])
     ref_f1, ref_logits = fp32["val"]["macro_f1"], fp32["val"]["logits"]
@@ -186,12 +201,17 @@ def post_training(source: Variant, model, tokenizer, paths: dict, val, texts, te
     onnx_keep, onnx_val_delta = sens.choose_onnx_fp32_groups(model, tokenizer, fp32_dir, val, ref_f1, scan,
                                                             p["max_f1_drop_pts"])
     saved |= {"onnx_fp32": fp32_dir, "onnx_int8": save_onnx_int8(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep))}
+    twins = seed_recipes(source, tokenizer, qdir, root, meta, q.modules_in(model, onnx_keep), texts, p)
     feeds = qs.calibration_inputs(tokenizer, train_texts, n=p["calibration_n"], max_length=p["max_length"], seed=p["seed"])
-    static = calibration_study(name, fp32_dir, tokenizer, qdir, q.modules_in(model, onnx_keep), feeds, {"val": val, "test": test})
+    graphs = {name: fp32_dir} | {t["variant"].name: t["saved"]["onnx_fp32"] for t in twins.values()}
+    static = calibration_study(graphs, tokenizer, qdir, q.modules_in(model, onnx_keep), feeds, {"val": val, "test": test})
+    for t in twins.values():
+        t["saved"]["onnx_static_int8"] = static["paths"][t["variant"].name]
     return {"onnx_static_calibration": static["calibration"], "onnx_static_scores": static["scores"], "onnx_ops": static["ops"],
             "fp32": fp32, "sensitivity": scan, "keep_fp32_groups": keep, "val_delta_pts_with_keep": val_delta,
             "onnx_keep_fp32_groups": onnx_keep, "onnx_val_delta_pts_with_keep": onnx_val_delta, "onnx_parity": parity,
-            "meta": meta, "saved": saved | {"onnx_static_int8": static["path"]}}
+            "onnx_static_per_seed": static["per_model"], "meta": meta, "twins": twins,
+            "saved": saved | {"onnx_static_int8": static["paths"][name]}}
 
 
 def save_and_measure(source: Variant, qats: dict, config, tokenizer, paths: dict, loaders: dict, lat_inputs, ptq: dict,
@@ -201,7 +221,7 @@ def save_and_measure(source: Variant, qats: dict, config, tokenizer, paths: dict
     carry what stage 06 reuses; the QAT one its seeds, judged on their mean val delta."""
     name, qdir, fp32 = source.name, paths["checkpoints"] / "quantized", ptq["fp32"]
     runs = {s: {"seed": s, **{f"{k}_macro_f1": sens.evaluate_predictor(torch_predictor(m), loaders[k], fp32[k]["logits"])
-                              ["macro_f1"] for k in ("val", "test")}} for s, (m, _) in qats.items()}
+                              ["macro_f1"] for k in loaders}} for s, (m, _) in qats.items()}
     chosen = seeds.median_run(list(runs.values()))["seed"]
     for s, (m, _) in qats.items():
         runs[s]["path"] = qdir / seeds.folder_name(f"{name}_qat_int8", s, chosen)
@@ -217,56 +237,47 @@ def save_and_measure(source: Variant, qats: dict, config, tokenizer, paths: dict
         **qat_m, goals_met=goals.all_met(goals.from_params(p, ref="its FP32 source"), by_method["qat_int8"].metrics | qat_m))
     by_method["onnx_int8"] = by_method["onnx_int8"].with_metrics(keep_fp32_groups=ptq["onnx_keep_fp32_groups"])
     by_method["onnx_static_int8"] = by_method["onnx_static_int8"].with_metrics(calibration=ptq["onnx_static_calibration"])
-    return by_method, evals, qats[chosen][1]
+    by_method, fp32_runs = with_seed_runs(by_method, source, ptq, loaders, paths["root"], p)
+    return by_method, evals, qats[chosen][1], fp32_runs
 
 
-def json_view(result: dict) -> dict:
-    """The JSON-worthy part of quantize_model's result (no logits or per-sentence arrays; variants by name)."""
-    fp32 = {k: v for k, v in result["fp32"].items() if k not in ("val", "test", "ood_val")}
-    fp32.update({"ood_val_macro_f1": result["fp32"]["ood_val"]["macro_f1"]} if "ood_val" in result["fp32"] else {})
-    fp32.update(val_macro_f1=result["fp32"]["val"]["macro_f1"], test_macro_f1=result["fp32"]["test"]["macro_f1"])
-    skip = ("fp32", "evals", "variants", "by_method", "qat")
-    return {**{k: v for k, v in result.items() if k not in skip}, "fp32": fp32,
-            "variants": {method: v.name for method, v in result["by_method"].items()}}
-
-
-def best_int8(result: dict, gs: list) -> Variant:
-    """The INT8 variant to ship, on validation: goals met first, then within the F1 budget, then fastest."""
-    budget = next(g for g in gs if g.name == "max_f1_drop_pts")
-    int8 = [v for v in result["variants"] if v.precision == "int8"]
-    return max(int8, key=lambda v: (v.metrics["goals_met"], budget.met(v.metrics["val_delta_pts"]), v.metrics["speedup"]))
-
-
-def headline(results: list[dict], gs: list) -> dict:
+def seed_recipes(source: Variant, tokenizer, qdir: Path, root: Path, meta: dict, onnx_keep: list, texts, p: dict) -> dict:
+    """The exported model's PTQ recipe (its FP32 groups in each runtime) on each other training seed's FP32 model
+    (stage 02's seed_runs): {seed: {"variant", "saved": {method: folder}}}; empty for a one-seed source."""
     out = {}
-    for r in results:
-        b = best_int8(r, gs)
-        out.update({f"{r['name']} best INT8": b.name, f"{r['name']} INT8 test macro-F1": b.metrics["test_macro_f1"],
-                    f"{r['name']} val Δ vs FP32 (points)": round(b.metrics["val_delta_pts"], 2),
-                    f"{r['name']} test Δ vs FP32 (points)": round(b.metrics["test_delta_pts"], 2),
-                    f"{r['name']} size ratio": round(b.metrics["size_ratio"], 2),
-                    f"{r['name']} speedup": round(b.metrics["speedup"], 2)})
+    for twin in seeds.twins(source):
+        model, s = load_fp32(twin, root)[0], twin.metrics["seed"]
+        saved = {"torch_int8": qdir / f"{twin.name}_torch_int8"}
+        q.save_torch_int8(q.quantize_torch(model, meta["keep_fp32"], p["per_channel"]), model.config, tokenizer,
+                          saved["torch_int8"], meta | {"source": twin.path, "method": "ptq_dynamic", "seed": s})
+        fp32_dir, _ = save_onnx_fp32(twin.name, model, tokenizer, texts[:8], qdir, p["parity_tol"])
+        saved |= {"onnx_fp32": fp32_dir, "onnx_int8": save_onnx_int8(twin.name, fp32_dir, tokenizer, qdir, onnx_keep)}
+        out[s] = {"variant": twin, "saved": saved}
     return out
 
 
-def verdict(results: list[dict], gs: list, checks: list[dict]) -> str:
-    """The study's reading of the numbers, per model, against the stage's goals (judged on val, test reported)."""
-    lines = goals.lines(checks)
-    for r in results:
-        b, m = best_int8(r, gs), r["by_method"]
-        kept = ", ".join(r["keep_fp32_groups"]) or "nothing"
-        kept_onnx = ", ".join(r["onnx_keep_fp32_groups"]) or "nothing"
-        bm = b.metrics
-        lines.append(f"* **{r['name']}**: ship `{b.name}` (chosen on val; {'goals MET' if bm['goals_met'] else 'goals NOT met'}"
-                     f"): val {bm['val_delta_pts']:+.2f} points vs FP32; on test macro-F1 {bm['test_macro_f1']:.4f} vs "
-                     f"FP32 {bm['fp32_test_macro_f1']:.4f}, {stats.delta_text(bm, 'its FP32 source', 'test_')}; "
-                     f"{bm['size_ratio']:.2f}x smaller on disk, {bm['speedup']:.2f}x faster at batch 1. Kept FP32 to stay "
-                     f"within budget on val: {kept} (PyTorch), {kept_onnx} (ONNX Runtime). QAT INT8 test "
-                     f"{m['qat_int8'].metrics['test_macro_f1']:.4f} vs PTQ INT8 {m['torch_int8'].metrics['test_macro_f1']:.4f}. "
-                     f"Static ONNX INT8 ({r['onnx_static_calibration']}, chosen on val) test "
-                     f"{m['onnx_static_int8'].metrics['test_macro_f1']:.4f} vs dynamic {m['onnx_int8'].metrics['test_macro_f1']:.4f}; "
-                     f"Projections ORT runs, static: {qs.int8_summary(r['onnx_ops']['static'])}; dynamic: "
-                     f"{qs.int8_summary(r['onnx_ops']['dynamic'])}.")
-    lines.append("* Latency is one machine's reading (2 threads, batch 1, 32 tokens); rerun "
-                 "`python scripts/bench_quantize.py OUT_DIR` on a quiet machine before quoting it.")
-    return "\n".join(lines)
+def with_seed_runs(by_method: dict, source: Variant, ptq: dict, loaders: dict, root: Path, p: dict) -> tuple[dict, list]:
+    """Each PTQ variant with its seed_runs: the exported seed's figures, then its recipe's on each other seed's model;
+    its val Δ becomes the mean over seeds of each seed's INT8 minus that seed's FP32. (variants, FP32 seed runs)."""
+    if not ptq["twins"]:
+        return by_method, []
+    def scores(predict) -> dict:
+        return {f"{k}_macro_f1": sens.evaluate_predictor(predict, loaders[k])["macro_f1"] for k in loaders}
+    first = source.metrics["seed"]
+    fp32_runs = [{"seed": first, **{f"{k}_macro_f1": ptq["fp32"][k]["macro_f1"] for k in loaders}}]
+    fp32_runs += [{"seed": s, **scores(torch_predictor(load_fp32(t["variant"], root)[0]))} for s, t in ptq["twins"].items()]
+    fp32_runs.sort(key=lambda r: r["seed"])
+    for method in ("torch_int8", "onnx_fp32", "onnx_int8", "onnx_static_int8"):
+        v, runs = by_method[method], []
+        for s, t in ptq["twins"].items():
+            fmt, technique, precision = MADE[method]
+            path = Path(t["saved"][method])
+            twin = t["variant"].derive(path.name, fmt, relative_path(path, root), technique, Stage.NAME, precision)
+            runs.append({"seed": s, "path": twin.path, **scores(formats.load(twin, root, p["threads"])[0])})
+        runs = sorted([{"seed": first, "path": v.path, **{f"{k}_macro_f1": v.metrics[f"{k}_macro_f1"] for k in loaders}}]
+                      + runs, key=lambda r: r["seed"])
+        deltas = [100 * (r["val_macro_f1"] - f["val_macro_f1"]) for r, f in zip(runs, fp32_runs)]  # both by seed
+        m = {"seed": first, "seed_runs": runs, "val_delta_pts": statistics.fmean(deltas), "val_delta_pts_per_seed": deltas}
+        by_method[method] = v.with_metrics(**m, goals_met=goals.all_met(goals.from_params(p, ref="its FP32 source"),
+                                                                        v.metrics | m))
+    return by_method, fp32_runs

@@ -1,6 +1,7 @@
 """ONNX variants on disk: an FP32 export kept only if it matches PyTorch, and ORT INT8 (dynamic, or static with
 its calibration chosen on val) of a saved FP32 graph."""
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -57,22 +58,30 @@ def save_onnx_static_int8(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feed
     return qdir / f"{name}_onnx_static_int8"
 
 
-def calibration_study(name, fp32_dir: Path, tokenizer, qdir, keep_mods, feeds: list[dict], loaders: dict) -> dict:
-    """Static INT8 under each calibration method (each calibrated once), scored on every loader (val, test); the
-    method best on val (quantize_static.choose_calibration, test never read) is saved as qdir/<name>_onnx_static_int8."""
-    scores = {}
+def calibration_study(fp32_dirs: dict[str, Path], tokenizer, qdir, keep_mods, feeds: list[dict], loaders: dict) -> dict:
+    """Static INT8 of each named FP32 graph (one per training seed; the first is the exported one) under each
+    calibration method, scored on every loader (val, test). The method with the best mean val over the graphs
+    (quantize_static.choose_calibration, test never read) is saved for each as qdir/<name>_onnx_static_int8."""
+    per_model = {name: {} for name in fp32_dirs}
     with tempfile.TemporaryDirectory() as scratch:
-        for method in qs.CALIBRATIONS:
-            # A trial is scratch, not a save: written in place, not through atomic_dir, which would log it as one
-            # of the stage's outputs (lib.core.manifest.record_write) and run_all would look for it after it is gone.
-            trial = Path(scratch) / method
-            trial.mkdir()
-            write_static_int8(trial, fp32_dir, tokenizer, keep_mods, feeds, method)
-            predict, _ = q.load_onnx(trial)
-            scores[method] = {f"{s}_macro_f1": evaluate_predictor(predict, loader)["macro_f1"] for s, loader in loaders.items()}
+        for name, fp32_dir in fp32_dirs.items():
+            for method in qs.CALIBRATIONS:
+                # A trial is scratch, not a save: written in place, not through atomic_dir, which would log it as one
+                # of the stage's outputs (lib.core.manifest.record_write) and run_all would look for it after it is gone.
+                trial = Path(scratch) / name / method
+                trial.mkdir(parents=True)
+                write_static_int8(trial, fp32_dir, tokenizer, keep_mods, feeds, method)
+                predict, _ = q.load_onnx(trial)
+                per_model[name][method] = {f"{s}_macro_f1": evaluate_predictor(predict, loader)["macro_f1"]
+                                           for s, loader in loaders.items()}
+        first = next(iter(fp32_dirs))
+        scores = {m: {k: statistics.fmean(pm[m][k] for pm in per_model.values()) for k in per_model[first][m]}
+                  for m in qs.CALIBRATIONS}
         chosen = qs.choose_calibration(scores)
-        with atomic_dir(qdir / f"{name}_onnx_static_int8") as out:
-            shutil.copytree(Path(scratch) / chosen, out, dirs_exist_ok=True)
-    path = qdir / f"{name}_onnx_static_int8"
-    return {"calibration": chosen, "scores": scores, "path": path,
-            "ops": {"static": qs.loaded_ops(path / ONNX_FILE), "dynamic": qs.loaded_ops(qdir / f"{name}_onnx_int8" / ONNX_FILE)}}
+        for name in fp32_dirs:
+            with atomic_dir(qdir / f"{name}_onnx_static_int8") as out:
+                shutil.copytree(Path(scratch) / name / chosen, out, dirs_exist_ok=True)
+    return {"calibration": chosen, "scores": scores, "per_model": per_model,
+            "paths": {name: qdir / f"{name}_onnx_static_int8" for name in fp32_dirs},
+            "ops": {"static": qs.loaded_ops(qdir / f"{first}_onnx_static_int8" / ONNX_FILE),
+                    "dynamic": qs.loaded_ops(qdir / f"{first}_onnx_int8" / ONNX_FILE)}}

@@ -66,4 +66,7 @@ def test_notebook_04_smoke(smoke_run):
         ref = model["base"]["ood_val_macro_f1"]
         for lv in model["levels"]:
             assert lv["ood_val_delta_pts"] == pytest.approx(100 * (lv["ood_val_macro_f1"] - ref)) and 0 <= ref <= 1
+            # issue 31 item 2: every seed's OOD-val beside its val and test (the exported seed's is the level's)
+            assert all(0 <= r["ood_val_macro_f1"] <= 1 for r in lv["runs"])
+            assert next(r["ood_val_macro_f1"] for r in lv["runs"] if r["seed"] == lv["seed"]) == lv["ood_val_macro_f1"]
     assert "OOD-val macro-F1" in html

@@ -56,5 +56,37 @@ def test_notebook_03_smoke(smoke_run):
         for r in runs:
             info = json.loads((smoke_run / r["path"] / "quantization.json").read_text())
             assert (info["seed"], info["exported_seed"], info["method"]) == (r["seed"], m["seed"], "qat")
-    assert "QAT INT8 over its training seeds" in html
-    assert html.count('alt="Figure: QAT training curves"') == 2  # the curves, then the per-seed plot beside FP32
+    assert "Over training seeds" in html and "QAT INT8" in html
+    assert html.count('alt="Figure: QAT training curves"') == 1 and html.count('alt="Figure: Training seeds"') == 1
+    student_seed_runs(smoke_run, report, listed)
+
+
+def student_seed_runs(out, report: dict, listed: list[Variant]):
+    """Issue 31 item 3: each PTQ variant of the student exists once per stage-02 seed, made by the exported seed's
+    recipe; its val delta is the mean of each seed's INT8 minus that seed's FP32; the calibration is the one best
+    on the seeds' mean val, and every seed's static folder was calibrated by it. The teacher (one model) has none."""
+    d02 = json.loads((out / "reports" / "02_distillation.json").read_text())
+    student = next(Variant.from_dict(v) for v in d02["variants"] if v["name"] == d02["metrics"]["best_student"]["name"])
+    models = {m["name"]: m for m in report["metrics"]["models"]}
+    fp32_runs = models[student.name]["fp32_seed_runs"]
+    assert [r["seed"] for r in fp32_runs] == [r["seed"] for r in student.metrics["seed_runs"]] == [42, 43]
+    assert models["teacher"]["fp32_seed_runs"] == []
+    for v in (v for v in listed if "qat_int8" not in v.techniques):
+        if v.source == "teacher":
+            assert "seed_runs" not in v.metrics
+            continue
+        runs, m = v.metrics["seed_runs"], v.metrics
+        assert [r["seed"] for r in runs] == [42, 43] and m["seed"] == student.metrics["seed"]
+        assert [r["path"] for r in runs if r["seed"] == m["seed"]] == [v.path]
+        assert len({r["path"] for r in runs}) == 2 and all((out / r["path"]).is_dir() for r in runs)
+        assert all("ood_val_macro_f1" in r for r in runs)
+        deltas = [100 * (r["val_macro_f1"] - f["val_macro_f1"]) for r, f in zip(runs, fp32_runs)]
+        assert m["val_delta_pts_per_seed"] == pytest.approx(deltas) and m["val_delta_pts"] == pytest.approx(statistics.fmean(deltas))
+        if "onnx_static_int8" in v.techniques:
+            for r in runs:
+                meta = json.loads((out / r["path"] / "static_int8.json").read_text())
+                assert meta["calibration"] == m["calibration"]
+    per_model = models[student.name]["onnx_static_per_seed"]
+    mean = {c: statistics.fmean(pm[c]["val_macro_f1"] for pm in per_model.values()) for c in qs.CALIBRATIONS}
+    assert len(per_model) == 2 and models[student.name]["onnx_static_calibration"] == max(
+        qs.CALIBRATIONS, key=lambda c: (mean[c], -qs.CALIBRATIONS.index(c)))
