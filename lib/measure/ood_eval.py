@@ -57,9 +57,11 @@ def score_pruned(results: dict, data_dir, max_length: int, device, seed: int, ro
         for lv in res["levels"]:
             lv.update(ood_fields(lv["ood_val"], ref, seed))
             for r in lv.get("runs", []):
-                model = prune.load_pruned(Path(root) / r["path"]).to(device) if r["seed"] != lv["seed"] else None
-                r["ood_val_macro_f1"] = (lv["ood_val_macro_f1"] if model is None else
-                                         float(evaluate(model, loader, device, desc="ood_val")["macro_f1"]))
+                if r["seed"] == lv["seed"]:  # the exported seed's model, scored above
+                    r["ood_val_macro_f1"] = lv["ood_val_macro_f1"]
+                else:
+                    model = prune.load_pruned(Path(root) / r["path"]).to(device)
+                    r["ood_val_macro_f1"] = float(evaluate(model, loader, device, desc="ood_val")["macro_f1"])
 
 
 def level_cells(entry: dict, is_source: bool) -> dict:

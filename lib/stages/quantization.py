@@ -133,12 +133,25 @@ MADE = {"torch_int8": ("torch_int8", "torch_int8", "int8"), "onnx_fp32": ("onnx"
         "onnx_static_int8": ("onnx", ("onnx_export", "onnx_static_int8"), "int8")}
 
 
+def saved_variant(source: Variant, method: str, path, root: Path) -> Variant:
+    """The record of the folder `method` saved from `source` (MADE says what it is)."""
+    fmt, technique, precision = MADE[method]
+    return source.derive(Path(path).name, fmt, relative_path(Path(path), root), technique, Stage.NAME, precision)
+
+
+def judged_on_seeds(v: Variant, seed: int, runs: list[dict], deltas: list[float], p: dict) -> Variant:
+    """`v` with its training seeds' records (`seed` exported), its val Δ the mean of `deltas` and its goals judged on
+    that mean."""
+    m = {"seed": seed, "seed_runs": runs, "val_delta_pts": statistics.fmean(deltas), "val_delta_pts_per_seed": deltas}
+    return v.with_metrics(**m, goals_met=goals.all_met(goals.from_params(p, ref="its FP32 source"), v.metrics | m))
+
+
 def measure_saved(source: Variant, saved: dict, root: Path, loaders: dict, lat_inputs, fp32: dict, p: dict) -> tuple:
     """Each saved folder reloaded through the format registry (what ships is scored): (variants by method, evals)."""
     by_method, evals = {}, {}
-    for method, (fmt, technique, precision) in MADE.items():
+    for method in MADE:
         path = Path(saved[method])
-        v = source.derive(path.name, fmt, relative_path(path, root), technique, Stage.NAME, precision)
+        v = saved_variant(source, method, path, root)
         predict, _ = formats.load(v, root, p["threads"])
         scored = {s: sens.evaluate_predictor(predict, loaders[s], fp32[s]["logits"]) for s in loaders}
         evals[v.name] = scored["test"]
@@ -230,11 +243,8 @@ def save_and_measure(source: Variant, qats: dict, config, tokenizer, paths: dict
         runs[s]["path"] = relative_path(runs[s]["path"], paths["root"])
     saved = ptq["saved"] | {"qat_int8": qdir / f"{name}_qat_int8"}
     by_method, evals = measure_saved(source, saved, paths["root"], loaders, lat_inputs, fp32, p)
-    deltas = seeds.val_deltas(list(runs.values()), fp32["val"]["macro_f1"])
-    qat_m = {"seed": chosen, "seed_runs": list(runs.values()), "val_delta_pts": statistics.fmean(deltas),
-             "val_delta_pts_per_seed": deltas}
-    by_method["qat_int8"] = by_method["qat_int8"].with_metrics(
-        **qat_m, goals_met=goals.all_met(goals.from_params(p, ref="its FP32 source"), by_method["qat_int8"].metrics | qat_m))
+    by_method["qat_int8"] = judged_on_seeds(by_method["qat_int8"], chosen, list(runs.values()),
+                                            seeds.val_deltas(list(runs.values()), fp32["val"]["macro_f1"]), p)
     by_method["onnx_int8"] = by_method["onnx_int8"].with_metrics(keep_fp32_groups=ptq["onnx_keep_fp32_groups"])
     by_method["onnx_static_int8"] = by_method["onnx_static_int8"].with_metrics(calibration=ptq["onnx_static_calibration"])
     by_method, fp32_runs = with_seed_runs(by_method, source, ptq, loaders, paths["root"], p)
@@ -267,17 +277,13 @@ def with_seed_runs(by_method: dict, source: Variant, ptq: dict, loaders: dict, r
     fp32_runs = [{"seed": first, **{f"{k}_macro_f1": ptq["fp32"][k]["macro_f1"] for k in loaders}}]
     fp32_runs += [{"seed": s, **scores(torch_predictor(load_fp32(t["variant"], root)[0]))} for s, t in ptq["twins"].items()]
     fp32_runs.sort(key=lambda r: r["seed"])
-    for method in ("torch_int8", "onnx_fp32", "onnx_int8", "onnx_static_int8"):
+    for method in ptq["saved"]:  # the post-training recipes, each built from every seed
         v, runs = by_method[method], []
         for s, t in ptq["twins"].items():
-            fmt, technique, precision = MADE[method]
-            path = Path(t["saved"][method])
-            twin = t["variant"].derive(path.name, fmt, relative_path(path, root), technique, Stage.NAME, precision)
+            twin = saved_variant(t["variant"], method, t["saved"][method], root)
             runs.append({"seed": s, "path": twin.path, **scores(formats.load(twin, root, p["threads"])[0])})
         runs = sorted([{"seed": first, "path": v.path, **{f"{k}_macro_f1": v.metrics[f"{k}_macro_f1"] for k in loaders}}]
                       + runs, key=lambda r: r["seed"])
         deltas = [100 * (r["val_macro_f1"] - f["val_macro_f1"]) for r, f in zip(runs, fp32_runs)]  # both by seed
-        m = {"seed": first, "seed_runs": runs, "val_delta_pts": statistics.fmean(deltas), "val_delta_pts_per_seed": deltas}
-        by_method[method] = v.with_metrics(**m, goals_met=goals.all_met(goals.from_params(p, ref="its FP32 source"),
-                                                                        v.metrics | m))
+        by_method[method] = judged_on_seeds(v, first, runs, deltas, p)
     return by_method, fp32_runs
